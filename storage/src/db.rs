@@ -1,0 +1,989 @@
+//! [`Db`]: the engine. Opening and recovery, the group-commit write path,
+//! reads, and the background flush, compaction and WAL-sync threads.
+//!
+//! # Write path
+//! Writers queue their batches. The first writer to find no leader becomes
+//! the leader: it takes every queued batch (up to `MAX_GROUP_BYTES`), makes
+//! room (rotating the memtable, stalling if flushes are behind), appends all
+//! of them to the WAL in one write(2), fsyncs once in `sync` mode, applies
+//! them to the memtable in order, then wakes the others with the group's
+//! result. Only the leader touches the WAL and the active memtable, so they
+//! need no other lock. A WAL write or fsync error poisons the engine.
+//!
+//! # Read path
+//! A read takes the active memtable, the frozen ones and the current
+//! version under a short lock, then reads without locks: memtables newest
+//! first, L0 tables newest first, then one table per deeper level, stopping
+//! at the first complete entry and merging the operands above it.
+//!
+//! # Files in the directory
+//! `CURRENT`, `MANIFEST-NNNNNN`, `NNNNNN.log` (WAL), `NNNNNN.sst`, `LOCK`.
+//! All numbers come from one counter recorded in the manifest.
+
+use std::any::Any;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::compaction::{self, OutputSink, Plan};
+use crate::entry::{resolve_newest_first, Entry, Kind};
+use crate::error::{Error, Result};
+use crate::fs::Fs;
+use crate::manifest::{Manifest, ManifestState, VersionEdit};
+use crate::memtable::Memtable;
+use crate::merge::MergeOperator;
+use crate::merging_iter::{level_stream, EntryStream, MergingIter};
+use crate::metrics::{add, Metrics, MetricsSnapshot};
+use crate::options::{Durability, Options};
+use crate::real_fs::RealFs;
+use crate::record_log::{encode_record, MAX_PAYLOAD_LEN};
+use crate::table::{Table, TableIter};
+use crate::table_builder::{TableBuilder, TableSummary};
+use crate::version::{FileMeta, LiveTable, Version, NUM_LEVELS};
+use crate::wal::{self, Wal};
+use crate::write_batch::WriteBatch;
+use crate::bloom::hash64;
+
+/// A commit group stops growing at this many bytes.
+const MAX_GROUP_BYTES: usize = 4 << 20;
+/// Wait before retrying a background job that failed without poisoning.
+const BACKGROUND_RETRY: Duration = Duration::from_secs(1);
+
+/// An open storage engine. Cheap to share: wrap it in an `Arc`; every
+/// method takes `&self` and is safe to call from many threads.
+#[derive(Debug)]
+pub struct Db {
+    inner: Arc<Inner>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    fs: Arc<dyn Fs>,
+    opts: Options,
+    op: Arc<dyn MergeOperator>,
+    state: Mutex<State>,
+    /// Signals state changes: a flush or compaction finished, work arrived,
+    /// shutdown, poisoning.
+    state_changed: Condvar,
+    queue: Mutex<WriteQueue>,
+    queue_changed: Condvar,
+    /// Held while a memtable is flushed: one flush at a time.
+    flushing: Mutex<()>,
+    /// Serializes version installs (flush and compaction).
+    manifest: Mutex<Manifest>,
+    /// Held while a compaction runs; holds each level's round-robin pointer.
+    compaction: Mutex<Vec<Vec<u8>>>,
+    next_file_number: AtomicU64,
+    poisoned: AtomicBool,
+    poison_reason: Mutex<Option<String>>,
+    shutdown: AtomicBool,
+    metrics: Metrics,
+    _lock: Box<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("dir", &self.dir).field("op", &self.op).finish_non_exhaustive()
+    }
+}
+
+struct State {
+    active: Arc<Memtable>,
+    wal: Arc<Wal>,
+    /// Frozen memtables waiting for flush, oldest first.
+    immutables: Vec<Arc<Memtable>>,
+    version: Arc<Version>,
+}
+
+#[derive(Default)]
+struct WriteQueue {
+    pending: Vec<(u64, WriteBatch)>,
+    results: std::collections::HashMap<u64, Result<()>>,
+    next_ticket: u64,
+    leader_active: bool,
+}
+
+/// Files in the data directory, by name.
+#[derive(Debug, PartialEq, Eq)]
+enum FileKind {
+    Wal(u64),
+    Table(u64),
+    Manifest(u64),
+    Temp,
+    Other,
+}
+
+fn classify(name: &str) -> FileKind {
+    let number = |s: &str| s.parse::<u64>().ok();
+    if let Some(n) = name.strip_suffix(".log").and_then(number) {
+        FileKind::Wal(n)
+    } else if let Some(n) = name.strip_suffix(".sst").and_then(number) {
+        FileKind::Table(n)
+    } else if let Some(n) = name.strip_prefix("MANIFEST-").and_then(number) {
+        FileKind::Manifest(n)
+    } else if name.ends_with(".tmp") {
+        FileKind::Temp
+    } else {
+        FileKind::Other
+    }
+}
+
+fn table_name(number: u64) -> String {
+    format!("{number:06}.sst")
+}
+
+impl Db {
+    /// Opens (or creates) the engine in `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, opts: Options, op: Arc<dyn MergeOperator>) -> Result<Db> {
+        Db::open_with_fs(Arc::new(RealFs), dir.as_ref(), opts, op)
+    }
+
+    /// Opens (or creates) the engine in `dir` on the given file system.
+    ///
+    /// Recovery: replays the manifest, opens and verifies every live table,
+    /// replays the WALs the manifest does not cover into new L0 tables,
+    /// writes a fresh manifest, then removes obsolete files. Nothing is
+    /// changed on disk before every check has passed.
+    pub fn open_with_fs(fs: Arc<dyn Fs>, dir: &Path, opts: Options, op: Arc<dyn MergeOperator>) -> Result<Db> {
+        opts.validate().map_err(Error::InvalidArgument)?;
+        fs.create_dir_all(dir).map_err(|e| Error::io("mkdir", dir, e))?;
+        let lock = fs.lock(&dir.join("LOCK")).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                Error::Locked { dir: dir.to_path_buf() }
+            } else {
+                Error::io("lock", dir.join("LOCK"), e)
+            }
+        })?;
+        let names = fs.list(dir).map_err(|e| Error::io("list", dir, e))?;
+        let kinds: Vec<(String, FileKind)> = names.into_iter().map(|n| (n.clone(), classify(&n))).collect();
+
+        let mut state = match Manifest::recover(&*fs, dir)? {
+            Some(state) => state,
+            None => {
+                if let Some((name, _)) = kinds.iter().find(|(_, k)| matches!(k, FileKind::Table(_) | FileKind::Manifest(_))) {
+                    return Err(Error::corruption(dir.join(name), 0, "CURRENT is missing but data files exist"));
+                }
+                ManifestState { merge_operator: op.name().to_owned(), next_file_number: 1, ..Default::default() }
+            }
+        };
+        if state.merge_operator != op.name() {
+            return Err(Error::MergeOperatorMismatch {
+                on_disk: state.merge_operator.clone(),
+                given: op.name().to_owned(),
+            });
+        }
+
+        // Open and verify every live table.
+        let mut version = Version::default();
+        let mut live = Vec::new();
+        for (level, meta) in state.files.values() {
+            live.push((*level, Arc::new(open_table(&*fs, dir, meta.clone())?)));
+        }
+
+        // Read every WAL the manifest does not cover, before changing anything.
+        let mut wals: Vec<u64> = kinds
+            .iter()
+            .filter_map(|(_, k)| match k {
+                FileKind::Wal(n) if *n >= state.log_number => Some(*n),
+                _ => None,
+            })
+            .collect();
+        wals.sort_unstable();
+        let mut replayed = Vec::new();
+        for (i, &n) in wals.iter().enumerate() {
+            replayed.push(wal::replay(&*fs, &dir.join(wal::wal_name(n)), i + 1 == wals.len())?);
+        }
+        let max_on_disk = kinds
+            .iter()
+            .filter_map(|(_, k)| match k {
+                FileKind::Wal(n) | FileKind::Table(n) | FileKind::Manifest(n) => Some(*n),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let next_number = AtomicU64::new(state.next_file_number.max(max_on_disk + 1));
+
+        // Turn the replayed writes into L0 tables.
+        let mut memtable = Memtable::new(0);
+        let mut recovered_tables = Vec::new();
+        for batch in replayed.into_iter().flatten() {
+            memtable.apply(batch.into_ops(), &*op);
+            if memtable.approximate_bytes() >= opts.memtable_bytes {
+                recovered_tables.push(write_l0(&fs, dir, &opts, &next_number, &memtable)?);
+                memtable = Memtable::new(0);
+            }
+        }
+        if !memtable.is_empty() {
+            recovered_tables.push(write_l0(&fs, dir, &opts, &next_number, &memtable)?);
+        }
+        for table in recovered_tables {
+            state.files.insert(table.meta.number, (0, table.meta.clone()));
+            live.push((0, Arc::new(table)));
+        }
+        version = version.with_changes(&[], live);
+
+        // A fresh WAL and manifest; then remove what they make obsolete.
+        let wal_number = next_number.fetch_add(1, Ordering::SeqCst);
+        let manifest_number = next_number.fetch_add(1, Ordering::SeqCst);
+        state.log_number = wal_number;
+        state.next_file_number = next_number.load(Ordering::SeqCst);
+        let wal = Wal::create(&*fs, dir, wal_number)?;
+        let manifest = Manifest::create(&*fs, dir, manifest_number, &state)?;
+        for (name, kind) in &kinds {
+            let obsolete = match kind {
+                FileKind::Wal(n) => *n < wal_number,
+                FileKind::Table(n) => !state.files.contains_key(n),
+                FileKind::Manifest(n) => *n != manifest.number(),
+                FileKind::Temp => true,
+                FileKind::Other => false,
+            };
+            if obsolete {
+                let path = dir.join(name);
+                if let Err(e) = fs.remove(&path) {
+                    tracing::warn!(file = %path.display(), error = %e, "could not remove obsolete file");
+                }
+            }
+        }
+        tracing::info!(dir = %dir.display(), tables = state.files.len(), wal = wal_number, "storage engine opened");
+
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            fs,
+            opts,
+            op,
+            state: Mutex::new(State {
+                active: Arc::new(Memtable::new(wal_number)),
+                wal: Arc::new(wal),
+                immutables: Vec::new(),
+                version: Arc::new(version),
+            }),
+            state_changed: Condvar::new(),
+            queue: Mutex::new(WriteQueue::default()),
+            queue_changed: Condvar::new(),
+            flushing: Mutex::new(()),
+            manifest: Mutex::new(manifest),
+            compaction: Mutex::new(vec![Vec::new(); NUM_LEVELS]),
+            next_file_number: next_number,
+            poisoned: AtomicBool::new(false),
+            poison_reason: Mutex::new(None),
+            shutdown: AtomicBool::new(false),
+            metrics: Metrics::default(),
+            _lock: lock,
+        });
+        let mut threads = Vec::new();
+        if inner.opts.background_work {
+            let i = inner.clone();
+            threads.push(spawn("tally-flush", move || i.flush_loop())?);
+            let i = inner.clone();
+            threads.push(spawn("tally-compact", move || i.compaction_loop())?);
+        }
+        if let Durability::Periodic { interval } = inner.opts.durability {
+            let i = inner.clone();
+            threads.push(spawn("tally-wal-sync", move || i.sync_loop(interval))?);
+        }
+        Ok(Db { inner, threads })
+    }
+
+    /// Applies a batch atomically. Returns once the batch is as durable as
+    /// [`Options::durability`] promises.
+    pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.inner.write(batch)
+    }
+
+    /// Sets one key.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(key, value);
+        self.write(batch)
+    }
+
+    /// Merges one operand into a key.
+    pub fn merge(&self, key: &[u8], operand: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.merge(key, operand);
+        self.write(batch)
+    }
+
+    /// Deletes one key.
+    pub fn delete(&self, key: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.delete(key);
+        self.write(batch)
+    }
+
+    /// The value of `key`, merged across every layer.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+
+    /// Up to `limit` live key-value pairs with keys in `[start, end)`
+    /// (`end = None`: no upper bound), in key order.
+    pub fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.scan(start, end, limit)
+    }
+
+    /// Freezes the active memtable and waits until every frozen memtable is
+    /// in an SSTable.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    /// Flushes, then merges every table into one sorted run at the deepest
+    /// level (a full compaction, running the compaction filter everywhere).
+    pub fn compact(&self) -> Result<()> {
+        self.inner.flush()?;
+        let _running = self.inner.compaction.lock();
+        let version = self.inner.state.lock().version.clone();
+        match compaction::full(&version) {
+            Some(plan) => self.inner.run_compaction(plan),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs background-style compactions inline until no level needs one
+    /// (for engines opened with `background_work = false`).
+    pub fn compact_pending(&self) -> Result<()> {
+        loop {
+            let mut pointers = self.inner.compaction.lock();
+            let version = self.inner.state.lock().version.clone();
+            let Some(plan) = compaction::pick(&version, &self.inner.opts, &mut pointers) else {
+                return Ok(());
+            };
+            self.inner.run_compaction(plan)?;
+        }
+    }
+
+    /// The engine's counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.metrics.snapshot()
+    }
+
+    /// Tables and bytes per level, L0 first.
+    pub fn level_summary(&self) -> Vec<(usize, u64)> {
+        let version = self.inner.state.lock().version.clone();
+        version.levels.iter().map(|l| (l.len(), l.iter().map(|t| t.meta.size).sum())).collect()
+    }
+
+    /// Stops background work and fsyncs the WAL. Dropping the `Db` does the
+    /// same but cannot report an error.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        self.inner.shutdown.store(true, Ordering::SeqCst);
+        {
+            let _state = self.inner.state.lock();
+            self.inner.state_changed.notify_all();
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        if self.inner.poisoned.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let wal = self.inner.state.lock().wal.clone();
+        wal.sync().map(|_| ())
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(error = %e, "closing the storage engine failed");
+        }
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .map_err(|e| Error::io("spawn thread", PathBuf::from(name), e))
+}
+
+fn open_table(fs: &dyn Fs, dir: &Path, meta: FileMeta) -> Result<LiveTable> {
+    let path = dir.join(table_name(meta.number));
+    if !fs.exists(&path) {
+        return Err(Error::MissingFile { file: path });
+    }
+    let file = fs.open(&path).map_err(|e| Error::io("open", &path, e))?;
+    let table = Table::open(path.clone(), file)?;
+    if table.entries() != meta.entries {
+        return Err(Error::corruption(&path, 0, "entry count disagrees with the manifest"));
+    }
+    Ok(LiveTable { meta, table: Arc::new(table) })
+}
+
+/// Writes a memtable as one L0 table.
+fn write_l0(
+    fs: &Arc<dyn Fs>,
+    dir: &Path,
+    opts: &Options,
+    numbers: &AtomicU64,
+    mem: &Memtable,
+) -> Result<LiveTable> {
+    let number = numbers.fetch_add(1, Ordering::SeqCst);
+    let path = dir.join(table_name(number));
+    let mut builder = TableBuilder::create(fs.clone(), path, opts.block_bytes, opts.bloom_bits_per_key)?;
+    for (key, entry) in mem.entries() {
+        if let Err(e) = builder.add(&key, &entry) {
+            builder.abandon();
+            return Err(e);
+        }
+    }
+    let summary = builder.finish()?;
+    open_table(&**fs, dir, meta_of(number, summary))
+}
+
+fn meta_of(number: u64, s: TableSummary) -> FileMeta {
+    FileMeta { number, size: s.size, entries: s.entries, smallest: s.smallest, largest: s.largest }
+}
+
+
+impl Inner {
+    fn check_poisoned(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            let reason = self.poison_reason.lock().clone().unwrap_or_default();
+            return Err(Error::Poisoned { reason });
+        }
+        Ok(())
+    }
+
+    fn poison(&self, error: &Error) {
+        tracing::error!(error = %error, "storage engine poisoned; reopen to recover");
+        {
+            let mut reason = self.poison_reason.lock();
+            if reason.is_none() {
+                *reason = Some(error.to_string());
+            }
+        }
+        self.poisoned.store(true, Ordering::SeqCst);
+        let _state = self.state.lock();
+        self.state_changed.notify_all();
+    }
+
+    fn validate(&self, batch: &WriteBatch) -> Result<()> {
+        if batch.approximate_size() > MAX_PAYLOAD_LEN / 2 {
+            return Err(Error::InvalidArgument(format!(
+                "batch of {} bytes exceeds {} bytes",
+                batch.approximate_size(),
+                MAX_PAYLOAD_LEN / 2
+            )));
+        }
+        for (key, entry) in batch.ops() {
+            if key.is_empty() || key.len() > self.opts.max_key_bytes {
+                return Err(Error::InvalidArgument(format!(
+                    "key of {} bytes: keys must be 1..={} bytes",
+                    key.len(),
+                    self.opts.max_key_bytes
+                )));
+            }
+            if entry.value.len() > self.opts.max_value_bytes {
+                return Err(Error::InvalidArgument(format!(
+                    "value of {} bytes exceeds {} bytes",
+                    entry.value.len(),
+                    self.opts.max_value_bytes
+                )));
+            }
+            if entry.kind == Kind::Merge {
+                self.op.check(&entry.value).map_err(Error::InvalidArgument)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.validate(&batch)?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.check_poisoned()?;
+        add(&self.metrics.user_bytes, batch.approximate_size() as u64);
+        let mut queue = self.queue.lock();
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        queue.pending.push((ticket, batch));
+        loop {
+            if let Some(result) = queue.results.remove(&ticket) {
+                return result;
+            }
+            if !queue.leader_active {
+                break;
+            }
+            self.queue_changed.wait(&mut queue);
+        }
+        // Lead one group; our own batch is in it (it is still pending, and
+        // groups are taken from the front).
+        queue.leader_active = true;
+        let mut group = Vec::new();
+        let mut bytes = 0;
+        let mut rest = std::mem::take(&mut queue.pending).into_iter();
+        for (t, b) in rest.by_ref() {
+            bytes += b.approximate_size();
+            group.push((t, b));
+            if bytes >= MAX_GROUP_BYTES && group.iter().any(|(t, _)| *t == ticket) {
+                break;
+            }
+        }
+        queue.pending = rest.collect();
+        drop(queue);
+
+        let tickets: Vec<u64> = group.iter().map(|(t, _)| *t).collect();
+        let result = self.commit_group(group.into_iter().map(|(_, b)| b).collect());
+
+        let mut queue = self.queue.lock();
+        for t in tickets {
+            if t != ticket {
+                let r = match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(e.duplicate()),
+                };
+                queue.results.insert(t, r);
+            }
+        }
+        queue.leader_active = false;
+        self.queue_changed.notify_all();
+        result
+    }
+
+    fn commit_group(&self, group: Vec<WriteBatch>) -> Result<()> {
+        let (memtable, wal) = self.make_room()?;
+        let mut records = Vec::with_capacity(group.iter().map(|b| b.approximate_size() + 16).sum());
+        let mut payload = Vec::new();
+        for batch in &group {
+            payload.clear();
+            batch.encode(&mut payload);
+            encode_record(&mut records, &payload);
+        }
+        if let Err(e) = wal.append(&records) {
+            self.poison(&e);
+            return Err(e);
+        }
+        add(&self.metrics.wal_bytes, records.len() as u64);
+        if self.opts.durability == Durability::Sync {
+            if let Err(e) = wal.sync() {
+                self.poison(&e);
+                return Err(e);
+            }
+            add(&self.metrics.wal_syncs, 1);
+        }
+        add(&self.metrics.commit_groups, 1);
+        add(&self.metrics.batches, group.len() as u64);
+        memtable.apply(group.into_iter().flat_map(WriteBatch::into_ops), &*self.op);
+        Ok(())
+    }
+
+    /// Returns the memtable and WAL to write to, rotating a full memtable
+    /// and waiting (bounded) while flushes or compactions are behind. Called
+    /// only by the group leader.
+    fn make_room(&self) -> Result<(Arc<Memtable>, Arc<Wal>)> {
+        let started = Instant::now();
+        let mut stalled = false;
+        let mut state = self.state.lock();
+        loop {
+            self.check_poisoned()?;
+            let l0 = state.version.levels[0].len();
+            let l0_blocked = self.opts.background_work && l0 >= self.opts.l0_stop_trigger;
+            let full = state.active.approximate_bytes() >= self.opts.memtable_bytes;
+            let can_rotate = state.immutables.len() < self.opts.max_immutable_memtables;
+            if !full && !l0_blocked {
+                break;
+            }
+            if full && can_rotate && !l0_blocked {
+                drop(state);
+                self.rotate()?;
+                state = self.state.lock();
+                continue;
+            }
+            if !self.opts.background_work {
+                drop(state);
+                self.flush_oldest()?;
+                state = self.state.lock();
+                continue;
+            }
+            stalled = true;
+            let waited = started.elapsed();
+            let Some(remaining) = self.opts.write_stall_timeout.checked_sub(waited) else {
+                self.note_stall(started);
+                return Err(Error::WriteStall { waited });
+            };
+            self.state_changed.wait_for(&mut state, remaining.min(Duration::from_millis(100)));
+        }
+        if stalled {
+            self.note_stall(started);
+        }
+        let slowdown = self.opts.background_work && state.version.levels[0].len() >= self.opts.l0_slowdown_trigger;
+        let result = (state.active.clone(), state.wal.clone());
+        drop(state);
+        if slowdown {
+            add(&self.metrics.write_slowdowns, 1);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(result)
+    }
+
+    fn note_stall(&self, started: Instant) {
+        add(&self.metrics.write_stalls, 1);
+        add(&self.metrics.write_stall_micros, started.elapsed().as_micros() as u64);
+    }
+
+    /// Freezes the active memtable and starts a new one with a new WAL.
+    /// Called only by the group leader (or with leadership held).
+    fn rotate(&self) -> Result<()> {
+        let old_wal = self.state.lock().wal.clone();
+        // Only the newest WAL may have a torn tail: finish the old one first.
+        if let Err(e) = old_wal.sync() {
+            self.poison(&e);
+            return Err(e);
+        }
+        let number = self.next_file_number.fetch_add(1, Ordering::SeqCst);
+        let wal = match Wal::create(&*self.fs, &self.dir, number) {
+            Ok(wal) => wal,
+            Err(e) => {
+                self.poison(&e);
+                return Err(e);
+            }
+        };
+        let mut state = self.state.lock();
+        let frozen = std::mem::replace(&mut state.active, Arc::new(Memtable::new(number)));
+        state.immutables.push(frozen);
+        state.wal = Arc::new(wal);
+        self.state_changed.notify_all();
+        Ok(())
+    }
+
+    /// Takes write leadership, so that memtable rotation cannot race a group.
+    fn with_leadership<T>(&self, f: impl FnOnce() -> T) -> T {
+        let mut queue = self.queue.lock();
+        while queue.leader_active {
+            self.queue_changed.wait(&mut queue);
+        }
+        queue.leader_active = true;
+        drop(queue);
+        let result = f();
+        let mut queue = self.queue.lock();
+        queue.leader_active = false;
+        self.queue_changed.notify_all();
+        result
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.check_poisoned()?;
+        self.with_leadership(|| {
+            if self.state.lock().active.is_empty() {
+                Ok(())
+            } else {
+                self.rotate()
+            }
+        })?;
+        loop {
+            if !self.opts.background_work {
+                if self.state.lock().immutables.is_empty() {
+                    return Ok(());
+                }
+                self.flush_oldest()?;
+                continue;
+            }
+            let mut state = self.state.lock();
+            self.check_poisoned()?;
+            if state.immutables.is_empty() {
+                return Ok(());
+            }
+            self.state_changed.wait_for(&mut state, Duration::from_millis(100));
+        }
+    }
+
+    /// Flushes the oldest frozen memtable to an L0 table and installs it.
+    fn flush_oldest(&self) -> Result<()> {
+        let _flushing = self.flushing.lock();
+        let Some(mem) = self.state.lock().immutables.first().cloned() else { return Ok(()) };
+        let table = if mem.is_empty() {
+            None
+        } else {
+            let table = write_l0(&self.fs, &self.dir, &self.opts, &self.next_file_number, &mem)?;
+            add(&self.metrics.flushes, 1);
+            add(&self.metrics.flush_bytes, table.meta.size);
+            Some(Arc::new(table))
+        };
+        let manifest = self.manifest.lock();
+        let log_number = {
+            let state = self.state.lock();
+            state.immutables.get(1).map_or(state.active.wal_number(), |m| m.wal_number())
+        };
+        let edit = VersionEdit {
+            log_number: Some(log_number),
+            next_file_number: Some(self.next_file_number.load(Ordering::SeqCst)),
+            added: table.iter().map(|t| (0, t.meta.clone())).collect(),
+            ..Default::default()
+        };
+        if let Err(e) = manifest.append(&edit) {
+            self.poison(&e);
+            return Err(e);
+        }
+        {
+            let mut state = self.state.lock();
+            state.version = Arc::new(state.version.with_changes(&[], table.into_iter().map(|t| (0, t)).collect()));
+            state.immutables.remove(0);
+            self.state_changed.notify_all();
+        }
+        drop(manifest);
+        self.remove_file(&self.dir.join(wal::wal_name(mem.wal_number())));
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) {
+        if let Err(e) = self.fs.remove(path) {
+            tracing::warn!(file = %path.display(), error = %e, "could not remove obsolete file");
+        }
+    }
+
+    fn run_compaction(&self, plan: Plan) -> Result<()> {
+        let started = Instant::now();
+        let description = compaction::describe(&plan);
+        let deleted: Vec<(usize, u64)> = plan.inputs.iter().map(|(l, t)| (*l, t.meta.number)).collect();
+        let added: Vec<(usize, Arc<LiveTable>)> = if plan.trivial_move {
+            plan.inputs.iter().map(|(_, t)| (plan.output_level, t.clone())).collect()
+        } else {
+            let mut sink = CompactionOutput { inner: self, builder: None, outputs: Vec::new() };
+            let merged = compaction::merge_into(
+                &plan,
+                self.op.clone(),
+                self.opts.compaction_filter.as_deref(),
+                &mut sink,
+            )
+            .and_then(|()| sink.finish_table());
+            if let Err(e) = merged {
+                if let Some((_, builder)) = sink.builder.take() {
+                    builder.abandon();
+                }
+                for table in &sink.outputs {
+                    self.remove_file(table.table.path());
+                }
+                return Err(e);
+            }
+            add(&self.metrics.compaction_read_bytes, compaction::input_bytes(&plan));
+            sink.outputs.into_iter().map(|t| (plan.output_level, t)).collect()
+        };
+        let written: u64 = if plan.trivial_move { 0 } else { added.iter().map(|(_, t)| t.meta.size).sum() };
+        add(&self.metrics.compaction_write_bytes, written);
+        add(&self.metrics.compactions, 1);
+
+        let manifest = self.manifest.lock();
+        let edit = VersionEdit {
+            next_file_number: Some(self.next_file_number.load(Ordering::SeqCst)),
+            added: added.iter().map(|(l, t)| (*l, t.meta.clone())).collect(),
+            deleted: deleted.clone(),
+            ..Default::default()
+        };
+        if let Err(e) = manifest.append(&edit) {
+            self.poison(&e);
+            return Err(e);
+        }
+        {
+            let mut state = self.state.lock();
+            state.version = Arc::new(state.version.with_changes(&deleted, added));
+            self.state_changed.notify_all();
+        }
+        drop(manifest);
+        if !plan.trivial_move {
+            for (_, table) in &plan.inputs {
+                self.remove_file(table.table.path());
+            }
+        }
+        tracing::info!(
+            compaction = %description,
+            written_bytes = written,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compaction finished"
+        );
+        Ok(())
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        add(&self.metrics.gets, 1);
+        let (active, immutables, version) = {
+            let state = self.state.lock();
+            (state.active.clone(), state.immutables.clone(), state.version.clone())
+        };
+        let mut found: Vec<Entry> = Vec::new();
+        for mem in std::iter::once(&active).chain(immutables.iter().rev()) {
+            if let Some(entry) = mem.get(key) {
+                let complete = entry.is_complete();
+                found.push(entry);
+                if complete {
+                    return Ok(resolve_newest_first(key, found, &*self.op));
+                }
+            }
+        }
+        let hash = hash64(key);
+        let candidates = version.levels[0]
+            .iter()
+            .filter(|t| t.meta.overlaps(key, key))
+            .chain((1..NUM_LEVELS).filter_map(|level| version.table_for_key(level, key)));
+        for table in candidates {
+            if !table.table.may_contain(hash) {
+                add(&self.metrics.bloom_skips, 1);
+                continue;
+            }
+            if let Some(entry) = table.table.get(key)? {
+                let complete = entry.is_complete();
+                found.push(entry);
+                if complete {
+                    break;
+                }
+            }
+        }
+        Ok(resolve_newest_first(key, found, &*self.op))
+    }
+
+    fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let (active, immutables, version) = {
+            let state = self.state.lock();
+            (state.active.clone(), state.immutables.clone(), state.version.clone())
+        };
+        let mut streams: Vec<EntryStream> = Vec::new();
+        for mem in std::iter::once(&active).chain(immutables.iter().rev()) {
+            streams.push(Box::new(mem.range(start, end, usize::MAX).into_iter().map(Ok)));
+        }
+        let hi = end.unwrap_or(&[]);
+        let meets = |t: &Arc<LiveTable>| {
+            t.meta.largest.as_slice() >= start && (end.is_none() || t.meta.smallest.as_slice() < hi)
+        };
+        for table in version.levels[0].iter().filter(|t| meets(t)) {
+            streams.push(Box::new(TableIter::new(table.table.clone(), start, end)));
+        }
+        for level in &version.levels[1..] {
+            let tables: Vec<Arc<LiveTable>> = level.iter().filter(|t| meets(t)).cloned().collect();
+            if !tables.is_empty() {
+                streams.push(level_stream(tables, start, end));
+            }
+        }
+        let mut out = Vec::new();
+        for item in MergingIter::new(streams, self.op.clone()) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, entry) = item?;
+            if let Some(value) = entry.into_value() {
+                out.push((key, value));
+            }
+        }
+        Ok(out)
+    }
+
+    fn flush_loop(&self) {
+        loop {
+            {
+                let mut state = self.state.lock();
+                while state.immutables.is_empty() && !self.shutdown.load(Ordering::SeqCst) {
+                    self.state_changed.wait(&mut state);
+                }
+            }
+            if self.shutdown.load(Ordering::SeqCst) || self.poisoned.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Err(e) = self.flush_oldest() {
+                tracing::error!(error = %e, "memtable flush failed; retrying");
+                self.pause_after_error();
+            }
+        }
+    }
+
+    fn compaction_loop(&self) {
+        loop {
+            {
+                let mut state = self.state.lock();
+                while !compaction::needs_compaction(&state.version, &self.opts)
+                    && !self.shutdown.load(Ordering::SeqCst)
+                {
+                    self.state_changed.wait(&mut state);
+                }
+            }
+            if self.shutdown.load(Ordering::SeqCst) || self.poisoned.load(Ordering::SeqCst) {
+                return;
+            }
+            let mut pointers = self.compaction.lock();
+            let version = self.state.lock().version.clone();
+            let Some(plan) = compaction::pick(&version, &self.opts, &mut pointers) else { continue };
+            if let Err(e) = self.run_compaction(plan) {
+                drop(pointers);
+                tracing::error!(error = %e, "compaction failed; retrying");
+                self.pause_after_error();
+            }
+        }
+    }
+
+    fn pause_after_error(&self) {
+        let mut state = self.state.lock();
+        if !self.shutdown.load(Ordering::SeqCst) {
+            self.state_changed.wait_for(&mut state, BACKGROUND_RETRY);
+        }
+    }
+
+    fn sync_loop(&self, interval: Duration) {
+        loop {
+            let wal = {
+                let mut state = self.state.lock();
+                if self.shutdown.load(Ordering::SeqCst) {
+                    return;
+                }
+                self.state_changed.wait_for(&mut state, interval);
+                if self.shutdown.load(Ordering::SeqCst) || self.poisoned.load(Ordering::SeqCst) {
+                    return;
+                }
+                state.wal.clone()
+            };
+            match wal.sync() {
+                Ok(true) => add(&self.metrics.wal_syncs, 1),
+                Ok(false) => {}
+                Err(e) => {
+                    self.poison(&e);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Receives compaction output, cutting tables at the target size.
+struct CompactionOutput<'a> {
+    inner: &'a Inner,
+    builder: Option<(u64, TableBuilder)>,
+    outputs: Vec<Arc<LiveTable>>,
+}
+
+impl CompactionOutput<'_> {
+    fn finish_table(&mut self) -> Result<()> {
+        if let Some((number, builder)) = self.builder.take() {
+            let summary = builder.finish()?;
+            let table = open_table(&*self.inner.fs, &self.inner.dir, meta_of(number, summary))?;
+            self.outputs.push(Arc::new(table));
+        }
+        Ok(())
+    }
+}
+
+impl OutputSink for CompactionOutput<'_> {
+    fn add(&mut self, key: &[u8], entry: &Entry) -> Result<()> {
+        if self.builder.is_none() {
+            let number = self.inner.next_file_number.fetch_add(1, Ordering::SeqCst);
+            let path = self.inner.dir.join(table_name(number));
+            let opts = &self.inner.opts;
+            let builder = TableBuilder::create(self.inner.fs.clone(), path, opts.block_bytes, opts.bloom_bits_per_key)?;
+            self.builder = Some((number, builder));
+        }
+        if let Some((_, builder)) = self.builder.as_mut() {
+            builder.add(key, entry)?;
+            if builder.approximate_size() >= self.inner.opts.target_file_bytes {
+                self.finish_table()?;
+            }
+        }
+        Ok(())
+    }
+}

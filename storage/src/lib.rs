@@ -1,0 +1,55 @@
+//! tally's storage engine: a log-structured merge tree for counter cells.
+//!
+//! Each node keeps its data in one [`Db`]: writes go to a write-ahead log
+//! ([`Durability`] says when they are acknowledged) and an in-memory
+//! memtable; full memtables are flushed to immutable SSTables with bloom
+//! filters; leveled compaction merges SSTables in the background. The
+//! engine is generic over a [`MergeOperator`], so a counter increment is a
+//! blind write that the engine folds into the stored value lazily, and over
+//! a [`CompactionFilter`], through which the node drops expired buckets.
+//!
+//! The engine never returns a wrong value: every byte read from disk is
+//! checksummed, damage is reported as [`Error::Corruption`] with the file and
+//! offset, and a failed WAL fsync poisons the engine instead of being
+//! retried. The file system is injected ([`Fs`]): [`RealFs`] in production,
+//! [`SimFs`] to simulate power loss, a full disk and failing fsyncs.
+//!
+//! Not here (non-goals for now): snapshots and transactions, column
+//! families, prefix compression in blocks, a block cache (reads go through
+//! the OS page cache), and subcompactions.
+//!
+//! The byte layouts of the WAL, SSTables and manifest are in
+//! `docs/format.md`.
+
+mod block;
+mod bloom;
+mod compaction;
+mod db;
+mod decoder;
+mod entry;
+mod error;
+mod fs;
+mod manifest;
+mod memtable;
+mod merge;
+mod merging_iter;
+mod metrics;
+mod options;
+mod real_fs;
+mod record_log;
+mod sim_fs;
+mod table;
+mod table_builder;
+mod version;
+mod wal;
+mod write_batch;
+
+pub use db::Db;
+pub use error::{Error, Result};
+pub use fs::{Fs, FsFile};
+pub use merge::{AddI64, CompactionFilter, FilterDecision, MergeOperator};
+pub use metrics::MetricsSnapshot;
+pub use options::{Durability, Options};
+pub use real_fs::RealFs;
+pub use sim_fs::SimFs;
+pub use write_batch::WriteBatch;
