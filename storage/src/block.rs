@@ -41,7 +41,11 @@ pub(crate) fn seal(buf: &mut Vec<u8>) {
 /// Checks a sealed block's crc and returns its contents.
 pub(crate) fn unseal<'a>(file: &Path, offset: u64, raw: &'a [u8]) -> Result<&'a [u8]> {
     let Some(body_len) = raw.len().checked_sub(4) else {
-        return Err(Error::corruption(file, offset, "block shorter than its checksum"));
+        return Err(Error::corruption(
+            file,
+            offset,
+            "block shorter than its checksum",
+        ));
     };
     let (body, crc) = raw.split_at(body_len);
     let expected = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
@@ -66,7 +70,11 @@ pub(crate) struct BlockEntries<'a> {
 
 impl<'a> BlockEntries<'a> {
     pub(crate) fn new(file: &'a Path, offset: u64, body: &'a [u8]) -> BlockEntries<'a> {
-        BlockEntries { decoder: Decoder::new(body), file, offset }
+        BlockEntries {
+            decoder: Decoder::new(body),
+            file,
+            offset,
+        }
     }
 }
 
@@ -89,7 +97,11 @@ impl<'a> Iterator for BlockEntries<'a> {
             None => {
                 // Stop after reporting: nothing after a bad entry is trusted.
                 self.decoder = Decoder::new(&[]);
-                Some(Err(Error::corruption(self.file, at, "malformed block entry")))
+                Some(Err(Error::corruption(
+                    self.file,
+                    at,
+                    "malformed block entry",
+                )))
             }
         }
     }
@@ -115,7 +127,10 @@ pub(crate) fn decode_index(body: &[u8]) -> Option<Vec<IndexEntry>> {
         let last_key = d.length_prefixed()?.to_vec();
         let offset = d.u64()?;
         let len = d.u32()?;
-        index.push(IndexEntry { last_key, handle: BlockHandle { offset, len } });
+        index.push(IndexEntry {
+            last_key,
+            handle: BlockHandle { offset, len },
+        });
     }
     d.is_empty().then_some(index)
 }

@@ -46,8 +46,13 @@ impl Bloom {
     pub(crate) fn build(hashes: &[u64], bits_per_key: usize) -> Bloom {
         let num_bits = (hashes.len() * bits_per_key).max(64);
         let bytes = num_bits.div_ceil(8);
-        let probes = ((bits_per_key as f64) * std::f64::consts::LN_2).round().clamp(1.0, 30.0) as u8;
-        let mut bloom = Bloom { bits: vec![0; bytes], probes };
+        let probes = ((bits_per_key as f64) * std::f64::consts::LN_2)
+            .round()
+            .clamp(1.0, 30.0) as u8;
+        let mut bloom = Bloom {
+            bits: vec![0; bytes],
+            probes,
+        };
         for &h in hashes {
             for bit in probe_bits(h, bytes * 8, probes) {
                 bloom.bits[bit / 8] |= 1 << (bit % 8);
@@ -58,7 +63,8 @@ impl Bloom {
 
     /// False means the key is certainly absent.
     pub(crate) fn may_contain(&self, h: u64) -> bool {
-        probe_bits(h, self.bits.len() * 8, self.probes).all(|bit| self.bits[bit / 8] & (1 << (bit % 8)) != 0)
+        probe_bits(h, self.bits.len() * 8, self.probes)
+            .all(|bit| self.bits[bit / 8] & (1 << (bit % 8)) != 0)
     }
 
     pub(crate) fn encode(&self, buf: &mut Vec<u8>) {
@@ -72,7 +78,10 @@ impl Bloom {
         if bits.is_empty() || probes == 0 || probes > 30 {
             return None;
         }
-        Some(Bloom { bits: bits.to_vec(), probes })
+        Some(Bloom {
+            bits: bits.to_vec(),
+            probes,
+        })
     }
 }
 
@@ -82,12 +91,18 @@ mod tests {
 
     #[test]
     fn no_false_negatives_and_about_one_percent_false_positives() {
-        let keys: Vec<u64> = (0..10_000u32).map(|i| hash64(format!("key{i}").as_bytes())).collect();
+        let keys: Vec<u64> = (0..10_000u32)
+            .map(|i| hash64(format!("key{i}").as_bytes()))
+            .collect();
         let bloom = Bloom::build(&keys, 10);
         assert!(keys.iter().all(|&h| bloom.may_contain(h)));
-        let false_positives =
-            (0..10_000u32).filter(|i| bloom.may_contain(hash64(format!("other{i}").as_bytes()))).count();
-        assert!(false_positives < 200, "{false_positives} false positives in 10,000");
+        let false_positives = (0..10_000u32)
+            .filter(|i| bloom.may_contain(hash64(format!("other{i}").as_bytes())))
+            .count();
+        assert!(
+            false_positives < 200,
+            "{false_positives} false positives in 10,000"
+        );
     }
 
     #[test]

@@ -44,7 +44,8 @@ pub(crate) struct Plan {
 }
 
 fn level_target(opts: &Options, level: usize) -> u64 {
-    opts.level1_bytes.saturating_mul(10u64.saturating_pow(level.saturating_sub(1) as u32))
+    opts.level1_bytes
+        .saturating_mul(10u64.saturating_pow(level.saturating_sub(1) as u32))
 }
 
 /// The compaction score of each level; >= 1 means it needs compacting.
@@ -69,7 +70,10 @@ fn key_range<'a>(tables: impl Iterator<Item = &'a Arc<LiveTable>>) -> Option<(Ve
     for t in tables {
         range = Some(match range {
             None => (t.meta.smallest.clone(), t.meta.largest.clone()),
-            Some((lo, hi)) => (lo.min(t.meta.smallest.clone()), hi.max(t.meta.largest.clone())),
+            Some((lo, hi)) => (
+                lo.min(t.meta.smallest.clone()),
+                hi.max(t.meta.largest.clone()),
+            ),
         });
     }
     range
@@ -93,7 +97,10 @@ pub(crate) fn pick(version: &Version, opts: &Options, pointers: &mut [Vec<u8>]) 
         version.levels[0].clone()
     } else {
         let run = &version.levels[level];
-        let next = run.iter().find(|t| t.meta.smallest > pointers[level]).or_else(|| run.first())?;
+        let next = run
+            .iter()
+            .find(|t| t.meta.smallest > pointers[level])
+            .or_else(|| run.first())?;
         pointers[level] = next.meta.largest.clone();
         vec![next.clone()]
     };
@@ -104,15 +111,26 @@ pub(crate) fn pick(version: &Version, opts: &Options, pointers: &mut [Vec<u8>]) 
     let bottommost = is_bottommost(version, output_level, &all_lo, &all_hi);
     let mut inputs: Vec<(usize, Arc<LiveTable>)> = chosen.into_iter().map(|t| (level, t)).collect();
     inputs.extend(below.into_iter().map(|t| (output_level, t)));
-    Some(Plan { inputs, output_level, bottommost, trivial_move })
+    Some(Plan {
+        inputs,
+        output_level,
+        bottommost,
+        trivial_move,
+    })
 }
 
 /// A plan that merges every table into one sorted run at the deepest
 /// non-empty level (at least 1): a full, manual compaction.
 pub(crate) fn full(version: &Version) -> Option<Plan> {
-    let inputs: Vec<(usize, Arc<LiveTable>)> = version.all_tables().map(|(l, t)| (l, t.clone())).collect();
+    let inputs: Vec<(usize, Arc<LiveTable>)> =
+        version.all_tables().map(|(l, t)| (l, t.clone())).collect();
     let deepest = inputs.iter().map(|(l, _)| *l).max()?;
-    Some(Plan { inputs, output_level: deepest.max(1), bottommost: true, trivial_move: false })
+    Some(Plan {
+        inputs,
+        output_level: deepest.max(1),
+        bottommost: true,
+        trivial_move: false,
+    })
 }
 
 /// Input streams newest first: each L0 table alone, then each deeper
@@ -120,10 +138,14 @@ pub(crate) fn full(version: &Version) -> Option<Plan> {
 fn input_streams(plan: &Plan) -> Vec<EntryStream> {
     let mut streams: Vec<EntryStream> = Vec::new();
     for level in 0..NUM_LEVELS {
-        let mut tables: Vec<Arc<LiveTable>> =
-            plan.inputs.iter().filter(|(l, _)| *l == level).map(|(_, t)| t.clone()).collect();
+        let mut tables: Vec<Arc<LiveTable>> = plan
+            .inputs
+            .iter()
+            .filter(|(l, _)| *l == level)
+            .map(|(_, t)| t.clone())
+            .collect();
         if level == 0 {
-            tables.sort_by(|a, b| b.meta.number.cmp(&a.meta.number));
+            tables.sort_by_key(|t| std::cmp::Reverse(t.meta.number));
             for t in tables {
                 streams.push(Box::new(TableIter::new(t.table.clone(), &[], None)));
             }
@@ -180,7 +202,16 @@ pub(crate) fn describe(plan: &Plan) -> String {
     let files: Vec<String> = plan
         .inputs
         .iter()
-        .map(|(l, t)| format!("L{l}:{}", t.table.path().file_name().and_then(|n| n.to_str()).unwrap_or("?")))
+        .map(|(l, t)| {
+            format!(
+                "L{l}:{}",
+                t.table
+                    .path()
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("?")
+            )
+        })
         .collect();
     format!("{} -> L{}", files.join(","), plan.output_level)
 }

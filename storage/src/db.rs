@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::bloom::hash64;
 use crate::compaction::{self, OutputSink, Plan};
 use crate::entry::{resolve_newest_first, Entry, Kind};
 use crate::error::{Error, Result};
@@ -46,7 +47,6 @@ use crate::table_builder::{TableBuilder, TableSummary};
 use crate::version::{FileMeta, LiveTable, Version, NUM_LEVELS};
 use crate::wal::{self, Wal};
 use crate::write_batch::WriteBatch;
-use crate::bloom::hash64;
 
 /// A commit group stops growing at this many bytes.
 const MAX_GROUP_BYTES: usize = 4 << 20;
@@ -88,7 +88,10 @@ struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db").field("dir", &self.dir).field("op", &self.op).finish_non_exhaustive()
+        f.debug_struct("Db")
+            .field("dir", &self.dir)
+            .field("op", &self.op)
+            .finish_non_exhaustive()
     }
 }
 
@@ -149,26 +152,48 @@ impl Db {
     /// replays the WALs the manifest does not cover into new L0 tables,
     /// writes a fresh manifest, then removes obsolete files. Nothing is
     /// changed on disk before every check has passed.
-    pub fn open_with_fs(fs: Arc<dyn Fs>, dir: &Path, opts: Options, op: Arc<dyn MergeOperator>) -> Result<Db> {
+    pub fn open_with_fs(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        opts: Options,
+        op: Arc<dyn MergeOperator>,
+    ) -> Result<Db> {
         opts.validate().map_err(Error::InvalidArgument)?;
-        fs.create_dir_all(dir).map_err(|e| Error::io("mkdir", dir, e))?;
+        fs.create_dir_all(dir)
+            .map_err(|e| Error::io("mkdir", dir, e))?;
         let lock = fs.lock(&dir.join("LOCK")).map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {
-                Error::Locked { dir: dir.to_path_buf() }
+                Error::Locked {
+                    dir: dir.to_path_buf(),
+                }
             } else {
                 Error::io("lock", dir.join("LOCK"), e)
             }
         })?;
         let names = fs.list(dir).map_err(|e| Error::io("list", dir, e))?;
-        let kinds: Vec<(String, FileKind)> = names.into_iter().map(|n| (n.clone(), classify(&n))).collect();
+        let kinds: Vec<(String, FileKind)> = names
+            .into_iter()
+            .map(|n| (n.clone(), classify(&n)))
+            .collect();
 
         let mut state = match Manifest::recover(&*fs, dir)? {
             Some(state) => state,
             None => {
-                if let Some((name, _)) = kinds.iter().find(|(_, k)| matches!(k, FileKind::Table(_) | FileKind::Manifest(_))) {
-                    return Err(Error::corruption(dir.join(name), 0, "CURRENT is missing but data files exist"));
+                if let Some((name, _)) = kinds
+                    .iter()
+                    .find(|(_, k)| matches!(k, FileKind::Table(_) | FileKind::Manifest(_)))
+                {
+                    return Err(Error::corruption(
+                        dir.join(name),
+                        0,
+                        "CURRENT is missing but data files exist",
+                    ));
                 }
-                ManifestState { merge_operator: op.name().to_owned(), next_file_number: 1, ..Default::default() }
+                ManifestState {
+                    merge_operator: op.name().to_owned(),
+                    next_file_number: 1,
+                    ..Default::default()
+                }
             }
         };
         if state.merge_operator != op.name() {
@@ -196,7 +221,11 @@ impl Db {
         wals.sort_unstable();
         let mut replayed = Vec::new();
         for (i, &n) in wals.iter().enumerate() {
-            replayed.push(wal::replay(&*fs, &dir.join(wal::wal_name(n)), i + 1 == wals.len())?);
+            replayed.push(wal::replay(
+                &*fs,
+                &dir.join(wal::wal_name(n)),
+                i + 1 == wals.len(),
+            )?);
         }
         let max_on_disk = kinds
             .iter()
@@ -222,7 +251,9 @@ impl Db {
             recovered_tables.push(write_l0(&fs, dir, &opts, &next_number, &memtable)?);
         }
         for table in recovered_tables {
-            state.files.insert(table.meta.number, (0, table.meta.clone()));
+            state
+                .files
+                .insert(table.meta.number, (0, table.meta.clone()));
             live.push((0, Arc::new(table)));
         }
         version = version.with_changes(&[], live);
@@ -323,7 +354,12 @@ impl Db {
 
     /// Up to `limit` live key-value pairs with keys in `[start, end)`
     /// (`end = None`: no upper bound), in key order.
-    pub fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    pub fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.inner.scan(start, end, limit)
     }
 
@@ -366,7 +402,11 @@ impl Db {
     /// Tables and bytes per level, L0 first.
     pub fn level_summary(&self) -> Vec<(usize, u64)> {
         let version = self.inner.state.lock().version.clone();
-        version.levels.iter().map(|l| (l.len(), l.iter().map(|t| t.meta.size).sum())).collect()
+        version
+            .levels
+            .iter()
+            .map(|l| (l.len(), l.iter().map(|t| t.meta.size).sum()))
+            .collect()
     }
 
     /// Stops background work and fsyncs the WAL. Dropping the `Db` does the
@@ -415,9 +455,16 @@ fn open_table(fs: &dyn Fs, dir: &Path, meta: FileMeta) -> Result<LiveTable> {
     let file = fs.open(&path).map_err(|e| Error::io("open", &path, e))?;
     let table = Table::open(path.clone(), file)?;
     if table.entries() != meta.entries {
-        return Err(Error::corruption(&path, 0, "entry count disagrees with the manifest"));
+        return Err(Error::corruption(
+            &path,
+            0,
+            "entry count disagrees with the manifest",
+        ));
     }
-    Ok(LiveTable { meta, table: Arc::new(table) })
+    Ok(LiveTable {
+        meta,
+        table: Arc::new(table),
+    })
 }
 
 /// Writes a memtable as one L0 table.
@@ -430,7 +477,8 @@ fn write_l0(
 ) -> Result<LiveTable> {
     let number = numbers.fetch_add(1, Ordering::SeqCst);
     let path = dir.join(table_name(number));
-    let mut builder = TableBuilder::create(fs.clone(), path, opts.block_bytes, opts.bloom_bits_per_key)?;
+    let mut builder =
+        TableBuilder::create(fs.clone(), path, opts.block_bytes, opts.bloom_bits_per_key)?;
     for (key, entry) in mem.entries() {
         if let Err(e) = builder.add(&key, &entry) {
             builder.abandon();
@@ -442,9 +490,14 @@ fn write_l0(
 }
 
 fn meta_of(number: u64, s: TableSummary) -> FileMeta {
-    FileMeta { number, size: s.size, entries: s.entries, smallest: s.smallest, largest: s.largest }
+    FileMeta {
+        number,
+        size: s.size,
+        entries: s.entries,
+        smallest: s.smallest,
+        largest: s.largest,
+    }
 }
-
 
 impl Inner {
     fn check_poisoned(&self) -> Result<()> {
@@ -492,7 +545,9 @@ impl Inner {
                 )));
             }
             if entry.kind == Kind::Merge {
-                self.op.check(&entry.value).map_err(Error::InvalidArgument)?;
+                self.op
+                    .check(&entry.value)
+                    .map_err(Error::InvalidArgument)?;
             }
         }
         Ok(())
@@ -613,12 +668,14 @@ impl Inner {
                 self.note_stall(started);
                 return Err(Error::WriteStall { waited });
             };
-            self.state_changed.wait_for(&mut state, remaining.min(Duration::from_millis(100)));
+            self.state_changed
+                .wait_for(&mut state, remaining.min(Duration::from_millis(100)));
         }
         if stalled {
             self.note_stall(started);
         }
-        let slowdown = self.opts.background_work && state.version.levels[0].len() >= self.opts.l0_slowdown_trigger;
+        let slowdown = self.opts.background_work
+            && state.version.levels[0].len() >= self.opts.l0_slowdown_trigger;
         let result = (state.active.clone(), state.wal.clone());
         drop(state);
         if slowdown {
@@ -630,7 +687,10 @@ impl Inner {
 
     fn note_stall(&self, started: Instant) {
         add(&self.metrics.write_stalls, 1);
-        add(&self.metrics.write_stall_micros, started.elapsed().as_micros() as u64);
+        add(
+            &self.metrics.write_stall_micros,
+            started.elapsed().as_micros() as u64,
+        );
     }
 
     /// Freezes the active memtable and starts a new one with a new WAL.
@@ -695,18 +755,27 @@ impl Inner {
             if state.immutables.is_empty() {
                 return Ok(());
             }
-            self.state_changed.wait_for(&mut state, Duration::from_millis(100));
+            self.state_changed
+                .wait_for(&mut state, Duration::from_millis(100));
         }
     }
 
     /// Flushes the oldest frozen memtable to an L0 table and installs it.
     fn flush_oldest(&self) -> Result<()> {
         let _flushing = self.flushing.lock();
-        let Some(mem) = self.state.lock().immutables.first().cloned() else { return Ok(()) };
+        let Some(mem) = self.state.lock().immutables.first().cloned() else {
+            return Ok(());
+        };
         let table = if mem.is_empty() {
             None
         } else {
-            let table = write_l0(&self.fs, &self.dir, &self.opts, &self.next_file_number, &mem)?;
+            let table = write_l0(
+                &self.fs,
+                &self.dir,
+                &self.opts,
+                &self.next_file_number,
+                &mem,
+            )?;
             add(&self.metrics.flushes, 1);
             add(&self.metrics.flush_bytes, table.meta.size);
             Some(Arc::new(table))
@@ -714,7 +783,10 @@ impl Inner {
         let manifest = self.manifest.lock();
         let log_number = {
             let state = self.state.lock();
-            state.immutables.get(1).map_or(state.active.wal_number(), |m| m.wal_number())
+            state
+                .immutables
+                .get(1)
+                .map_or(state.active.wal_number(), |m| m.wal_number())
         };
         let edit = VersionEdit {
             log_number: Some(log_number),
@@ -728,7 +800,11 @@ impl Inner {
         }
         {
             let mut state = self.state.lock();
-            state.version = Arc::new(state.version.with_changes(&[], table.into_iter().map(|t| (0, t)).collect()));
+            state.version = Arc::new(
+                state
+                    .version
+                    .with_changes(&[], table.into_iter().map(|t| (0, t)).collect()),
+            );
             state.immutables.remove(0);
             self.state_changed.notify_all();
         }
@@ -746,11 +822,22 @@ impl Inner {
     fn run_compaction(&self, plan: Plan) -> Result<()> {
         let started = Instant::now();
         let description = compaction::describe(&plan);
-        let deleted: Vec<(usize, u64)> = plan.inputs.iter().map(|(l, t)| (*l, t.meta.number)).collect();
+        let deleted: Vec<(usize, u64)> = plan
+            .inputs
+            .iter()
+            .map(|(l, t)| (*l, t.meta.number))
+            .collect();
         let added: Vec<(usize, Arc<LiveTable>)> = if plan.trivial_move {
-            plan.inputs.iter().map(|(_, t)| (plan.output_level, t.clone())).collect()
+            plan.inputs
+                .iter()
+                .map(|(_, t)| (plan.output_level, t.clone()))
+                .collect()
         } else {
-            let mut sink = CompactionOutput { inner: self, builder: None, outputs: Vec::new() };
+            let mut sink = CompactionOutput {
+                inner: self,
+                builder: None,
+                outputs: Vec::new(),
+            };
             let merged = compaction::merge_into(
                 &plan,
                 self.op.clone(),
@@ -767,10 +854,20 @@ impl Inner {
                 }
                 return Err(e);
             }
-            add(&self.metrics.compaction_read_bytes, compaction::input_bytes(&plan));
-            sink.outputs.into_iter().map(|t| (plan.output_level, t)).collect()
+            add(
+                &self.metrics.compaction_read_bytes,
+                compaction::input_bytes(&plan),
+            );
+            sink.outputs
+                .into_iter()
+                .map(|t| (plan.output_level, t))
+                .collect()
         };
-        let written: u64 = if plan.trivial_move { 0 } else { added.iter().map(|(_, t)| t.meta.size).sum() };
+        let written: u64 = if plan.trivial_move {
+            0
+        } else {
+            added.iter().map(|(_, t)| t.meta.size).sum()
+        };
         add(&self.metrics.compaction_write_bytes, written);
         add(&self.metrics.compactions, 1);
 
@@ -809,7 +906,11 @@ impl Inner {
         add(&self.metrics.gets, 1);
         let (active, immutables, version) = {
             let state = self.state.lock();
-            (state.active.clone(), state.immutables.clone(), state.version.clone())
+            (
+                state.active.clone(),
+                state.immutables.clone(),
+                state.version.clone(),
+            )
         };
         let mut found: Vec<Entry> = Vec::new();
         for mem in std::iter::once(&active).chain(immutables.iter().rev()) {
@@ -842,14 +943,25 @@ impl Inner {
         Ok(resolve_newest_first(key, found, &*self.op))
     }
 
-    fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let (active, immutables, version) = {
             let state = self.state.lock();
-            (state.active.clone(), state.immutables.clone(), state.version.clone())
+            (
+                state.active.clone(),
+                state.immutables.clone(),
+                state.version.clone(),
+            )
         };
         let mut streams: Vec<EntryStream> = Vec::new();
         for mem in std::iter::once(&active).chain(immutables.iter().rev()) {
-            streams.push(Box::new(mem.range(start, end, usize::MAX).into_iter().map(Ok)));
+            streams.push(Box::new(
+                mem.range(start, end, usize::MAX).into_iter().map(Ok),
+            ));
         }
         let hi = end.unwrap_or(&[]);
         let meets = |t: &Arc<LiveTable>| {
@@ -910,7 +1022,9 @@ impl Inner {
             }
             let mut pointers = self.compaction.lock();
             let version = self.state.lock().version.clone();
-            let Some(plan) = compaction::pick(&version, &self.opts, &mut pointers) else { continue };
+            let Some(plan) = compaction::pick(&version, &self.opts, &mut pointers) else {
+                continue;
+            };
             if let Err(e) = self.run_compaction(plan) {
                 drop(pointers);
                 tracing::error!(error = %e, "compaction failed; retrying");
@@ -975,7 +1089,12 @@ impl OutputSink for CompactionOutput<'_> {
             let number = self.inner.next_file_number.fetch_add(1, Ordering::SeqCst);
             let path = self.inner.dir.join(table_name(number));
             let opts = &self.inner.opts;
-            let builder = TableBuilder::create(self.inner.fs.clone(), path, opts.block_bytes, opts.bloom_bits_per_key)?;
+            let builder = TableBuilder::create(
+                self.inner.fs.clone(),
+                path,
+                opts.block_bytes,
+                opts.bloom_bits_per_key,
+            )?;
             self.builder = Some((number, builder));
         }
         if let Some((_, builder)) = self.builder.as_mut() {

@@ -38,15 +38,24 @@ pub(crate) struct Entry {
 
 impl Entry {
     pub(crate) fn put(value: Vec<u8>) -> Entry {
-        Entry { kind: Kind::Put, value }
+        Entry {
+            kind: Kind::Put,
+            value,
+        }
     }
 
     pub(crate) fn merge(value: Vec<u8>) -> Entry {
-        Entry { kind: Kind::Merge, value }
+        Entry {
+            kind: Kind::Merge,
+            value,
+        }
     }
 
     pub(crate) fn delete() -> Entry {
-        Entry { kind: Kind::Delete, value: Vec::new() }
+        Entry {
+            kind: Kind::Delete,
+            value: Vec::new(),
+        }
     }
 
     /// Combines `self` (older) with `newer` in place.

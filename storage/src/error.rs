@@ -114,8 +114,16 @@ impl Error {
         }
     }
 
-    pub(crate) fn corruption(file: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Error {
-        Error::Corruption { file: file.into(), offset, reason: reason.into() }
+    pub(crate) fn corruption(
+        file: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Error {
+        Error::Corruption {
+            file: file.into(),
+            offset,
+            reason: reason.into(),
+        }
     }
 
     /// A copy of this error for every writer of a commit group (io::Error is
@@ -128,16 +136,25 @@ impl Error {
                 source: io::Error::new(source.kind(), source.to_string()),
             },
             Error::NoSpace { file } => Error::NoSpace { file: file.clone() },
-            Error::Corruption { file, offset, reason } => {
-                Error::Corruption { file: file.clone(), offset: *offset, reason: reason.clone() }
-            }
+            Error::Corruption {
+                file,
+                offset,
+                reason,
+            } => Error::Corruption {
+                file: file.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            },
             Error::MissingFile { file } => Error::MissingFile { file: file.clone() },
-            Error::Poisoned { reason } => Error::Poisoned { reason: reason.clone() },
+            Error::Poisoned { reason } => Error::Poisoned {
+                reason: reason.clone(),
+            },
             Error::WriteStall { waited } => Error::WriteStall { waited: *waited },
             Error::InvalidArgument(s) => Error::InvalidArgument(s.clone()),
-            Error::MergeOperatorMismatch { on_disk, given } => {
-                Error::MergeOperatorMismatch { on_disk: on_disk.clone(), given: given.clone() }
-            }
+            Error::MergeOperatorMismatch { on_disk, given } => Error::MergeOperatorMismatch {
+                on_disk: on_disk.clone(),
+                given: given.clone(),
+            },
             Error::Locked { dir } => Error::Locked { dir: dir.clone() },
         }
     }

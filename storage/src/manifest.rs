@@ -70,11 +70,16 @@ impl VersionEdit {
     pub(crate) fn decode(payload: &[u8]) -> Option<VersionEdit> {
         let mut d = Decoder::new(payload);
         let mut edit = VersionEdit::default();
-        let level = |d: &mut Decoder<'_>| usize::try_from(d.varint()?).ok().filter(|&l| l < NUM_LEVELS);
+        let level = |d: &mut Decoder<'_>| {
+            usize::try_from(d.varint()?)
+                .ok()
+                .filter(|&l| l < NUM_LEVELS)
+        };
         while !d.is_empty() {
             match d.u8()? {
                 TAG_MERGE_OPERATOR => {
-                    edit.merge_operator = Some(String::from_utf8(d.length_prefixed()?.to_vec()).ok()?)
+                    edit.merge_operator =
+                        Some(String::from_utf8(d.length_prefixed()?.to_vec()).ok()?)
                 }
                 TAG_LOG_NUMBER => edit.log_number = Some(d.varint()?),
                 TAG_NEXT_FILE_NUMBER => edit.next_file_number = Some(d.varint()?),
@@ -117,7 +122,11 @@ impl ManifestState {
         for (level, number) in edit.deleted {
             match self.files.remove(&number) {
                 Some((l, _)) if l == level => {}
-                _ => return Err(format!("edit deletes table {number} at level {level}, which is not live")),
+                _ => {
+                    return Err(format!(
+                        "edit deletes table {number} at level {level}, which is not live"
+                    ))
+                }
             }
         }
         for (level, meta) in edit.added {
@@ -179,15 +188,24 @@ impl Manifest {
         for (offset, payload) in contents.records {
             let edit = VersionEdit::decode(payload)
                 .ok_or_else(|| Error::corruption(&path, offset, "malformed version edit"))?;
-            state.apply(edit).map_err(|reason| Error::corruption(&path, offset, reason))?;
+            state
+                .apply(edit)
+                .map_err(|reason| Error::corruption(&path, offset, reason))?;
         }
         Ok(Some(state))
     }
 
     /// Writes a new manifest holding `state` and points `CURRENT` at it.
-    pub(crate) fn create(fs: &dyn Fs, dir: &Path, number: u64, state: &ManifestState) -> Result<Manifest> {
+    pub(crate) fn create(
+        fs: &dyn Fs,
+        dir: &Path,
+        number: u64,
+        state: &ManifestState,
+    ) -> Result<Manifest> {
         let path = dir.join(manifest_name(number));
-        let file = fs.create(&path).map_err(|e| Error::io("create", &path, e))?;
+        let file = fs
+            .create(&path)
+            .map_err(|e| Error::io("create", &path, e))?;
         let manifest = Manifest { path, file, number };
         manifest.append(&state.snapshot())?;
 
@@ -197,8 +215,10 @@ impl Manifest {
             .append(format!("{}\n", manifest_name(number)).as_bytes())
             .map_err(|e| Error::io("append", &tmp, e))?;
         current.sync().map_err(|e| Error::io("fsync", &tmp, e))?;
-        fs.rename(&tmp, &dir.join("CURRENT")).map_err(|e| Error::io("rename", &tmp, e))?;
-        fs.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))?;
+        fs.rename(&tmp, &dir.join("CURRENT"))
+            .map_err(|e| Error::io("rename", &tmp, e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io("fsync dir", dir, e))?;
         Ok(manifest)
     }
 
@@ -211,17 +231,22 @@ impl Manifest {
     pub(crate) fn append(&self, edit: &VersionEdit) -> Result<()> {
         let mut buf = Vec::new();
         encode_record(&mut buf, &edit.encode());
-        self.file.append(&buf).map_err(|e| Error::io("append", &self.path, e))?;
-        self.file.sync().map_err(|e| Error::io("fsync", &self.path, e))
+        self.file
+            .append(&buf)
+            .map_err(|e| Error::io("append", &self.path, e))?;
+        self.file
+            .sync()
+            .map_err(|e| Error::io("fsync", &self.path, e))
     }
 }
 
 /// Reads a whole file.
 pub(crate) fn read_whole(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>> {
     let file = fs.open(path).map_err(|e| Error::io("open", path, e))?;
-    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
+    let len = file.size().map_err(|e| Error::io("stat", path, e))?;
     let mut data = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
-    file.read_exact_at(&mut data, 0).map_err(|e| Error::io("read", path, e))?;
+    file.read_exact_at(&mut data, 0)
+        .map_err(|e| Error::io("read", path, e))?;
     Ok(data)
 }
 

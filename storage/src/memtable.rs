@@ -29,7 +29,11 @@ pub(crate) struct Memtable {
 
 impl Memtable {
     pub(crate) fn new(wal_number: u64) -> Memtable {
-        Memtable { map: RwLock::new(BTreeMap::new()), bytes: AtomicUsize::new(0), wal_number }
+        Memtable {
+            map: RwLock::new(BTreeMap::new()),
+            bytes: AtomicUsize::new(0),
+            wal_number,
+        }
     }
 
     /// The WAL file whose records this memtable holds.
@@ -47,7 +51,11 @@ impl Memtable {
     }
 
     /// Applies a sequence of writes under one lock acquisition.
-    pub(crate) fn apply(&self, ops: impl IntoIterator<Item = (Vec<u8>, Entry)>, op: &dyn MergeOperator) {
+    pub(crate) fn apply(
+        &self,
+        ops: impl IntoIterator<Item = (Vec<u8>, Entry)>,
+        op: &dyn MergeOperator,
+    ) {
         let mut map = self.map.write();
         let mut added = 0isize;
         for (key, entry) in ops {
@@ -66,7 +74,8 @@ impl Memtable {
         if added >= 0 {
             self.bytes.fetch_add(added as usize, Ordering::Relaxed);
         } else {
-            self.bytes.fetch_sub(added.unsigned_abs(), Ordering::Relaxed);
+            self.bytes
+                .fetch_sub(added.unsigned_abs(), Ordering::Relaxed);
         }
     }
 
@@ -76,7 +85,12 @@ impl Memtable {
     }
 
     /// Copies the entries with keys in `[start, end)`, at most `limit`.
-    pub(crate) fn range(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Vec<(Vec<u8>, Entry)> {
+    pub(crate) fn range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Vec<(Vec<u8>, Entry)> {
         let map = self.map.read();
         let upper = match end {
             Some(end) => Bound::Excluded(end),

@@ -83,7 +83,10 @@ impl MergeOperator for AddI64 {
         if operand.len() == 8 {
             Ok(())
         } else {
-            Err(format!("add_i64 operand must be 8 bytes, got {}", operand.len()))
+            Err(format!(
+                "add_i64 operand must be 8 bytes, got {}",
+                operand.len()
+            ))
         }
     }
 

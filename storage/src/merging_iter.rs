@@ -18,10 +18,18 @@ use crate::version::LiveTable;
 pub(crate) type EntryStream = Box<dyn Iterator<Item = Result<(Vec<u8>, Entry)>> + Send>;
 
 /// Concatenates the tables of one sorted level over `[start, end)`.
-pub(crate) fn level_stream(tables: Vec<Arc<LiveTable>>, start: &[u8], end: Option<&[u8]>) -> EntryStream {
+pub(crate) fn level_stream(
+    tables: Vec<Arc<LiveTable>>,
+    start: &[u8],
+    end: Option<&[u8]>,
+) -> EntryStream {
     let start = start.to_vec();
     let end = end.map(<[u8]>::to_vec);
-    Box::new(tables.into_iter().flat_map(move |t| TableIter::new(t.table.clone(), &start, end.as_deref())))
+    Box::new(
+        tables
+            .into_iter()
+            .flat_map(move |t| TableIter::new(t.table.clone(), &start, end.as_deref())),
+    )
 }
 
 /// Merges sources given newest first.
@@ -39,14 +47,23 @@ struct Source {
 
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Source").field("head", &self.head).field("exhausted", &self.exhausted).finish()
+        f.debug_struct("Source")
+            .field("head", &self.head)
+            .field("exhausted", &self.exhausted)
+            .finish()
     }
 }
 
 impl MergingIter {
     pub(crate) fn new(streams: Vec<EntryStream>, op: Arc<dyn MergeOperator>) -> MergingIter {
-        let sources =
-            streams.into_iter().map(|stream| Source { stream, head: None, exhausted: false }).collect();
+        let sources = streams
+            .into_iter()
+            .map(|stream| Source {
+                stream,
+                head: None,
+                exhausted: false,
+            })
+            .collect();
         MergingIter { sources, op }
     }
 
@@ -76,7 +93,12 @@ impl Iterator for MergingIter {
         if let Err(e) = self.fill_heads() {
             return Some(Err(e));
         }
-        let min_key = self.sources.iter().filter_map(|s| s.head.as_ref().map(|(k, _)| k)).min()?.clone();
+        let min_key = self
+            .sources
+            .iter()
+            .filter_map(|s| s.head.as_ref().map(|(k, _)| k))
+            .min()?
+            .clone();
         let mut newest_first = Vec::new();
         let mut complete = false;
         for source in &mut self.sources {

@@ -60,7 +60,8 @@ impl MetricsSnapshot {
         if self.user_bytes == 0 {
             return 0.0;
         }
-        (self.wal_bytes + self.flush_bytes + self.compaction_write_bytes) as f64 / self.user_bytes as f64
+        (self.wal_bytes + self.flush_bytes + self.compaction_write_bytes) as f64
+            / self.user_bytes as f64
     }
 }
 

@@ -23,7 +23,9 @@ pub enum Durability {
 
 impl Default for Durability {
     fn default() -> Self {
-        Durability::Periodic { interval: Duration::from_millis(10) }
+        Durability::Periodic {
+            interval: Duration::from_millis(10),
+        }
     }
 }
 
@@ -105,7 +107,9 @@ impl Options {
         if !(self.l0_compaction_trigger < self.l0_slowdown_trigger
             && self.l0_slowdown_trigger < self.l0_stop_trigger)
         {
-            return Err("need l0_compaction_trigger < l0_slowdown_trigger < l0_stop_trigger".into());
+            return Err(
+                "need l0_compaction_trigger < l0_slowdown_trigger < l0_stop_trigger".into(),
+            );
         }
         if self.max_key_bytes == 0 || self.max_key_bytes > 1 << 20 {
             return Err("max_key_bytes must be between 1 B and 1 MiB".into());

@@ -78,18 +78,26 @@ pub(crate) fn read_log<'a>(file: &Path, data: &'a [u8]) -> Result<LogContents<'a
             }
             None => {
                 // Is there any valid record later? Then this is not a tail.
-                if let Some(later) = (offset + 1..data.len()).find(|&o| record_at(data, o).is_some()) {
+                if let Some(later) =
+                    (offset + 1..data.len()).find(|&o| record_at(data, o).is_some())
+                {
                     return Err(Error::corruption(
                         file,
                         offset as u64,
                         format!("bad record with a valid record after it at offset {later}"),
                     ));
                 }
-                return Ok(LogContents { records, torn_tail_at: Some(offset as u64) });
+                return Ok(LogContents {
+                    records,
+                    torn_tail_at: Some(offset as u64),
+                });
             }
         }
     }
-    Ok(LogContents { records, torn_tail_at: None })
+    Ok(LogContents {
+        records,
+        torn_tail_at: None,
+    })
 }
 
 #[cfg(test)]

@@ -68,7 +68,9 @@ struct SimFile {
 impl SimFile {
     fn check_epoch(&self) -> io::Result<()> {
         if self.shared.epoch.load(Ordering::SeqCst) != self.epoch {
-            return Err(io::Error::other("simulated crash: handle is from before the crash"));
+            return Err(io::Error::other(
+                "simulated crash: handle is from before the crash",
+            ));
         }
         Ok(())
     }
@@ -78,9 +80,14 @@ impl FsFile for SimFile {
     fn append(&self, buf: &[u8]) -> io::Result<()> {
         self.check_epoch()?;
         let capacity = self.shared.capacity_bytes.load(Ordering::SeqCst);
-        let used = self.shared.used_bytes.fetch_add(buf.len() as u64, Ordering::SeqCst);
+        let used = self
+            .shared
+            .used_bytes
+            .fetch_add(buf.len() as u64, Ordering::SeqCst);
         if capacity != 0 && used + buf.len() as u64 > capacity {
-            self.shared.used_bytes.fetch_sub(buf.len() as u64, Ordering::SeqCst);
+            self.shared
+                .used_bytes
+                .fetch_sub(buf.len() as u64, Ordering::SeqCst);
             return Err(io::Error::from(io::ErrorKind::StorageFull));
         }
         self.data.bytes.lock().data.extend_from_slice(buf);
@@ -101,13 +108,18 @@ impl FsFile for SimFile {
         self.check_epoch()?;
         let bytes = self.data.bytes.lock();
         let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
-        let end = start.checked_add(buf.len()).ok_or(io::ErrorKind::UnexpectedEof)?;
-        let src = bytes.data.get(start..end).ok_or(io::ErrorKind::UnexpectedEof)?;
+        let end = start
+            .checked_add(buf.len())
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        let src = bytes
+            .data
+            .get(start..end)
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
         buf.copy_from_slice(src);
         Ok(())
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         self.check_epoch()?;
         Ok(self.data.bytes.lock().data.len() as u64)
     }
@@ -130,7 +142,10 @@ fn parent(path: &Path) -> PathBuf {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", path.display()),
+    )
 }
 
 impl SimFs {
@@ -152,7 +167,11 @@ impl SimFs {
         for file in names.live.values() {
             let mut bytes = file.bytes.lock();
             let unsynced = bytes.data.len() - bytes.synced_len;
-            let kept = if unsynced == 0 { 0 } else { rng.random_range(0..=unsynced) };
+            let kept = if unsynced == 0 {
+                0
+            } else {
+                rng.random_range(0..=unsynced)
+            };
             let new_len = bytes.synced_len + kept;
             bytes.data.truncate(new_len);
             bytes.synced_len = new_len;
@@ -182,7 +201,10 @@ impl SimFs {
         let names = self.shared.names.lock();
         let file = names.live.get(path).ok_or_else(|| not_found(path))?;
         let mut bytes = file.bytes.lock();
-        let byte = bytes.data.get_mut(offset).ok_or(io::ErrorKind::UnexpectedEof)?;
+        let byte = bytes
+            .data
+            .get_mut(offset)
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
         *byte ^= xor;
         Ok(())
     }
@@ -195,7 +217,9 @@ impl SimFs {
         let old = bytes.data.len();
         bytes.data.truncate(len);
         bytes.synced_len = bytes.synced_len.min(len);
-        self.shared.used_bytes.fetch_sub((old - bytes.data.len()) as u64, Ordering::SeqCst);
+        self.shared
+            .used_bytes
+            .fetch_sub((old - bytes.data.len()) as u64, Ordering::SeqCst);
         Ok(())
     }
 
@@ -244,7 +268,11 @@ impl Fs for SimFs {
 
     fn open(&self, path: &Path) -> io::Result<Arc<dyn FsFile>> {
         let names = self.shared.names.lock();
-        let data = names.live.get(path).cloned().ok_or_else(|| not_found(path))?;
+        let data = names
+            .live
+            .get(path)
+            .cloned()
+            .ok_or_else(|| not_found(path))?;
         Ok(self.handle(data))
     }
 
@@ -300,7 +328,10 @@ impl Fs for SimFs {
         if !names.locks.insert(path.to_path_buf()) {
             return Err(io::Error::new(io::ErrorKind::WouldBlock, "lock held"));
         }
-        Ok(Box::new(SimLock { shared: self.shared.clone(), path: path.to_path_buf() }))
+        Ok(Box::new(SimLock {
+            shared: self.shared.clone(),
+            path: path.to_path_buf(),
+        }))
     }
 }
 
@@ -324,7 +355,10 @@ mod tests {
         fs.crash(7);
         let after = fs.read_all(&dir.join("a")).unwrap();
         assert!(after.starts_with(b"hello") && b"hello world".starts_with(&after[..]));
-        assert!(!fs.exists(&dir.join("b")), "a name never made durable must vanish");
+        assert!(
+            !fs.exists(&dir.join("b")),
+            "a name never made durable must vanish"
+        );
         assert!(a.append(b"x").is_err(), "pre-crash handles must be dead");
     }
 

@@ -31,7 +31,11 @@ fn read_block(file: &dyn FsFile, path: &Path, handle: BlockHandle) -> Result<Vec
     let mut raw = vec![0u8; handle.len as usize];
     file.read_exact_at(&mut raw, handle.offset).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::corruption(path, handle.offset, "block extends past the end of the file")
+            Error::corruption(
+                path,
+                handle.offset,
+                "block extends past the end of the file",
+            )
         } else {
             Error::io("read", path, e)
         }
@@ -42,17 +46,34 @@ fn read_block(file: &dyn FsFile, path: &Path, handle: BlockHandle) -> Result<Vec
 impl Table {
     /// Opens and verifies an SSTable's footer, bloom filter and index.
     pub(crate) fn open(path: PathBuf, file: Arc<dyn FsFile>) -> Result<Table> {
-        let size = file.len().map_err(|e| Error::io("stat", &path, e))?;
+        let size = file.size().map_err(|e| Error::io("stat", &path, e))?;
         if size < FOOTER_LEN as u64 {
-            return Err(Error::corruption(&path, 0, format!("file of {size} bytes has no footer")));
+            return Err(Error::corruption(
+                &path,
+                0,
+                format!("file of {size} bytes has no footer"),
+            ));
         }
         let footer_at = size - FOOTER_LEN as u64;
-        let footer = read_block(&*file, &path, BlockHandle { offset: footer_at, len: FOOTER_LEN as u32 })?;
+        let footer = read_block(
+            &*file,
+            &path,
+            BlockHandle {
+                offset: footer_at,
+                len: FOOTER_LEN as u32,
+            },
+        )?;
         let bad_footer = |reason: &str| Error::corruption(&path, footer_at, reason.to_owned());
         let mut d = Decoder::new(&footer);
         let (index_handle, bloom_handle, entries, version, crc, magic) = (|| {
-            let index = BlockHandle { offset: d.u64()?, len: d.u32()? };
-            let bloom = BlockHandle { offset: d.u64()?, len: d.u32()? };
+            let index = BlockHandle {
+                offset: d.u64()?,
+                len: d.u32()?,
+            };
+            let bloom = BlockHandle {
+                offset: d.u64()?,
+                len: d.u32()?,
+            };
             Some((index, bloom, d.u64()?, d.u32()?, d.u32()?, d.u64()?))
         })()
         .ok_or_else(|| bad_footer("short footer"))?;
@@ -72,25 +93,41 @@ impl Table {
         }
 
         let raw = read_block(&*file, &path, bloom_handle)?;
-        let bloom = Bloom::decode(unseal(&path, bloom_handle.offset, &raw)?)
-            .ok_or_else(|| Error::corruption(&path, bloom_handle.offset, "malformed bloom filter"))?;
+        let bloom = Bloom::decode(unseal(&path, bloom_handle.offset, &raw)?).ok_or_else(|| {
+            Error::corruption(&path, bloom_handle.offset, "malformed bloom filter")
+        })?;
 
         let raw = read_block(&*file, &path, index_handle)?;
-        let index = decode_index(unseal(&path, index_handle.offset, &raw)?)
-            .ok_or_else(|| Error::corruption(&path, index_handle.offset, "malformed index block"))?;
+        let index = decode_index(unseal(&path, index_handle.offset, &raw)?).ok_or_else(|| {
+            Error::corruption(&path, index_handle.offset, "malformed index block")
+        })?;
         let mut data_end = 0u64;
         for (i, entry) in index.iter().enumerate() {
             let h = entry.handle;
             let in_order = i == 0 || index[i - 1].last_key < entry.last_key;
             if h.offset != data_end || h.len < 4 || !in_order {
-                return Err(Error::corruption(&path, index_handle.offset, "index entries out of order"));
+                return Err(Error::corruption(
+                    &path,
+                    index_handle.offset,
+                    "index entries out of order",
+                ));
             }
             data_end = h.offset + u64::from(h.len);
         }
         if data_end > bloom_handle.offset.min(index_handle.offset) {
-            return Err(Error::corruption(&path, index_handle.offset, "index overlaps the meta blocks"));
+            return Err(Error::corruption(
+                &path,
+                index_handle.offset,
+                "index overlaps the meta blocks",
+            ));
         }
-        Ok(Table { path, file, index, bloom, entries })
+        Ok(Table {
+            path,
+            file,
+            index,
+            bloom,
+            entries,
+        })
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -109,13 +146,18 @@ impl Table {
     /// The entry for `key`, if this table has one (call `may_contain` first).
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
         let block_idx = self.index.partition_point(|e| e.last_key.as_slice() < key);
-        let Some(entry) = self.index.get(block_idx) else { return Ok(None) };
+        let Some(entry) = self.index.get(block_idx) else {
+            return Ok(None);
+        };
         let raw = read_block(&*self.file, &self.path, entry.handle)?;
         let body = unseal(&self.path, entry.handle.offset, &raw)?;
         for item in BlockEntries::new(&self.path, entry.handle.offset, body) {
             let (k, kind, v) = item?;
             if k == key {
-                return Ok(Some(Entry { kind, value: v.to_vec() }));
+                return Ok(Some(Entry {
+                    kind,
+                    value: v.to_vec(),
+                }));
             }
             if k > key {
                 break;
@@ -134,13 +176,27 @@ impl Table {
         for item in BlockEntries::new(&self.path, handle.offset, body) {
             let (k, kind, v) = item?;
             if last.is_some_and(|last| last >= k) {
-                return Err(Error::corruption(&self.path, handle.offset, "block keys out of order"));
+                return Err(Error::corruption(
+                    &self.path,
+                    handle.offset,
+                    "block keys out of order",
+                ));
             }
             last = Some(k);
-            out.push((k.to_vec(), Entry { kind, value: v.to_vec() }));
+            out.push((
+                k.to_vec(),
+                Entry {
+                    kind,
+                    value: v.to_vec(),
+                },
+            ));
         }
         if last != Some(self.index[i].last_key.as_slice()) {
-            return Err(Error::corruption(&self.path, handle.offset, "block disagrees with the index"));
+            return Err(Error::corruption(
+                &self.path,
+                handle.offset,
+                "block disagrees with the index",
+            ));
         }
         Ok(out)
     }
@@ -160,7 +216,9 @@ pub(crate) struct TableIter {
 
 impl TableIter {
     pub(crate) fn new(table: Arc<Table>, start: &[u8], end: Option<&[u8]>) -> TableIter {
-        let next_block = table.index.partition_point(|e| e.last_key.as_slice() < start);
+        let next_block = table
+            .index
+            .partition_point(|e| e.last_key.as_slice() < start);
         TableIter {
             table,
             next_block,

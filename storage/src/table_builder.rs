@@ -59,7 +59,9 @@ impl TableBuilder {
         bloom_bits_per_key: usize,
     ) -> Result<TableBuilder> {
         let tmp_path = final_path.with_extension("sst.tmp");
-        let file = fs.create(&tmp_path).map_err(|e| Error::io("create", &tmp_path, e))?;
+        let file = fs
+            .create(&tmp_path)
+            .map_err(|e| Error::io("create", &tmp_path, e))?;
         Ok(TableBuilder {
             fs,
             tmp_path,
@@ -85,7 +87,10 @@ impl TableBuilder {
 
     /// Adds an entry; keys must strictly increase.
     pub(crate) fn add(&mut self, key: &[u8], entry: &Entry) -> Result<()> {
-        debug_assert!(self.smallest.is_none() || key > self.last_key.as_slice(), "keys out of order");
+        debug_assert!(
+            self.smallest.is_none() || key > self.last_key.as_slice(),
+            "keys out of order"
+        );
         if self.smallest.is_none() {
             self.smallest = Some(key.to_vec());
         }
@@ -105,8 +110,14 @@ impl TableBuilder {
             return Ok(());
         }
         seal(&mut self.block);
-        let handle = BlockHandle { offset: self.offset, len: self.block.len() as u32 };
-        self.index.push(IndexEntry { last_key: self.last_key.clone(), handle });
+        let handle = BlockHandle {
+            offset: self.offset,
+            len: self.block.len() as u32,
+        };
+        self.index.push(IndexEntry {
+            last_key: self.last_key.clone(),
+            handle,
+        });
         let block = std::mem::take(&mut self.block);
         self.write(&block)?;
         self.block = block;
@@ -125,7 +136,9 @@ impl TableBuilder {
 
     fn flush_pending(&mut self) -> Result<()> {
         if !self.pending.is_empty() {
-            self.file.append(&self.pending).map_err(|e| Error::io("append", &self.tmp_path, e))?;
+            self.file
+                .append(&self.pending)
+                .map_err(|e| Error::io("append", &self.tmp_path, e))?;
             self.pending.clear();
         }
         Ok(())
@@ -141,13 +154,19 @@ impl TableBuilder {
         let mut bloom_block = Vec::new();
         Bloom::build(&self.hashes, self.bloom_bits_per_key).encode(&mut bloom_block);
         seal(&mut bloom_block);
-        let bloom_handle = BlockHandle { offset: self.offset, len: bloom_block.len() as u32 };
+        let bloom_handle = BlockHandle {
+            offset: self.offset,
+            len: bloom_block.len() as u32,
+        };
         self.write(&bloom_block)?;
 
         let mut index_block = Vec::new();
         encode_index(&mut index_block, &self.index);
         seal(&mut index_block);
-        let index_handle = BlockHandle { offset: self.offset, len: index_block.len() as u32 };
+        let index_handle = BlockHandle {
+            offset: self.offset,
+            len: index_block.len() as u32,
+        };
         self.write(&index_block)?;
 
         let mut footer = Vec::with_capacity(FOOTER_LEN);
@@ -164,12 +183,16 @@ impl TableBuilder {
         self.write(&footer)?;
         self.flush_pending()?;
 
-        self.file.sync().map_err(|e| Error::io("fsync", &self.tmp_path, e))?;
+        self.file
+            .sync()
+            .map_err(|e| Error::io("fsync", &self.tmp_path, e))?;
         self.fs
             .rename(&self.tmp_path, &self.final_path)
             .map_err(|e| Error::io("rename", &self.tmp_path, e))?;
         let dir = self.final_path.parent().unwrap_or(Path::new("."));
-        self.fs.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))?;
+        self.fs
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync dir", dir, e))?;
         Ok(TableSummary {
             size: self.offset,
             entries: self.entries,

@@ -67,13 +67,19 @@ pub(crate) struct Version {
 
 impl Default for Version {
     fn default() -> Self {
-        Version { levels: vec![Vec::new(); NUM_LEVELS] }
+        Version {
+            levels: vec![Vec::new(); NUM_LEVELS],
+        }
     }
 }
 
 impl Version {
     /// A new version with `deleted` removed and `added` inserted in order.
-    pub(crate) fn with_changes(&self, deleted: &[(usize, u64)], added: Vec<(usize, Arc<LiveTable>)>) -> Version {
+    pub(crate) fn with_changes(
+        &self,
+        deleted: &[(usize, u64)],
+        added: Vec<(usize, Arc<LiveTable>)>,
+    ) -> Version {
         let mut next = self.clone();
         for &(level, number) in deleted {
             next.levels[level].retain(|t| t.meta.number != number);
@@ -81,7 +87,7 @@ impl Version {
         for (level, table) in added {
             next.levels[level].push(table);
         }
-        next.levels[0].sort_by(|a, b| b.meta.number.cmp(&a.meta.number));
+        next.levels[0].sort_by_key(|t| std::cmp::Reverse(t.meta.number));
         for level in next.levels.iter_mut().skip(1) {
             level.sort_by(|a, b| a.meta.smallest.cmp(&b.meta.smallest));
         }
@@ -93,8 +99,17 @@ impl Version {
     }
 
     /// Tables of `level` whose key range meets `[smallest, largest]`.
-    pub(crate) fn overlapping(&self, level: usize, smallest: &[u8], largest: &[u8]) -> Vec<Arc<LiveTable>> {
-        self.levels[level].iter().filter(|t| t.meta.overlaps(smallest, largest)).cloned().collect()
+    pub(crate) fn overlapping(
+        &self,
+        level: usize,
+        smallest: &[u8],
+        largest: &[u8],
+    ) -> Vec<Arc<LiveTable>> {
+        self.levels[level]
+            .iter()
+            .filter(|t| t.meta.overlaps(smallest, largest))
+            .cloned()
+            .collect()
     }
 
     /// The table of a sorted level (1+) that may hold `key`.
@@ -105,6 +120,9 @@ impl Version {
     }
 
     pub(crate) fn all_tables(&self) -> impl Iterator<Item = (usize, &Arc<LiveTable>)> {
-        self.levels.iter().enumerate().flat_map(|(level, tables)| tables.iter().map(move |t| (level, t)))
+        self.levels
+            .iter()
+            .enumerate()
+            .flat_map(|(level, tables)| tables.iter().map(move |t| (level, t)))
     }
 }

@@ -33,15 +33,26 @@ impl Wal {
     /// Creates a new, empty WAL and makes its name durable.
     pub(crate) fn create(fs: &dyn Fs, dir: &Path, number: u64) -> Result<Wal> {
         let path = dir.join(wal_name(number));
-        let file = fs.create(&path).map_err(|e| Error::io("create", &path, e))?;
-        fs.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))?;
-        Ok(Wal { path, file, written: AtomicU64::new(0), synced: AtomicU64::new(0) })
+        let file = fs
+            .create(&path)
+            .map_err(|e| Error::io("create", &path, e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io("fsync dir", dir, e))?;
+        Ok(Wal {
+            path,
+            file,
+            written: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+        })
     }
 
     /// Appends framed records in one write.
     pub(crate) fn append(&self, records: &[u8]) -> Result<()> {
-        self.file.append(records).map_err(|e| Error::io("append", &self.path, e))?;
-        self.written.fetch_add(records.len() as u64, Ordering::SeqCst);
+        self.file
+            .append(records)
+            .map_err(|e| Error::io("append", &self.path, e))?;
+        self.written
+            .fetch_add(records.len() as u64, Ordering::SeqCst);
         Ok(())
     }
 
@@ -51,7 +62,9 @@ impl Wal {
         if self.synced.load(Ordering::SeqCst) >= written {
             return Ok(false);
         }
-        self.file.sync().map_err(|e| Error::io("fsync", &self.path, e))?;
+        self.file
+            .sync()
+            .map_err(|e| Error::io("fsync", &self.path, e))?;
         self.synced.fetch_max(written, Ordering::SeqCst);
         Ok(true)
     }
@@ -63,13 +76,18 @@ pub(crate) fn replay(fs: &dyn Fs, path: &Path, is_last: bool) -> Result<Vec<Writ
     let data = read_whole(fs, path)?;
     let contents = read_log(path, &data)?;
     if let (Some(offset), false) = (contents.torn_tail_at, is_last) {
-        return Err(Error::corruption(path, offset, "damaged record in a WAL that is not the newest"));
+        return Err(Error::corruption(
+            path,
+            offset,
+            "damaged record in a WAL that is not the newest",
+        ));
     }
     contents
         .records
         .into_iter()
         .map(|(offset, payload)| {
-            WriteBatch::decode(payload).ok_or_else(|| Error::corruption(path, offset, "malformed write batch"))
+            WriteBatch::decode(payload)
+                .ok_or_else(|| Error::corruption(path, offset, "malformed write batch"))
         })
         .collect()
 }

@@ -3,6 +3,8 @@
 //! and simulated power losses. With `sync` durability a power loss may not
 //! lose anything the engine acknowledged, so the model survives it as is.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -62,8 +64,13 @@ fn small_options(background: bool) -> Options {
 }
 
 fn open(fs: &SimFs, background: bool) -> Db {
-    Db::open_with_fs(Arc::new(fs.clone()), Path::new("/db"), small_options(background), Arc::new(AddI64))
-        .expect("open")
+    Db::open_with_fs(
+        Arc::new(fs.clone()),
+        Path::new("/db"),
+        small_options(background),
+        Arc::new(AddI64),
+    )
+    .expect("open")
 }
 
 fn value(v: Option<Vec<u8>>) -> Option<i64> {
@@ -107,7 +114,11 @@ fn run(ops: Vec<Op>, background: bool) {
                 db.write(batch).unwrap();
             }
             Op::Get(k) => {
-                assert_eq!(value(db.get(&key(k)).unwrap()), model.get(&key(k)).copied(), "get {k}");
+                assert_eq!(
+                    value(db.get(&key(k)).unwrap()),
+                    model.get(&key(k)).copied(),
+                    "get {k}"
+                );
             }
             Op::Scan(a, b) => {
                 let got: Vec<(Vec<u8>, i64)> = db
@@ -116,8 +127,10 @@ fn run(ops: Vec<Op>, background: bool) {
                     .into_iter()
                     .map(|(k, v)| (k, AddI64::decode(&v).unwrap()))
                     .collect();
-                let want: Vec<(Vec<u8>, i64)> =
-                    model.range(key(a)..key(b)).map(|(k, v)| (k.clone(), *v)).collect();
+                let want: Vec<(Vec<u8>, i64)> = model
+                    .range(key(a)..key(b))
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect();
                 assert_eq!(got, want, "scan {a}..{b}");
             }
             Op::Flush => db.flush().unwrap(),
