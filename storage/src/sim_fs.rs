@@ -35,6 +35,8 @@ struct Shared {
     used_bytes: AtomicU64,
     capacity_bytes: AtomicU64,
     fail_syncs: AtomicBool,
+    /// Extra latency of every `sync`, in microseconds (a slow disk).
+    sync_delay_micros: AtomicU64,
     /// Bumped by every crash; handles from an older epoch fail with EIO.
     epoch: AtomicU64,
 }
@@ -98,6 +100,10 @@ impl FsFile for SimFile {
         self.check_epoch()?;
         if self.shared.fail_syncs.load(Ordering::SeqCst) {
             return Err(io::Error::other("simulated fsync failure"));
+        }
+        let delay = self.shared.sync_delay_micros.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(delay));
         }
         let mut bytes = self.data.bytes.lock();
         bytes.synced_len = bytes.data.len();
@@ -189,6 +195,60 @@ impl SimFs {
     /// Makes every `sync` fail (or succeed again).
     pub fn fail_syncs(&self, fail: bool) {
         self.shared.fail_syncs.store(fail, Ordering::SeqCst);
+    }
+
+    /// Makes every file `sync` take `delay` longer (a slow disk).
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.shared
+            .sync_delay_micros
+            .store(delay.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    /// An independent copy of the disk as it is now (live names and bytes;
+    /// everything in the copy counts as durable).
+    pub fn deep_copy(&self) -> SimFs {
+        let names = self.shared.names.lock();
+        let copy = SimFs::new();
+        let mut copied = copy.shared.names.lock();
+        copied.dirs = names.dirs.clone();
+        let mut used = 0;
+        for (path, data) in &names.live {
+            let bytes = data.bytes.lock().data.clone();
+            used += bytes.len() as u64;
+            let len = bytes.len();
+            let file = Arc::new(SimFileData {
+                bytes: Mutex::new(FileBytes {
+                    data: bytes,
+                    synced_len: len,
+                }),
+            });
+            copied.live.insert(path.clone(), file.clone());
+            copied.durable.insert(path.clone(), file);
+        }
+        drop(copied);
+        copy.shared.used_bytes.store(used, Ordering::SeqCst);
+        copy
+    }
+
+    /// Names of the files in `dir` (for tests that pick a file to damage).
+    pub fn files(&self, dir: &Path) -> Vec<PathBuf> {
+        let names = self.shared.names.lock();
+        names
+            .live
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .cloned()
+            .collect()
+    }
+
+    /// Removes a file (for missing-file tests).
+    pub fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.remove(path)
+    }
+
+    /// Whether a file exists (a convenience over [`Fs::exists`]).
+    pub fn exists_file(&self, path: &Path) -> bool {
+        self.shared.names.lock().live.contains_key(path)
     }
 
     /// Bytes held by live files.

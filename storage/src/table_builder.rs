@@ -148,6 +148,14 @@ impl TableBuilder {
     /// under its final name, and returns its summary. The caller must not
     /// call `finish` on a builder with no entries.
     pub(crate) fn finish(mut self) -> Result<TableSummary> {
+        let result = self.write_tail_and_install();
+        if result.is_err() {
+            let _ = self.fs.remove(&self.tmp_path);
+        }
+        result
+    }
+
+    fn write_tail_and_install(&mut self) -> Result<TableSummary> {
         debug_assert!(self.entries > 0);
         self.finish_block()?;
 
