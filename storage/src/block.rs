@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use crate::decoder::{put_bytes, put_varint, Decoder};
-use crate::entry::{Entry, Kind};
+use crate::entry::Kind;
 use crate::error::{Error, Result};
 
 /// Where a block lies in the file: offset and length including its crc.
@@ -26,10 +26,10 @@ pub(crate) struct IndexEntry {
 }
 
 /// Appends one entry to a data block under construction.
-pub(crate) fn encode_entry(buf: &mut Vec<u8>, key: &[u8], entry: &Entry) {
-    buf.push(entry.kind as u8);
+pub(crate) fn encode_entry(buf: &mut Vec<u8>, key: &[u8], kind: Kind, value: &[u8]) {
+    buf.push(kind as u8);
     put_bytes(buf, key);
-    put_bytes(buf, &entry.value);
+    put_bytes(buf, value);
 }
 
 /// Seals a block: appends the crc32 of everything in it.

@@ -15,7 +15,7 @@
 //! table, chosen round-robin by key, plus the overlapping tables of the next
 //! level. A table with no overlap below is moved down without rewriting.
 //!
-//! Merging: sources newest first through [`MergingIter`]. When no deeper
+//! Merging: cursors newest first through [`Merger`]. When no deeper
 //! level holds keys in the compacted range (the output is the bottom there),
 //! deletions are dropped and operand chains become plain values. The
 //! compaction filter's `Remove` drops an entry at the bottom and turns it
@@ -23,12 +23,12 @@
 
 use std::sync::Arc;
 
-use crate::entry::{Entry, Kind};
+use crate::cursor::{Cursor, LevelCursor, TableCursor};
+use crate::entry::Kind;
 use crate::error::Result;
 use crate::merge::{CompactionFilter, FilterDecision, MergeOperator};
-use crate::merging_iter::{level_stream, EntryStream, MergingIter};
+use crate::merger::Merger;
 use crate::options::Options;
-use crate::table::TableIter;
 use crate::version::{LiveTable, Version, NUM_LEVELS};
 
 /// A compaction to run.
@@ -133,10 +133,10 @@ pub(crate) fn full(version: &Version) -> Option<Plan> {
     })
 }
 
-/// Input streams newest first: each L0 table alone, then each deeper
+/// Input cursors newest first: each L0 table alone, then each deeper
 /// level's tables concatenated.
-fn input_streams(plan: &Plan) -> Vec<EntryStream> {
-    let mut streams: Vec<EntryStream> = Vec::new();
+fn input_cursors(plan: &Plan) -> Result<Vec<Box<dyn Cursor>>> {
+    let mut cursors: Vec<Box<dyn Cursor>> = Vec::new();
     for level in 0..NUM_LEVELS {
         let mut tables: Vec<Arc<LiveTable>> = plan
             .inputs
@@ -147,21 +147,21 @@ fn input_streams(plan: &Plan) -> Vec<EntryStream> {
         if level == 0 {
             tables.sort_by_key(|t| std::cmp::Reverse(t.meta.number));
             for t in tables {
-                streams.push(Box::new(TableIter::new(t.table.clone(), &[], None)));
+                cursors.push(Box::new(TableCursor::new(t.table.clone(), &[], None)?));
             }
         } else if !tables.is_empty() {
             tables.sort_by(|a, b| a.meta.smallest.cmp(&b.meta.smallest));
-            streams.push(level_stream(tables, &[], None));
+            cursors.push(Box::new(LevelCursor::new(tables, &[], None)?));
         }
     }
-    streams
+    Ok(cursors)
 }
 
 /// Where compaction output goes.
 pub(crate) trait OutputSink {
     /// Adds one entry to the current output table, cutting a new table when
     /// the current one reaches the target size.
-    fn add(&mut self, key: &[u8], entry: &Entry) -> Result<()>;
+    fn add(&mut self, key: &[u8], kind: Kind, value: &[u8]) -> Result<()>;
 }
 
 /// Runs the merge of a plan into `sink`.
@@ -171,25 +171,24 @@ pub(crate) fn merge_into(
     filter: Option<&dyn CompactionFilter>,
     sink: &mut dyn OutputSink,
 ) -> Result<()> {
-    for item in MergingIter::new(input_streams(plan), op) {
-        let (key, mut entry) = item?;
-        if entry.kind != Kind::Delete {
-            if let Some(filter) = filter {
-                if filter.decide(&key, &entry.value) == FilterDecision::Remove {
-                    entry = Entry::delete();
-                }
-            }
+    let mut merger = Merger::new(input_cursors(plan)?, op);
+    merger.visit(|key, mut kind, value| {
+        if kind != Kind::Delete
+            && filter.is_some_and(|f| f.decide(key, value) == FilterDecision::Remove)
+        {
+            kind = Kind::Delete;
         }
         if plan.bottommost {
-            match entry.kind {
-                Kind::Delete => continue,
-                Kind::Merge => entry.kind = Kind::Put,
+            match kind {
+                Kind::Delete => return Ok(true),
+                Kind::Merge => kind = Kind::Put,
                 Kind::Put => {}
             }
         }
-        sink.add(&key, &entry)?;
-    }
-    Ok(())
+        let value = if kind == Kind::Delete { &[][..] } else { value };
+        sink.add(key, kind, value)?;
+        Ok(true)
+    })
 }
 
 /// Bytes read by a plan.

@@ -31,18 +31,19 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::bloom::hash64;
 use crate::compaction::{self, OutputSink, Plan};
+use crate::cursor::{Cursor, LevelCursor, TableCursor, VecCursor};
 use crate::entry::{resolve_newest_first, Entry, Kind};
 use crate::error::{Error, Result};
 use crate::fs::Fs;
 use crate::manifest::{Manifest, ManifestState, VersionEdit};
 use crate::memtable::Memtable;
 use crate::merge::MergeOperator;
-use crate::merging_iter::{level_stream, EntryStream, MergingIter};
+use crate::merger::Merger;
 use crate::metrics::{add, Metrics, MetricsSnapshot};
 use crate::options::{Durability, Options};
 use crate::real_fs::RealFs;
 use crate::record_log::{encode_record, MAX_PAYLOAD_LEN};
-use crate::table::{Table, TableIter};
+use crate::table::Table;
 use crate::table_builder::{TableBuilder, TableSummary};
 use crate::version::{FileMeta, LiveTable, Version, NUM_LEVELS};
 use crate::wal::{self, Wal};
@@ -360,7 +361,27 @@ impl Db {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.inner.scan(start, end, limit)
+        let mut out = Vec::new();
+        if limit > 0 {
+            self.inner.scan_with(start, end, |key, value| {
+                out.push((key.to_vec(), value.to_vec()));
+                out.len() < limit
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Calls `visit(key, value)` for each live pair with a key in
+    /// `[start, end)`, in key order, until it returns `false`. The slices
+    /// are borrowed from the engine's buffers: nothing is allocated per
+    /// entry read from an SSTable.
+    pub fn scan_with(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.inner.scan_with(start, end, visit)
     }
 
     /// Freezes the active memtable and waits until every frozen memtable is
@@ -480,7 +501,7 @@ fn write_l0(
     let mut builder =
         TableBuilder::create(fs.clone(), path, opts.block_bytes, opts.bloom_bits_per_key)?;
     for (key, entry) in mem.entries() {
-        if let Err(e) = builder.add(&key, &entry) {
+        if let Err(e) = builder.add(&key, entry.kind, &entry.value) {
             builder.abandon();
             return Err(e);
         }
@@ -943,12 +964,12 @@ impl Inner {
         Ok(resolve_newest_first(key, found, &*self.op))
     }
 
-    fn scan(
+    fn scan_with(
         &self,
         start: &[u8],
         end: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
         let (active, immutables, version) = {
             let state = self.state.lock();
             (
@@ -957,36 +978,28 @@ impl Inner {
                 state.version.clone(),
             )
         };
-        let mut streams: Vec<EntryStream> = Vec::new();
+        let mut cursors: Vec<Box<dyn Cursor>> = Vec::new();
         for mem in std::iter::once(&active).chain(immutables.iter().rev()) {
-            streams.push(Box::new(
-                mem.range(start, end, usize::MAX).into_iter().map(Ok),
-            ));
+            let entries = mem.range(start, end, usize::MAX);
+            if !entries.is_empty() {
+                cursors.push(Box::new(VecCursor::new(entries)));
+            }
         }
         let hi = end.unwrap_or(&[]);
         let meets = |t: &Arc<LiveTable>| {
             t.meta.largest.as_slice() >= start && (end.is_none() || t.meta.smallest.as_slice() < hi)
         };
         for table in version.levels[0].iter().filter(|t| meets(t)) {
-            streams.push(Box::new(TableIter::new(table.table.clone(), start, end)));
+            cursors.push(Box::new(TableCursor::new(table.table.clone(), start, end)?));
         }
         for level in &version.levels[1..] {
             let tables: Vec<Arc<LiveTable>> = level.iter().filter(|t| meets(t)).cloned().collect();
             if !tables.is_empty() {
-                streams.push(level_stream(tables, start, end));
+                cursors.push(Box::new(LevelCursor::new(tables, start, end)?));
             }
         }
-        let mut out = Vec::new();
-        for item in MergingIter::new(streams, self.op.clone()) {
-            if out.len() >= limit {
-                break;
-            }
-            let (key, entry) = item?;
-            if let Some(value) = entry.into_value() {
-                out.push((key, value));
-            }
-        }
-        Ok(out)
+        Merger::new(cursors, self.op.clone())
+            .visit(|key, kind, value| Ok(kind == Kind::Delete || visit(key, value)))
     }
 
     fn flush_loop(&self) {
@@ -1084,7 +1097,7 @@ impl CompactionOutput<'_> {
 }
 
 impl OutputSink for CompactionOutput<'_> {
-    fn add(&mut self, key: &[u8], entry: &Entry) -> Result<()> {
+    fn add(&mut self, key: &[u8], kind: Kind, value: &[u8]) -> Result<()> {
         if self.builder.is_none() {
             let number = self.inner.next_file_number.fetch_add(1, Ordering::SeqCst);
             let path = self.inner.dir.join(table_name(number));
@@ -1098,7 +1111,7 @@ impl OutputSink for CompactionOutput<'_> {
             self.builder = Some((number, builder));
         }
         if let Some((_, builder)) = self.builder.as_mut() {
-            builder.add(key, entry)?;
+            builder.add(key, kind, value)?;
             if builder.approximate_size() >= self.inner.opts.target_file_bytes {
                 self.finish_table()?;
             }

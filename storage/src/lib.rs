@@ -24,6 +24,7 @@
 mod block;
 mod bloom;
 mod compaction;
+mod cursor;
 mod db;
 mod decoder;
 mod entry;
@@ -32,7 +33,7 @@ mod fs;
 mod manifest;
 mod memtable;
 mod merge;
-mod merging_iter;
+mod merger;
 mod metrics;
 mod options;
 mod real_fs;

@@ -166,100 +166,34 @@ impl Table {
         Ok(None)
     }
 
-    /// Decodes data block `i` into owned entries.
-    fn block_entries(&self, i: usize) -> Result<Vec<(Vec<u8>, Entry)>> {
+    /// Number of data blocks.
+    pub(crate) fn block_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The first data block whose last key is `>= key`.
+    pub(crate) fn first_block_at_or_after(&self, key: &[u8]) -> usize {
+        self.index.partition_point(|e| e.last_key.as_slice() < key)
+    }
+
+    /// Whether every key of block `i` is below `key`.
+    pub(crate) fn block_ends_before(&self, i: usize, key: &[u8]) -> bool {
+        self.index
+            .get(i)
+            .is_some_and(|e| e.last_key.as_slice() < key)
+    }
+
+    /// Whether `key` is what the index says block `i` ends with.
+    pub(crate) fn is_last_key_of_block(&self, i: usize, key: &[u8]) -> bool {
+        self.index.get(i).is_some_and(|e| e.last_key == key)
+    }
+
+    /// Reads data block `i`, checks its crc, and returns its offset and body.
+    pub(crate) fn read_block_body(&self, i: usize) -> Result<(u64, Vec<u8>)> {
         let handle = self.index[i].handle;
-        let raw = read_block(&*self.file, &self.path, handle)?;
-        let body = unseal(&self.path, handle.offset, &raw)?;
-        let mut out = Vec::new();
-        let mut last: Option<&[u8]> = None;
-        for item in BlockEntries::new(&self.path, handle.offset, body) {
-            let (k, kind, v) = item?;
-            if last.is_some_and(|last| last >= k) {
-                return Err(Error::corruption(
-                    &self.path,
-                    handle.offset,
-                    "block keys out of order",
-                ));
-            }
-            last = Some(k);
-            out.push((
-                k.to_vec(),
-                Entry {
-                    kind,
-                    value: v.to_vec(),
-                },
-            ));
-        }
-        if last != Some(self.index[i].last_key.as_slice()) {
-            return Err(Error::corruption(
-                &self.path,
-                handle.offset,
-                "block disagrees with the index",
-            ));
-        }
-        Ok(out)
-    }
-}
-
-/// Iterates a table's entries with keys in `[start, end)`, reading one block
-/// at a time.
-#[derive(Debug)]
-pub(crate) struct TableIter {
-    table: Arc<Table>,
-    next_block: usize,
-    buffered: std::vec::IntoIter<(Vec<u8>, Entry)>,
-    start: Vec<u8>,
-    end: Option<Vec<u8>>,
-    done: bool,
-}
-
-impl TableIter {
-    pub(crate) fn new(table: Arc<Table>, start: &[u8], end: Option<&[u8]>) -> TableIter {
-        let next_block = table
-            .index
-            .partition_point(|e| e.last_key.as_slice() < start);
-        TableIter {
-            table,
-            next_block,
-            buffered: Vec::new().into_iter(),
-            start: start.to_vec(),
-            end: end.map(<[u8]>::to_vec),
-            done: false,
-        }
-    }
-}
-
-impl Iterator for TableIter {
-    type Item = Result<(Vec<u8>, Entry)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        while !self.done {
-            if let Some((key, entry)) = self.buffered.next() {
-                if key < self.start {
-                    continue;
-                }
-                if self.end.as_deref().is_some_and(|end| key.as_slice() >= end) {
-                    self.done = true;
-                    return None;
-                }
-                return Some(Ok((key, entry)));
-            }
-            if self.next_block >= self.table.index.len() {
-                self.done = true;
-                return None;
-            }
-            match self.table.block_entries(self.next_block) {
-                Ok(entries) => {
-                    self.next_block += 1;
-                    self.buffered = entries.into_iter();
-                }
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-            }
-        }
-        None
+        let mut raw = read_block(&*self.file, &self.path, handle)?;
+        let body_len = unseal(&self.path, handle.offset, &raw)?.len();
+        raw.truncate(body_len);
+        Ok((handle.offset, raw))
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::block::{encode_entry, encode_index, seal, BlockHandle, IndexEntry};
 use crate::bloom::{hash64, Bloom};
-use crate::entry::Entry;
+use crate::entry::Kind;
 use crate::error::{Error, Result};
 use crate::fs::{Fs, FsFile};
 
@@ -86,7 +86,7 @@ impl TableBuilder {
     }
 
     /// Adds an entry; keys must strictly increase.
-    pub(crate) fn add(&mut self, key: &[u8], entry: &Entry) -> Result<()> {
+    pub(crate) fn add(&mut self, key: &[u8], kind: Kind, value: &[u8]) -> Result<()> {
         debug_assert!(
             self.smallest.is_none() || key > self.last_key.as_slice(),
             "keys out of order"
@@ -94,7 +94,7 @@ impl TableBuilder {
         if self.smallest.is_none() {
             self.smallest = Some(key.to_vec());
         }
-        encode_entry(&mut self.block, key, entry);
+        encode_entry(&mut self.block, key, kind, value);
         self.hashes.push(hash64(key));
         self.last_key.clear();
         self.last_key.extend_from_slice(key);
