@@ -273,7 +273,7 @@ fn proc_field(file: &str, field: &str) -> u64 {
     let text = std::fs::read_to_string(file).unwrap_or_default();
     text.lines()
         .find_map(|l| l.strip_prefix(field))
-        .and_then(|rest| rest.trim().split_whitespace().next().map(str::to_owned))
+        .and_then(|rest| rest.split_whitespace().next().map(str::to_owned))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
