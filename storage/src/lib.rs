@@ -20,6 +20,24 @@
 //!
 //! The byte layouts of the WAL, SSTables and manifest are in
 //! `docs/format.md`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use tally_storage::{AddI64, Db, Durability, Options};
+//!
+//! # fn main() -> tally_storage::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let opts = Options { durability: Durability::Sync, ..Options::default() };
+//! let db = Db::open(dir.path(), opts, Arc::new(AddI64))?;
+//! // Blind increments: no read before the write.
+//! db.merge(b"video:42/views", &AddI64::encode(3))?;
+//! db.merge(b"video:42/views", &AddI64::encode(4))?;
+//! let total = db.get(b"video:42/views")?.and_then(|v| AddI64::decode(&v));
+//! assert_eq!(total, Some(7));
+//! db.close()?;
+//! # Ok(())
+//! # }
+//! ```
 
 mod block;
 mod bloom;
