@@ -763,22 +763,13 @@ impl Inner {
                 self.rotate()
             }
         })?;
-        loop {
-            if !self.opts.background_work {
-                if self.state.lock().immutables.is_empty() {
-                    return Ok(());
-                }
-                self.flush_oldest()?;
-                continue;
-            }
-            let mut state = self.state.lock();
+        // Flush inline (serialized with the flush thread by `flushing`), so
+        // a failure is reported to the caller instead of retried forever.
+        while !self.state.lock().immutables.is_empty() {
             self.check_poisoned()?;
-            if state.immutables.is_empty() {
-                return Ok(());
-            }
-            self.state_changed
-                .wait_for(&mut state, Duration::from_millis(100));
+            self.flush_oldest()?;
         }
+        Ok(())
     }
 
     /// Flushes the oldest frozen memtable to an L0 table and installs it.
