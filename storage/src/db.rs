@@ -211,7 +211,10 @@ impl Db {
             live.push((*level, Arc::new(open_table(&*fs, dir, meta.clone())?)));
         }
 
-        // Read every WAL the manifest does not cover, before changing anything.
+        // Replay every WAL the manifest does not cover, batch by batch, into
+        // memtables written out as L0 tables. Nothing here changes the live
+        // set: if a WAL turns out damaged, the tables written so far are
+        // removed and the manifest still names the old set.
         let mut wals: Vec<u64> = kinds
             .iter()
             .filter_map(|(_, k)| match k {
@@ -220,14 +223,6 @@ impl Db {
             })
             .collect();
         wals.sort_unstable();
-        let mut replayed = Vec::new();
-        for (i, &n) in wals.iter().enumerate() {
-            replayed.push(wal::replay(
-                &*fs,
-                &dir.join(wal::wal_name(n)),
-                i + 1 == wals.len(),
-            )?);
-        }
         let max_on_disk = kinds
             .iter()
             .filter_map(|(_, k)| match k {
@@ -237,19 +232,29 @@ impl Db {
             .max()
             .unwrap_or(0);
         let next_number = AtomicU64::new(state.next_file_number.max(max_on_disk + 1));
-
-        // Turn the replayed writes into L0 tables.
         let mut memtable = Memtable::new(0);
-        let mut recovered_tables = Vec::new();
-        for batch in replayed.into_iter().flatten() {
-            memtable.apply(batch.into_ops(), &*op);
-            if memtable.approximate_bytes() >= opts.memtable_bytes {
+        let mut recovered_tables: Vec<LiveTable> = Vec::new();
+        let replayed = wals.iter().enumerate().try_for_each(|(i, &n)| {
+            wal::replay(&*fs, &dir.join(wal::wal_name(n)), i + 1 == wals.len(), |batch| {
+                memtable.apply(batch.into_ops(), &*op);
+                if memtable.approximate_bytes() >= opts.memtable_bytes {
+                    recovered_tables.push(write_l0(&fs, dir, &opts, &next_number, &memtable)?);
+                    memtable = Memtable::new(0);
+                }
+                Ok(())
+            })
+        });
+        let replayed = replayed.and_then(|()| {
+            if !memtable.is_empty() {
                 recovered_tables.push(write_l0(&fs, dir, &opts, &next_number, &memtable)?);
-                memtable = Memtable::new(0);
             }
-        }
-        if !memtable.is_empty() {
-            recovered_tables.push(write_l0(&fs, dir, &opts, &next_number, &memtable)?);
+            Ok(())
+        });
+        if let Err(e) = replayed {
+            for table in &recovered_tables {
+                let _ = fs.remove(table.table.path());
+            }
+            return Err(e);
         }
         for table in recovered_tables {
             state
@@ -666,7 +671,8 @@ impl Inner {
             self.check_poisoned()?;
             let l0 = state.version.levels[0].len();
             let l0_blocked = self.opts.background_work && l0 >= self.opts.l0_stop_trigger;
-            let full = state.active.approximate_bytes() >= self.opts.memtable_bytes;
+            let full = state.active.approximate_bytes() >= self.opts.memtable_bytes
+                || state.wal.bytes_written() >= self.opts.max_wal_bytes;
             let can_rotate = state.immutables.len() < self.opts.max_immutable_memtables;
             if !full && !l0_blocked {
                 break;

@@ -36,6 +36,10 @@ pub struct Options {
     pub durability: Durability,
     /// A memtable is frozen and flushed once it holds this many bytes.
     pub memtable_bytes: usize,
+    /// A memtable is also frozen once its WAL holds this many bytes, so
+    /// that increments folded in place into a small memtable cannot grow
+    /// the WAL (and recovery time) without bound.
+    pub max_wal_bytes: u64,
     /// Frozen memtables allowed to wait for flush before writes stall.
     pub max_immutable_memtables: usize,
     /// Target size of a data block.
@@ -72,6 +76,7 @@ impl Default for Options {
         Options {
             durability: Durability::default(),
             memtable_bytes: 32 << 20,
+            max_wal_bytes: 64 << 20,
             max_immutable_memtables: 2,
             block_bytes: 4096,
             bloom_bits_per_key: 10,

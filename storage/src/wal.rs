@@ -56,6 +56,11 @@ impl Wal {
         Ok(())
     }
 
+    /// Bytes appended so far.
+    pub(crate) fn bytes_written(&self) -> u64 {
+        self.written.load(Ordering::SeqCst)
+    }
+
     /// Fsyncs everything appended so far; returns false if nothing was new.
     pub(crate) fn sync(&self) -> Result<bool> {
         let written = self.written.load(Ordering::SeqCst);
@@ -70,24 +75,25 @@ impl Wal {
     }
 }
 
-/// Reads back the batches of a WAL file. A torn tail is accepted only when
-/// `is_last` (older WALs were fsynced whole before the next one started).
-pub(crate) fn replay(fs: &dyn Fs, path: &Path, is_last: bool) -> Result<Vec<WriteBatch>> {
+/// Reads back the batches of a WAL file in order, handing each to `apply`.
+/// A torn tail is accepted only when `is_last` (older WALs were fsynced
+/// whole before the next one started). Every record is checked before any
+/// is applied, so a damaged WAL applies nothing.
+pub(crate) fn replay(
+    fs: &dyn Fs,
+    path: &Path,
+    is_last: bool,
+    mut apply: impl FnMut(WriteBatch) -> Result<()>,
+) -> Result<()> {
     let data = read_whole(fs, path)?;
     let contents = read_log(path, &data)?;
     if let (Some(offset), false) = (contents.torn_tail_at, is_last) {
-        return Err(Error::corruption(
-            path,
-            offset,
-            "damaged record in a WAL that is not the newest",
-        ));
+        return Err(Error::corruption(path, offset, "damaged record in a WAL that is not the newest"));
     }
-    contents
-        .records
-        .into_iter()
-        .map(|(offset, payload)| {
-            WriteBatch::decode(payload)
-                .ok_or_else(|| Error::corruption(path, offset, "malformed write batch"))
-        })
-        .collect()
+    for (offset, payload) in contents.records {
+        let batch =
+            WriteBatch::decode(payload).ok_or_else(|| Error::corruption(path, offset, "malformed write batch"))?;
+        apply(batch)?;
+    }
+    Ok(())
 }

@@ -276,3 +276,23 @@ fn compaction_filter_drops_entries_for_good() {
         50
     );
 }
+
+#[test]
+fn hot_key_increments_cannot_grow_the_wal_without_bound() {
+    let fs = SimFs::new();
+    let opts = Options { max_wal_bytes: 16 << 10, memtable_bytes: 1 << 20, ..options() };
+    let db = open_with(&fs, opts).unwrap();
+    for _ in 0..5_000 {
+        db.merge(b"hot", &AddI64::encode(1)).unwrap();
+    }
+    // One tiny memtable entry, but the WAL limit forced flushes.
+    assert!(db.metrics().flushes >= 5, "flushes: {}", db.metrics().flushes);
+    let wal_bytes: usize = fs
+        .files(Path::new(DIR))
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".log"))
+        .map(|p| fs.read_all(p).unwrap().len())
+        .sum();
+    assert!(wal_bytes <= 32 << 10, "WAL holds {wal_bytes} bytes");
+    assert_eq!(count(&db, b"hot"), Some(5_000));
+}
