@@ -293,6 +293,7 @@ fn hot_key_increments_cannot_grow_the_wal_without_bound() {
         .filter(|p| p.to_string_lossy().ends_with(".log"))
         .map(|p| fs.read_all(p).unwrap().len())
         .sum();
-    assert!(wal_bytes <= 32 << 10, "WAL holds {wal_bytes} bytes");
+    // At most the active WAL and one per frozen memtable (2), each ~16 KiB.
+    assert!(wal_bytes <= 3 * (17 << 10), "WAL holds {wal_bytes} bytes");
     assert_eq!(count(&db, b"hot"), Some(5_000));
 }
