@@ -1,6 +1,33 @@
-//! tally's client side: the wire protocol (frames, messages, the key-to-token
-//! hash), the async client library and the `tally` CLI.
+//! tally's client side: the wire protocol, the async client library and the
+//! `tally` CLI.
 //!
-//! Not built yet: the single-node issue fills this crate. It depends on no
-//! other tally crate, so that users and the fault-injection harness can take
-//! it alone.
+//! - [`frame`]: framing (length prefix, version, request id, crc32) and its
+//!   tokio codec; [`message`]: requests and responses and their encoding;
+//!   [`token`]: the key-to-token hash, part of the protocol.
+//! - [`Client`]: connects to seed nodes, times out, retries with backoff
+//!   and jitter where that is safe, trips a circuit breaker per node, and
+//!   bounds the requests in flight. Writes report [`Outcome`]: `Ok`,
+//!   `Failed` (nothing applied) or `Indeterminate` (maybe applied).
+//!
+//! This crate depends on no other tally crate, so that users and the
+//! fault-injection harness can take it alone. The byte layout is specified
+//! in `docs/protocol.md`.
+
+mod breaker;
+mod client;
+mod config;
+mod connection;
+mod error;
+pub mod frame;
+pub mod message;
+pub mod token;
+
+pub use client::{Client, Outcome};
+pub use config::ClientConfig;
+pub use connection::{Connection, Delivery};
+pub use error::{ClientError, ErrorCode};
+pub use message::{
+    Consistency, Count, Increment, ItemResult, NamespaceInfo, NodeStatus, Point, Request,
+    Resolution, Response,
+};
+pub use token::{token, Token};

@@ -235,14 +235,19 @@ impl Db {
         let mut memtable = Memtable::new(0);
         let mut recovered_tables: Vec<LiveTable> = Vec::new();
         let replayed = wals.iter().enumerate().try_for_each(|(i, &n)| {
-            wal::replay(&*fs, &dir.join(wal::wal_name(n)), i + 1 == wals.len(), |batch| {
-                memtable.apply(batch.into_ops(), &*op);
-                if memtable.approximate_bytes() >= opts.memtable_bytes {
-                    recovered_tables.push(write_l0(&fs, dir, &opts, &next_number, &memtable)?);
-                    memtable = Memtable::new(0);
-                }
-                Ok(())
-            })
+            wal::replay(
+                &*fs,
+                &dir.join(wal::wal_name(n)),
+                i + 1 == wals.len(),
+                |batch| {
+                    memtable.apply(batch.into_ops(), &*op);
+                    if memtable.approximate_bytes() >= opts.memtable_bytes {
+                        recovered_tables.push(write_l0(&fs, dir, &opts, &next_number, &memtable)?);
+                        memtable = Memtable::new(0);
+                    }
+                    Ok(())
+                },
+            )
         });
         let replayed = replayed.and_then(|()| {
             if !memtable.is_empty() {

@@ -88,11 +88,15 @@ pub(crate) fn replay(
     let data = read_whole(fs, path)?;
     let contents = read_log(path, &data)?;
     if let (Some(offset), false) = (contents.torn_tail_at, is_last) {
-        return Err(Error::corruption(path, offset, "damaged record in a WAL that is not the newest"));
+        return Err(Error::corruption(
+            path,
+            offset,
+            "damaged record in a WAL that is not the newest",
+        ));
     }
     for (offset, payload) in contents.records {
-        let batch =
-            WriteBatch::decode(payload).ok_or_else(|| Error::corruption(path, offset, "malformed write batch"))?;
+        let batch = WriteBatch::decode(payload)
+            .ok_or_else(|| Error::corruption(path, offset, "malformed write batch"))?;
         apply(batch)?;
     }
     Ok(())

@@ -280,13 +280,21 @@ fn compaction_filter_drops_entries_for_good() {
 #[test]
 fn hot_key_increments_cannot_grow_the_wal_without_bound() {
     let fs = SimFs::new();
-    let opts = Options { max_wal_bytes: 16 << 10, memtable_bytes: 1 << 20, ..options() };
+    let opts = Options {
+        max_wal_bytes: 16 << 10,
+        memtable_bytes: 1 << 20,
+        ..options()
+    };
     let db = open_with(&fs, opts).unwrap();
     for _ in 0..5_000 {
         db.merge(b"hot", &AddI64::encode(1)).unwrap();
     }
     // One tiny memtable entry, but the WAL limit forced flushes.
-    assert!(db.metrics().flushes >= 5, "flushes: {}", db.metrics().flushes);
+    assert!(
+        db.metrics().flushes >= 5,
+        "flushes: {}",
+        db.metrics().flushes
+    );
     let wal_bytes: usize = fs
         .files(Path::new(DIR))
         .iter()

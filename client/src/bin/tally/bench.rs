@@ -1,0 +1,211 @@
+//! `tally bench`: a closed-loop load generator (with an optional rate cap)
+//! over Zipf-distributed keys, printing throughput and latency percentiles.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use tally_client::{Client, Increment, Outcome};
+
+use crate::timespec;
+
+/// Load generator settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Concurrent workers.
+    #[arg(long, default_value_t = 50)]
+    pub concurrency: usize,
+    /// Target requests per second over all workers (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Increments per write request.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: usize,
+    /// Zipf exponent of key popularity (0: uniform).
+    #[arg(long, default_value_t = 0.99)]
+    pub zipf: f64,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Fraction of requests that are reads (`total`).
+    #[arg(long, default_value_t = 0.0)]
+    pub read_ratio: f64,
+    /// Namespace.
+    #[arg(long, default_value = "events")]
+    pub ns: String,
+}
+
+/// Samples ranks `0..n` with probability proportional to `1 / (rank+1)^s`.
+pub struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    /// Builds the sampler's table.
+    pub fn new(n: usize, s: f64) -> Zipf {
+        let weights: Vec<f64> = (1..=n.max(1)).map(|k| (k as f64).powf(-s)).collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        let cdf = weights
+            .into_iter()
+            .map(|w| {
+                acc += w / total;
+                acc
+            })
+            .collect();
+        Zipf { cdf }
+    }
+
+    /// One sample.
+    pub fn sample(&self, rng: &mut impl Rng) -> usize {
+        let u: f64 = rng.random();
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u64>,
+    ok: u64,
+    failed: u64,
+    indeterminate: u64,
+    increments: u64,
+}
+
+fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+/// Runs the benchmark and prints its report.
+pub async fn run(client: Client, args: &BenchArgs, json: bool) -> Result<(), String> {
+    if args.concurrency == 0 || args.batch == 0 || args.keys == 0 {
+        return Err("concurrency, batch and keys must be at least 1".into());
+    }
+    let zipf = Arc::new(Zipf::new(args.keys, args.zipf));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.duration);
+    let per_worker_interval = (args.rate > 0)
+        .then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64));
+    let mut workers = Vec::new();
+    for w in 0..args.concurrency {
+        let (client, zipf, done, args) = (client.clone(), zipf.clone(), done.clone(), args.clone());
+        workers.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64);
+            let mut t = Tally::default();
+            let mut next = Instant::now();
+            while Instant::now() < deadline {
+                if let Some(every) = per_worker_interval {
+                    next += every;
+                    tokio::time::sleep_until(next.into()).await;
+                }
+                let began = Instant::now();
+                if rng.random::<f64>() < args.read_ratio {
+                    let key = format!("video:{}/view", zipf.sample(&mut rng));
+                    match client.total(&args.ns, key.as_bytes()).await {
+                        Ok(_) => t.ok += 1,
+                        Err(_) => t.failed += 1,
+                    }
+                } else {
+                    let now = timespec::now_ms();
+                    let items: Vec<Increment> = (0..args.batch)
+                        .map(|_| Increment {
+                            namespace: args.ns.clone(),
+                            key: format!("video:{}/view", zipf.sample(&mut rng)).into_bytes(),
+                            timestamp_ms: now,
+                            delta: 1,
+                            op_id: None,
+                        })
+                        .collect();
+                    for outcome in client.increment(items).await {
+                        match outcome {
+                            Outcome::Ok(()) => t.increments += 1,
+                            Outcome::Failed(_) => t.failed += 1,
+                            Outcome::Indeterminate(_) => t.indeterminate += 1,
+                        }
+                    }
+                    t.ok += 1;
+                }
+                t.latencies_us.push(began.elapsed().as_micros() as u64);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            t
+        }));
+    }
+    let bar = if json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(args.duration)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} s  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let secs = started.elapsed().as_secs_f64();
+        bar.set_position(secs as u64);
+        bar.set_message(format!(
+            "{:.0} req/s",
+            done.load(Ordering::Relaxed) as f64 / secs
+        ));
+    }
+    let mut total = Tally::default();
+    for w in workers {
+        let t = w.await.map_err(|e| e.to_string())?;
+        total.latencies_us.extend(t.latencies_us);
+        total.ok += t.ok;
+        total.failed += t.failed;
+        total.indeterminate += t.indeterminate;
+        total.increments += t.increments;
+    }
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    total.latencies_us.sort_unstable();
+    let lat = &total.latencies_us;
+    let report = serde_json::json!({
+        "requests": lat.len(),
+        "requests_per_s": lat.len() as f64 / elapsed,
+        "increments_per_s": total.increments as f64 / elapsed,
+        "p50_us": percentile(lat, 0.50),
+        "p90_us": percentile(lat, 0.90),
+        "p99_us": percentile(lat, 0.99),
+        "p999_us": percentile(lat, 0.999),
+        "failed": total.failed,
+        "indeterminate": total.indeterminate,
+        "concurrency": args.concurrency,
+        "batch": args.batch,
+    });
+    if json {
+        println!("{report}");
+    } else {
+        println!(
+            "{:<18} {:>12}",
+            "requests/s",
+            format!("{:.0}", lat.len() as f64 / elapsed)
+        );
+        println!(
+            "{:<18} {:>12}",
+            "increments/s",
+            format!("{:.0}", total.increments as f64 / elapsed)
+        );
+        for (name, q) in [
+            ("p50 us", 0.50),
+            ("p90 us", 0.90),
+            ("p99 us", 0.99),
+            ("p99.9 us", 0.999),
+        ] {
+            println!("{name:<18} {:>12}", percentile(lat, q));
+        }
+        println!("{:<18} {:>12}", "failed", total.failed);
+        println!("{:<18} {:>12}", "indeterminate", total.indeterminate);
+    }
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! `tally`: the command-line client. Tables for people, `--json` for
+//! scripts.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod demo;
+mod timespec;
+
+use clap::{Parser, Subcommand};
+use tally_client::{Client, ClientConfig, Consistency, Increment, Outcome, Resolution};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tally",
+    version,
+    about = "tally: a distributed store for counters"
+)]
+struct Cli {
+    /// Node addresses (host:port); any one is enough.
+    #[arg(
+        long = "addr",
+        global = true,
+        default_value = "127.0.0.1:7400",
+        value_delimiter = ','
+    )]
+    addrs: Vec<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Consistency level: one, quorum or all.
+    #[arg(long, global = true, default_value = "quorum")]
+    consistency: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Add to a counter.
+    Incr {
+        /// The counter's key.
+        key: String,
+        /// How much to add.
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+        delta: i64,
+        /// Namespace.
+        #[arg(long, default_value = "events")]
+        ns: String,
+        /// When it happened: ms since the epoch, `now`, or `-90m` style.
+        #[arg(long, default_value = "now", allow_hyphen_values = true)]
+        at: String,
+    },
+    /// A counter's all-time total.
+    Get {
+        /// The counter's key.
+        key: String,
+        /// Namespace.
+        #[arg(long, default_value = "events")]
+        ns: String,
+    },
+    /// A counter's per-bucket series.
+    Range {
+        /// The counter's key.
+        key: String,
+        /// Namespace.
+        #[arg(long, default_value = "events")]
+        ns: String,
+        /// minute, hour, day or total.
+        #[arg(long, default_value = "minute")]
+        resolution: String,
+        /// Start (inclusive): ms, `now`, or `-3d` style.
+        #[arg(long, default_value = "-1h", allow_hyphen_values = true)]
+        from: String,
+        /// End (exclusive).
+        #[arg(long, default_value = "now", allow_hyphen_values = true)]
+        to: String,
+    },
+    /// Sum, count and average over a time range.
+    Stats {
+        /// The counter's key.
+        key: String,
+        /// Namespace.
+        #[arg(long, default_value = "events")]
+        ns: String,
+        /// Start (inclusive).
+        #[arg(long, default_value = "-30d", allow_hyphen_values = true)]
+        from: String,
+        /// End (exclusive).
+        #[arg(long, default_value = "now", allow_hyphen_values = true)]
+        to: String,
+    },
+    /// Namespaces.
+    Ns {
+        /// A namespace to describe (all when omitted).
+        name: Option<String>,
+    },
+    /// A node's status.
+    Status,
+    /// Load generator.
+    Bench(bench::BenchArgs),
+    /// Start local node(s), stream synthetic video views, and show the counts.
+    Demo(demo::DemoArgs),
+}
+
+fn consistency(name: &str) -> Result<Consistency, String> {
+    match name {
+        "one" => Ok(Consistency::One),
+        "quorum" => Ok(Consistency::Quorum),
+        "all" => Ok(Consistency::All),
+        other => Err(format!(
+            "consistency must be one, quorum or all, not {other:?}"
+        )),
+    }
+}
+
+async fn connect(cli: &Cli) -> Result<Client, String> {
+    let mut config = ClientConfig::with_seeds(cli.addrs.clone());
+    config.consistency = consistency(&cli.consistency)?;
+    Client::connect(config).await.map_err(|e| e.to_string())
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("\"{e}\""))
+    );
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let now = timespec::now_ms();
+    match &cli.command {
+        Command::Incr { key, delta, ns, at } => {
+            let client = connect(&cli).await?;
+            let timestamp_ms = timespec::parse(at, now)?;
+            let item = Increment {
+                namespace: ns.clone(),
+                key: key.clone().into_bytes(),
+                timestamp_ms,
+                delta: *delta,
+                op_id: None,
+            };
+            match client.increment(vec![item]).await.pop() {
+                Some(Outcome::Ok(())) => {
+                    if cli.json {
+                        print_json(&serde_json::json!({"ok": true}));
+                    } else {
+                        println!("ok");
+                    }
+                    Ok(())
+                }
+                Some(Outcome::Failed(e)) => Err(format!("failed (not applied): {e}")),
+                Some(Outcome::Indeterminate(e)) => {
+                    Err(format!("indeterminate (may have been applied): {e}"))
+                }
+                None => Err("no result".into()),
+            }
+        }
+        Command::Get { key, ns } => {
+            let client = connect(&cli).await?;
+            let c = client
+                .total(ns, key.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            if cli.json {
+                print_json(&c);
+            } else {
+                println!("{key}: sum {} over {} increments", c.sum, c.count);
+            }
+            Ok(())
+        }
+        Command::Range {
+            key,
+            ns,
+            resolution,
+            from,
+            to,
+        } => {
+            let client = connect(&cli).await?;
+            let res = Resolution::from_name(resolution)
+                .ok_or_else(|| format!("unknown resolution {resolution:?}"))?;
+            let (start, end) = (timespec::parse(from, now)?, timespec::parse(to, now)?);
+            let points = client
+                .range(ns, key.as_bytes(), res, start, end)
+                .await
+                .map_err(|e| e.to_string())?;
+            if cli.json {
+                print_json(&points);
+            } else {
+                println!("{:<18} {:>14} {:>10}", "bucket (UTC)", "sum", "count");
+                for p in &points {
+                    println!(
+                        "{:<18} {:>14} {:>10}",
+                        timespec::format(p.bucket_start_ms),
+                        p.sum,
+                        p.count
+                    );
+                }
+                println!("{} buckets", points.len());
+            }
+            Ok(())
+        }
+        Command::Stats { key, ns, from, to } => {
+            let client = connect(&cli).await?;
+            let (start, end) = (timespec::parse(from, now)?, timespec::parse(to, now)?);
+            let (c, cells) = client
+                .stats(ns, key.as_bytes(), start, end)
+                .await
+                .map_err(|e| e.to_string())?;
+            let avg = if c.count == 0 {
+                0.0
+            } else {
+                c.sum as f64 / c.count as f64
+            };
+            if cli.json {
+                print_json(
+                    &serde_json::json!({"sum": c.sum, "count": c.count, "average": avg, "cells_read": cells}),
+                );
+            } else {
+                println!(
+                    "sum {}  count {}  average {avg:.3}  ({cells} cells read)",
+                    c.sum, c.count
+                );
+            }
+            Ok(())
+        }
+        Command::Ns { name } => {
+            let client = connect(&cli).await?;
+            let list = match name {
+                Some(n) => vec![client
+                    .describe_namespace(n)
+                    .await
+                    .map_err(|e| e.to_string())?],
+                None => client.namespaces().await.map_err(|e| e.to_string())?,
+            };
+            if cli.json {
+                print_json(&list);
+            } else {
+                println!("{:<20} resolutions (retention)", "namespace");
+                for ns in list {
+                    let res: Vec<String> = ns
+                        .resolutions
+                        .iter()
+                        .map(|(r, t)| match t {
+                            Some(ms) => format!("{r}:{}d", ms / 86_400_000),
+                            None => format!("{r}:forever"),
+                        })
+                        .collect();
+                    println!("{:<20} {}", ns.name, res.join(", "));
+                }
+            }
+            Ok(())
+        }
+        Command::Status => {
+            let client = connect(&cli).await?;
+            let s = client.status().await.map_err(|e| e.to_string())?;
+            if cli.json {
+                print_json(&s);
+            } else {
+                println!(
+                    "{:<8} {:<22} {:>10} {:>12} {:>10}",
+                    "host id", "address", "uptime s", "increments", "disk MiB"
+                );
+                println!(
+                    "{:<8} {:<22} {:>10} {:>12} {:>10.1}",
+                    s.node_id,
+                    s.address,
+                    s.uptime_ms / 1000,
+                    s.increments,
+                    s.disk_bytes as f64 / (1 << 20) as f64
+                );
+            }
+            Ok(())
+        }
+        Command::Bench(args) => {
+            let client = connect(&cli).await?;
+            bench::run(client, args, cli.json).await
+        }
+        Command::Demo(args) => demo::run(args, cli.json).await,
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tally: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("tally: {e}");
+        std::process::exit(1);
+    }
+}

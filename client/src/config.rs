@@ -1,0 +1,71 @@
+//! [`ClientConfig`]: how the client connects, waits and retries.
+
+use std::time::Duration;
+
+use crate::message::Consistency;
+
+/// Client settings; plain data with defaults.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Nodes to connect to (`host:port`); any one is enough.
+    pub seeds: Vec<String>,
+    /// Time allowed to open a TCP connection.
+    pub connect_timeout: Duration,
+    /// Time allowed for one attempt of a request.
+    pub request_timeout: Duration,
+    /// Retries after the first attempt, for requests that are safe to retry.
+    pub max_retries: u32,
+    /// Backoff before retry `n` is uniform in `[0, min(backoff_max, backoff_base * 2^n))`.
+    pub backoff_base: Duration,
+    /// Cap of the backoff.
+    pub backoff_max: Duration,
+    /// Requests in flight at once; further calls wait (back-pressure).
+    pub max_in_flight: usize,
+    /// Consecutive failures that open a node's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker keeps requests away from the node.
+    pub breaker_cooldown: Duration,
+    /// Consistency used when a call does not name one.
+    pub consistency: Consistency,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            seeds: vec!["127.0.0.1:7400".to_owned()],
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            max_retries: 3,
+            backoff_base: Duration::from_millis(20),
+            backoff_max: Duration::from_secs(1),
+            max_in_flight: 256,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(2),
+            consistency: Consistency::Quorum,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// A config with the given seeds and defaults otherwise.
+    pub fn with_seeds(seeds: impl IntoIterator<Item = impl Into<String>>) -> ClientConfig {
+        ClientConfig {
+            seeds: seeds.into_iter().map(Into::into).collect(),
+            ..ClientConfig::default()
+        }
+    }
+
+    /// Checks that the settings make sense.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.seeds.is_empty() {
+            return Err("at least one seed address is needed".into());
+        }
+        if self.max_in_flight == 0 {
+            return Err("max_in_flight must be at least 1".into());
+        }
+        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err("timeouts must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,186 @@
+//! [`Connection`]: one TCP connection to a node, multiplexed by request id.
+//!
+//! Many requests share a connection: a writer task sends frames in order
+//! (batching syscalls when several are queued) and a reader task hands each
+//! response to the caller waiting for its request id. When the connection
+//! breaks, every waiting caller learns it at once.
+//!
+//! A call reports whether its request may have reached the node
+//! ([`Delivery`]): that decides whether a failed write is `Failed` (nothing
+//! applied, safe to retry) or `Indeterminate`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::error::ClientError;
+use crate::frame::{Frame, FrameCodec};
+use crate::message::{Request, Response};
+
+/// Whether a failed call's request may have reached the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The request was never written to the socket.
+    NotSent,
+    /// The request was (or may have been) written.
+    MaybeSent,
+}
+
+type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Frame, ClientError>>>>;
+
+/// A multiplexed connection to one node.
+#[derive(Debug)]
+pub struct Connection {
+    addr: String,
+    out: mpsc::Sender<Frame>,
+    pending: Arc<Pending>,
+    closed: Arc<AtomicBool>,
+    next_id: AtomicU64,
+}
+
+fn lock(
+    p: &Pending,
+) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Result<Frame, ClientError>>>> {
+    p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Connection {
+    /// Connects to `addr` within `timeout`.
+    pub async fn open(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                ClientError::Unreachable(format!("{addr}: connect timed out after {timeout:?}"))
+            })?
+            .map_err(|e| ClientError::Unreachable(format!("{addr}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let (read_half, write_half) = stream.into_split();
+        let pending: Arc<Pending> = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        let (out, mut queue) = mpsc::channel::<Frame>(1024);
+
+        let mut writer = FramedWrite::new(write_half, FrameCodec::default());
+        let (w_pending, w_closed) = (pending.clone(), closed.clone());
+        tokio::spawn(async move {
+            while let Some(frame) = queue.recv().await {
+                let mut result = writer.feed(frame).await;
+                while result.is_ok() {
+                    match queue.try_recv() {
+                        Ok(frame) => result = writer.feed(frame).await,
+                        Err(_) => break,
+                    }
+                }
+                if result.is_ok() {
+                    result = writer.flush().await;
+                }
+                if let Err(e) = result {
+                    fail_all(&w_pending, &w_closed, &format!("write failed: {e}"));
+                    return;
+                }
+            }
+        });
+
+        let mut reader = FramedRead::new(read_half, FrameCodec::default());
+        let (r_pending, r_closed, r_addr) = (pending.clone(), closed.clone(), addr.to_owned());
+        tokio::spawn(async move {
+            let reason = loop {
+                match reader.next().await {
+                    Some(Ok(Ok(frame))) => {
+                        if let Some(waiter) = lock(&r_pending).remove(&frame.request_id) {
+                            let _ = waiter.send(Ok(frame));
+                        }
+                    }
+                    Some(Ok(Err(bad))) => {
+                        let err = ClientError::Protocol(format!(
+                            "bad frame from {r_addr}: {}",
+                            bad.reason
+                        ));
+                        if let Some(waiter) = lock(&r_pending).remove(&bad.request_id) {
+                            let _ = waiter.send(Err(err));
+                        }
+                    }
+                    Some(Err(e)) => break format!("read failed: {e}"),
+                    None => break "closed by the node".to_owned(),
+                }
+            };
+            fail_all(&r_pending, &r_closed, &reason);
+        });
+
+        Ok(Connection {
+            addr: addr.to_owned(),
+            out,
+            pending,
+            closed,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// The node's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Whether the connection has broken.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Sends a request and waits up to `timeout` for its response.
+    pub async fn call(
+        &self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, (ClientError, Delivery)> {
+        if self.is_closed() {
+            return Err((
+                ClientError::ConnectionLost(format!("{}: connection closed", self.addr)),
+                Delivery::NotSent,
+            ));
+        }
+        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut body = BytesMut::new();
+        request.encode_body(&mut body);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(request_id, tx);
+        let frame = Frame {
+            kind: request.kind(),
+            request_id,
+            body: body.freeze(),
+        };
+        if self.out.send(frame).await.is_err() {
+            lock(&self.pending).remove(&request_id);
+            return Err((
+                ClientError::ConnectionLost(format!("{}: writer stopped", self.addr)),
+                Delivery::NotSent,
+            ));
+        }
+        let answer = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(ClientError::ConnectionLost(format!(
+                "{}: connection closed",
+                self.addr
+            ))),
+            Err(_) => {
+                lock(&self.pending).remove(&request_id);
+                Err(ClientError::Timeout(timeout))
+            }
+        };
+        let frame = answer.map_err(|e| (e, Delivery::MaybeSent))?;
+        Response::decode(frame.kind, &frame.body)
+            .map_err(|e| (ClientError::Protocol(e.to_string()), Delivery::MaybeSent))
+    }
+}
+
+fn fail_all(pending: &Pending, closed: &AtomicBool, reason: &str) {
+    closed.store(true, Ordering::SeqCst);
+    for (_, waiter) in lock(pending).drain() {
+        let _ = waiter.send(Err(ClientError::ConnectionLost(reason.to_owned())));
+    }
+}

@@ -1,0 +1,145 @@
+//! Error codes on the wire and the client library's error type.
+
+/// Why a node refused or failed a request. Codes are stable on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame or body could not be decoded. Nothing was applied.
+    MalformedFrame,
+    /// The frame's protocol version is not spoken here. Nothing applied.
+    UnsupportedVersion,
+    /// The frame's crc32 does not match its body. Nothing applied.
+    ChecksumMismatch,
+    /// Unknown message kind. Nothing applied.
+    UnknownMessage,
+    /// The frame exceeds the size limit; the connection is closed.
+    FrameTooLarge,
+    /// The namespace does not exist. Nothing applied.
+    UnknownNamespace,
+    /// The key is empty or longer than 1,024 bytes. Nothing applied.
+    InvalidKey,
+    /// Too many increments in one batch. Nothing applied.
+    BatchTooLarge,
+    /// The timestamp is too far in the future (or before 1970). Nothing applied.
+    TimestampOutOfRange,
+    /// The range is empty, inverted or too long. Nothing read.
+    InvalidRange,
+    /// The namespace does not keep that resolution. Nothing read.
+    ResolutionNotKept,
+    /// The node sheds load; retry later with backoff. Nothing applied.
+    Overloaded,
+    /// The deadline passed; the outcome of a write is unknown.
+    Timeout,
+    /// Not enough replicas are reachable.
+    Unavailable,
+    /// The node is shutting down. Nothing applied.
+    ShuttingDown,
+    /// The node's storage failed (disk full, I/O error, corruption).
+    Storage,
+    /// A bug or an unexpected condition on the node.
+    Internal,
+    /// A code this client does not know (from a newer node).
+    Unknown(u16),
+}
+
+impl ErrorCode {
+    /// The wire value.
+    pub fn as_u16(self) -> u16 {
+        match self {
+            ErrorCode::MalformedFrame => 1,
+            ErrorCode::UnsupportedVersion => 2,
+            ErrorCode::ChecksumMismatch => 3,
+            ErrorCode::UnknownMessage => 4,
+            ErrorCode::FrameTooLarge => 5,
+            ErrorCode::UnknownNamespace => 10,
+            ErrorCode::InvalidKey => 11,
+            ErrorCode::BatchTooLarge => 12,
+            ErrorCode::TimestampOutOfRange => 13,
+            ErrorCode::InvalidRange => 14,
+            ErrorCode::ResolutionNotKept => 15,
+            ErrorCode::Overloaded => 20,
+            ErrorCode::Timeout => 21,
+            ErrorCode::Unavailable => 22,
+            ErrorCode::ShuttingDown => 23,
+            ErrorCode::Storage => 30,
+            ErrorCode::Internal => 31,
+            ErrorCode::Unknown(c) => c,
+        }
+    }
+
+    /// From the wire value.
+    pub fn from_u16(v: u16) -> ErrorCode {
+        const KNOWN: [ErrorCode; 17] = [
+            ErrorCode::MalformedFrame,
+            ErrorCode::UnsupportedVersion,
+            ErrorCode::ChecksumMismatch,
+            ErrorCode::UnknownMessage,
+            ErrorCode::FrameTooLarge,
+            ErrorCode::UnknownNamespace,
+            ErrorCode::InvalidKey,
+            ErrorCode::BatchTooLarge,
+            ErrorCode::TimestampOutOfRange,
+            ErrorCode::InvalidRange,
+            ErrorCode::ResolutionNotKept,
+            ErrorCode::Overloaded,
+            ErrorCode::Timeout,
+            ErrorCode::Unavailable,
+            ErrorCode::ShuttingDown,
+            ErrorCode::Storage,
+            ErrorCode::Internal,
+        ];
+        KNOWN
+            .into_iter()
+            .find(|c| c.as_u16() == v)
+            .unwrap_or(ErrorCode::Unknown(v))
+    }
+
+    /// Whether a request refused with this code was certainly not applied,
+    /// so that retrying it is safe.
+    pub fn nothing_applied(self) -> bool {
+        !matches!(
+            self,
+            ErrorCode::Timeout | ErrorCode::Unavailable | ErrorCode::Storage | ErrorCode::Internal
+        )
+    }
+
+    /// Whether the same request may succeed later (load, timing, failures).
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Overloaded
+                | ErrorCode::Timeout
+                | ErrorCode::Unavailable
+                | ErrorCode::ShuttingDown
+        )
+    }
+}
+
+/// Errors of the client library.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The node answered with an error.
+    #[error("node refused the request: {code:?}: {message}")]
+    Node {
+        /// The code.
+        code: ErrorCode,
+        /// The node's explanation.
+        message: String,
+    },
+    /// No node could be reached (connect failed or every breaker is open).
+    #[error("no node reachable: {0}")]
+    Unreachable(String),
+    /// The request's deadline passed before an answer arrived.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The connection broke while the request was in flight.
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    /// The node's answer could not be decoded or did not fit the request.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The request is invalid before it is sent (e.g. a key too long).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+}

@@ -1,0 +1,721 @@
+//! Protocol messages: what clients and nodes say to each other, and their
+//! byte encoding. See `docs/protocol.md` for the tables.
+//!
+//! Encoding is hand-written over `bytes`: little-endian fixed-width
+//! integers, strings and byte strings with a `u16` length (`u32` for long
+//! texts), lists with a `u32` count. Decoding never panics: every read is
+//! bounds-checked and every count is checked against what is left, so a
+//! hostile length cannot make the decoder allocate.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::error::ErrorCode;
+
+/// Consistency level of one request (how many replicas must answer).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// One replica.
+    One,
+    /// A majority of the replicas.
+    #[default]
+    Quorum,
+    /// Every replica.
+    All,
+}
+
+/// A bucket width.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolution {
+    /// 60-second buckets.
+    Minute,
+    /// 3,600-second buckets.
+    Hour,
+    /// 86,400-second buckets (UTC days).
+    Day,
+    /// One bucket for all time.
+    Total,
+}
+
+impl Resolution {
+    /// All resolutions, finest first.
+    pub const ALL: [Resolution; 4] = [
+        Resolution::Minute,
+        Resolution::Hour,
+        Resolution::Day,
+        Resolution::Total,
+    ];
+
+    /// Bucket width in milliseconds (`None` for `Total`).
+    pub fn width_ms(self) -> Option<i64> {
+        match self {
+            Resolution::Minute => Some(60_000),
+            Resolution::Hour => Some(3_600_000),
+            Resolution::Day => Some(86_400_000),
+            Resolution::Total => None,
+        }
+    }
+
+    /// The start of the bucket holding `timestamp_ms`.
+    pub fn bucket_start(self, timestamp_ms: i64) -> i64 {
+        match self.width_ms() {
+            Some(w) => timestamp_ms.div_euclid(w) * w,
+            None => 0,
+        }
+    }
+
+    /// The wire code.
+    pub fn code(self) -> u8 {
+        match self {
+            Resolution::Minute => 1,
+            Resolution::Hour => 2,
+            Resolution::Day => 3,
+            Resolution::Total => 4,
+        }
+    }
+
+    /// From the wire code.
+    pub fn from_code(code: u8) -> Option<Resolution> {
+        Resolution::ALL.into_iter().find(|r| r.code() == code)
+    }
+
+    /// The name used in configs and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resolution::Minute => "minute",
+            Resolution::Hour => "hour",
+            Resolution::Day => "day",
+            Resolution::Total => "total",
+        }
+    }
+
+    /// Parses a name (`minute`, `hour`, `day`, `total`).
+    pub fn from_name(name: &str) -> Option<Resolution> {
+        Resolution::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+impl std::fmt::Display for Resolution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One increment of a counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Increment {
+    /// The namespace (`[a-z0-9_]{1,64}`).
+    pub namespace: String,
+    /// The partition key, 1..=1024 bytes.
+    pub key: Vec<u8>,
+    /// When the events happened, in milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// How much to add (may be negative).
+    pub delta: i64,
+    /// A client-chosen id that makes retries of this increment safe.
+    pub op_id: Option<u128>,
+}
+
+/// A sum and a count of events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Count {
+    /// Sum of the deltas.
+    pub sum: i64,
+    /// Number of increments.
+    pub count: u64,
+}
+
+/// One bucket of a range read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Point {
+    /// Bucket start, in milliseconds since the Unix epoch.
+    pub bucket_start_ms: i64,
+    /// Sum of the deltas in the bucket.
+    pub sum: i64,
+    /// Number of increments in the bucket.
+    pub count: u64,
+}
+
+/// A namespace's resolutions and how long each is kept.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NamespaceInfo {
+    /// The namespace's name.
+    pub name: String,
+    /// Resolutions with their retention in milliseconds (`None`: forever).
+    pub resolutions: Vec<(Resolution, Option<u64>)>,
+}
+
+/// What `Status` reports about a node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeStatus {
+    /// The node's host id.
+    pub node_id: u64,
+    /// The node's software version.
+    pub version: String,
+    /// Time since the node started, in milliseconds.
+    pub uptime_ms: u64,
+    /// The address clients use.
+    pub address: String,
+    /// Increments applied since start.
+    pub increments: u64,
+    /// Bytes of SSTables on disk.
+    pub disk_bytes: u64,
+}
+
+/// The outcome of one increment within a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemResult {
+    /// Applied as durably as the request asked.
+    Ok,
+    /// Not applied.
+    Failed(ErrorCode),
+    /// May have been applied.
+    Indeterminate(ErrorCode),
+}
+
+/// A request from a client (or a coordinator) to a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Apply a batch of increments.
+    Increment {
+        /// Replicas that must acknowledge.
+        consistency: Consistency,
+        /// The client's deadline for the whole request, in milliseconds.
+        timeout_ms: u32,
+        /// The increments.
+        items: Vec<Increment>,
+    },
+    /// All-time total of a key.
+    Total {
+        /// Replicas that must answer.
+        consistency: Consistency,
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// Per-bucket series over `[start_ms, end_ms)`.
+    Range {
+        /// Replicas that must answer.
+        consistency: Consistency,
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: Vec<u8>,
+        /// Bucket width.
+        resolution: Resolution,
+        /// Start (inclusive), ms.
+        start_ms: i64,
+        /// End (exclusive), ms.
+        end_ms: i64,
+    },
+    /// Sum, count and average over `[start_ms, end_ms)` from the fewest cells.
+    Stats {
+        /// Replicas that must answer.
+        consistency: Consistency,
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: Vec<u8>,
+        /// Start (inclusive), ms.
+        start_ms: i64,
+        /// End (exclusive), ms.
+        end_ms: i64,
+    },
+    /// Every namespace.
+    ListNamespaces,
+    /// One namespace.
+    DescribeNamespace {
+        /// Its name.
+        name: String,
+    },
+    /// The node's status.
+    Status,
+}
+
+/// A node's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// Per-item results of an increment batch, in request order.
+    Increment(Vec<ItemResult>),
+    /// A total.
+    Total(Count),
+    /// A series; buckets with no increments are omitted.
+    Range(Vec<Point>),
+    /// Stats over a range and how many cells were read.
+    Stats {
+        /// Sum and count.
+        total: Count,
+        /// Cells read to answer.
+        cells_read: u32,
+    },
+    /// Namespaces.
+    Namespaces(Vec<NamespaceInfo>),
+    /// Node status.
+    Status(NodeStatus),
+    /// The request failed as a whole.
+    Error {
+        /// What went wrong.
+        code: ErrorCode,
+        /// Details for people.
+        message: String,
+    },
+}
+
+/// Message kinds on the wire.
+pub(crate) mod kind {
+    pub const INCREMENT: u8 = 0x01;
+    pub const TOTAL: u8 = 0x02;
+    pub const RANGE: u8 = 0x03;
+    pub const STATS: u8 = 0x04;
+    pub const LIST_NAMESPACES: u8 = 0x05;
+    pub const DESCRIBE_NAMESPACE: u8 = 0x06;
+    pub const STATUS: u8 = 0x07;
+    pub const RESPONSE: u8 = 0x80;
+    pub const ERROR: u8 = 0xFF;
+}
+
+/// Why bytes did not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {reason}")]
+pub struct DecodeError {
+    /// The error code to answer with.
+    pub code: ErrorCode,
+    /// What was wrong.
+    pub reason: String,
+}
+
+fn malformed(reason: impl Into<String>) -> DecodeError {
+    DecodeError {
+        code: ErrorCode::MalformedFrame,
+        reason: reason.into(),
+    }
+}
+
+/// Largest number of increments in one batch.
+pub const MAX_BATCH_ITEMS: usize = 10_000;
+
+/// A bounds-checked reader.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(malformed(format!(
+                "needed {n} more bytes, {} left",
+                self.buf.len()
+            )));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(w))
+    }
+    fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(self.u64()? as i64)
+    }
+    fn u128(&mut self) -> Result<u128, DecodeError> {
+        let mut w = [0u8; 16];
+        w.copy_from_slice(self.take(16)?);
+        Ok(u128::from_le_bytes(w))
+    }
+    fn bytes16(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.u16()? as usize;
+        self.take(n)
+    }
+    fn string16(&mut self) -> Result<String, DecodeError> {
+        let b = self.bytes16()?;
+        String::from_utf8(b.to_vec()).map_err(|_| malformed("string is not UTF-8"))
+    }
+    fn string32(&mut self) -> Result<String, DecodeError> {
+        let n = self.u32()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| malformed("string is not UTF-8"))
+    }
+    /// A list count, checked against the bytes left (each item takes at
+    /// least `min_item_bytes`).
+    fn count(&mut self, min_item_bytes: usize) -> Result<usize, DecodeError> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_item_bytes) > self.buf.len() {
+            return Err(malformed(format!(
+                "list of {n} items does not fit in {} bytes",
+                self.buf.len()
+            )));
+        }
+        Ok(n)
+    }
+    fn consistency(&mut self) -> Result<Consistency, DecodeError> {
+        match self.u8()? {
+            1 => Ok(Consistency::One),
+            2 => Ok(Consistency::Quorum),
+            3 => Ok(Consistency::All),
+            c => Err(malformed(format!("unknown consistency {c}"))),
+        }
+    }
+    fn resolution(&mut self) -> Result<Resolution, DecodeError> {
+        let c = self.u8()?;
+        Resolution::from_code(c).ok_or_else(|| malformed(format!("unknown resolution {c}")))
+    }
+    fn error_code(&mut self) -> Result<ErrorCode, DecodeError> {
+        Ok(ErrorCode::from_u16(self.u16()?))
+    }
+    fn finish(self) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(malformed(format!("{} trailing bytes", self.buf.len())))
+        }
+    }
+}
+
+fn put_bytes16(buf: &mut BytesMut, b: &[u8]) {
+    // Lengths are bounded by validation (keys <= 1024, names <= 64); a
+    // longer value is cut to what the field can say and fails validation.
+    let n = b.len().min(u16::MAX as usize);
+    buf.put_u16_le(n as u16);
+    buf.put_slice(&b[..n]);
+}
+
+fn put_string32(buf: &mut BytesMut, s: &str) {
+    buf.put_u32_le(s.len() as u32);
+    buf.put_slice(s.as_bytes());
+}
+
+fn consistency_code(c: Consistency) -> u8 {
+    match c {
+        Consistency::One => 1,
+        Consistency::Quorum => 2,
+        Consistency::All => 3,
+    }
+}
+
+impl Request {
+    pub(crate) fn kind(&self) -> u8 {
+        match self {
+            Request::Increment { .. } => kind::INCREMENT,
+            Request::Total { .. } => kind::TOTAL,
+            Request::Range { .. } => kind::RANGE,
+            Request::Stats { .. } => kind::STATS,
+            Request::ListNamespaces => kind::LIST_NAMESPACES,
+            Request::DescribeNamespace { .. } => kind::DESCRIBE_NAMESPACE,
+            Request::Status => kind::STATUS,
+        }
+    }
+
+    /// Whether retrying this request after an unknown outcome is harmless.
+    pub fn is_read(&self) -> bool {
+        !matches!(self, Request::Increment { .. })
+    }
+
+    /// Encodes the body (without the frame header).
+    pub fn encode_body(&self, buf: &mut BytesMut) {
+        match self {
+            Request::Increment {
+                consistency,
+                timeout_ms,
+                items,
+            } => {
+                buf.put_u8(consistency_code(*consistency));
+                buf.put_u32_le(*timeout_ms);
+                buf.put_u32_le(items.len() as u32);
+                for item in items {
+                    put_bytes16(buf, item.namespace.as_bytes());
+                    put_bytes16(buf, &item.key);
+                    buf.put_i64_le(item.timestamp_ms);
+                    buf.put_i64_le(item.delta);
+                    match item.op_id {
+                        Some(id) => {
+                            buf.put_u8(1);
+                            buf.put_u128_le(id);
+                        }
+                        None => buf.put_u8(0),
+                    }
+                }
+            }
+            Request::Total {
+                consistency,
+                namespace,
+                key,
+            } => {
+                buf.put_u8(consistency_code(*consistency));
+                put_bytes16(buf, namespace.as_bytes());
+                put_bytes16(buf, key);
+            }
+            Request::Range {
+                consistency,
+                namespace,
+                key,
+                resolution,
+                start_ms,
+                end_ms,
+            } => {
+                buf.put_u8(consistency_code(*consistency));
+                put_bytes16(buf, namespace.as_bytes());
+                put_bytes16(buf, key);
+                buf.put_u8(resolution.code());
+                buf.put_i64_le(*start_ms);
+                buf.put_i64_le(*end_ms);
+            }
+            Request::Stats {
+                consistency,
+                namespace,
+                key,
+                start_ms,
+                end_ms,
+            } => {
+                buf.put_u8(consistency_code(*consistency));
+                put_bytes16(buf, namespace.as_bytes());
+                put_bytes16(buf, key);
+                buf.put_i64_le(*start_ms);
+                buf.put_i64_le(*end_ms);
+            }
+            Request::ListNamespaces | Request::Status => {}
+            Request::DescribeNamespace { name } => put_bytes16(buf, name.as_bytes()),
+        }
+    }
+
+    /// Decodes a request body of the given kind.
+    pub fn decode(kind: u8, body: &[u8]) -> Result<Request, DecodeError> {
+        let mut r = Reader { buf: body };
+        let request = match kind {
+            kind::INCREMENT => {
+                let consistency = r.consistency()?;
+                let timeout_ms = r.u32()?;
+                let n = r.count(2 + 2 + 8 + 8 + 1)?;
+                if n > MAX_BATCH_ITEMS {
+                    return Err(DecodeError {
+                        code: ErrorCode::BatchTooLarge,
+                        reason: format!("batch of {n} increments exceeds {MAX_BATCH_ITEMS}"),
+                    });
+                }
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let namespace = r.string16()?;
+                    let key = r.bytes16()?.to_vec();
+                    let timestamp_ms = r.i64()?;
+                    let delta = r.i64()?;
+                    let op_id = match r.u8()? {
+                        0 => None,
+                        1 => Some(r.u128()?),
+                        f => return Err(malformed(format!("bad op id flag {f}"))),
+                    };
+                    items.push(Increment {
+                        namespace,
+                        key,
+                        timestamp_ms,
+                        delta,
+                        op_id,
+                    });
+                }
+                Request::Increment {
+                    consistency,
+                    timeout_ms,
+                    items,
+                }
+            }
+            kind::TOTAL => Request::Total {
+                consistency: r.consistency()?,
+                namespace: r.string16()?,
+                key: r.bytes16()?.to_vec(),
+            },
+            kind::RANGE => Request::Range {
+                consistency: r.consistency()?,
+                namespace: r.string16()?,
+                key: r.bytes16()?.to_vec(),
+                resolution: r.resolution()?,
+                start_ms: r.i64()?,
+                end_ms: r.i64()?,
+            },
+            kind::STATS => Request::Stats {
+                consistency: r.consistency()?,
+                namespace: r.string16()?,
+                key: r.bytes16()?.to_vec(),
+                start_ms: r.i64()?,
+                end_ms: r.i64()?,
+            },
+            kind::LIST_NAMESPACES => Request::ListNamespaces,
+            kind::DESCRIBE_NAMESPACE => Request::DescribeNamespace {
+                name: r.string16()?,
+            },
+            kind::STATUS => Request::Status,
+            other => {
+                return Err(DecodeError {
+                    code: ErrorCode::UnknownMessage,
+                    reason: format!("unknown request kind {other:#04x}"),
+                })
+            }
+        };
+        r.finish()?;
+        Ok(request)
+    }
+}
+
+fn put_item_result(buf: &mut BytesMut, result: &ItemResult) {
+    let (tag, code) = match result {
+        ItemResult::Ok => (0, 0),
+        ItemResult::Failed(c) => (1, c.as_u16()),
+        ItemResult::Indeterminate(c) => (2, c.as_u16()),
+    };
+    buf.put_u8(tag);
+    buf.put_u16_le(code);
+}
+
+impl Response {
+    /// Encodes the body; returns the wire kind for a response to `request_kind`.
+    pub fn encode_body(&self, request_kind: u8, buf: &mut BytesMut) -> u8 {
+        match self {
+            Response::Increment(results) => {
+                buf.put_u32_le(results.len() as u32);
+                for r in results {
+                    put_item_result(buf, r);
+                }
+            }
+            Response::Total(c) => {
+                buf.put_i64_le(c.sum);
+                buf.put_u64_le(c.count);
+            }
+            Response::Range(points) => {
+                buf.put_u32_le(points.len() as u32);
+                for p in points {
+                    buf.put_i64_le(p.bucket_start_ms);
+                    buf.put_i64_le(p.sum);
+                    buf.put_u64_le(p.count);
+                }
+            }
+            Response::Stats { total, cells_read } => {
+                buf.put_i64_le(total.sum);
+                buf.put_u64_le(total.count);
+                buf.put_u32_le(*cells_read);
+            }
+            Response::Namespaces(list) => {
+                buf.put_u32_le(list.len() as u32);
+                for ns in list {
+                    put_bytes16(buf, ns.name.as_bytes());
+                    buf.put_u32_le(ns.resolutions.len() as u32);
+                    for (res, retention) in &ns.resolutions {
+                        buf.put_u8(res.code());
+                        buf.put_u64_le(retention.unwrap_or(0));
+                    }
+                }
+            }
+            Response::Status(s) => {
+                buf.put_u64_le(s.node_id);
+                put_string32(buf, &s.version);
+                buf.put_u64_le(s.uptime_ms);
+                put_string32(buf, &s.address);
+                buf.put_u64_le(s.increments);
+                buf.put_u64_le(s.disk_bytes);
+            }
+            Response::Error { code, message } => {
+                buf.put_u16_le(code.as_u16());
+                put_string32(buf, message);
+                return kind::ERROR;
+            }
+        }
+        request_kind | kind::RESPONSE
+    }
+
+    /// Decodes a response body of wire kind `kind` answering `request_kind`.
+    pub fn decode(kind: u8, body: &[u8]) -> Result<Response, DecodeError> {
+        let mut r = Reader { buf: body };
+        if kind == kind::ERROR {
+            let code = r.error_code()?;
+            let message = r.string32()?;
+            r.finish()?;
+            return Ok(Response::Error { code, message });
+        }
+        let response = match kind & !kind::RESPONSE {
+            kind::INCREMENT => {
+                let n = r.count(3)?;
+                let mut results = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let tag = r.u8()?;
+                    let code = r.error_code()?;
+                    results.push(match tag {
+                        0 => ItemResult::Ok,
+                        1 => ItemResult::Failed(code),
+                        2 => ItemResult::Indeterminate(code),
+                        t => return Err(malformed(format!("bad item result {t}"))),
+                    });
+                }
+                Response::Increment(results)
+            }
+            kind::TOTAL => Response::Total(Count {
+                sum: r.i64()?,
+                count: r.u64()?,
+            }),
+            kind::RANGE => {
+                let n = r.count(24)?;
+                let mut points = Vec::with_capacity(n);
+                for _ in 0..n {
+                    points.push(Point {
+                        bucket_start_ms: r.i64()?,
+                        sum: r.i64()?,
+                        count: r.u64()?,
+                    });
+                }
+                Response::Range(points)
+            }
+            kind::STATS => Response::Stats {
+                total: Count {
+                    sum: r.i64()?,
+                    count: r.u64()?,
+                },
+                cells_read: r.u32()?,
+            },
+            kind::LIST_NAMESPACES | kind::DESCRIBE_NAMESPACE => {
+                let n = r.count(6)?;
+                let mut list = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let name = r.string16()?;
+                    let m = r.count(9)?;
+                    let mut resolutions = Vec::with_capacity(m);
+                    for _ in 0..m {
+                        let res = r.resolution()?;
+                        let retention = r.u64()?;
+                        resolutions.push((res, (retention != 0).then_some(retention)));
+                    }
+                    list.push(NamespaceInfo { name, resolutions });
+                }
+                Response::Namespaces(list)
+            }
+            kind::STATUS => Response::Status(NodeStatus {
+                node_id: r.u64()?,
+                version: r.string32()?,
+                uptime_ms: r.u64()?,
+                address: r.string32()?,
+                increments: r.u64()?,
+                disk_bytes: r.u64()?,
+            }),
+            other => {
+                return Err(DecodeError {
+                    code: ErrorCode::UnknownMessage,
+                    reason: format!("unknown response kind {other:#04x}"),
+                })
+            }
+        };
+        r.finish()?;
+        Ok(response)
+    }
+}

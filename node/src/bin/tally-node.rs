@@ -1,0 +1,126 @@
+//! `tally-node`: runs one tally node.
+//!
+//! Settings come from embedded defaults, then `--config FILE` (TOML), then
+//! flags. SIGTERM or SIGINT stops it cleanly: no new connections, the
+//! storage engine closed (WAL fsynced), a clean-shutdown marker written.
+
+#![allow(clippy::print_stderr)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use tally_node::{CounterStore, Identity, NodeConfig, Server, SystemClock};
+
+#[derive(Debug, Parser)]
+#[command(name = "tally-node", version, about = "A tally storage node")]
+struct Args {
+    /// TOML config file (every setting has a default).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:7400.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Host id (>= 1, never reused).
+    #[arg(long)]
+    host_id: Option<u32>,
+    /// `sync` or `periodic`.
+    #[arg(long)]
+    durability: Option<String>,
+}
+
+fn load(args: &Args) -> Result<NodeConfig, String> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => NodeConfig::default(),
+    };
+    if let Some(v) = &args.listen {
+        config.listen = v.clone();
+    }
+    if let Some(v) = &args.data_dir {
+        config.data_dir = v.clone();
+    }
+    if let Some(v) = args.host_id {
+        config.host_id = v;
+    }
+    if let Some(v) = &args.durability {
+        config.durability = v.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+fn run(config: NodeConfig) -> Result<(), String> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    let identity = Identity::load_or_create(&config.data_dir, config.host_id)
+        .map_err(|e| format!("identity: {e}"))?;
+    let namespaces = config.namespace_set()?;
+    let store = CounterStore::open(
+        &config.data_dir.join("storage"),
+        config.storage_options(),
+        namespaces,
+        identity,
+        Arc::new(SystemClock),
+        config.limits(),
+    )
+    .map_err(|e| format!("storage: {e}"))?;
+    let store = Arc::new(store);
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| format!("listen on {}: {e}", config.listen))?;
+        let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| config.listen.clone());
+        tracing::info!(%address, host_id = identity.host_id, incarnation = identity.incarnation, durability = %config.durability, "tally-node serving");
+        let server = Server::new(store.clone(), address, config.max_in_flight_per_connection);
+        server.serve(listener, shutdown_signal()).await;
+        tracing::info!("shutting down");
+        Ok::<(), String>(())
+    })?;
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    let store =
+        Arc::try_unwrap(store).map_err(|_| "requests still running at shutdown".to_owned())?;
+    store.close().map_err(|e| format!("closing storage: {e}"))?;
+    Identity::mark_clean_shutdown(&config.data_dir).map_err(|e| format!("shutdown marker: {e}"))?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let result = load(&args).and_then(run);
+    if let Err(e) = result {
+        eprintln!("tally-node: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,171 @@
+//! Namespaces: which resolutions a family of counters keeps, and for how
+//! long.
+//!
+//! Written like `minute:7d, hour:90d, day:forever, total`. Until cluster
+//! metadata (Raft) manages them, namespaces come from the node's config;
+//! the default namespace `events` exists so nothing needs setup.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tally_client::{NamespaceInfo, Resolution};
+
+/// A namespace's definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    /// `[a-z0-9_]{1,64}`.
+    pub name: String,
+    /// Kept resolutions, finest first, with retention (`None`: forever).
+    pub resolutions: Vec<(Resolution, Option<Duration>)>,
+}
+
+/// The name of the namespace that always exists.
+pub const DEFAULT_NAMESPACE: &str = "events";
+/// The default namespace's spec.
+pub const DEFAULT_SPEC: &str = "minute:7d, hour:90d, day:forever, total";
+
+/// Whether `name` is a valid namespace name.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
+    if s == "forever" {
+        return Ok(None);
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("bad retention {s:?}"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        "w" => n * 7 * 86_400,
+        "y" => n * 365 * 86_400,
+        _ => {
+            return Err(format!(
+                "bad retention unit in {s:?} (use s, m, h, d, w, y or forever)"
+            ))
+        }
+    };
+    if secs == 0 {
+        return Err(format!("retention {s:?} must be positive"));
+    }
+    Ok(Some(Duration::from_secs(secs)))
+}
+
+impl Namespace {
+    /// Parses `name` with a spec such as `minute:7d, hour:90d, day:forever, total`.
+    pub fn parse(name: &str, spec: &str) -> Result<Namespace, String> {
+        if !valid_name(name) {
+            return Err(format!(
+                "namespace name {name:?} must match [a-z0-9_]{{1,64}}"
+            ));
+        }
+        let mut resolutions = Vec::new();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (res, retention) = match part.split_once(':') {
+                Some((r, t)) => (r.trim(), parse_duration(t.trim())?),
+                None => (part, None),
+            };
+            let res =
+                Resolution::from_name(res).ok_or_else(|| format!("unknown resolution {res:?}"))?;
+            if resolutions.iter().any(|(r, _)| *r == res) {
+                return Err(format!("resolution {res} listed twice"));
+            }
+            resolutions.push((res, retention));
+        }
+        if resolutions.is_empty() {
+            return Err("a namespace needs at least one resolution".into());
+        }
+        resolutions.sort_by_key(|(r, _)| *r);
+        Ok(Namespace {
+            name: name.to_owned(),
+            resolutions,
+        })
+    }
+
+    /// Whether the namespace keeps `res`.
+    pub fn keeps(&self, res: Resolution) -> bool {
+        self.resolutions.iter().any(|(r, _)| *r == res)
+    }
+
+    /// The retention of `res` (`None`: forever or not kept).
+    pub fn retention(&self, res: Resolution) -> Option<Duration> {
+        self.resolutions
+            .iter()
+            .find(|(r, _)| *r == res)
+            .and_then(|(_, t)| *t)
+    }
+
+    /// The wire description.
+    pub fn info(&self) -> NamespaceInfo {
+        NamespaceInfo {
+            name: self.name.clone(),
+            resolutions: self
+                .resolutions
+                .iter()
+                .map(|(r, t)| (*r, t.map(|t| t.as_millis() as u64)))
+                .collect(),
+        }
+    }
+}
+
+/// The namespaces a node knows, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespaces {
+    by_name: BTreeMap<String, Namespace>,
+}
+
+impl Namespaces {
+    /// The default namespace plus `extra` (which may redefine it).
+    pub fn with(extra: impl IntoIterator<Item = Namespace>) -> Namespaces {
+        let mut by_name = BTreeMap::new();
+        if let Ok(ns) = Namespace::parse(DEFAULT_NAMESPACE, DEFAULT_SPEC) {
+            by_name.insert(ns.name.clone(), ns);
+        }
+        for ns in extra {
+            by_name.insert(ns.name.clone(), ns);
+        }
+        Namespaces { by_name }
+    }
+
+    /// A namespace by name.
+    pub fn get(&self, name: &str) -> Option<&Namespace> {
+        self.by_name.get(name)
+    }
+
+    /// All namespaces, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Namespace> {
+        self.by_name.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_default_spec() {
+        let ns = Namespace::parse("events", DEFAULT_SPEC).unwrap();
+        assert_eq!(
+            ns.retention(Resolution::Minute),
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(ns.retention(Resolution::Day), None);
+        assert!(ns.keeps(Resolution::Total));
+    }
+
+    #[test]
+    fn rejects_bad_specs() {
+        assert!(Namespace::parse("Bad-Name", "minute").is_err());
+        assert!(Namespace::parse("ok", "fortnight:3d").is_err());
+        assert!(Namespace::parse("ok", "minute:0d").is_err());
+        assert!(Namespace::parse("ok", "minute:7x").is_err());
+        assert!(Namespace::parse("ok", "").is_err());
+        assert!(Namespace::parse("ok", "hour,hour").is_err());
+    }
+}

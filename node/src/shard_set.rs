@@ -1,0 +1,245 @@
+//! [`ShardSet`]: a counter cell's value, a state-based CRDT.
+//!
+//! A cell's value is a set of shards, one per replica incarnation that ever
+//! led an increment of the cell: `shard = (id, clock, sum, count)`. Only
+//! the shard's owner changes it, raising `clock` by one per update. The
+//! value of the cell is the sum of the shards' sums and counts.
+//!
+//! Merge keeps, for each shard id, the shard with the higher clock (for
+//! equal clocks, the larger `(sum, count)`, so that merge stays
+//! deterministic even on inputs that should not exist). This is a
+//! join-semilattice: merge is commutative, associative and idempotent, and
+//! never lowers a clock, so replicas, hints, read repair and anti-entropy
+//! may deliver the same state any number of times in any order.
+//!
+//! Encoding (little-endian): `count: u16`, then per shard in increasing id
+//! order `id: u64 | clock: u64 | sum: i64 | count: u64` (32 bytes).
+
+use tally_storage::MergeOperator;
+
+/// One replica incarnation's part of a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// Owner: `host_id << 32 | incarnation` (see [`crate::Identity`]).
+    pub id: u64,
+    /// Version: raised by one with every update by the owner.
+    pub clock: u64,
+    /// Sum of the owner's deltas.
+    pub sum: i64,
+    /// Number of the owner's increments.
+    pub count: u64,
+}
+
+impl Shard {
+    fn newer_than(&self, other: &Shard) -> bool {
+        (self.clock, self.sum, self.count) > (other.clock, other.sum, other.count)
+    }
+}
+
+/// A counter cell's value: shards sorted by id, ids unique.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardSet {
+    shards: Vec<Shard>,
+}
+
+const SHARD_BYTES: usize = 32;
+/// Most shards a cell may hold (one per replica incarnation that led it).
+pub const MAX_SHARDS: usize = 4096;
+
+impl ShardSet {
+    /// A set holding one shard.
+    pub fn single(shard: Shard) -> ShardSet {
+        ShardSet {
+            shards: vec![shard],
+        }
+    }
+
+    /// The shards, by id.
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// The shard of `id`, if present.
+    pub fn shard(&self, id: u64) -> Option<Shard> {
+        self.shards
+            .binary_search_by_key(&id, |s| s.id)
+            .ok()
+            .map(|i| self.shards[i])
+    }
+
+    /// Sum of all shards (wrapping, like the per-shard sums).
+    pub fn sum(&self) -> i64 {
+        self.shards
+            .iter()
+            .fold(0i64, |acc, s| acc.wrapping_add(s.sum))
+    }
+
+    /// Number of increments over all shards.
+    pub fn count(&self) -> u64 {
+        self.shards
+            .iter()
+            .fold(0u64, |acc, s| acc.wrapping_add(s.count))
+    }
+
+    /// Merges `other` into `self`.
+    pub fn merge(&mut self, other: &ShardSet) {
+        let mut out = Vec::with_capacity(self.shards.len() + other.shards.len());
+        let (a, b) = (&self.shards, &other.shards);
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() && j < b.len() {
+            let (x, y) = (a[i], b[j]);
+            if x.id == y.id {
+                out.push(if y.newer_than(&x) { y } else { x });
+                i += 1;
+                j += 1;
+            } else if x.id < y.id {
+                out.push(x);
+                i += 1;
+            } else {
+                out.push(y);
+                j += 1;
+            }
+        }
+        out.extend_from_slice(&a[i..]);
+        out.extend_from_slice(&b[j..]);
+        self.shards = out;
+    }
+
+    /// Encodes the set.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(2 + self.shards.len() * SHARD_BYTES);
+        buf.extend_from_slice(&(self.shards.len() as u16).to_le_bytes());
+        for s in &self.shards {
+            buf.extend_from_slice(&s.id.to_le_bytes());
+            buf.extend_from_slice(&s.clock.to_le_bytes());
+            buf.extend_from_slice(&s.sum.to_le_bytes());
+            buf.extend_from_slice(&s.count.to_le_bytes());
+        }
+        buf
+    }
+
+    /// Decodes a set; `None` unless well formed (exact length, ids strictly
+    /// increasing).
+    pub fn decode(bytes: &[u8]) -> Option<ShardSet> {
+        let (head, rest) = bytes.split_first_chunk::<2>()?;
+        let n = u16::from_le_bytes(*head) as usize;
+        if n > MAX_SHARDS || rest.len() != n * SHARD_BYTES {
+            return None;
+        }
+        let word = |c: &[u8], i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&c[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(w)
+        };
+        let mut shards = Vec::with_capacity(n);
+        for c in rest.chunks_exact(SHARD_BYTES) {
+            let shard = Shard {
+                id: word(c, 0),
+                clock: word(c, 1),
+                sum: word(c, 2) as i64,
+                count: word(c, 3),
+            };
+            if shards
+                .last()
+                .is_some_and(|last: &Shard| last.id >= shard.id)
+            {
+                return None;
+            }
+            shards.push(shard);
+        }
+        Some(ShardSet { shards })
+    }
+}
+
+/// The storage engine's merge operator for counter cells.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CounterMerge;
+
+impl MergeOperator for CounterMerge {
+    fn name(&self) -> &str {
+        "tally.counter_shards.v1"
+    }
+
+    fn check(&self, operand: &[u8]) -> Result<(), String> {
+        ShardSet::decode(operand)
+            .map(|_| ())
+            .ok_or_else(|| "malformed counter shard set".to_owned())
+    }
+
+    fn merge(&self, _key: &[u8], older: &[u8], newer: &[u8]) -> Vec<u8> {
+        // Both passed `check` on the way in (disk bytes are checksummed).
+        match (ShardSet::decode(older), ShardSet::decode(newer)) {
+            (Some(mut a), Some(b)) => {
+                a.merge(&b);
+                a.encode()
+            }
+            (Some(_), None) => older.to_vec(),
+            _ => newer.to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn shard_set() -> impl Strategy<Value = ShardSet> {
+        proptest::collection::btree_map(0u64..6, (0u64..5, -50i64..50, 0u64..50), 0..5).prop_map(
+            |m| ShardSet {
+                shards: m
+                    .into_iter()
+                    .map(|(id, (clock, sum, count))| Shard {
+                        id,
+                        clock,
+                        sum,
+                        count,
+                    })
+                    .collect(),
+            },
+        )
+    }
+
+    fn merged(a: &ShardSet, b: &ShardSet) -> ShardSet {
+        let mut x = a.clone();
+        x.merge(b);
+        x
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative(a in shard_set(), b in shard_set()) {
+            prop_assert_eq!(merged(&a, &b), merged(&b, &a));
+        }
+
+        #[test]
+        fn merge_is_associative(a in shard_set(), b in shard_set(), c in shard_set()) {
+            prop_assert_eq!(merged(&merged(&a, &b), &c), merged(&a, &merged(&b, &c)));
+        }
+
+        #[test]
+        fn merge_is_idempotent(a in shard_set(), b in shard_set()) {
+            prop_assert_eq!(merged(&a, &a), a.clone());
+            let ab = merged(&a, &b);
+            prop_assert_eq!(merged(&ab, &b), ab);
+        }
+
+        #[test]
+        fn merge_never_lowers_a_clock(a in shard_set(), b in shard_set()) {
+            let m = merged(&a, &b);
+            for s in a.shards().iter().chain(b.shards()) {
+                prop_assert!(m.shard(s.id).is_some_and(|x| x.clock >= s.clock));
+            }
+        }
+
+        #[test]
+        fn encoding_round_trips(a in shard_set()) {
+            prop_assert_eq!(ShardSet::decode(&a.encode()), Some(a));
+        }
+
+        #[test]
+        fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let _ = ShardSet::decode(&bytes);
+        }
+    }
+}
