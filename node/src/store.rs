@@ -556,6 +556,92 @@ mod tests {
     const HOUR: i64 = 60 * MIN;
     const DAY: i64 = 24 * HOUR;
 
+    #[derive(Debug)]
+    struct ManualClock(std::sync::atomic::AtomicI64);
+
+    impl Clock for ManualClock {
+        fn now_ms(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn expired_buckets_vanish_from_reads_and_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock(std::sync::atomic::AtomicI64::new(100 * DAY)));
+        let ns = Namespace::parse("short", "minute:1h, hour:2d, total").unwrap();
+        let identity = Identity {
+            host_id: 1,
+            incarnation: 1,
+        };
+        let opts = tally_storage::Options {
+            background_work: false,
+            ..Default::default()
+        };
+        let store = CounterStore::open(
+            dir.path(),
+            opts,
+            Namespaces::with([ns]),
+            identity,
+            clock.clone(),
+            StoreLimits::default(),
+        )
+        .unwrap();
+        let at = 100 * DAY - 10 * MIN;
+        let item = Increment {
+            namespace: "short".into(),
+            key: b"k".to_vec(),
+            timestamp_ms: at,
+            delta: 3,
+            op_id: None,
+        };
+        assert_eq!(store.increment(&[item]), vec![ItemResult::Ok]);
+        assert_eq!(
+            store
+                .range("short", b"k", Resolution::Minute, at - HOUR, at + HOUR)
+                .unwrap()
+                .len(),
+            1
+        );
+        // Three hours later the minute bucket is past its 1 h retention.
+        clock.0.store(100 * DAY + 3 * HOUR, Ordering::SeqCst);
+        assert!(store
+            .range("short", b"k", Resolution::Minute, at - HOUR, at + HOUR)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store
+                .range("short", b"k", Resolution::Hour, at - DAY, at + DAY)
+                .unwrap()
+                .len(),
+            1
+        );
+        store.db().compact().unwrap();
+        let minute_cell = cell_key::encode(
+            "short",
+            b"k",
+            Resolution::Minute,
+            Resolution::Minute.bucket_start(at),
+        );
+        let hour_cell = cell_key::encode(
+            "short",
+            b"k",
+            Resolution::Hour,
+            Resolution::Hour.bucket_start(at),
+        );
+        assert_eq!(
+            store.db().get(&minute_cell).unwrap(),
+            None,
+            "compaction dropped the expired bucket"
+        );
+        assert!(store.db().get(&hour_cell).unwrap().is_some());
+        assert_eq!(
+            store.total("short", b"k").unwrap().sum,
+            3,
+            "total is kept forever"
+        );
+    }
+
     #[test]
     fn cover_uses_days_inside_hours_and_minutes_at_the_edges() {
         let kept = [Resolution::Minute, Resolution::Hour, Resolution::Day];

@@ -1,0 +1,231 @@
+//! Codec properties: every request and response round-trips through its
+//! frame, and arbitrary bytes never make a decoder panic; they get a typed
+//! error instead.
+
+#![allow(clippy::unwrap_used)]
+
+use bytes::BytesMut;
+use proptest::prelude::*;
+use tally_client::frame::{parse_frame, Frame, FrameCodec, HEADER_BYTES};
+use tally_client::{
+    Consistency, Count, ErrorCode, Increment, ItemResult, NamespaceInfo, NodeStatus, Point,
+    Request, Resolution, Response,
+};
+use tokio_util::codec::{Decoder, Encoder};
+
+fn consistency() -> impl Strategy<Value = Consistency> {
+    prop_oneof![
+        Just(Consistency::One),
+        Just(Consistency::Quorum),
+        Just(Consistency::All)
+    ]
+}
+
+fn resolution() -> impl Strategy<Value = Resolution> {
+    prop_oneof![
+        Just(Resolution::Minute),
+        Just(Resolution::Hour),
+        Just(Resolution::Day),
+        Just(Resolution::Total)
+    ]
+}
+
+fn name() -> impl Strategy<Value = String> {
+    "[a-z0-9_]{1,12}"
+}
+
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..40)
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    let increment = (
+        name(),
+        key(),
+        any::<i64>(),
+        any::<i64>(),
+        proptest::option::of(any::<u128>()),
+    )
+        .prop_map(|(namespace, key, timestamp_ms, delta, op_id)| Increment {
+            namespace,
+            key,
+            timestamp_ms,
+            delta,
+            op_id,
+        });
+    prop_oneof![
+        (
+            consistency(),
+            any::<u32>(),
+            proptest::collection::vec(increment, 0..8)
+        )
+            .prop_map(|(consistency, timeout_ms, items)| Request::Increment {
+                consistency,
+                timeout_ms,
+                items
+            }),
+        (consistency(), name(), key()).prop_map(|(consistency, namespace, key)| Request::Total {
+            consistency,
+            namespace,
+            key
+        }),
+        (
+            consistency(),
+            name(),
+            key(),
+            resolution(),
+            any::<i64>(),
+            any::<i64>()
+        )
+            .prop_map(
+                |(consistency, namespace, key, resolution, start_ms, end_ms)| Request::Range {
+                    consistency,
+                    namespace,
+                    key,
+                    resolution,
+                    start_ms,
+                    end_ms
+                }
+            ),
+        (consistency(), name(), key(), any::<i64>(), any::<i64>()).prop_map(
+            |(consistency, namespace, key, start_ms, end_ms)| Request::Stats {
+                consistency,
+                namespace,
+                key,
+                start_ms,
+                end_ms
+            }
+        ),
+        Just(Request::ListNamespaces),
+        name().prop_map(|name| Request::DescribeNamespace { name }),
+        Just(Request::Status),
+    ]
+}
+
+fn code() -> impl Strategy<Value = ErrorCode> {
+    (0u16..40).prop_map(ErrorCode::from_u16)
+}
+
+fn response() -> impl Strategy<Value = (u8, Response)> {
+    let item = prop_oneof![
+        Just(ItemResult::Ok),
+        code().prop_map(ItemResult::Failed),
+        code().prop_map(ItemResult::Indeterminate)
+    ];
+    let point = (any::<i64>(), any::<i64>(), any::<u64>()).prop_map(|(b, s, c)| Point {
+        bucket_start_ms: b,
+        sum: s,
+        count: c,
+    });
+    let ns = (
+        name(),
+        proptest::collection::vec((resolution(), proptest::option::of(1u64..u64::MAX)), 0..4),
+    )
+        .prop_map(|(name, resolutions)| NamespaceInfo { name, resolutions });
+    prop_oneof![
+        proptest::collection::vec(item, 0..8).prop_map(|r| (1, Response::Increment(r))),
+        (any::<i64>(), any::<u64>())
+            .prop_map(|(sum, count)| (2, Response::Total(Count { sum, count }))),
+        proptest::collection::vec(point, 0..8).prop_map(|p| (3, Response::Range(p))),
+        (any::<i64>(), any::<u64>(), any::<u32>()).prop_map(|(sum, count, cells_read)| (
+            4,
+            Response::Stats {
+                total: Count { sum, count },
+                cells_read
+            }
+        )),
+        proptest::collection::vec(ns, 0..3).prop_map(|l| (5, Response::Namespaces(l))),
+        (any::<u64>(), ".{0,10}", any::<u64>(), any::<u64>()).prop_map(
+            |(node_id, version, uptime_ms, increments)| (
+                7,
+                Response::Status(NodeStatus {
+                    node_id,
+                    version,
+                    uptime_ms,
+                    address: "127.0.0.1:1".into(),
+                    increments,
+                    disk_bytes: 7
+                })
+            )
+        ),
+        (code(), ".{0,20}").prop_map(|(code, message)| (2, Response::Error { code, message })),
+    ]
+}
+
+/// Sends a frame through the encoder and decoder.
+fn through_the_wire(frame: Frame) -> Frame {
+    let mut codec = FrameCodec::default();
+    let mut buf = BytesMut::new();
+    codec.encode(frame, &mut buf).unwrap();
+    codec.decode(&mut buf).unwrap().unwrap().unwrap()
+}
+
+proptest! {
+    #[test]
+    fn requests_round_trip(request in request(), id in any::<u64>()) {
+        let mut body = BytesMut::new();
+        request.encode_body(&mut body);
+        let kind = match &request {
+            Request::Increment { .. } => 1, Request::Total { .. } => 2, Request::Range { .. } => 3,
+            Request::Stats { .. } => 4, Request::ListNamespaces => 5, Request::DescribeNamespace { .. } => 6,
+            Request::Status => 7,
+        };
+        let frame = through_the_wire(Frame { kind, request_id: id, body: body.freeze() });
+        prop_assert_eq!(frame.request_id, id);
+        prop_assert_eq!(Request::decode(frame.kind, &frame.body).unwrap(), request);
+    }
+
+    #[test]
+    fn responses_round_trip((request_kind, response) in response(), id in any::<u64>()) {
+        let mut body = BytesMut::new();
+        let kind = response.encode_body(request_kind, &mut body);
+        let frame = through_the_wire(Frame { kind, request_id: id, body: body.freeze() });
+        prop_assert_eq!(Response::decode(frame.kind, &frame.body).unwrap(), response);
+    }
+
+    #[test]
+    fn arbitrary_bodies_never_panic(kind in any::<u8>(), body in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = Request::decode(kind, &body);
+        let _ = Response::decode(kind, &body);
+    }
+
+    #[test]
+    fn arbitrary_frames_get_typed_errors(raw in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let raw = BytesMut::from(&raw[..]);
+        if let Err(bad) = parse_frame(raw.clone()) {
+            prop_assert!(matches!(bad.code, ErrorCode::MalformedFrame | ErrorCode::UnsupportedVersion | ErrorCode::ChecksumMismatch));
+        } else {
+            prop_assert!(raw.len() >= HEADER_BYTES);
+        }
+    }
+
+    #[test]
+    fn a_flipped_body_bit_is_a_checksum_error(request in request(), at in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let mut body = BytesMut::new();
+        request.encode_body(&mut body);
+        prop_assume!(!body.is_empty());
+        let mut codec = FrameCodec::default();
+        let mut buf = BytesMut::new();
+        codec.encode(Frame { kind: 2, request_id: 9, body: body.freeze() }, &mut buf).unwrap();
+        let i = 4 + HEADER_BYTES + at.index(buf.len() - 4 - HEADER_BYTES);
+        buf[i] ^= 1 << bit;
+        let bad = codec.decode(&mut buf).unwrap().unwrap().unwrap_err();
+        prop_assert_eq!(bad.code, ErrorCode::ChecksumMismatch);
+        prop_assert_eq!(bad.request_id, 9);
+    }
+}
+
+#[test]
+fn oversized_batch_is_refused_before_allocating() {
+    let mut body = BytesMut::new();
+    Request::Increment {
+        consistency: Consistency::One,
+        timeout_ms: 1,
+        items: vec![],
+    }
+    .encode_body(&mut body);
+    // Claim a million items in a tiny body.
+    body[5..9].copy_from_slice(&1_000_000u32.to_le_bytes());
+    let err = Request::decode(1, &body).unwrap_err();
+    assert_eq!(err.code, ErrorCode::MalformedFrame);
+}
