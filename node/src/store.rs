@@ -87,6 +87,17 @@ impl Default for StoreLimits {
 }
 
 const LOCK_STRIPES: usize = 4096;
+/// Own shards remembered per stripe (about a million cells in all).
+const CACHED_SHARDS_PER_STRIPE: usize = 256;
+
+/// One lock stripe: it serializes updates of its cells, and remembers this
+/// node's shard of recently updated cells so that an increment need not
+/// read the cell back from storage. Only this node writes its own shard,
+/// and only under this lock, so a remembered shard is always current.
+#[derive(Debug, Default)]
+struct Stripe {
+    own_shards: std::collections::HashMap<Vec<u8>, Shard>,
+}
 
 /// Counters of one node.
 #[derive(Debug)]
@@ -96,7 +107,7 @@ pub struct CounterStore {
     identity: Identity,
     clock: Arc<dyn Clock>,
     limits: StoreLimits,
-    stripes: Vec<Mutex<()>>,
+    stripes: Vec<Mutex<Stripe>>,
     increments: AtomicU64,
 }
 
@@ -176,7 +187,7 @@ impl CounterStore {
             identity,
             clock,
             limits,
-            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(Stripe::default())).collect(),
             increments: AtomicU64::new(0),
         })
     }
@@ -294,35 +305,44 @@ impl CounterStore {
     /// `Err((code, maybe_applied))`.
     fn apply(&self, cells: &BTreeMap<Vec<u8>, (i64, u64)>) -> Result<(), (ErrorCode, bool)> {
         let stripes: BTreeSet<usize> = cells.keys().map(|c| stripe_of(c)).collect();
-        let _guards: Vec<_> = stripes.iter().map(|&s| self.stripes[s].lock()).collect();
+        let mut guards: BTreeMap<usize, _> = stripes.iter().map(|&s| (s, self.stripes[s].lock())).collect();
         let shard_id = self.identity.shard_id();
         let mut batch = WriteBatch::new();
+        let mut updated = Vec::with_capacity(cells.len());
         for (cell, &(delta, n)) in cells {
-            let current = match self.db.get(cell) {
-                Ok(Some(bytes)) => decode_cell(&bytes)
-                    .map_err(|e| (e.code, false))?
-                    .shard(shard_id),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::error!(error = %e, "reading a counter cell failed");
-                    return Err((ErrorCode::Storage, false));
-                }
+            let stripe = stripe_of(cell);
+            let cached = guards.get(&stripe).and_then(|g| g.own_shards.get(cell).copied());
+            let current = match cached {
+                Some(shard) => Some(shard),
+                None => match self.db.get(cell) {
+                    Ok(Some(bytes)) => decode_cell(&bytes).map_err(|e| (e.code, false))?.shard(shard_id),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading a counter cell failed");
+                        return Err((ErrorCode::Storage, false));
+                    }
+                },
             };
-            let old = current.unwrap_or(Shard {
-                id: shard_id,
-                clock: 0,
-                sum: 0,
-                count: 0,
-            });
-            let new = Shard {
-                id: shard_id,
-                clock: old.clock + 1,
-                sum: old.sum.wrapping_add(delta),
-                count: old.count + n,
-            };
+            let old = current.unwrap_or(Shard { id: shard_id, clock: 0, sum: 0, count: 0 });
+            let new = Shard { id: shard_id, clock: old.clock + 1, sum: old.sum.wrapping_add(delta), count: old.count + n };
             batch.merge(cell.clone(), ShardSet::single(new).encode());
+            updated.push((stripe, cell, new));
         }
-        self.db.write(batch).map_err(|e| {
+        let written = self.db.write(batch);
+        for (stripe, cell, new) in updated {
+            if let Some(guard) = guards.get_mut(&stripe) {
+                if written.is_ok() {
+                    if guard.own_shards.len() >= CACHED_SHARDS_PER_STRIPE {
+                        guard.own_shards.clear();
+                    }
+                    guard.own_shards.insert(cell.clone(), new);
+                } else {
+                    // The write may or may not have landed: read it back next time.
+                    guard.own_shards.remove(cell);
+                }
+            }
+        }
+        written.map_err(|e| {
             tracing::warn!(error = %e, "counter write failed");
             let maybe_applied = !matches!(
                 e,
