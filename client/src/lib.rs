@@ -3,7 +3,7 @@
 //!
 //! - [`frame`]: framing (length prefix, version, request id, crc32) and its
 //!   tokio codec; [`message`]: requests and responses and their encoding;
-//!   [`token`]: the key-to-token hash, part of the protocol.
+//!   [`token()`]: the key-to-token hash, part of the protocol.
 //! - [`Client`]: connects to seed nodes, times out, retries with backoff
 //!   and jitter where that is safe, trips a circuit breaker per node, and
 //!   bounds the requests in flight. Writes report [`Outcome`]: `Ok`,

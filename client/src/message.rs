@@ -290,6 +290,13 @@ pub struct DecodeError {
     pub reason: String,
 }
 
+fn unknown_kind(what: &str, kind: u8) -> DecodeError {
+    DecodeError {
+        code: ErrorCode::UnknownMessage,
+        reason: format!("unknown {what} kind {kind:#04x}"),
+    }
+}
+
 fn malformed(reason: impl Into<String>) -> DecodeError {
     DecodeError {
         code: ErrorCode::MalformedFrame,
@@ -559,12 +566,7 @@ impl Request {
                 name: r.string16()?,
             },
             kind::STATUS => Request::Status,
-            other => {
-                return Err(DecodeError {
-                    code: ErrorCode::UnknownMessage,
-                    reason: format!("unknown request kind {other:#04x}"),
-                })
-            }
+            other => return Err(unknown_kind("request", other)),
         };
         r.finish()?;
         Ok(request)
@@ -708,12 +710,7 @@ impl Response {
                 increments: r.u64()?,
                 disk_bytes: r.u64()?,
             }),
-            other => {
-                return Err(DecodeError {
-                    code: ErrorCode::UnknownMessage,
-                    reason: format!("unknown response kind {other:#04x}"),
-                })
-            }
+            other => return Err(unknown_kind("response", other)),
         };
         r.finish()?;
         Ok(response)

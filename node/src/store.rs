@@ -187,7 +187,9 @@ impl CounterStore {
             identity,
             clock,
             limits,
-            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(Stripe::default())).collect(),
+            stripes: (0..LOCK_STRIPES)
+                .map(|_| Mutex::new(Stripe::default()))
+                .collect(),
             increments: AtomicU64::new(0),
         })
     }
@@ -305,17 +307,24 @@ impl CounterStore {
     /// `Err((code, maybe_applied))`.
     fn apply(&self, cells: &BTreeMap<Vec<u8>, (i64, u64)>) -> Result<(), (ErrorCode, bool)> {
         let stripes: BTreeSet<usize> = cells.keys().map(|c| stripe_of(c)).collect();
-        let mut guards: BTreeMap<usize, _> = stripes.iter().map(|&s| (s, self.stripes[s].lock())).collect();
+        let mut guards: BTreeMap<usize, _> = stripes
+            .iter()
+            .map(|&s| (s, self.stripes[s].lock()))
+            .collect();
         let shard_id = self.identity.shard_id();
         let mut batch = WriteBatch::new();
         let mut updated = Vec::with_capacity(cells.len());
         for (cell, &(delta, n)) in cells {
             let stripe = stripe_of(cell);
-            let cached = guards.get(&stripe).and_then(|g| g.own_shards.get(cell).copied());
+            let cached = guards
+                .get(&stripe)
+                .and_then(|g| g.own_shards.get(cell).copied());
             let current = match cached {
                 Some(shard) => Some(shard),
                 None => match self.db.get(cell) {
-                    Ok(Some(bytes)) => decode_cell(&bytes).map_err(|e| (e.code, false))?.shard(shard_id),
+                    Ok(Some(bytes)) => decode_cell(&bytes)
+                        .map_err(|e| (e.code, false))?
+                        .shard(shard_id),
                     Ok(None) => None,
                     Err(e) => {
                         tracing::error!(error = %e, "reading a counter cell failed");
@@ -323,8 +332,18 @@ impl CounterStore {
                     }
                 },
             };
-            let old = current.unwrap_or(Shard { id: shard_id, clock: 0, sum: 0, count: 0 });
-            let new = Shard { id: shard_id, clock: old.clock + 1, sum: old.sum.wrapping_add(delta), count: old.count + n };
+            let old = current.unwrap_or(Shard {
+                id: shard_id,
+                clock: 0,
+                sum: 0,
+                count: 0,
+            });
+            let new = Shard {
+                id: shard_id,
+                clock: old.clock + 1,
+                sum: old.sum.wrapping_add(delta),
+                count: old.count + n,
+            };
             batch.merge(cell.clone(), ShardSet::single(new).encode());
             updated.push((stripe, cell, new));
         }

@@ -396,6 +396,37 @@ fn child(engine_name: &str, mode: &str) {
     println!("RESULT {}", fields.join(" "));
 }
 
+/// Runs `threads` writers, each doing `per_thread` Zipf increments through
+/// `increment`; returns every op's latency in nanoseconds.
+fn spawn_writers(
+    threads: usize,
+    per_thread: usize,
+    zipf: &Zipf,
+    increment: &(dyn Fn(&[u8]) + Sync),
+) -> Vec<u64> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(t as u64);
+                    let mut nanos = Vec::with_capacity(per_thread);
+                    for _ in 0..per_thread {
+                        let key = counter_key(zipf.sample(&mut rng));
+                        let t0 = Instant::now();
+                        increment(&key);
+                        nanos.push(t0.elapsed().as_nanos() as u64);
+                    }
+                    nanos
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
+}
+
 fn multi_writer(
     engine_name: &str,
     dir: &Path,
@@ -410,53 +441,15 @@ fn multi_writer(
     let nanos: Vec<u64> = match engine_name {
         "tally" => {
             let db = open_tally(dir, mode).0;
-            std::thread::scope(|s| {
-                let handles: Vec<_> = (0..threads)
-                    .map(|t| {
-                        let db = db.clone();
-                        s.spawn(move || {
-                            let mut rng = rand::rngs::StdRng::seed_from_u64(t as u64);
-                            let mut nanos = Vec::with_capacity(per_thread);
-                            for _ in 0..per_thread {
-                                let key = counter_key(zipf.sample(&mut rng));
-                                let t0 = Instant::now();
-                                db.merge(&key, &tally_storage::AddI64::encode(1)).unwrap();
-                                nanos.push(t0.elapsed().as_nanos() as u64);
-                            }
-                            nanos
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().unwrap())
-                    .collect()
+            spawn_writers(threads, per_thread, zipf, &|key| {
+                db.merge(key, &tally_storage::AddI64::encode(1)).unwrap()
             })
         }
         #[cfg(feature = "bench-rocksdb")]
         "rocksdb" => {
             let r = rocks::open(dir, mode);
-            let (db, write) = (&r.db, &r.write);
-            std::thread::scope(|s| {
-                let handles: Vec<_> = (0..threads)
-                    .map(|t| {
-                        s.spawn(move || {
-                            let mut rng = rand::rngs::StdRng::seed_from_u64(t as u64);
-                            let mut nanos = Vec::with_capacity(per_thread);
-                            for _ in 0..per_thread {
-                                let key = counter_key(zipf.sample(&mut rng));
-                                let t0 = Instant::now();
-                                db.merge_opt(&key, 1i64.to_le_bytes(), write).unwrap();
-                                nanos.push(t0.elapsed().as_nanos() as u64);
-                            }
-                            nanos
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().unwrap())
-                    .collect()
+            spawn_writers(threads, per_thread, zipf, &|key| {
+                r.db.merge_opt(key, 1i64.to_le_bytes(), &r.write).unwrap()
             })
         }
         _ => {
