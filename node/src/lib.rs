@@ -16,6 +16,7 @@ mod namespace;
 mod server;
 mod shard_set;
 mod store;
+mod write_pipeline;
 
 pub use config::NodeConfig;
 pub use identity::Identity;
@@ -23,3 +24,4 @@ pub use namespace::{Namespace, Namespaces, DEFAULT_NAMESPACE};
 pub use server::Server;
 pub use shard_set::{CounterMerge, Shard, ShardSet};
 pub use store::{cover, Clock, CounterStore, RequestError, StoreLimits, SystemClock};
+pub use write_pipeline::WritePipeline;

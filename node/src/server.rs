@@ -23,11 +23,13 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::store::{CounterStore, RequestError};
+use crate::write_pipeline::WritePipeline;
 
 /// Shared state of the server.
 #[derive(Debug)]
 pub struct Server {
     store: Arc<CounterStore>,
+    writer: WritePipeline,
     address: String,
     started: Instant,
     max_in_flight: usize,
@@ -42,13 +44,19 @@ fn error_response(e: RequestError) -> Response {
 
 impl Server {
     /// A server over `store`, reachable at `address`.
-    pub fn new(store: Arc<CounterStore>, address: String, max_in_flight: usize) -> Arc<Server> {
-        Arc::new(Server {
+    pub fn new(
+        store: Arc<CounterStore>,
+        address: String,
+        max_in_flight: usize,
+    ) -> std::io::Result<Arc<Server>> {
+        let writer = WritePipeline::start(store.clone(), 4096)?;
+        Ok(Arc::new(Server {
             store,
+            writer,
             address,
             started: Instant::now(),
             max_in_flight,
-        })
+        }))
     }
 
     /// Accepts connections until `shutdown` resolves.
@@ -146,6 +154,9 @@ impl Server {
     }
 
     async fn handle(&self, request: Request) -> Response {
+        if let Request::Increment { items, .. } = request {
+            return Response::Increment(self.writer.increment(items).await);
+        }
         let store = self.store.clone();
         let blocking = tokio::task::spawn_blocking(move || match request {
             Request::Increment { items, .. } => Response::Increment(store.increment(&items)),

@@ -261,36 +261,44 @@ impl CounterStore {
     /// Applies a batch; one result per item, in order. Invalid items are
     /// refused alone; the valid ones are applied together, atomically.
     pub fn increment(&self, items: &[Increment]) -> Vec<ItemResult> {
+        self.increment_many(&[items]).pop().unwrap_or_default()
+    }
+
+    /// Applies several batches as one storage write (one WAL record, one
+    /// fsync in `sync` mode): the node's write pipeline groups concurrent
+    /// requests this way. One result list per batch.
+    pub fn increment_many(&self, batches: &[&[Increment]]) -> Vec<Vec<ItemResult>> {
         let now_ms = self.clock.now_ms();
-        let mut results = vec![ItemResult::Ok; items.len()];
+        let mut results: Vec<Vec<ItemResult>> = batches
+            .iter()
+            .map(|b| vec![ItemResult::Ok; b.len()])
+            .collect();
         // Sum same-cell deltas: cell -> (delta, increments).
         let mut cells: BTreeMap<Vec<u8>, (i64, u64)> = BTreeMap::new();
         let mut valid = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            match self.check_increment(item, now_ms) {
-                Ok(ns) => {
-                    valid.push(i);
-                    for (res, _) in &ns.resolutions {
-                        let cell = cell_key::encode(
-                            &ns.name,
-                            &item.key,
-                            *res,
-                            res.bucket_start(item.timestamp_ms),
-                        );
-                        let e = cells.entry(cell).or_insert((0, 0));
-                        e.0 = e.0.wrapping_add(item.delta);
-                        e.1 += 1;
+        for (b, items) in batches.iter().enumerate() {
+            for (i, item) in items.iter().enumerate() {
+                match self.check_increment(item, now_ms) {
+                    Ok(ns) => {
+                        valid.push((b, i));
+                        for (res, _) in &ns.resolutions {
+                            let bucket = res.bucket_start(item.timestamp_ms);
+                            let cell = cell_key::encode(&ns.name, &item.key, *res, bucket);
+                            let e = cells.entry(cell).or_insert((0, 0));
+                            e.0 = e.0.wrapping_add(item.delta);
+                            e.1 += 1;
+                        }
                     }
+                    Err(e) => results[b][i] = ItemResult::Failed(e.code),
                 }
-                Err(e) => results[i] = ItemResult::Failed(e.code),
             }
         }
         if cells.is_empty() {
             return results;
         }
         let outcome = self.apply(&cells);
-        for i in &valid {
-            results[*i] = match &outcome {
+        for &(b, i) in &valid {
+            results[b][i] = match &outcome {
                 Ok(()) => ItemResult::Ok,
                 Err((code, false)) => ItemResult::Failed(*code),
                 Err((code, true)) => ItemResult::Indeterminate(*code),

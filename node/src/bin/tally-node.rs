@@ -96,12 +96,18 @@ fn run(config: NodeConfig) -> Result<(), String> {
             .map_err(|e| format!("listen on {}: {e}", config.listen))?;
         let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| config.listen.clone());
         tracing::info!(%address, host_id = identity.host_id, incarnation = identity.incarnation, durability = %config.durability, "tally-node serving");
-        let server = Server::new(store.clone(), address, config.max_in_flight_per_connection);
+        let server = Server::new(store.clone(), address, config.max_in_flight_per_connection)
+            .map_err(|e| format!("starting the write thread: {e}"))?;
         server.serve(listener, shutdown_signal()).await;
         tracing::info!("shutting down");
         Ok::<(), String>(())
     })?;
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    // The write thread lets go of the store once its queue closes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while Arc::strong_count(&store) > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let store =
         Arc::try_unwrap(store).map_err(|_| "requests still running at shutdown".to_owned())?;
     store.close().map_err(|e| format!("closing storage: {e}"))?;
