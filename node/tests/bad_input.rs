@@ -7,20 +7,12 @@
 mod common;
 
 use bytes::{BufMut, BytesMut};
-use common::{free_port, NodeProcess};
+use common::{free_port, now_ms, NodeProcess};
 use futures_util::{SinkExt, StreamExt};
 use tally_client::frame::{Frame, FrameCodec, PROTOCOL_VERSION};
 use tally_client::{ClientError, ErrorCode, Increment, Outcome, Request, Resolution, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Framed;
-
-#[allow(clippy::disallowed_methods)]
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn inc(ns: &str, key: &[u8], timestamp_ms: i64) -> Increment {
     Increment {

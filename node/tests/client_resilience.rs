@@ -8,16 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_port, NodeProcess};
+use common::{free_port, now_ms, NodeProcess};
 use tally_client::{Client, ClientConfig, ClientError, Increment, Outcome};
-
-#[allow(clippy::disallowed_methods)]
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn inc(key: &str) -> Increment {
     Increment {

@@ -6,20 +6,12 @@
 
 mod common;
 
-use common::{free_port, NodeProcess};
+use common::{free_port, now_ms, NodeProcess};
 use tally_client::{Increment, Outcome, Resolution};
 
 const MIN: i64 = 60_000;
 const HOUR: i64 = 60 * MIN;
 const DAY: i64 = 24 * HOUR;
-
-#[allow(clippy::disallowed_methods)]
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn inc(key: &str, timestamp_ms: i64, delta: i64) -> Increment {
     Increment {

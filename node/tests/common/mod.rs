@@ -15,6 +15,15 @@ pub struct NodeProcess {
     pub dir: PathBuf,
 }
 
+/// The wall clock in ms (tests may read it; library code takes a `Clock`).
+#[allow(clippy::disallowed_methods)]
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
