@@ -1,5 +1,19 @@
 //! Gossip membership and phi-accrual failure detection. The core has no I/O:
-//! clock, randomness and transport are injected, so the same code runs in a
-//! deterministic simulation and in the node over real sockets.
+//! the caller passes the time, the random number generator and delivers the
+//! messages, so the same code runs in a deterministic simulation and in the
+//! node over real sockets.
 //!
-//! Not built yet: the gossip issue fills this crate.
+//! - [`Gossiper`]: per-node state (generation, heartbeat, versioned
+//!   entries), scuttlebutt reconciliation (`Syn` / `Ack` / `Ack2`), up/down
+//!   events. See `ALGORITHM.md`.
+//! - [`PhiAccrual`]: the failure detector.
+//!
+//! Not yet: confirmation of a conviction by indirect probes (SWIM), the
+//! local-health pause guard, tombstones for nodes that left, and the
+//! node-side transport; the gossip issue tracks them.
+
+mod gossiper;
+mod phi;
+
+pub use gossiper::{Delta, Digest, Event, GossipConfig, Gossiper, Message, NodeId, NodeState};
+pub use phi::PhiAccrual;

@@ -1,0 +1,462 @@
+//! [`Gossiper`]: one node's view of the cluster, and the protocol that
+//! spreads it — without I/O.
+//!
+//! The caller owns time, randomness and the network: it calls
+//! [`Gossiper::tick`] about once a second and [`Gossiper::receive`] for
+//! every message that arrives, and sends the messages both return. The
+//! same code runs in a seeded in-process simulation and, in the node, over
+//! real sockets. `ALGORITHM.md` in this crate explains the protocol.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rand::seq::IndexedRandom;
+use rand::Rng;
+
+use crate::phi::PhiAccrual;
+
+/// A node's id (its host id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub u64);
+
+/// Gossip settings.
+#[derive(Debug, Clone)]
+pub struct GossipConfig {
+    /// Time between rounds.
+    pub interval: Duration,
+    /// Live peers contacted per round.
+    pub fanout: usize,
+    /// Suspicion level at which a peer is marked down.
+    pub phi_threshold: f64,
+    /// Floor of the failure detector's standard deviation.
+    pub min_std_dev: Duration,
+    /// Silence tolerated on top of the mean interval.
+    pub acceptable_pause: Duration,
+    /// Chance per round of also contacting a down peer (so a returning node
+    /// is seen quickly).
+    pub probe_down_probability: f64,
+    /// Chance per round of also contacting a seed.
+    pub seed_probability: f64,
+    /// Most node deltas in one message (bounds message size).
+    pub max_deltas: usize,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        GossipConfig {
+            interval: Duration::from_secs(1),
+            fanout: 3,
+            phi_threshold: 8.0,
+            min_std_dev: Duration::from_millis(300),
+            acceptable_pause: Duration::from_millis(1000),
+            probe_down_probability: 0.5,
+            seed_probability: 0.1,
+            max_deltas: 64,
+        }
+    }
+}
+
+/// What one node says about itself: its generation (bumped on restart),
+/// heartbeat (bumped every round) and versioned application entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeState {
+    /// Raised on every restart of the node.
+    pub generation: u64,
+    /// Raised every gossip round by the node itself.
+    pub heartbeat: u64,
+    /// Key -> (value, version).
+    pub entries: BTreeMap<String, (String, u64)>,
+    /// Highest entry version.
+    pub max_version: u64,
+}
+
+/// A summary of one node's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digest {
+    /// Whose state.
+    pub node: NodeId,
+    /// Its generation.
+    pub generation: u64,
+    /// Its heartbeat.
+    pub heartbeat: u64,
+    /// Its highest entry version.
+    pub max_version: u64,
+}
+
+/// Newer parts of one node's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    /// Whose state.
+    pub node: NodeId,
+    /// Its generation.
+    pub generation: u64,
+    /// Its heartbeat.
+    pub heartbeat: u64,
+    /// Entries newer than the receiver has: (key, value, version).
+    pub entries: Vec<(String, String, u64)>,
+}
+
+/// Gossip messages (scuttlebutt reconciliation in three steps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// "Here is what I know."
+    Syn(Vec<Digest>),
+    /// "Here is what you lack; send me what I lack."
+    Ack {
+        /// Newer state for the receiver.
+        deltas: Vec<Delta>,
+        /// What the sender wants: node and the version it has.
+        requests: Vec<Digest>,
+    },
+    /// "Here is what you asked for."
+    Ack2(Vec<Delta>),
+}
+
+impl Message {
+    /// Approximate size on the wire, for bandwidth figures.
+    pub fn approximate_bytes(&self) -> usize {
+        let delta = |d: &Delta| {
+            24 + d
+                .entries
+                .iter()
+                .map(|(k, v, _)| k.len() + v.len() + 12)
+                .sum::<usize>()
+        };
+        match self {
+            Message::Syn(d) => 4 + d.len() * 32,
+            Message::Ack { deltas, requests } => {
+                8 + deltas.iter().map(delta).sum::<usize>() + requests.len() * 32
+            }
+            Message::Ack2(deltas) => 4 + deltas.iter().map(delta).sum::<usize>(),
+        }
+    }
+}
+
+/// A change in the liveness view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// First heard of this node.
+    Joined(NodeId),
+    /// Marked up (heartbeats arrive again).
+    Up(NodeId),
+    /// Marked down (phi above the threshold).
+    Down(NodeId),
+    /// The node restarted (new generation).
+    Restarted(NodeId),
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    state: NodeState,
+    detector: PhiAccrual,
+    alive: bool,
+}
+
+/// One node's gossip state machine.
+#[derive(Debug, Clone)]
+pub struct Gossiper {
+    me: NodeId,
+    config: GossipConfig,
+    local: NodeState,
+    peers: BTreeMap<NodeId, Peer>,
+    seeds: Vec<NodeId>,
+    events: Vec<Event>,
+}
+
+impl Gossiper {
+    /// A gossiper for node `me`, started for the `generation`-th time.
+    pub fn new(me: NodeId, generation: u64, seeds: Vec<NodeId>, config: GossipConfig) -> Gossiper {
+        Gossiper {
+            me,
+            config,
+            local: NodeState {
+                generation,
+                ..NodeState::default()
+            },
+            peers: BTreeMap::new(),
+            seeds: seeds.into_iter().filter(|s| *s != me).collect(),
+            events: Vec::new(),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.me
+    }
+
+    /// Sets one of this node's application entries (address, status, load,
+    /// metadata epoch...).
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.local.max_version += 1;
+        self.local
+            .entries
+            .insert(key.to_owned(), (value.to_owned(), self.local.max_version));
+    }
+
+    /// A node's entry as this node knows it.
+    pub fn value(&self, node: NodeId, key: &str) -> Option<&str> {
+        let state = if node == self.me {
+            &self.local
+        } else {
+            &self.peers.get(&node)?.state
+        };
+        state.entries.get(key).map(|(v, _)| v.as_str())
+    }
+
+    /// Whether `node` is considered up (this node always is).
+    pub fn is_alive(&self, node: NodeId) -> bool {
+        node == self.me || self.peers.get(&node).is_some_and(|p| p.alive)
+    }
+
+    /// Known nodes other than this one.
+    pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.peers.keys().copied()
+    }
+
+    /// The generation a peer is known to run.
+    pub fn generation(&self, node: NodeId) -> Option<u64> {
+        if node == self.me {
+            Some(self.local.generation)
+        } else {
+            self.peers.get(&node).map(|p| p.state.generation)
+        }
+    }
+
+    /// The suspicion level of a peer at `now`.
+    pub fn phi(&self, node: NodeId, now: Duration) -> f64 {
+        self.peers.get(&node).map_or(0.0, |p| p.detector.phi(now))
+    }
+
+    /// Liveness changes since the last call.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// One round: beat, judge peers, and pick whom to gossip with.
+    pub fn tick(&mut self, now: Duration, rng: &mut impl Rng) -> Vec<(NodeId, Message)> {
+        self.local.heartbeat += 1;
+        for (id, peer) in &mut self.peers {
+            if peer.alive && peer.detector.phi(now) > self.config.phi_threshold {
+                peer.alive = false;
+                self.events.push(Event::Down(*id));
+            }
+        }
+        let live: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.alive)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut targets: Vec<NodeId> = live
+            .choose_multiple(rng, self.config.fanout)
+            .copied()
+            .collect();
+        let down: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.alive)
+            .map(|(id, _)| *id)
+            .collect();
+        if !down.is_empty() && rng.random_bool(self.config.probe_down_probability) {
+            targets.extend(down.choose(rng));
+        }
+        let seed_due = targets.is_empty() || rng.random_bool(self.config.seed_probability);
+        if seed_due {
+            if let Some(seed) = self.seeds.choose(rng) {
+                if !targets.contains(seed) {
+                    targets.push(*seed);
+                }
+            }
+        }
+        let syn = Message::Syn(self.digests());
+        targets.into_iter().map(|t| (t, syn.clone())).collect()
+    }
+
+    fn digest_of(node: NodeId, s: &NodeState) -> Digest {
+        Digest {
+            node,
+            generation: s.generation,
+            heartbeat: s.heartbeat,
+            max_version: s.max_version,
+        }
+    }
+
+    fn digests(&self) -> Vec<Digest> {
+        std::iter::once(Self::digest_of(self.me, &self.local))
+            .chain(
+                self.peers
+                    .iter()
+                    .map(|(id, p)| Self::digest_of(*id, &p.state)),
+            )
+            .collect()
+    }
+
+    fn state(&self, node: NodeId) -> Option<&NodeState> {
+        if node == self.me {
+            Some(&self.local)
+        } else {
+            self.peers.get(&node).map(|p| &p.state)
+        }
+    }
+
+    /// What `node`'s state holds beyond (`generation`, `max_version`).
+    fn delta_since(&self, node: NodeId, generation: u64, max_version: u64) -> Option<Delta> {
+        let s = self.state(node)?;
+        let since = if s.generation == generation {
+            max_version
+        } else {
+            0
+        };
+        Some(Delta {
+            node,
+            generation: s.generation,
+            heartbeat: s.heartbeat,
+            entries: s
+                .entries
+                .iter()
+                .filter(|(_, (_, v))| *v > since)
+                .map(|(k, (value, v))| (k.clone(), value.clone(), *v))
+                .collect(),
+        })
+    }
+
+    /// Handles a message from `from`; returns the replies.
+    pub fn receive(
+        &mut self,
+        from: NodeId,
+        message: Message,
+        now: Duration,
+    ) -> Vec<(NodeId, Message)> {
+        match message {
+            Message::Syn(digests) => {
+                let mut deltas = Vec::new();
+                let mut requests = Vec::new();
+                let mut seen = std::collections::BTreeSet::new();
+                for d in &digests {
+                    seen.insert(d.node);
+                    match self.state(d.node).map(|s| Self::digest_of(d.node, s)) {
+                        None => requests.push(Digest {
+                            node: d.node,
+                            generation: 0,
+                            heartbeat: 0,
+                            max_version: 0,
+                        }),
+                        Some(mine) => {
+                            let theirs_newer =
+                                (d.generation, d.max_version) > (mine.generation, mine.max_version);
+                            let mine_newer = (mine.generation, mine.max_version)
+                                > (d.generation, d.max_version)
+                                || (mine.generation == d.generation
+                                    && mine.heartbeat > d.heartbeat);
+                            if theirs_newer {
+                                requests.push(mine);
+                            } else if mine_newer {
+                                deltas.extend(self.delta_since(
+                                    d.node,
+                                    d.generation,
+                                    d.max_version,
+                                ));
+                            }
+                        }
+                    }
+                }
+                // Nodes the sender has never heard of.
+                let unknown: Vec<NodeId> = std::iter::once(self.me)
+                    .chain(self.peers.keys().copied())
+                    .filter(|n| !seen.contains(n))
+                    .collect();
+                for node in unknown {
+                    deltas.extend(self.delta_since(node, 0, 0));
+                }
+                deltas.truncate(self.config.max_deltas);
+                // The sender's own digest is direct evidence that it is alive.
+                if let Some(own) = digests.iter().find(|d| d.node == from) {
+                    let known = self.peers.get(&from).map(|p| p.state.generation);
+                    if known == Some(own.generation) {
+                        let beat = Delta {
+                            node: from,
+                            generation: own.generation,
+                            heartbeat: own.heartbeat,
+                            entries: Vec::new(),
+                        };
+                        self.apply(beat, now);
+                    }
+                }
+                vec![(from, Message::Ack { deltas, requests })]
+            }
+            Message::Ack { deltas, requests } => {
+                for d in deltas {
+                    self.apply(d, now);
+                }
+                let mut replies: Vec<Delta> = requests
+                    .iter()
+                    .filter_map(|r| self.delta_since(r.node, r.generation, r.max_version))
+                    .collect();
+                replies.truncate(self.config.max_deltas);
+                if replies.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![(from, Message::Ack2(replies))]
+                }
+            }
+            Message::Ack2(deltas) => {
+                for d in deltas {
+                    self.apply(d, now);
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn apply(&mut self, delta: Delta, now: Duration) {
+        if delta.node == self.me {
+            return;
+        }
+        let config = &self.config;
+        let peer = self.peers.entry(delta.node).or_insert_with(|| {
+            self.events.push(Event::Joined(delta.node));
+            Peer {
+                state: NodeState {
+                    generation: delta.generation,
+                    ..NodeState::default()
+                },
+                detector: PhiAccrual::new(
+                    config.interval,
+                    config.min_std_dev,
+                    config.acceptable_pause,
+                ),
+                alive: false,
+            }
+        });
+        if delta.generation < peer.state.generation {
+            return; // an echo of an earlier life
+        }
+        if delta.generation > peer.state.generation {
+            peer.state = NodeState {
+                generation: delta.generation,
+                ..NodeState::default()
+            };
+            peer.detector.reset_arrival(now);
+            self.events.push(Event::Restarted(delta.node));
+        }
+        for (key, value, version) in delta.entries {
+            let newer = peer
+                .state
+                .entries
+                .get(&key)
+                .is_none_or(|(_, v)| version > *v);
+            if newer {
+                peer.state.max_version = peer.state.max_version.max(version);
+                peer.state.entries.insert(key, (value, version));
+            }
+        }
+        if delta.heartbeat > peer.state.heartbeat {
+            peer.state.heartbeat = delta.heartbeat;
+            peer.detector.heartbeat(now);
+            if !peer.alive {
+                peer.alive = true;
+                self.events.push(Event::Up(delta.node));
+            }
+        }
+    }
+}
