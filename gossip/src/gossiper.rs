@@ -28,6 +28,10 @@ pub struct GossipConfig {
     pub fanout: usize,
     /// Suspicion level at which a peer is marked down.
     pub phi_threshold: f64,
+    /// Suspicion level from which a peer is also contacted directly every
+    /// round: if it is alive, its answer carries a fresh heartbeat, so a
+    /// slow relay path does not get it convicted.
+    pub suspect_phi: f64,
     /// Floor of the failure detector's standard deviation.
     pub min_std_dev: Duration,
     /// Silence tolerated on top of the mean interval.
@@ -47,6 +51,7 @@ impl Default for GossipConfig {
             interval: Duration::from_secs(1),
             fanout: 3,
             phi_threshold: 8.0,
+            suspect_phi: 1.0,
             min_std_dev: Duration::from_millis(300),
             acceptable_pause: Duration::from_millis(1000),
             probe_down_probability: 0.5,
