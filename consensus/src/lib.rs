@@ -1,5 +1,12 @@
-//! Cluster metadata agreed through openraft: members and their host ids,
-//! tokens, node states, replication factor, namespaces and the epoch. The data
-//! path reads it locally and never waits on Raft.
+//! Cluster metadata and replica placement.
 //!
-//! Not built yet: the metadata issue fills this crate.
+//! Today: the consistent-hash [`Ring`] with virtual nodes and preference
+//! lists, and the [`token_allocator`] that picks a joining node's tokens.
+//! To come (the metadata issue): members with host ids, node states,
+//! namespaces and the epoch, agreed through openraft; the data path reads
+//! them locally and never waits on Raft.
+
+mod ring;
+pub mod token_allocator;
+
+pub use ring::{HostId, Ring, Token, TokenRange};
