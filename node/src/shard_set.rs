@@ -118,36 +118,115 @@ impl ShardSet {
         buf
     }
 
+    /// Whether `bytes` is a well-formed encoding (no allocation).
+    pub fn is_valid(bytes: &[u8]) -> bool {
+        let Some((head, rest)) = bytes.split_first_chunk::<2>() else {
+            return false;
+        };
+        let n = u16::from_le_bytes(*head) as usize;
+        if n > MAX_SHARDS || rest.len() != n * SHARD_BYTES {
+            return false;
+        }
+        rest.chunks_exact(SHARD_BYTES)
+            .map(shard_id)
+            .collect::<IdsIncreasing>()
+            .0
+    }
+
+    /// Merges two encoded sets straight into the encoding of their merge,
+    /// without building either set (the storage engine calls this for every
+    /// increment). `None` if either input is malformed.
+    pub fn merge_encoded(older: &[u8], newer: &[u8]) -> Option<Vec<u8>> {
+        if !Self::is_valid(older) || !Self::is_valid(newer) {
+            return None;
+        }
+        let (a, b) = (&older[2..], &newer[2..]);
+        let mut out = Vec::with_capacity(older.len() + newer.len() - 2);
+        out.extend_from_slice(&[0, 0]);
+        let (mut i, mut j, mut n) = (0, 0, 0u16);
+        while i < a.len() || j < b.len() {
+            let x = a.get(i..i + SHARD_BYTES);
+            let y = b.get(j..j + SHARD_BYTES);
+            let take = match (x, y) {
+                (Some(x), Some(y)) if shard_id(x) == shard_id(y) => {
+                    i += SHARD_BYTES;
+                    j += SHARD_BYTES;
+                    if decode_shard(y).newer_than(&decode_shard(x)) {
+                        y
+                    } else {
+                        x
+                    }
+                }
+                (Some(x), Some(y)) if shard_id(x) < shard_id(y) => {
+                    i += SHARD_BYTES;
+                    x
+                }
+                (Some(x), None) => {
+                    i += SHARD_BYTES;
+                    x
+                }
+                (_, Some(y)) => {
+                    j += SHARD_BYTES;
+                    y
+                }
+                (None, None) => break,
+            };
+            out.extend_from_slice(take);
+            n += 1;
+        }
+        if n as usize > MAX_SHARDS {
+            return None;
+        }
+        out[..2].copy_from_slice(&n.to_le_bytes());
+        Some(out)
+    }
+
     /// Decodes a set; `None` unless well formed (exact length, ids strictly
     /// increasing).
     pub fn decode(bytes: &[u8]) -> Option<ShardSet> {
-        let (head, rest) = bytes.split_first_chunk::<2>()?;
-        let n = u16::from_le_bytes(*head) as usize;
-        if n > MAX_SHARDS || rest.len() != n * SHARD_BYTES {
+        if !Self::is_valid(bytes) {
             return None;
         }
-        let word = |c: &[u8], i: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&c[i * 8..i * 8 + 8]);
-            u64::from_le_bytes(w)
-        };
-        let mut shards = Vec::with_capacity(n);
-        for c in rest.chunks_exact(SHARD_BYTES) {
-            let shard = Shard {
-                id: word(c, 0),
-                clock: word(c, 1),
-                sum: word(c, 2) as i64,
-                count: word(c, 3),
-            };
-            if shards
-                .last()
-                .is_some_and(|last: &Shard| last.id >= shard.id)
-            {
-                return None;
-            }
-            shards.push(shard);
-        }
+        let shards = bytes[2..]
+            .chunks_exact(SHARD_BYTES)
+            .map(decode_shard)
+            .collect();
         Some(ShardSet { shards })
+    }
+}
+
+fn word(c: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&c[i * 8..i * 8 + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn shard_id(c: &[u8]) -> u64 {
+    word(c, 0)
+}
+
+fn decode_shard(c: &[u8]) -> Shard {
+    Shard {
+        id: word(c, 0),
+        clock: word(c, 1),
+        sum: word(c, 2) as i64,
+        count: word(c, 3),
+    }
+}
+
+/// Collects ids, remembering whether they strictly increase.
+struct IdsIncreasing(bool, Option<u64>);
+
+impl FromIterator<u64> for IdsIncreasing {
+    fn from_iter<I: IntoIterator<Item = u64>>(iter: I) -> Self {
+        let mut state = IdsIncreasing(true, None);
+        for id in iter {
+            if state.1.is_some_and(|last| last >= id) {
+                state.0 = false;
+            }
+            state.1 = Some(id);
+        }
+        state
     }
 }
 
@@ -161,20 +240,19 @@ impl MergeOperator for CounterMerge {
     }
 
     fn check(&self, operand: &[u8]) -> Result<(), String> {
-        ShardSet::decode(operand)
-            .map(|_| ())
-            .ok_or_else(|| "malformed counter shard set".to_owned())
+        if ShardSet::is_valid(operand) {
+            Ok(())
+        } else {
+            Err("malformed counter shard set".to_owned())
+        }
     }
 
     fn merge(&self, _key: &[u8], older: &[u8], newer: &[u8]) -> Vec<u8> {
         // Both passed `check` on the way in (disk bytes are checksummed).
-        match (ShardSet::decode(older), ShardSet::decode(newer)) {
-            (Some(mut a), Some(b)) => {
-                a.merge(&b);
-                a.encode()
-            }
-            (Some(_), None) => older.to_vec(),
-            _ => newer.to_vec(),
+        match ShardSet::merge_encoded(older, newer) {
+            Some(merged) => merged,
+            None if ShardSet::is_valid(older) => older.to_vec(),
+            None => newer.to_vec(),
         }
     }
 }
@@ -230,6 +308,16 @@ mod tests {
             for s in a.shards().iter().chain(b.shards()) {
                 prop_assert!(m.shard(s.id).is_some_and(|x| x.clock >= s.clock));
             }
+        }
+
+        #[test]
+        fn merging_encodings_equals_merging_sets(a in shard_set(), b in shard_set()) {
+            prop_assert_eq!(ShardSet::merge_encoded(&a.encode(), &b.encode()), Some(merged(&a, &b).encode()));
+        }
+
+        #[test]
+        fn validity_agrees_with_decoding(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            prop_assert_eq!(ShardSet::is_valid(&bytes), ShardSet::decode(&bytes).is_some());
         }
 
         #[test]

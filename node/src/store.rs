@@ -242,8 +242,18 @@ impl CounterStore {
         Ok(())
     }
 
-    fn check_increment(&self, item: &Increment, now_ms: i64) -> Result<Namespace, RequestError> {
-        let ns = self.namespace(&item.namespace)?;
+    fn check_increment<'n>(
+        &self,
+        namespaces: &'n Namespaces,
+        item: &Increment,
+        now_ms: i64,
+    ) -> Result<&'n Namespace, RequestError> {
+        let ns = namespaces.get(&item.namespace).ok_or_else(|| {
+            refuse(
+                ErrorCode::UnknownNamespace,
+                format!("unknown namespace {:?}", item.namespace),
+            )
+        })?;
         self.check_key(&item.key)?;
         let latest = now_ms.saturating_add(self.limits.max_future_skew.as_millis() as i64);
         if item.timestamp_ms < 0 || item.timestamp_ms > latest {
@@ -269,6 +279,7 @@ impl CounterStore {
     /// requests this way. One result list per batch.
     pub fn increment_many(&self, batches: &[&[Increment]]) -> Vec<Vec<ItemResult>> {
         let now_ms = self.clock.now_ms();
+        let namespaces = self.namespaces.read();
         let mut results: Vec<Vec<ItemResult>> = batches
             .iter()
             .map(|b| vec![ItemResult::Ok; b.len()])
@@ -278,7 +289,7 @@ impl CounterStore {
         let mut valid = Vec::new();
         for (b, items) in batches.iter().enumerate() {
             for (i, item) in items.iter().enumerate() {
-                match self.check_increment(item, now_ms) {
+                match self.check_increment(&namespaces, item, now_ms) {
                     Ok(ns) => {
                         valid.push((b, i));
                         for (res, _) in &ns.resolutions {
@@ -293,6 +304,7 @@ impl CounterStore {
                 }
             }
         }
+        drop(namespaces);
         if cells.is_empty() {
             return results;
         }
