@@ -374,14 +374,19 @@ impl Gossiper {
                     deltas.extend(self.delta_since(node, 0, 0));
                 }
                 deltas.truncate(self.config.max_deltas);
-                // The sender's own digest is direct evidence that it is alive.
-                if let Some(own) = digests.iter().find(|d| d.node == from) {
-                    let known = self.peers.get(&from).map(|p| p.state.generation);
-                    if known == Some(own.generation) {
+                // Digests carry heartbeats: a newer one is fresh evidence
+                // that its node is alive, without waiting for a delta (which
+                // is capped per message).
+                for d in &digests {
+                    let known = self
+                        .peers
+                        .get(&d.node)
+                        .map(|p| (p.state.generation, p.state.heartbeat));
+                    if known.is_some_and(|(g, h)| g == d.generation && d.heartbeat > h) {
                         let beat = Delta {
-                            node: from,
-                            generation: own.generation,
-                            heartbeat: own.heartbeat,
+                            node: d.node,
+                            generation: d.generation,
+                            heartbeat: d.heartbeat,
                             entries: Vec::new(),
                         };
                         self.apply(beat, now);

@@ -7,6 +7,7 @@
 //!   entries), scuttlebutt reconciliation (`Syn` / `Ack` / `Ack2`), up/down
 //!   events. See `ALGORITHM.md`.
 //! - [`PhiAccrual`]: the failure detector.
+//! - [`simulation::Simulation`]: a seeded in-process network of gossipers.
 //!
 //! Not yet: confirmation of a conviction by indirect probes (SWIM), the
 //! local-health pause guard, tombstones for nodes that left, and the
@@ -14,6 +15,7 @@
 
 mod gossiper;
 mod phi;
+pub mod simulation;
 
 pub use gossiper::{Delta, Digest, Event, GossipConfig, Gossiper, Message, NodeId, NodeState};
 pub use phi::PhiAccrual;
