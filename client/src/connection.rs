@@ -15,13 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedRead;
 
 use crate::error::ClientError;
-use crate::frame::{Frame, FrameCodec};
+use crate::frame::{write_queued, Frame, FrameCodec};
 use crate::message::{Request, Response};
 
 /// Whether a failed call's request may have reached the node.
@@ -64,26 +64,12 @@ impl Connection {
         let (read_half, write_half) = stream.into_split();
         let pending: Arc<Pending> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
-        let (out, mut queue) = mpsc::channel::<Frame>(1024);
+        let (out, queue) = mpsc::channel::<Frame>(1024);
 
-        let mut writer = FramedWrite::new(write_half, FrameCodec::default());
         let (w_pending, w_closed) = (pending.clone(), closed.clone());
         tokio::spawn(async move {
-            while let Some(frame) = queue.recv().await {
-                let mut result = writer.feed(frame).await;
-                while result.is_ok() {
-                    match queue.try_recv() {
-                        Ok(frame) => result = writer.feed(frame).await,
-                        Err(_) => break,
-                    }
-                }
-                if result.is_ok() {
-                    result = writer.flush().await;
-                }
-                if let Err(e) = result {
-                    fail_all(&w_pending, &w_closed, &format!("write failed: {e}"));
-                    return;
-                }
+            if let Err(e) = write_queued(queue, write_half).await {
+                fail_all(&w_pending, &w_closed, &format!("write failed: {e}"));
             }
         });
 

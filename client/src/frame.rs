@@ -10,7 +10,10 @@
 //! length prefix still marks where the next frame starts.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+use futures_util::SinkExt;
+use tokio::io::AsyncWrite;
+use tokio::sync::mpsc;
+use tokio_util::codec::{Decoder, Encoder, FramedWrite, LengthDelimitedCodec};
 
 use crate::error::ErrorCode;
 
@@ -125,4 +128,23 @@ impl Encoder<Frame> for FrameCodec {
         buf.put_slice(&frame.body);
         self.inner.encode(buf.freeze(), dst)
     }
+}
+
+/// Writes the frames arriving on `queue` to `writer` until the queue
+/// closes (`Ok`) or a write fails (`Err`). Frames already queued go out
+/// together with one flush, so a burst of responses or pipelined requests
+/// costs one syscall, not one each. Both ends of the protocol use it.
+pub async fn write_queued<W: AsyncWrite + Unpin>(
+    mut queue: mpsc::Receiver<Frame>,
+    writer: W,
+) -> std::io::Result<()> {
+    let mut sink = FramedWrite::new(writer, FrameCodec::default());
+    while let Some(frame) = queue.recv().await {
+        sink.feed(frame).await?;
+        while let Ok(frame) = queue.try_recv() {
+            sink.feed(frame).await?;
+        }
+        sink.flush().await?;
+    }
+    Ok(())
 }

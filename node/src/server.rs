@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
-use tally_client::frame::{Frame, FrameCodec};
+use futures_util::StreamExt;
+use tally_client::frame::{write_queued, Frame, FrameCodec};
 use tally_client::{ErrorCode, NodeStatus, Request, Response};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedRead;
 
 use crate::store::{CounterStore, RequestError};
 use crate::write_pipeline::WritePipeline;
@@ -90,25 +90,9 @@ impl Server {
         let _ = stream.set_nodelay(true);
         let (read_half, write_half) = stream.into_split();
         let mut reader = FramedRead::new(read_half, FrameCodec::default());
-        let mut writer = FramedWrite::new(write_half, FrameCodec::default());
-        let (out, mut responses) = mpsc::channel::<Frame>(self.max_in_flight);
-        let writer_task = tokio::spawn(async move {
-            while let Some(frame) = responses.recv().await {
-                let mut result = writer.feed(frame).await;
-                while result.is_ok() {
-                    match responses.try_recv() {
-                        Ok(frame) => result = writer.feed(frame).await,
-                        Err(_) => break,
-                    }
-                }
-                if result.is_ok() {
-                    result = writer.flush().await;
-                }
-                if result.is_err() {
-                    return;
-                }
-            }
-        });
+        let (out, responses) = mpsc::channel::<Frame>(self.max_in_flight);
+        // A failed write means the client is gone; the reader sees it too.
+        let writer_task = tokio::spawn(write_queued(responses, write_half));
         let permits = Arc::new(Semaphore::new(self.max_in_flight));
         while let Some(item) = reader.next().await {
             let frame = match item {
