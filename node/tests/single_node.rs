@@ -106,9 +106,10 @@ async fn kill_9_keeps_every_acknowledged_increment_in_sync_mode() {
     let client = node.client().await;
     let now = now_ms();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked_so_far = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
     let mut producers = Vec::new();
     for p in 0..8 {
-        let (client, stop) = (client.clone(), stop.clone());
+        let (client, stop, acked_so_far) = (client.clone(), stop.clone(), acked_so_far.clone());
         producers.push(tokio::spawn(async move {
             let (mut acked, mut attempted) = (0i64, 0i64);
             let key = format!("video:{p}/view");
@@ -116,13 +117,23 @@ async fn kill_9_keeps_every_acknowledged_increment_in_sync_mode() {
                 let items = (0..10).map(|_| inc(&key, now, 1)).collect();
                 attempted += 10;
                 let outcomes = client.increment(items).await;
-                acked += outcomes.iter().filter(|o| o.is_ok()).count() as i64;
+                let ok = outcomes.iter().filter(|o| o.is_ok()).count() as i64;
+                acked += ok;
+                acked_so_far.fetch_add(ok, std::sync::atomic::Ordering::SeqCst);
                 if outcomes.iter().any(|o| !o.is_ok()) {
                     break; // the node is gone
                 }
             }
             (key, acked, attempted)
         }));
+    }
+    // Kill 1.5 s into the load, once something has been acknowledged (a
+    // loaded machine may start slowly).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while acked_so_far.load(std::sync::atomic::Ordering::SeqCst) == 0
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     node.kill9();

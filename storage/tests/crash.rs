@@ -144,6 +144,10 @@ fn main() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        // The kill timer starts at the first acknowledgement, so a slow
+        // start (a loaded machine, a debug build) cannot leave the round
+        // without acknowledged writes to check.
+        let (first_ack, first_ack_seen) = std::sync::mpsc::channel::<()>();
         let reader = std::thread::spawn(move || {
             let mut acked = [-1i64; WRITERS];
             let mut count = 0u64;
@@ -156,10 +160,14 @@ fn main() {
                 let w: usize = parts.next().unwrap().parse().unwrap();
                 let i: i64 = parts.next().unwrap().parse().unwrap();
                 acked[w] = acked[w].max(i);
+                if count == 0 {
+                    let _ = first_ack.send(());
+                }
                 count += 1;
             }
             (acked, count)
         });
+        let _ = first_ack_seen.recv_timeout(Duration::from_secs(60));
         let run_ms = rng.random_range(300..1500);
         std::thread::sleep(Duration::from_millis(run_ms));
         child.kill().unwrap(); // SIGKILL
@@ -167,7 +175,7 @@ fn main() {
         let (acked, count) = reader.join().unwrap();
         total_acked += count;
         println!(
-            "round {round}: {} mode, killed after {run_ms} ms ({status}), {count} acknowledged batches, last per writer {acked:?}",
+            "round {round}: {} mode, killed {run_ms} ms after its first ack ({status}), {count} acknowledged batches, last per writer {acked:?}",
             if sync { "sync" } else { "periodic" }
         );
         if count == 0 {
