@@ -30,10 +30,14 @@ pub enum ErrorCode {
     Overloaded,
     /// The deadline passed; the outcome of a write is unknown.
     Timeout,
-    /// Not enough replicas are reachable.
+    /// Too few replicas are up to meet the consistency level, so the node
+    /// did not try. Nothing applied.
     Unavailable,
     /// The node is shutting down. Nothing applied.
     ShuttingDown,
+    /// The sender routed with an older ring (metadata epoch) than the
+    /// receiver; refresh the routing table and retry. Nothing applied.
+    StaleRing,
     /// The node's storage failed (disk full, I/O error, corruption).
     Storage,
     /// A bug or an unexpected condition on the node.
@@ -61,6 +65,7 @@ impl ErrorCode {
             ErrorCode::Timeout => 21,
             ErrorCode::Unavailable => 22,
             ErrorCode::ShuttingDown => 23,
+            ErrorCode::StaleRing => 24,
             ErrorCode::Storage => 30,
             ErrorCode::Internal => 31,
             ErrorCode::Unknown(c) => c,
@@ -69,7 +74,7 @@ impl ErrorCode {
 
     /// From the wire value.
     pub fn from_u16(v: u16) -> ErrorCode {
-        const KNOWN: [ErrorCode; 17] = [
+        const KNOWN: [ErrorCode; 18] = [
             ErrorCode::MalformedFrame,
             ErrorCode::UnsupportedVersion,
             ErrorCode::ChecksumMismatch,
@@ -85,6 +90,7 @@ impl ErrorCode {
             ErrorCode::Timeout,
             ErrorCode::Unavailable,
             ErrorCode::ShuttingDown,
+            ErrorCode::StaleRing,
             ErrorCode::Storage,
             ErrorCode::Internal,
         ];
@@ -95,11 +101,12 @@ impl ErrorCode {
     }
 
     /// Whether a request refused with this code was certainly not applied,
-    /// so that retrying it is safe.
+    /// so that retrying it is safe. A code this client does not know counts
+    /// as "maybe applied".
     pub fn nothing_applied(self) -> bool {
         !matches!(
             self,
-            ErrorCode::Timeout | ErrorCode::Unavailable | ErrorCode::Storage | ErrorCode::Internal
+            ErrorCode::Timeout | ErrorCode::Storage | ErrorCode::Internal | ErrorCode::Unknown(_)
         )
     }
 
@@ -111,6 +118,7 @@ impl ErrorCode {
                 | ErrorCode::Timeout
                 | ErrorCode::Unavailable
                 | ErrorCode::ShuttingDown
+                | ErrorCode::StaleRing
         )
     }
 }

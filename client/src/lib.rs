@@ -3,7 +3,9 @@
 //!
 //! - [`frame`]: framing (length prefix, version, request id, crc32) and its
 //!   tokio codec; [`message`]: requests and responses and their encoding;
-//!   [`token()`]: the key-to-token hash, part of the protocol.
+//!   [`token()`]: the key-to-token hash, part of the protocol;
+//!   [`RoutingTable`]: token ranges and their replicas, for token-aware
+//!   routing.
 //! - [`Client`]: connects to seed nodes, times out, retries with backoff
 //!   and jitter where that is safe, trips a circuit breaker per node, and
 //!   bounds the requests in flight. Writes report [`Outcome`]: `Ok`,
@@ -20,6 +22,7 @@ mod connection;
 mod error;
 pub mod frame;
 pub mod message;
+pub mod routing;
 pub mod token;
 
 pub use client::{Client, Outcome};
@@ -27,7 +30,8 @@ pub use config::ClientConfig;
 pub use connection::{Connection, Delivery};
 pub use error::{ClientError, ErrorCode};
 pub use message::{
-    Consistency, Count, Increment, ItemResult, NamespaceInfo, NodeStatus, Point, Request,
-    Resolution, Response,
+    CellState, Consistency, Count, Increment, ItemResult, KeyRange, NamespaceInfo, NodeStatus,
+    PeerStatus, Point, ReplicaView, Request, Resolution, Response, ShardView,
 };
+pub use routing::{RoutingNode, RoutingRange, RoutingTable};
 pub use token::{token, Token};

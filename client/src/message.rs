@@ -165,6 +165,79 @@ pub struct NodeStatus {
     pub increments: u64,
     /// Bytes of SSTables on disk.
     pub disk_bytes: u64,
+    /// The cluster metadata epoch this node routes with.
+    pub epoch: u64,
+    /// Hinted cells waiting on this node for replicas that were down.
+    pub hints_pending: u64,
+    /// Cells hinted since start.
+    pub hints_written: u64,
+    /// Hinted cells delivered since start.
+    pub hints_replayed: u64,
+    /// Hinted cells dropped since start (past the hint window).
+    pub hints_dropped: u64,
+    /// Cells this node repaired on other replicas (or itself) during reads.
+    pub read_repairs: u64,
+    /// The other nodes, as this node sees them.
+    pub peers: Vec<PeerStatus>,
+}
+
+/// How one node sees another (from its connections; gossip refines it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PeerStatus {
+    /// The peer's host id.
+    pub host_id: u64,
+    /// The peer's address.
+    pub address: String,
+    /// Whether this node currently considers the peer up.
+    pub up: bool,
+    /// Milliseconds since this node last heard from the peer (`None`: never).
+    pub last_contact_ms_ago: Option<u64>,
+}
+
+/// One counter cell's stored state as nodes exchange it: the cell's
+/// storage key and its encoded shard set. Both are opaque to clients
+/// (`docs/protocol.md` describes them for the curious).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellState {
+    /// The cell's storage key.
+    pub key: Vec<u8>,
+    /// The encoded shard set.
+    pub value: Vec<u8>,
+}
+
+/// A half-open range `[start, end)` of cell keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    /// First key (inclusive).
+    pub start: Vec<u8>,
+    /// End key (exclusive).
+    pub end: Vec<u8>,
+}
+
+/// One shard of a counter cell, as the debug read shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ShardView {
+    /// Shard id: `host_id << 32 | incarnation`.
+    pub id: u64,
+    /// The shard's version (raised by its owner on every update).
+    pub clock: u64,
+    /// Sum of the owner's deltas.
+    pub sum: i64,
+    /// Number of the owner's increments.
+    pub count: u64,
+}
+
+/// One replica's raw copy of a cell (the debug read `tally get --replicas`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReplicaView {
+    /// The replica's host id.
+    pub host_id: u64,
+    /// The replica's address.
+    pub address: String,
+    /// Why the replica could not be read (`None`: it answered).
+    pub error: Option<String>,
+    /// The replica's shards of the cell (empty: it holds no copy).
+    pub shards: Vec<ShardView>,
 }
 
 /// The outcome of one increment within a batch.
@@ -236,6 +309,46 @@ pub enum Request {
     },
     /// The node's status.
     Status,
+    /// Internal: an increment batch forwarded by a coordinator that is not a
+    /// replica of these keys to one that is, which leads it (applies it to
+    /// its own shard and replicates). Never forwarded again.
+    ForwardedIncrement {
+        /// The coordinator's metadata epoch.
+        epoch: u64,
+        /// Replicas that must acknowledge.
+        consistency: Consistency,
+        /// Time left of the client's deadline, in milliseconds.
+        timeout_ms: u32,
+        /// The increments.
+        items: Vec<Increment>,
+    },
+    /// Internal: merge these cell states into the replica's storage
+    /// (replication, hint replay, read repair). Answered with `Ack`.
+    ReplicaWrite {
+        /// The sender's metadata epoch.
+        epoch: u64,
+        /// Cell states, merged by the CRDT rule.
+        cells: Vec<CellState>,
+    },
+    /// Internal: the replica's cells in these key ranges. Answered with
+    /// `Cells`.
+    ReplicaRead {
+        /// The sender's metadata epoch.
+        epoch: u64,
+        /// Key ranges to scan.
+        ranges: Vec<KeyRange>,
+    },
+    /// The routing table (token ranges and their replicas).
+    Routing,
+    /// Debug read: every replica's raw copy of a key's total cell.
+    InspectReplicas {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// Liveness probe. Answered with `Ack`.
+    Ping,
 }
 
 /// A node's answer.
@@ -258,6 +371,14 @@ pub enum Response {
     Namespaces(Vec<NamespaceInfo>),
     /// Node status.
     Status(NodeStatus),
+    /// The request was carried out (`ReplicaWrite`, `Ping`).
+    Ack,
+    /// Cells in key order (`ReplicaRead`).
+    Cells(Vec<CellState>),
+    /// The routing table.
+    Routing(crate::routing::RoutingTable),
+    /// Each replica's copy of a cell (`InspectReplicas`).
+    Replicas(Vec<ReplicaView>),
     /// The request failed as a whole.
     Error {
         /// What went wrong.
@@ -276,6 +397,12 @@ pub(crate) mod kind {
     pub const LIST_NAMESPACES: u8 = 0x05;
     pub const DESCRIBE_NAMESPACE: u8 = 0x06;
     pub const STATUS: u8 = 0x07;
+    pub const FORWARDED_INCREMENT: u8 = 0x08;
+    pub const REPLICA_WRITE: u8 = 0x09;
+    pub const REPLICA_READ: u8 = 0x0A;
+    pub const ROUTING: u8 = 0x0B;
+    pub const INSPECT_REPLICAS: u8 = 0x0C;
+    pub const PING: u8 = 0x0D;
     pub const RESPONSE: u8 = 0x80;
     pub const ERROR: u8 = 0xFF;
 }
@@ -297,7 +424,7 @@ fn unknown_kind(what: &str, kind: u8) -> DecodeError {
     }
 }
 
-fn malformed(reason: impl Into<String>) -> DecodeError {
+pub(crate) fn malformed(reason: impl Into<String>) -> DecodeError {
     DecodeError {
         code: ErrorCode::MalformedFrame,
         reason: reason.into(),
@@ -306,14 +433,19 @@ fn malformed(reason: impl Into<String>) -> DecodeError {
 
 /// Largest number of increments in one batch.
 pub const MAX_BATCH_ITEMS: usize = 10_000;
+/// Largest number of cells in one `ReplicaWrite` or `Cells` answer (a full
+/// batch touches four cells per increment).
+pub const MAX_CELLS: usize = 200_000;
+/// Largest number of key ranges in one `ReplicaRead`.
+pub const MAX_RANGES: usize = 64;
 
 /// A bounds-checked reader.
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
             return Err(malformed(format!(
                 "needed {n} more bytes, {} left",
@@ -324,18 +456,18 @@ impl<'a> Reader<'a> {
         self.buf = rest;
         Ok(head)
     }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
         let b = self.take(2)?;
         Ok(u16::from_le_bytes([b[0], b[1]]))
     }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
         let mut w = [0u8; 8];
         w.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(w))
@@ -352,17 +484,21 @@ impl<'a> Reader<'a> {
         let n = self.u16()? as usize;
         self.take(n)
     }
+    fn bytes32(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
     fn string16(&mut self) -> Result<String, DecodeError> {
         let b = self.bytes16()?;
         String::from_utf8(b.to_vec()).map_err(|_| malformed("string is not UTF-8"))
     }
-    fn string32(&mut self) -> Result<String, DecodeError> {
+    pub(crate) fn string32(&mut self) -> Result<String, DecodeError> {
         let n = self.u32()? as usize;
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| malformed("string is not UTF-8"))
     }
     /// A list count, checked against the bytes left (each item takes at
     /// least `min_item_bytes`).
-    fn count(&mut self, min_item_bytes: usize) -> Result<usize, DecodeError> {
+    pub(crate) fn count(&mut self, min_item_bytes: usize) -> Result<usize, DecodeError> {
         let n = self.u32()? as usize;
         if n.saturating_mul(min_item_bytes) > self.buf.len() {
             return Err(malformed(format!(
@@ -404,7 +540,82 @@ fn put_bytes16(buf: &mut BytesMut, b: &[u8]) {
     buf.put_slice(&b[..n]);
 }
 
-fn put_string32(buf: &mut BytesMut, s: &str) {
+fn put_bytes32(buf: &mut BytesMut, b: &[u8]) {
+    buf.put_u32_le(b.len() as u32);
+    buf.put_slice(b);
+}
+
+fn put_increments(buf: &mut BytesMut, items: &[Increment]) {
+    buf.put_u32_le(items.len() as u32);
+    for item in items {
+        put_bytes16(buf, item.namespace.as_bytes());
+        put_bytes16(buf, &item.key);
+        buf.put_i64_le(item.timestamp_ms);
+        buf.put_i64_le(item.delta);
+        match item.op_id {
+            Some(id) => {
+                buf.put_u8(1);
+                buf.put_u128_le(id);
+            }
+            None => buf.put_u8(0),
+        }
+    }
+}
+
+fn get_increments(r: &mut Reader<'_>) -> Result<Vec<Increment>, DecodeError> {
+    let n = r.count(2 + 2 + 8 + 8 + 1)?;
+    if n > MAX_BATCH_ITEMS {
+        return Err(DecodeError {
+            code: ErrorCode::BatchTooLarge,
+            reason: format!("batch of {n} increments exceeds {MAX_BATCH_ITEMS}"),
+        });
+    }
+    let mut items = Vec::with_capacity(n);
+    for _ in 0..n {
+        let namespace = r.string16()?;
+        let key = r.bytes16()?.to_vec();
+        let timestamp_ms = r.i64()?;
+        let delta = r.i64()?;
+        let op_id = match r.u8()? {
+            0 => None,
+            1 => Some(r.u128()?),
+            f => return Err(malformed(format!("bad op id flag {f}"))),
+        };
+        items.push(Increment {
+            namespace,
+            key,
+            timestamp_ms,
+            delta,
+            op_id,
+        });
+    }
+    Ok(items)
+}
+
+fn put_cells(buf: &mut BytesMut, cells: &[CellState]) {
+    buf.put_u32_le(cells.len() as u32);
+    for cell in cells {
+        put_bytes16(buf, &cell.key);
+        put_bytes32(buf, &cell.value);
+    }
+}
+
+fn get_cells(r: &mut Reader<'_>) -> Result<Vec<CellState>, DecodeError> {
+    let n = r.count(2 + 4)?;
+    if n > MAX_CELLS {
+        return Err(malformed(format!("{n} cells exceed {MAX_CELLS}")));
+    }
+    let mut cells = Vec::with_capacity(n);
+    for _ in 0..n {
+        cells.push(CellState {
+            key: r.bytes16()?.to_vec(),
+            value: r.bytes32()?.to_vec(),
+        });
+    }
+    Ok(cells)
+}
+
+pub(crate) fn put_string32(buf: &mut BytesMut, s: &str) {
     buf.put_u32_le(s.len() as u32);
     buf.put_slice(s.as_bytes());
 }
@@ -418,7 +629,8 @@ fn consistency_code(c: Consistency) -> u8 {
 }
 
 impl Request {
-    pub(crate) fn kind(&self) -> u8 {
+    /// The wire kind of this request.
+    pub fn kind(&self) -> u8 {
         match self {
             Request::Increment { .. } => kind::INCREMENT,
             Request::Total { .. } => kind::TOTAL,
@@ -427,12 +639,21 @@ impl Request {
             Request::ListNamespaces => kind::LIST_NAMESPACES,
             Request::DescribeNamespace { .. } => kind::DESCRIBE_NAMESPACE,
             Request::Status => kind::STATUS,
+            Request::ForwardedIncrement { .. } => kind::FORWARDED_INCREMENT,
+            Request::ReplicaWrite { .. } => kind::REPLICA_WRITE,
+            Request::ReplicaRead { .. } => kind::REPLICA_READ,
+            Request::Routing => kind::ROUTING,
+            Request::InspectReplicas { .. } => kind::INSPECT_REPLICAS,
+            Request::Ping => kind::PING,
         }
     }
 
     /// Whether retrying this request after an unknown outcome is harmless.
     pub fn is_read(&self) -> bool {
-        !matches!(self, Request::Increment { .. })
+        !matches!(
+            self,
+            Request::Increment { .. } | Request::ForwardedIncrement { .. }
+        )
     }
 
     /// Encodes the body (without the frame header).
@@ -445,20 +666,7 @@ impl Request {
             } => {
                 buf.put_u8(consistency_code(*consistency));
                 buf.put_u32_le(*timeout_ms);
-                buf.put_u32_le(items.len() as u32);
-                for item in items {
-                    put_bytes16(buf, item.namespace.as_bytes());
-                    put_bytes16(buf, &item.key);
-                    buf.put_i64_le(item.timestamp_ms);
-                    buf.put_i64_le(item.delta);
-                    match item.op_id {
-                        Some(id) => {
-                            buf.put_u8(1);
-                            buf.put_u128_le(id);
-                        }
-                        None => buf.put_u8(0),
-                    }
-                }
+                put_increments(buf, items);
             }
             Request::Total {
                 consistency,
@@ -497,8 +705,35 @@ impl Request {
                 buf.put_i64_le(*start_ms);
                 buf.put_i64_le(*end_ms);
             }
-            Request::ListNamespaces | Request::Status => {}
+            Request::ListNamespaces | Request::Status | Request::Routing | Request::Ping => {}
             Request::DescribeNamespace { name } => put_bytes16(buf, name.as_bytes()),
+            Request::ForwardedIncrement {
+                epoch,
+                consistency,
+                timeout_ms,
+                items,
+            } => {
+                buf.put_u64_le(*epoch);
+                buf.put_u8(consistency_code(*consistency));
+                buf.put_u32_le(*timeout_ms);
+                put_increments(buf, items);
+            }
+            Request::ReplicaWrite { epoch, cells } => {
+                buf.put_u64_le(*epoch);
+                put_cells(buf, cells);
+            }
+            Request::ReplicaRead { epoch, ranges } => {
+                buf.put_u64_le(*epoch);
+                buf.put_u32_le(ranges.len() as u32);
+                for range in ranges {
+                    put_bytes16(buf, &range.start);
+                    put_bytes16(buf, &range.end);
+                }
+            }
+            Request::InspectReplicas { namespace, key } => {
+                put_bytes16(buf, namespace.as_bytes());
+                put_bytes16(buf, key);
+            }
         }
     }
 
@@ -506,41 +741,11 @@ impl Request {
     pub fn decode(kind: u8, body: &[u8]) -> Result<Request, DecodeError> {
         let mut r = Reader { buf: body };
         let request = match kind {
-            kind::INCREMENT => {
-                let consistency = r.consistency()?;
-                let timeout_ms = r.u32()?;
-                let n = r.count(2 + 2 + 8 + 8 + 1)?;
-                if n > MAX_BATCH_ITEMS {
-                    return Err(DecodeError {
-                        code: ErrorCode::BatchTooLarge,
-                        reason: format!("batch of {n} increments exceeds {MAX_BATCH_ITEMS}"),
-                    });
-                }
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let namespace = r.string16()?;
-                    let key = r.bytes16()?.to_vec();
-                    let timestamp_ms = r.i64()?;
-                    let delta = r.i64()?;
-                    let op_id = match r.u8()? {
-                        0 => None,
-                        1 => Some(r.u128()?),
-                        f => return Err(malformed(format!("bad op id flag {f}"))),
-                    };
-                    items.push(Increment {
-                        namespace,
-                        key,
-                        timestamp_ms,
-                        delta,
-                        op_id,
-                    });
-                }
-                Request::Increment {
-                    consistency,
-                    timeout_ms,
-                    items,
-                }
-            }
+            kind::INCREMENT => Request::Increment {
+                consistency: r.consistency()?,
+                timeout_ms: r.u32()?,
+                items: get_increments(&mut r)?,
+            },
             kind::TOTAL => Request::Total {
                 consistency: r.consistency()?,
                 namespace: r.string16()?,
@@ -566,6 +771,37 @@ impl Request {
                 name: r.string16()?,
             },
             kind::STATUS => Request::Status,
+            kind::FORWARDED_INCREMENT => Request::ForwardedIncrement {
+                epoch: r.u64()?,
+                consistency: r.consistency()?,
+                timeout_ms: r.u32()?,
+                items: get_increments(&mut r)?,
+            },
+            kind::REPLICA_WRITE => Request::ReplicaWrite {
+                epoch: r.u64()?,
+                cells: get_cells(&mut r)?,
+            },
+            kind::REPLICA_READ => {
+                let epoch = r.u64()?;
+                let n = r.count(4)?;
+                if n > MAX_RANGES {
+                    return Err(malformed(format!("{n} key ranges exceed {MAX_RANGES}")));
+                }
+                let mut ranges = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ranges.push(KeyRange {
+                        start: r.bytes16()?.to_vec(),
+                        end: r.bytes16()?.to_vec(),
+                    });
+                }
+                Request::ReplicaRead { epoch, ranges }
+            }
+            kind::ROUTING => Request::Routing,
+            kind::INSPECT_REPLICAS => Request::InspectReplicas {
+                namespace: r.string16()?,
+                key: r.bytes16()?.to_vec(),
+            },
+            kind::PING => Request::Ping,
             other => return Err(unknown_kind("request", other)),
         };
         r.finish()?;
@@ -628,6 +864,43 @@ impl Response {
                 put_string32(buf, &s.address);
                 buf.put_u64_le(s.increments);
                 buf.put_u64_le(s.disk_bytes);
+                buf.put_u64_le(s.epoch);
+                buf.put_u64_le(s.hints_pending);
+                buf.put_u64_le(s.hints_written);
+                buf.put_u64_le(s.hints_replayed);
+                buf.put_u64_le(s.hints_dropped);
+                buf.put_u64_le(s.read_repairs);
+                buf.put_u32_le(s.peers.len() as u32);
+                for p in &s.peers {
+                    buf.put_u64_le(p.host_id);
+                    put_string32(buf, &p.address);
+                    buf.put_u8(u8::from(p.up));
+                    buf.put_u64_le(p.last_contact_ms_ago.unwrap_or(u64::MAX));
+                }
+            }
+            Response::Ack => {}
+            Response::Cells(cells) => put_cells(buf, cells),
+            Response::Routing(table) => table.encode(buf),
+            Response::Replicas(views) => {
+                buf.put_u32_le(views.len() as u32);
+                for v in views {
+                    buf.put_u64_le(v.host_id);
+                    put_string32(buf, &v.address);
+                    match &v.error {
+                        Some(e) => {
+                            buf.put_u8(1);
+                            put_string32(buf, e);
+                        }
+                        None => buf.put_u8(0),
+                    }
+                    buf.put_u32_le(v.shards.len() as u32);
+                    for s in &v.shards {
+                        buf.put_u64_le(s.id);
+                        buf.put_u64_le(s.clock);
+                        buf.put_i64_le(s.sum);
+                        buf.put_u64_le(s.count);
+                    }
+                }
             }
             Response::Error { code, message } => {
                 buf.put_u16_le(code.as_u16());
@@ -648,7 +921,7 @@ impl Response {
             return Ok(Response::Error { code, message });
         }
         let response = match kind & !kind::RESPONSE {
-            kind::INCREMENT => {
+            kind::INCREMENT | kind::FORWARDED_INCREMENT => {
                 let n = r.count(3)?;
                 let mut results = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -709,7 +982,59 @@ impl Response {
                 address: r.string32()?,
                 increments: r.u64()?,
                 disk_bytes: r.u64()?,
+                epoch: r.u64()?,
+                hints_pending: r.u64()?,
+                hints_written: r.u64()?,
+                hints_replayed: r.u64()?,
+                hints_dropped: r.u64()?,
+                read_repairs: r.u64()?,
+                peers: {
+                    let n = r.count(8 + 4 + 1 + 8)?;
+                    let mut peers = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        peers.push(PeerStatus {
+                            host_id: r.u64()?,
+                            address: r.string32()?,
+                            up: r.u8()? != 0,
+                            last_contact_ms_ago: Some(r.u64()?).filter(|&ms| ms != u64::MAX),
+                        });
+                    }
+                    peers
+                },
             }),
+            kind::REPLICA_WRITE | kind::PING => Response::Ack,
+            kind::REPLICA_READ => Response::Cells(get_cells(&mut r)?),
+            kind::ROUTING => Response::Routing(crate::routing::RoutingTable::decode(&mut r)?),
+            kind::INSPECT_REPLICAS => {
+                let n = r.count(8 + 4 + 1 + 4)?;
+                let mut views = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let host_id = r.u64()?;
+                    let address = r.string32()?;
+                    let error = match r.u8()? {
+                        0 => None,
+                        1 => Some(r.string32()?),
+                        f => return Err(malformed(format!("bad error flag {f}"))),
+                    };
+                    let m = r.count(32)?;
+                    let mut shards = Vec::with_capacity(m);
+                    for _ in 0..m {
+                        shards.push(ShardView {
+                            id: r.u64()?,
+                            clock: r.u64()?,
+                            sum: r.i64()?,
+                            count: r.u64()?,
+                        });
+                    }
+                    views.push(ReplicaView {
+                        host_id,
+                        address,
+                        error,
+                        shards,
+                    });
+                }
+                Response::Replicas(views)
+            }
             other => return Err(unknown_kind("response", other)),
         };
         r.finish()?;

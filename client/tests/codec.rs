@@ -8,8 +8,9 @@ use bytes::BytesMut;
 use proptest::prelude::*;
 use tally_client::frame::{parse_frame, Frame, FrameCodec, HEADER_BYTES};
 use tally_client::{
-    Consistency, Count, ErrorCode, Increment, ItemResult, NamespaceInfo, NodeStatus, Point,
-    Request, Resolution, Response,
+    CellState, Consistency, Count, ErrorCode, Increment, ItemResult, KeyRange, NamespaceInfo,
+    NodeStatus, PeerStatus, Point, ReplicaView, Request, Resolution, Response, RoutingNode,
+    RoutingRange, RoutingTable, ShardView,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -38,8 +39,12 @@ fn key() -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(any::<u8>(), 0..40)
 }
 
-fn request() -> impl Strategy<Value = Request> {
-    let increment = (
+fn cell() -> impl Strategy<Value = CellState> {
+    (key(), key()).prop_map(|(key, value)| CellState { key, value })
+}
+
+fn increment() -> impl Strategy<Value = Increment> {
+    (
         name(),
         key(),
         any::<i64>(),
@@ -52,7 +57,48 @@ fn request() -> impl Strategy<Value = Request> {
             timestamp_ms,
             delta,
             op_id,
-        });
+        })
+}
+
+/// The internal (node-to-node) requests and the routing/debug ones.
+fn cluster_request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        (
+            any::<u64>(),
+            consistency(),
+            any::<u32>(),
+            proptest::collection::vec(increment(), 0..5)
+        )
+            .prop_map(|(epoch, consistency, timeout_ms, items)| {
+                Request::ForwardedIncrement {
+                    epoch,
+                    consistency,
+                    timeout_ms,
+                    items,
+                }
+            }),
+        (any::<u64>(), proptest::collection::vec(cell(), 0..5))
+            .prop_map(|(epoch, cells)| Request::ReplicaWrite { epoch, cells }),
+        (
+            any::<u64>(),
+            proptest::collection::vec(
+                (key(), key()).prop_map(|(start, end)| KeyRange { start, end }),
+                0..4
+            )
+        )
+            .prop_map(|(epoch, ranges)| Request::ReplicaRead { epoch, ranges }),
+        Just(Request::Routing),
+        (name(), key()).prop_map(|(namespace, key)| Request::InspectReplicas { namespace, key }),
+        Just(Request::Ping),
+    ]
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![client_request(), cluster_request()]
+}
+
+fn client_request() -> impl Strategy<Value = Request> {
+    let increment = increment();
     prop_oneof![
         (
             consistency(),
@@ -106,12 +152,85 @@ fn code() -> impl Strategy<Value = ErrorCode> {
     (0u16..40).prop_map(ErrorCode::from_u16)
 }
 
-fn response() -> impl Strategy<Value = (u8, Response)> {
-    let item = prop_oneof![
+fn routing_table() -> impl Strategy<Value = RoutingTable> {
+    (
+        any::<u64>(),
+        1u32..6,
+        proptest::collection::vec(
+            (any::<u64>(), ".{0,12}")
+                .prop_map(|(host_id, address)| RoutingNode { host_id, address }),
+            0..4,
+        ),
+        proptest::collection::btree_map(
+            any::<u64>(),
+            proptest::collection::vec(any::<u64>(), 0..4),
+            0..6,
+        ),
+    )
+        .prop_map(|(epoch, replication_factor, nodes, ranges)| RoutingTable {
+            epoch,
+            replication_factor,
+            nodes,
+            ranges: ranges
+                .into_iter()
+                .map(|(end_token, replicas)| RoutingRange {
+                    end_token,
+                    replicas,
+                })
+                .collect(),
+        })
+}
+
+fn replica_view() -> impl Strategy<Value = ReplicaView> {
+    (
+        any::<u64>(),
+        ".{0,12}",
+        proptest::option::of(".{0,12}"),
+        proptest::collection::vec(
+            (any::<u64>(), any::<u64>(), any::<i64>(), any::<u64>()).prop_map(
+                |(id, clock, sum, count)| ShardView {
+                    id,
+                    clock,
+                    sum,
+                    count,
+                },
+            ),
+            0..4,
+        ),
+    )
+        .prop_map(|(host_id, address, error, shards)| ReplicaView {
+            host_id,
+            address,
+            error,
+            shards,
+        })
+}
+
+fn peer() -> impl Strategy<Value = PeerStatus> {
+    (
+        any::<u64>(),
+        ".{0,12}",
+        any::<bool>(),
+        proptest::option::of(0u64..u64::MAX),
+    )
+        .prop_map(|(host_id, address, up, last_contact_ms_ago)| PeerStatus {
+            host_id,
+            address,
+            up,
+            last_contact_ms_ago,
+        })
+}
+
+fn increment_result() -> impl Strategy<Value = ItemResult> {
+    prop_oneof![
         Just(ItemResult::Ok),
         code().prop_map(ItemResult::Failed),
         code().prop_map(ItemResult::Indeterminate)
-    ];
+    ]
+}
+
+fn response() -> impl Strategy<Value = (u8, Response)> {
+    let item = increment_result();
     let point = (any::<i64>(), any::<i64>(), any::<u64>()).prop_map(|(b, s, c)| Point {
         bucket_start_ms: b,
         sum: s,
@@ -135,8 +254,15 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
             }
         )),
         proptest::collection::vec(ns, 0..3).prop_map(|l| (5, Response::Namespaces(l))),
-        (any::<u64>(), ".{0,10}", any::<u64>(), any::<u64>()).prop_map(
-            |(node_id, version, uptime_ms, increments)| (
+        (
+            any::<u64>(),
+            ".{0,10}",
+            any::<u64>(),
+            any::<u64>(),
+            any::<[u64; 6]>(),
+            proptest::collection::vec(peer(), 0..3)
+        )
+            .prop_map(|(node_id, version, uptime_ms, increments, h, peers)| (
                 7,
                 Response::Status(NodeStatus {
                     node_id,
@@ -144,10 +270,22 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
                     uptime_ms,
                     address: "127.0.0.1:1".into(),
                     increments,
-                    disk_bytes: 7
+                    disk_bytes: 7,
+                    epoch: h[0],
+                    hints_pending: h[1],
+                    hints_written: h[2],
+                    hints_replayed: h[3],
+                    hints_dropped: h[4],
+                    read_repairs: h[5],
+                    peers,
                 })
-            )
-        ),
+            )),
+        proptest::collection::vec(increment_result(), 0..4)
+            .prop_map(|r| (8, Response::Increment(r))),
+        prop_oneof![Just(9u8), Just(13u8)].prop_map(|k| (k, Response::Ack)),
+        proptest::collection::vec(cell(), 0..5).prop_map(|c| (10, Response::Cells(c))),
+        routing_table().prop_map(|t| (11, Response::Routing(t))),
+        proptest::collection::vec(replica_view(), 0..3).prop_map(|v| (12, Response::Replicas(v))),
         (code(), ".{0,20}").prop_map(|(code, message)| (2, Response::Error { code, message })),
     ]
 }
@@ -165,12 +303,7 @@ proptest! {
     fn requests_round_trip(request in request(), id in any::<u64>()) {
         let mut body = BytesMut::new();
         request.encode_body(&mut body);
-        let kind = match &request {
-            Request::Increment { .. } => 1, Request::Total { .. } => 2, Request::Range { .. } => 3,
-            Request::Stats { .. } => 4, Request::ListNamespaces => 5, Request::DescribeNamespace { .. } => 6,
-            Request::Status => 7,
-        };
-        let frame = through_the_wire(Frame { kind, request_id: id, body: body.freeze() });
+        let frame = through_the_wire(Frame { kind: request.kind(), request_id: id, body: body.freeze() });
         prop_assert_eq!(frame.request_id, id);
         prop_assert_eq!(Request::decode(frame.kind, &frame.body).unwrap(), request);
     }

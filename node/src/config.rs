@@ -4,6 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tally_consensus::{ClusterMap, HostId};
+
+use crate::coordinator::CoordinatorConfig;
+use crate::handoff::ReplayConfig;
 use crate::namespace::{Namespace, Namespaces};
 use crate::store::StoreLimits;
 
@@ -30,6 +34,31 @@ pub struct NodeConfig {
     /// Requests one connection may have in flight before the node stops
     /// reading from it (back-pressure).
     pub max_in_flight_per_connection: usize,
+    /// The address other nodes and clients use (default: `listen`).
+    pub advertise: Option<String>,
+    /// Cluster members as `host_id=address`, this node included. Empty: a
+    /// one-node cluster of this node alone (replication factor 1).
+    pub members: Vec<String>,
+    /// Copies of each key (with `members`).
+    pub replication_factor: usize,
+    /// Tokens (virtual nodes) per member.
+    pub vnodes: usize,
+    /// The cluster's name; it seeds the token allocator, so every member
+    /// must use the same one.
+    pub cluster_name: String,
+    /// Store hints for replicas that miss a write.
+    pub hinted_handoff: bool,
+    /// Deliver stored hints once their target is back.
+    pub hint_replay: bool,
+    /// Hints older than this are dropped, in seconds (default 3 h).
+    pub hint_window_s: u64,
+    /// Throttle of hint replay, in cells per second per target.
+    pub hint_replay_cells_per_s: u64,
+    /// Deadline of a read, in milliseconds.
+    pub read_timeout_ms: u64,
+    /// One ONE read in this many repairs the other replicas in the
+    /// background (0: never).
+    pub one_read_repair_every: u64,
 }
 
 impl Default for NodeConfig {
@@ -44,8 +73,36 @@ impl Default for NodeConfig {
             memtable_mib: 32,
             namespaces: Default::default(),
             max_in_flight_per_connection: 128,
+            advertise: None,
+            members: Vec::new(),
+            replication_factor: 3,
+            vnodes: 16,
+            cluster_name: "tally".into(),
+            hinted_handoff: true,
+            hint_replay: true,
+            hint_window_s: 3 * 3600,
+            hint_replay_cells_per_s: 50_000,
+            read_timeout_ms: 2_000,
+            one_read_repair_every: 10,
         }
     }
+}
+
+/// Parses `host_id=address`.
+fn parse_member(entry: &str) -> Result<(HostId, String), String> {
+    let (id, addr) = entry
+        .split_once('=')
+        .ok_or_else(|| format!("member {entry:?} must look like 1=127.0.0.1:7400"))?;
+    let id: u32 = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("member {entry:?}: host id must be a number >= 1"))?;
+    if id == 0 || addr.trim().is_empty() {
+        return Err(format!(
+            "member {entry:?}: host id >= 1 and an address are needed"
+        ));
+    }
+    Ok((HostId(u64::from(id)), addr.trim().to_owned()))
 }
 
 impl NodeConfig {
@@ -59,7 +116,75 @@ impl NodeConfig {
         if self.max_in_flight_per_connection == 0 {
             return Err("max_in_flight_per_connection must be at least 1".into());
         }
+        if self.read_timeout_ms == 0 || self.hint_window_s == 0 {
+            return Err("read_timeout_ms and hint_window_s must be positive".into());
+        }
+        self.cluster_map()?;
         self.storage_options().validate()
+    }
+
+    /// The address other nodes and clients reach this node at.
+    pub fn advertised(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.clone())
+    }
+
+    /// The cluster as configured: the members with tokens from the
+    /// seeded allocator (identical on every member).
+    pub fn cluster_map(&self) -> Result<ClusterMap, String> {
+        let me = HostId(u64::from(self.host_id));
+        let (members, rf) = if self.members.is_empty() {
+            (vec![(me, self.advertised())], 1)
+        } else {
+            let members = self
+                .members
+                .iter()
+                .map(|m| parse_member(m))
+                .collect::<Result<Vec<_>, _>>()?;
+            match members.iter().find(|(h, _)| *h == me) {
+                None => {
+                    return Err(format!(
+                        "members do not list this node's host id {}",
+                        self.host_id
+                    ))
+                }
+                Some((_, addr)) if *addr != self.advertised() => {
+                    return Err(format!(
+                        "members list host {} at {addr}, but this node advertises {}",
+                        self.host_id,
+                        self.advertised()
+                    ))
+                }
+                Some(_) => {}
+            }
+            (members, self.replication_factor)
+        };
+        let seed = tally_client::token(&self.cluster_name, b"tokens").0;
+        ClusterMap::allocate(1, rf, self.vnodes, &members, seed).map_err(|e| e.to_string())
+    }
+
+    /// How the coordinator waits and repairs.
+    pub fn coordinator(&self) -> CoordinatorConfig {
+        CoordinatorConfig {
+            read_timeout: Duration::from_millis(self.read_timeout_ms),
+            hinted_handoff: self.hinted_handoff,
+            one_read_repair_every: self.one_read_repair_every,
+            ..CoordinatorConfig::default()
+        }
+    }
+
+    /// How hints are replayed.
+    pub fn replay(&self) -> ReplayConfig {
+        ReplayConfig {
+            cells_per_s: self.hint_replay_cells_per_s.max(1),
+            ..ReplayConfig::default()
+        }
+    }
+
+    /// The hint window.
+    pub fn hint_window(&self) -> Duration {
+        Duration::from_secs(self.hint_window_s)
     }
 
     /// The storage engine's durability.

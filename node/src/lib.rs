@@ -1,27 +1,46 @@
-//! The `tally-node` server: it stores time-bucketed counters in the storage
-//! engine and serves them over tally's framed TCP protocol.
+//! The `tally-node` server: it stores time-bucketed counters in its own
+//! storage engine, replicates them to the other replicas of each key, and
+//! serves clients and other nodes over tally's framed TCP protocol.
 //!
-//! - [`CounterStore`]: increments, totals, ranges and stats over cells
-//!   keyed by [`cell_key`], valued by the CRDT [`ShardSet`].
+//! - [`Coordinator`]: runs a request over the key's replicas (quorums,
+//!   leaders, forwarding, read repair). [`Peers`]: connections to the
+//!   other nodes and who is up. [`HintStore`] and [`handoff`]: hinted
+//!   handoff for replicas that miss writes. [`Metadata`]: where the
+//!   cluster map comes from (static configuration today).
+//! - [`CounterStore`]: increments, cell reads and merges over cells keyed
+//!   by [`cell_key`], valued by the CRDT [`ShardSet`]; [`ReadPlan`]: a read
+//!   as key ranges and its answer from cells; [`WritePipeline`]: the one
+//!   write thread.
 //! - [`Server`]: the TCP front end. [`NodeConfig`]: settings.
-//! - [`Identity`]: host id and incarnation (which shard this node writes).
+//!   [`Identity`]: host id and incarnation (which shard this node writes).
 //!
-//! Single-node today: replication, hints, repair, gossip and Raft metadata
-//! arrive with the cluster issues.
+//! Not yet: gossip-driven liveness, Raft metadata and topology changes,
+//! Merkle anti-entropy, exactly-once op ids (their issues).
 
 pub mod cell_key;
 mod config;
+mod coordinator;
+pub mod handoff;
+mod hints;
 mod identity;
+mod metadata;
 mod namespace;
+mod peers;
+mod query;
 mod server;
 mod shard_set;
 mod store;
 mod write_pipeline;
 
 pub use config::NodeConfig;
+pub use coordinator::{needed, Coordinator, CoordinatorConfig};
+pub use hints::{Hint, HintCounts, HintMerge, HintStore};
 pub use identity::Identity;
+pub use metadata::{Metadata, StaticMetadata};
 pub use namespace::{Namespace, Namespaces, DEFAULT_NAMESPACE};
+pub use peers::{PeerConfig, Peers};
+pub use query::{cover, ReadPlan};
 pub use server::Server;
 pub use shard_set::{CounterMerge, Shard, ShardSet};
-pub use store::{cover, Clock, CounterStore, RequestError, StoreLimits, SystemClock};
+pub use store::{valid_cell, Clock, CounterStore, Led, RequestError, StoreLimits, SystemClock};
 pub use write_pipeline::WritePipeline;

@@ -101,6 +101,21 @@ impl Namespace {
             .and_then(|(_, t)| *t)
     }
 
+    /// Whether the bucket of `res` starting at `bucket_start_ms` is past
+    /// its retention at `now_ms` (whole buckets expire once their end is
+    /// older than the retention).
+    pub fn expired(&self, res: Resolution, bucket_start_ms: i64, now_ms: i64) -> bool {
+        match (self.retention(res), res.width_ms()) {
+            (Some(keep), Some(width)) => {
+                bucket_start_ms
+                    .saturating_add(width)
+                    .saturating_add(keep.as_millis() as i64)
+                    < now_ms
+            }
+            _ => false,
+        }
+    }
+
     /// The wire description.
     pub fn info(&self) -> NamespaceInfo {
         NamespaceInfo {

@@ -1,11 +1,15 @@
-//! The client-facing TCP server.
+//! The TCP server: clients and other nodes speak the same framed protocol.
 //!
-//! One task per connection reads frames; each request runs in its own task
-//! (storage calls on the blocking pool, since a `sync` write waits for an
-//! fsync), so a connection can pipeline. A connection has at most
-//! `max_in_flight` requests running: past that the node stops reading from
-//! it, and TCP pushes back on the client. Responses go through one writer
-//! task per connection.
+//! One task per connection reads frames; each request runs in its own task,
+//! so a connection can pipeline. A connection has at most `max_in_flight`
+//! requests running: past that the node stops reading from it, and TCP
+//! pushes back on the sender. Responses go through one writer task per
+//! connection.
+//!
+//! Client requests go to the [`Coordinator`]; internal ones (replica
+//! writes and reads) are served from this node's storage after checking
+//! the sender's metadata epoch: a sender routing with an older ring is told
+//! `StaleRing`.
 //!
 //! Bad frames whose length prefix is intact are answered with a typed error
 //! and the connection stays open; a frame over the size limit closes it
@@ -16,20 +20,21 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use tally_client::frame::{write_queued, Frame, FrameCodec};
+use tally_client::frame::{write_queued, Frame, FrameCodec, HEADER_BYTES, MAX_FRAME_BYTES};
+use tally_client::message::MAX_CELLS;
 use tally_client::{ErrorCode, NodeStatus, Request, Response};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::FramedRead;
 
-use crate::store::{CounterStore, RequestError};
-use crate::write_pipeline::WritePipeline;
+use crate::coordinator::Coordinator;
+use crate::query::ReadPlan;
+use crate::store::{valid_cell, RequestError};
 
 /// Shared state of the server.
 #[derive(Debug)]
 pub struct Server {
-    store: Arc<CounterStore>,
-    writer: WritePipeline,
+    coordinator: Arc<Coordinator>,
     address: String,
     started: Instant,
     max_in_flight: usize,
@@ -42,21 +47,26 @@ fn error_response(e: RequestError) -> Response {
     }
 }
 
+fn stale_ring(theirs: u64, ours: u64) -> Response {
+    Response::Error {
+        code: ErrorCode::StaleRing,
+        message: format!("sender routes with epoch {theirs}, this node has {ours}"),
+    }
+}
+
 impl Server {
-    /// A server over `store`, reachable at `address`.
+    /// A server for `coordinator`, reachable at `address`.
     pub fn new(
-        store: Arc<CounterStore>,
+        coordinator: Arc<Coordinator>,
         address: String,
         max_in_flight: usize,
-    ) -> std::io::Result<Arc<Server>> {
-        let writer = WritePipeline::start(store.clone(), 4096)?;
-        Ok(Arc::new(Server {
-            store,
-            writer,
+    ) -> Arc<Server> {
+        Arc::new(Server {
+            coordinator,
             address,
             started: Instant::now(),
             max_in_flight,
-        }))
+        })
     }
 
     /// Accepts connections until `shutdown` resolves.
@@ -138,71 +148,170 @@ impl Server {
     }
 
     async fn handle(&self, request: Request) -> Response {
-        if let Request::Increment { items, .. } = request {
-            return Response::Increment(self.writer.increment(items).await);
-        }
-        let store = self.store.clone();
-        let blocking = tokio::task::spawn_blocking(move || match request {
-            Request::Increment { items, .. } => Response::Increment(store.increment(&items)),
-            Request::Total { namespace, key, .. } => store
-                .total(&namespace, &key)
-                .map_or_else(error_response, Response::Total),
+        let coordinator = &self.coordinator;
+        let store = coordinator.store();
+        let now_ms = store.clock().now_ms();
+        let epoch = coordinator.epoch();
+        let plan = |build: &dyn Fn(&crate::Namespaces) -> Result<ReadPlan, RequestError>| {
+            build(&store.namespaces_read())
+        };
+        match request {
+            Request::Increment {
+                consistency,
+                timeout_ms,
+                items,
+            } => Response::Increment(
+                coordinator
+                    .increment(consistency, timeout_ms, items, false)
+                    .await,
+            ),
+            Request::ForwardedIncrement {
+                epoch: theirs,
+                consistency,
+                timeout_ms,
+                items,
+            } => {
+                if theirs < epoch {
+                    return stale_ring(theirs, epoch);
+                }
+                Response::Increment(
+                    coordinator
+                        .increment(consistency, timeout_ms, items, true)
+                        .await,
+                )
+            }
+            Request::Total {
+                consistency,
+                namespace,
+                key,
+            } => match plan(&|ns| ReadPlan::total(ns, store.limits(), &namespace, &key, now_ms)) {
+                Ok(plan) => coordinator.read(consistency, plan).await,
+                Err(e) => error_response(e),
+            },
             Request::Range {
+                consistency,
                 namespace,
                 key,
                 resolution,
                 start_ms,
                 end_ms,
-                ..
-            } => store
-                .range(&namespace, &key, resolution, start_ms, end_ms)
-                .map_or_else(error_response, Response::Range),
+            } => match plan(&|ns| {
+                ReadPlan::range(
+                    ns,
+                    store.limits(),
+                    &namespace,
+                    &key,
+                    resolution,
+                    start_ms,
+                    end_ms,
+                )
+            }) {
+                Ok(plan) => coordinator.read(consistency, plan).await,
+                Err(e) => error_response(e),
+            },
             Request::Stats {
+                consistency,
                 namespace,
                 key,
                 start_ms,
                 end_ms,
-                ..
-            } => store.stats(&namespace, &key, start_ms, end_ms).map_or_else(
-                error_response,
-                |(total, cells_read)| Response::Stats { total, cells_read },
-            ),
-            Request::ListNamespaces => {
-                Response::Namespaces(store.namespaces().iter().map(|ns| ns.info()).collect())
+            } => match plan(&|ns| {
+                ReadPlan::stats(ns, store.limits(), &namespace, &key, start_ms, end_ms)
+            }) {
+                Ok(plan) => coordinator.read(consistency, plan).await,
+                Err(e) => error_response(e),
+            },
+            Request::ReplicaWrite {
+                epoch: theirs,
+                cells,
+            } => {
+                if theirs < epoch {
+                    return stale_ring(theirs, epoch);
+                }
+                if let Some(bad) = cells.iter().position(|c| !valid_cell(c)) {
+                    return Response::Error {
+                        code: ErrorCode::MalformedFrame,
+                        message: format!("cell {bad} is not a well-formed counter cell"),
+                    };
+                }
+                match coordinator.writer().merge(cells).await {
+                    Ok(()) => Response::Ack,
+                    Err(code) => Response::Error {
+                        code,
+                        message: "merging replica cells failed".into(),
+                    },
+                }
             }
-            Request::DescribeNamespace { name } => match store.namespaces().get(&name) {
+            Request::ReplicaRead {
+                epoch: theirs,
+                ranges,
+            } => {
+                if theirs < epoch {
+                    return stale_ring(theirs, epoch);
+                }
+                let store = store.clone();
+                match tokio::task::spawn_blocking(move || store.read_cells(&ranges, MAX_CELLS))
+                    .await
+                {
+                    Ok(Ok(cells)) => Response::Cells(cells),
+                    Ok(Err(e)) => error_response(e),
+                    Err(e) => Response::Error {
+                        code: ErrorCode::Internal,
+                        message: format!("read task failed: {e}"),
+                    },
+                }
+            }
+            Request::Routing => Response::Routing(coordinator.routing()),
+            Request::InspectReplicas { namespace, key } => {
+                coordinator.inspect(&namespace, &key).await
+            }
+            Request::Ping => Response::Ack,
+            Request::ListNamespaces => {
+                Response::Namespaces(store.namespaces_read().iter().map(|ns| ns.info()).collect())
+            }
+            Request::DescribeNamespace { name } => match store.namespaces_read().get(&name) {
                 Some(ns) => Response::Namespaces(vec![ns.info()]),
                 None => Response::Error {
                     code: ErrorCode::UnknownNamespace,
                     message: format!("unknown namespace {name:?}"),
                 },
             },
-            Request::Status => Response::Status(NodeStatus {
-                node_id: u64::from(store.identity().host_id),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                uptime_ms: 0,
-                address: String::new(),
-                increments: store.increments(),
-                disk_bytes: store
-                    .db()
-                    .level_summary()
-                    .iter()
-                    .map(|(_, bytes)| bytes)
-                    .sum(),
-            }),
-        });
-        match blocking.await {
-            Ok(Response::Status(mut status)) => {
-                status.uptime_ms = self.started.elapsed().as_millis() as u64;
-                status.address = self.address.clone();
-                Response::Status(status)
-            }
-            Ok(response) => response,
-            Err(e) => Response::Error {
-                code: ErrorCode::Internal,
-                message: format!("request task failed: {e}"),
-            },
+            Request::Status => self.status().await,
         }
+    }
+
+    async fn status(&self) -> Response {
+        let coordinator = self.coordinator.clone();
+        let (hints_pending, disk_bytes) = tokio::task::spawn_blocking(move || {
+            let pending = coordinator.hints().pending().unwrap_or(u64::MAX);
+            let disk: u64 = coordinator
+                .store()
+                .db()
+                .level_summary()
+                .iter()
+                .map(|(_, bytes)| bytes)
+                .sum();
+            (pending, disk)
+        })
+        .await
+        .unwrap_or((u64::MAX, 0));
+        let store = self.coordinator.store();
+        let counts = self.coordinator.hints().counts();
+        Response::Status(NodeStatus {
+            node_id: u64::from(store.identity().host_id),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            address: self.address.clone(),
+            increments: store.increments(),
+            disk_bytes,
+            epoch: self.coordinator.epoch(),
+            hints_pending,
+            hints_written: counts.written,
+            hints_replayed: counts.replayed,
+            hints_dropped: counts.dropped,
+            read_repairs: self.coordinator.read_repairs(),
+            peers: self.coordinator.peers().statuses(),
+        })
     }
 }
 
@@ -213,7 +322,18 @@ async fn send(
     response: &Response,
 ) -> Result<(), ()> {
     let mut body = BytesMut::new();
-    let kind = response.encode_body(request_kind, &mut body);
+    let mut kind = response.encode_body(request_kind, &mut body);
+    if body.len() + HEADER_BYTES > MAX_FRAME_BYTES {
+        let too_big = Response::Error {
+            code: ErrorCode::InvalidRange,
+            message: format!(
+                "the answer of {} bytes exceeds the {MAX_FRAME_BYTES}-byte frame limit; ask for less",
+                body.len()
+            ),
+        };
+        body.clear();
+        kind = too_big.encode_body(request_kind, &mut body);
+    }
     out.send(Frame {
         kind,
         request_id,

@@ -21,12 +21,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use tally_client::{Count, ErrorCode, Increment, ItemResult, Point, Resolution};
+use tally_client::message::MAX_CELLS;
+use tally_client::{CellState, ErrorCode, Increment, ItemResult, KeyRange, Response};
 use tally_storage::{CompactionFilter, Db, FilterDecision, WriteBatch};
 
 use crate::cell_key;
 use crate::identity::Identity;
 use crate::namespace::{Namespace, Namespaces};
+use crate::query::{self, ReadPlan};
 use crate::shard_set::{CounterMerge, Shard, ShardSet};
 
 /// Where time comes from (injected, so tests can move it).
@@ -58,7 +60,7 @@ pub struct RequestError {
     pub message: String,
 }
 
-fn refuse(code: ErrorCode, message: impl Into<String>) -> RequestError {
+pub(crate) fn refuse(code: ErrorCode, message: impl Into<String>) -> RequestError {
     RequestError {
         code,
         message: message.into(),
@@ -99,6 +101,31 @@ struct Stripe {
     own_shards: std::collections::HashMap<Vec<u8>, Shard>,
 }
 
+/// One cell's share of a write: the summed delta and event count, and
+/// the shard state it produced.
+#[derive(Debug, Default)]
+struct CellUpdate {
+    delta: i64,
+    events: u64,
+    state: Vec<u8>,
+}
+
+/// What leading one batch did.
+#[derive(Debug, Default)]
+pub struct Led {
+    /// One result per item, in order.
+    pub results: Vec<ItemResult>,
+    /// The new state of this node's shard of every cell the batch touched,
+    /// for the other replicas (empty unless the batch was applied).
+    pub cells: Vec<CellState>,
+}
+
+/// Whether a cell state from the network may be merged: a well-formed
+/// cell key and shard set.
+pub fn valid_cell(cell: &CellState) -> bool {
+    cell_key::decode(&cell.key).is_some() && ShardSet::is_valid(&cell.value)
+}
+
 /// Counters of one node.
 #[derive(Debug)]
 pub struct CounterStore {
@@ -118,18 +145,6 @@ struct RetentionFilter {
     clock: Arc<dyn Clock>,
 }
 
-fn expired(ns: &Namespace, res: Resolution, bucket_start_ms: i64, now_ms: i64) -> bool {
-    match (ns.retention(res), res.width_ms()) {
-        (Some(keep), Some(width)) => {
-            bucket_start_ms
-                .saturating_add(width)
-                .saturating_add(keep.as_millis() as i64)
-                < now_ms
-        }
-        _ => false,
-    }
-}
-
 impl CompactionFilter for RetentionFilter {
     fn decide(&self, key: &[u8], _value: &[u8]) -> FilterDecision {
         let Some(cell) = cell_key::decode(key) else {
@@ -137,14 +152,7 @@ impl CompactionFilter for RetentionFilter {
         };
         let namespaces = self.namespaces.read();
         match namespaces.get(&cell.namespace) {
-            Some(ns)
-                if expired(
-                    ns,
-                    cell.resolution,
-                    cell.bucket_start_ms,
-                    self.clock.now_ms(),
-                ) =>
-            {
+            Some(ns) if ns.expired(cell.resolution, cell.bucket_start_ms, self.clock.now_ms()) => {
                 FilterDecision::Remove
             }
             _ => FilterDecision::Keep,
@@ -214,18 +222,24 @@ impl CounterStore {
         self.increments.load(Ordering::Relaxed)
     }
 
-    /// The namespaces.
+    /// The namespaces (a copy).
     pub fn namespaces(&self) -> Namespaces {
         self.namespaces.read().clone()
     }
 
-    fn namespace(&self, name: &str) -> Result<Namespace, RequestError> {
-        self.namespaces.read().get(name).cloned().ok_or_else(|| {
-            refuse(
-                ErrorCode::UnknownNamespace,
-                format!("unknown namespace {name:?}"),
-            )
-        })
+    /// The namespaces, borrowed (do not hold across an `.await`).
+    pub fn namespaces_read(&self) -> parking_lot::RwLockReadGuard<'_, Namespaces> {
+        self.namespaces.read()
+    }
+
+    /// The clock the store checks timestamps and retention with.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Request limits.
+    pub fn limits(&self) -> &StoreLimits {
+        &self.limits
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), RequestError> {
@@ -268,26 +282,50 @@ impl CounterStore {
         Ok(ns)
     }
 
-    /// Applies a batch; one result per item, in order. Invalid items are
-    /// refused alone; the valid ones are applied together, atomically.
-    pub fn increment(&self, items: &[Increment]) -> Vec<ItemResult> {
-        self.increment_many(&[items]).pop().unwrap_or_default()
+    /// Checks one increment against the namespaces and limits, as of
+    /// `now_ms`. Coordinators call it before routing; the leader checks
+    /// again when it applies.
+    pub fn check(&self, item: &Increment, now_ms: i64) -> Result<(), RequestError> {
+        self.check_increment(&self.namespaces.read(), item, now_ms)
+            .map(|_| ())
     }
 
-    /// Applies several batches as one storage write (one WAL record, one
-    /// fsync in `sync` mode): the node's write pipeline groups concurrent
-    /// requests this way. One result list per batch.
-    pub fn increment_many(&self, batches: &[&[Increment]]) -> Vec<Vec<ItemResult>> {
+    /// Applies a batch this node leads; one result per item, in order.
+    /// Invalid items are refused alone; the valid ones are applied
+    /// together, atomically.
+    pub fn increment(&self, items: &[Increment]) -> Led {
+        let (mut led, _) = self.write_group(&[items], &[]);
+        led.pop().unwrap_or_default()
+    }
+
+    /// One storage write (one WAL record, one fsync in `sync` mode) for
+    /// everything the write pipeline has queued: `leads`, batches this node
+    /// leads (it raises its own shard of each cell), and `merges`, cell
+    /// states from other nodes (replication, hints, read repair) merged
+    /// blindly by the CRDT rule. Returns what each lead did, and whether
+    /// the merges were written (`Err(code)`: maybe not).
+    ///
+    /// Callers validate merge cells first ([`valid_cell`]): one bad cell
+    /// would fail the whole write.
+    pub fn write_group(
+        &self,
+        leads: &[&[Increment]],
+        merges: &[&[CellState]],
+    ) -> (Vec<Led>, Result<(), ErrorCode>) {
         let now_ms = self.clock.now_ms();
         let namespaces = self.namespaces.read();
-        let mut results: Vec<Vec<ItemResult>> = batches
+        let mut led: Vec<Led> = leads
             .iter()
-            .map(|b| vec![ItemResult::Ok; b.len()])
+            .map(|b| Led {
+                results: vec![ItemResult::Ok; b.len()],
+                cells: Vec::new(),
+            })
             .collect();
-        // Sum same-cell deltas: cell -> (delta, increments).
-        let mut cells: BTreeMap<Vec<u8>, (i64, u64)> = BTreeMap::new();
+        // Same-cell deltas are summed: one shard update per cell per write.
+        let mut cells: BTreeMap<Vec<u8>, CellUpdate> = BTreeMap::new();
+        let mut touched: Vec<Vec<Vec<u8>>> = vec![Vec::new(); leads.len()];
         let mut valid = Vec::new();
-        for (b, items) in batches.iter().enumerate() {
+        for (b, items) in leads.iter().enumerate() {
             for (i, item) in items.iter().enumerate() {
                 match self.check_increment(&namespaces, item, now_ms) {
                     Ok(ns) => {
@@ -295,22 +333,23 @@ impl CounterStore {
                         for (res, _) in &ns.resolutions {
                             let bucket = res.bucket_start(item.timestamp_ms);
                             let cell = cell_key::encode(&ns.name, &item.key, *res, bucket);
-                            let e = cells.entry(cell).or_insert((0, 0));
-                            e.0 = e.0.wrapping_add(item.delta);
-                            e.1 += 1;
+                            let e = cells.entry(cell.clone()).or_default();
+                            e.delta = e.delta.wrapping_add(item.delta);
+                            e.events += 1;
+                            touched[b].push(cell);
                         }
                     }
-                    Err(e) => results[b][i] = ItemResult::Failed(e.code),
+                    Err(e) => led[b].results[i] = ItemResult::Failed(e.code),
                 }
             }
         }
         drop(namespaces);
-        if cells.is_empty() {
-            return results;
+        if cells.is_empty() && merges.iter().all(|m| m.is_empty()) {
+            return (led, Ok(()));
         }
-        let outcome = self.apply(&cells);
+        let outcome = self.apply(&mut cells, merges);
         for &(b, i) in &valid {
-            results[b][i] = match &outcome {
+            led[b].results[i] = match &outcome {
                 Ok(()) => ItemResult::Ok,
                 Err((code, false)) => ItemResult::Failed(*code),
                 Err((code, true)) => ItemResult::Indeterminate(*code),
@@ -319,13 +358,29 @@ impl CounterStore {
         if outcome.is_ok() {
             self.increments
                 .fetch_add(valid.len() as u64, Ordering::Relaxed);
+            for (b, mut keys) in touched.into_iter().enumerate() {
+                keys.sort_unstable();
+                keys.dedup();
+                led[b].cells = keys
+                    .into_iter()
+                    .filter_map(|key| {
+                        let value = cells.get(&key)?.state.clone();
+                        Some(CellState { key, value })
+                    })
+                    .collect();
+            }
         }
-        results
+        (led, outcome.map_err(|(code, _)| code))
     }
 
-    /// Raises this node's shard of every cell under the cells' locks.
-    /// `Err((code, maybe_applied))`.
-    fn apply(&self, cells: &BTreeMap<Vec<u8>, (i64, u64)>) -> Result<(), (ErrorCode, bool)> {
+    /// Raises this node's shard of every cell under the cells' locks, and
+    /// merges `merges`, in one storage write. Fills in each cell's new
+    /// state. `Err((code, maybe_applied))`.
+    fn apply(
+        &self,
+        cells: &mut BTreeMap<Vec<u8>, CellUpdate>,
+        merges: &[&[CellState]],
+    ) -> Result<(), (ErrorCode, bool)> {
         let stripes: BTreeSet<usize> = cells.keys().map(|c| stripe_of(c)).collect();
         let mut guards: BTreeMap<usize, _> = stripes
             .iter()
@@ -334,7 +389,7 @@ impl CounterStore {
         let shard_id = self.identity.shard_id();
         let mut batch = WriteBatch::new();
         let mut updated = Vec::with_capacity(cells.len());
-        for (cell, &(delta, n)) in cells {
+        for (cell, update) in cells.iter_mut() {
             let stripe = stripe_of(cell);
             let cached = guards
                 .get(&stripe)
@@ -361,11 +416,15 @@ impl CounterStore {
             let new = Shard {
                 id: shard_id,
                 clock: old.clock + 1,
-                sum: old.sum.wrapping_add(delta),
-                count: old.count + n,
+                sum: old.sum.wrapping_add(update.delta),
+                count: old.count + update.events,
             };
-            batch.merge(cell.clone(), ShardSet::single(new).encode());
+            update.state = ShardSet::single(new).encode();
+            batch.merge(cell.clone(), update.state.clone());
             updated.push((stripe, cell, new));
+        }
+        for cell in merges.iter().flat_map(|m| m.iter()) {
+            batch.merge(cell.key.clone(), cell.value.clone());
         }
         let written = self.db.write(batch);
         for (stripe, cell, new) in updated {
@@ -398,218 +457,77 @@ impl CounterStore {
         })
     }
 
-    /// The all-time total of a key (from its `total` cell, or the sum of its
-    /// day cells if the namespace keeps no total).
-    pub fn total(&self, namespace: &str, key: &[u8]) -> Result<Count, RequestError> {
-        let ns = self.namespace(namespace)?;
-        self.check_key(key)?;
-        if !ns.keeps(Resolution::Total) {
-            let (total, _) = self.stats(
-                namespace,
-                key,
-                0,
-                self.clock.now_ms().saturating_add(86_400_000),
-            )?;
-            return Ok(total);
-        }
-        let cell = cell_key::encode(namespace, key, Resolution::Total, 0);
-        match self.db.get(&cell).map_err(storage_error)? {
-            Some(bytes) => {
-                let set = decode_cell(&bytes)?;
-                Ok(Count {
-                    sum: set.sum(),
-                    count: set.count(),
-                })
-            }
-            None => Ok(Count::default()),
-        }
-    }
-
-    /// The non-empty buckets of a key in `[start_ms, end_ms)` at `resolution`.
-    pub fn range(
+    /// The replica's cells in `ranges`, in key order, at most `max_cells`
+    /// (more is an `InvalidRange` error: the caller asked for too much).
+    /// A point range (one key, see `query::point`) is one `get`, which
+    /// the bloom filters make cheap; any other range is one scan.
+    pub fn read_cells(
         &self,
-        namespace: &str,
-        key: &[u8],
-        resolution: Resolution,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<Point>, RequestError> {
-        let ns = self.namespace(namespace)?;
-        self.check_key(key)?;
-        if !ns.keeps(resolution) {
-            return Err(refuse(
-                ErrorCode::ResolutionNotKept,
-                format!("namespace {namespace} does not keep {resolution}"),
-            ));
-        }
-        if start_ms >= end_ms {
-            return Err(refuse(
-                ErrorCode::InvalidRange,
-                format!("empty range [{start_ms}, {end_ms})"),
-            ));
-        }
-        if resolution == Resolution::Total {
-            let c = self.total(namespace, key)?;
-            return Ok(if c.count == 0 {
-                vec![]
-            } else {
-                vec![Point {
-                    bucket_start_ms: 0,
-                    sum: c.sum,
-                    count: c.count,
-                }]
-            });
-        }
-        let width = resolution.width_ms().unwrap_or(1);
-        let from = resolution.bucket_start(start_ms);
-        if (end_ms - from) / width > self.limits.max_range_buckets {
-            return Err(refuse(
-                ErrorCode::InvalidRange,
-                format!(
-                    "range spans more than {} {resolution} buckets",
-                    self.limits.max_range_buckets
-                ),
-            ));
-        }
-        let now = self.clock.now_ms();
-        let mut points = Vec::new();
-        self.scan_cells(namespace, key, resolution, from, end_ms, |bucket, set| {
-            if !expired(&ns, resolution, bucket, now) {
-                points.push(Point {
-                    bucket_start_ms: bucket,
-                    sum: set.sum(),
-                    count: set.count(),
-                });
-            }
-        })?;
-        Ok(points)
-    }
-
-    fn scan_cells(
-        &self,
-        namespace: &str,
-        key: &[u8],
-        resolution: Resolution,
-        from_ms: i64,
-        to_ms: i64,
-        mut visit: impl FnMut(i64, &ShardSet),
-    ) -> Result<u32, RequestError> {
-        let (start, end) = cell_key::bucket_range(namespace, key, resolution, from_ms, to_ms);
-        let mut cells = 0u32;
-        let mut bad = None;
-        self.db
-            .scan_with(&start, Some(&end), |k, v| {
-                match (cell_key::bucket_of(k), ShardSet::decode(v)) {
-                    (Some(bucket), Some(set)) => {
-                        cells += 1;
-                        visit(bucket, &set);
-                        true
+        ranges: &[KeyRange],
+        max_cells: usize,
+    ) -> Result<Vec<CellState>, RequestError> {
+        let mut out = Vec::new();
+        for range in ranges {
+            if query::is_point(range) {
+                if let Some(value) = self.db.get(&range.start).map_err(storage_error)? {
+                    if !ShardSet::is_valid(&value) {
+                        return Err(malformed_cell());
                     }
-                    _ => {
-                        bad = Some(refuse(
-                            ErrorCode::Storage,
-                            "stored counter cell is malformed",
-                        ));
-                        false
-                    }
+                    out.push(CellState {
+                        key: range.start.clone(),
+                        value,
+                    });
                 }
-            })
-            .map_err(storage_error)?;
-        match bad {
-            Some(e) => Err(e),
-            None => Ok(cells),
-        }
-    }
-
-    /// Sum and count over `[start_ms, end_ms)` (widened to whole buckets of
-    /// the finest kept resolution), read from the fewest cells: whole days
-    /// inside, hours at the edges, minutes at the very edges. Returns the
-    /// total and the number of cells read.
-    pub fn stats(
-        &self,
-        namespace: &str,
-        key: &[u8],
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<(Count, u32), RequestError> {
-        let ns = self.namespace(namespace)?;
-        self.check_key(key)?;
-        if start_ms >= end_ms {
-            return Err(refuse(
-                ErrorCode::InvalidRange,
-                format!("empty range [{start_ms}, {end_ms})"),
-            ));
-        }
-        let kept: Vec<Resolution> = ns
-            .resolutions
-            .iter()
-            .map(|(r, _)| *r)
-            .filter(|r| r.width_ms().is_some())
-            .collect();
-        if kept.is_empty() {
-            return Err(refuse(
-                ErrorCode::ResolutionNotKept,
-                format!("namespace {namespace} keeps no time buckets"),
-            ));
-        }
-        let mut total = Count::default();
-        let mut cells = 0;
-        for (res, from, to) in cover(&kept, start_ms, end_ms) {
-            cells += self.scan_cells(namespace, key, res, from, to, |_, set| {
-                total.sum = total.sum.wrapping_add(set.sum());
-                total.count = total.count.wrapping_add(set.count());
-            })?;
-        }
-        Ok((total, cells))
-    }
-}
-
-fn floor_to(t: i64, w: i64) -> i64 {
-    t.div_euclid(w) * w
-}
-
-fn ceil_to(t: i64, w: i64) -> i64 {
-    floor_to(t.saturating_add(w - 1), w)
-}
-
-/// Covers `[start, end)`, widened to the finest resolution's buckets, with
-/// the coarsest buckets that fit: `(resolution, from, to)` segments, each a
-/// run of whole buckets. `kept` is finest first.
-pub fn cover(kept: &[Resolution], start: i64, end: i64) -> Vec<(Resolution, i64, i64)> {
-    fn go(kept: &[Resolution], s: i64, e: i64, out: &mut Vec<(Resolution, i64, i64)>) {
-        let Some((&coarsest, finer)) = kept.split_last() else {
-            return;
-        };
-        let w = coarsest.width_ms().unwrap_or(1);
-        if finer.is_empty() {
-            if s < e {
-                out.push((coarsest, s, e));
+            } else {
+                let mut bad = false;
+                self.db
+                    .scan_with(&range.start, Some(&range.end), |k, v| {
+                        if !ShardSet::is_valid(v) {
+                            bad = true;
+                            return false;
+                        }
+                        out.push(CellState {
+                            key: k.to_vec(),
+                            value: v.to_vec(),
+                        });
+                        out.len() <= max_cells
+                    })
+                    .map_err(storage_error)?;
+                if bad {
+                    return Err(malformed_cell());
+                }
             }
-            return;
+            if out.len() > max_cells {
+                return Err(refuse(
+                    ErrorCode::InvalidRange,
+                    format!("the read spans more than {max_cells} cells"),
+                ));
+            }
         }
-        let (a, b) = (ceil_to(s, w), floor_to(e, w));
-        if a >= b {
-            go(finer, s, e, out);
-            return;
-        }
-        go(finer, s, a, out);
-        out.push((coarsest, a, b));
-        go(finer, b, e, out);
+        Ok(out)
     }
-    let finest = kept[0].width_ms().unwrap_or(1);
-    let mut out = Vec::new();
-    go(
-        kept,
-        floor_to(start, finest),
-        ceil_to(end, finest),
-        &mut out,
-    );
-    out
+}
+
+impl CounterStore {
+    /// Answers `plan` from this node's cells alone (no other replica).
+    pub fn read_local(&self, plan: &ReadPlan) -> Result<Response, RequestError> {
+        let cells = self.read_cells(&plan.ranges, MAX_CELLS)?;
+        let sets: Vec<(&[u8], ShardSet)> = cells
+            .iter()
+            .map(|c| Ok((c.key.as_slice(), decode_cell(&c.value)?)))
+            .collect::<Result<_, RequestError>>()?;
+        Ok(plan.answer(sets.iter().map(|(k, s)| (*k, s)), self.clock.now_ms()))
+    }
+}
+
+fn malformed_cell() -> RequestError {
+    refuse(ErrorCode::Storage, "stored counter cell is malformed")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tally_client::Resolution;
 
     const MIN: i64 = 60_000;
     const HOUR: i64 = 60 * MIN;
@@ -654,27 +572,28 @@ mod tests {
             delta: 3,
             op_id: None,
         };
-        assert_eq!(store.increment(&[item]), vec![ItemResult::Ok]);
-        assert_eq!(
-            store
-                .range("short", b"k", Resolution::Minute, at - HOUR, at + HOUR)
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(store.increment(&[item]).results, vec![ItemResult::Ok]);
+        let points = |res: Resolution, from: i64, to: i64| {
+            let plan = ReadPlan::range(
+                &store.namespaces(),
+                store.limits(),
+                "short",
+                b"k",
+                res,
+                from,
+                to,
+            )
+            .unwrap();
+            match store.read_local(&plan).unwrap() {
+                Response::Range(points) => points.len(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(points(Resolution::Minute, at - HOUR, at + HOUR), 1);
         // Three hours later the minute bucket is past its 1 h retention.
         clock.0.store(100 * DAY + 3 * HOUR, Ordering::SeqCst);
-        assert!(store
-            .range("short", b"k", Resolution::Minute, at - HOUR, at + HOUR)
-            .unwrap()
-            .is_empty());
-        assert_eq!(
-            store
-                .range("short", b"k", Resolution::Hour, at - DAY, at + DAY)
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(points(Resolution::Minute, at - HOUR, at + HOUR), 0);
+        assert_eq!(points(Resolution::Hour, at - DAY, at + DAY), 1);
         store.db().compact().unwrap();
         let minute_cell = cell_key::encode(
             "short",
@@ -694,42 +613,11 @@ mod tests {
             "compaction dropped the expired bucket"
         );
         assert!(store.db().get(&hour_cell).unwrap().is_some());
+        let plan = ReadPlan::total(&store.namespaces(), store.limits(), "short", b"k", 0).unwrap();
         assert_eq!(
-            store.total("short", b"k").unwrap().sum,
-            3,
+            store.read_local(&plan).unwrap(),
+            Response::Total(tally_client::Count { sum: 3, count: 1 }),
             "total is kept forever"
         );
-    }
-
-    #[test]
-    fn cover_uses_days_inside_hours_and_minutes_at_the_edges() {
-        let kept = [Resolution::Minute, Resolution::Hour, Resolution::Day];
-        let start = 10 * DAY + 5 * HOUR + 7 * MIN;
-        let end = 40 * DAY + 3 * HOUR + 2 * MIN;
-        let plan = cover(&kept, start, end);
-        // Contiguous, ordered, exactly the widened range.
-        assert_eq!(plan.first().map(|p| p.1), Some(start));
-        assert_eq!(plan.last().map(|p| p.2), Some(end));
-        for pair in plan.windows(2) {
-            assert_eq!(pair[0].2, pair[1].1);
-        }
-        let cells: i64 = plan
-            .iter()
-            .map(|(r, a, b)| (b - a) / r.width_ms().unwrap())
-            .sum();
-        // 53 minutes + 18 hours + 29 days + 3 hours + 2 minutes.
-        assert_eq!(cells, 53 + 18 + 29 + 3 + 2);
-    }
-
-    #[test]
-    fn cover_of_thirty_days_reads_about_a_hundred_cells_at_most() {
-        let kept = [Resolution::Minute, Resolution::Hour, Resolution::Day];
-        let start = 3 * DAY + 59 * MIN + 13 * HOUR;
-        let end = start + 30 * DAY;
-        let cells: i64 = cover(&kept, start, end)
-            .iter()
-            .map(|(r, a, b)| (b - a) / r.width_ms().unwrap())
-            .sum();
-        assert!(cells <= 29 + 2 * 23 + 2 * 59, "{cells} cells");
     }
 }

@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
-use tally_node::{CounterStore, Identity, NodeConfig, Server, SystemClock};
+use tally_consensus::HostId;
+use tally_node::{
+    handoff, Coordinator, CounterStore, HintStore, Identity, Metadata, NodeConfig, PeerConfig,
+    Peers, Server, StaticMetadata, SystemClock, WritePipeline,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "tally-node", version, about = "A tally storage node")]
@@ -30,6 +34,18 @@ struct Args {
     /// `sync` or `periodic`.
     #[arg(long)]
     durability: Option<String>,
+    /// Cluster members, e.g. 1=127.0.0.1:7401,2=127.0.0.1:7402,3=127.0.0.1:7403.
+    #[arg(long, value_delimiter = ',')]
+    members: Option<Vec<String>>,
+    /// Copies of each key.
+    #[arg(long)]
+    replication_factor: Option<usize>,
+    /// Do not store hints for replicas that miss writes.
+    #[arg(long)]
+    no_hinted_handoff: bool,
+    /// Keep hints but do not deliver them (for tests of read repair).
+    #[arg(long)]
+    no_hint_replay: bool,
 }
 
 fn load(args: &Args) -> Result<NodeConfig, String> {
@@ -52,6 +68,18 @@ fn load(args: &Args) -> Result<NodeConfig, String> {
     }
     if let Some(v) = &args.durability {
         config.durability = v.clone();
+    }
+    if let Some(v) = &args.members {
+        config.members = v.clone();
+    }
+    if let Some(v) = args.replication_factor {
+        config.replication_factor = v;
+    }
+    if args.no_hinted_handoff {
+        config.hinted_handoff = false;
+    }
+    if args.no_hint_replay {
+        config.hint_replay = false;
     }
     config.validate()?;
     Ok(config)
@@ -78,26 +106,66 @@ fn run(config: NodeConfig) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     let identity = Identity::load_or_create(&config.data_dir, config.host_id)
         .map_err(|e| format!("identity: {e}"))?;
-    let namespaces = config.namespace_set()?;
+    let clock = Arc::new(SystemClock);
     let store = CounterStore::open(
         &config.data_dir.join("storage"),
         config.storage_options(),
-        namespaces,
+        config.namespace_set()?,
         identity,
-        Arc::new(SystemClock),
+        clock.clone(),
         config.limits(),
     )
     .map_err(|e| format!("storage: {e}"))?;
     let store = Arc::new(store);
+    let hints = HintStore::open(
+        &config.data_dir.join("hints"),
+        config.storage_options(),
+        clock,
+        config.hint_window(),
+    )
+    .map_err(|e| format!("hints: {e}"))?;
+    let hints = Arc::new(hints);
+    let map = config.cluster_map()?;
+    let members = map.members().count();
+    let metadata: Arc<dyn Metadata> = Arc::new(StaticMetadata::new(map));
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| format!("listen on {}: {e}", config.listen))?;
-        let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| config.listen.clone());
-        tracing::info!(%address, host_id = identity.host_id, incarnation = identity.incarnation, durability = %config.durability, "tally-node serving");
-        let server = Server::new(store.clone(), address, config.max_in_flight_per_connection)
+        let address = config.advertised();
+        let self_id = HostId(u64::from(identity.host_id));
+        let peers = Arc::new(Peers::new(self_id, metadata.clone(), PeerConfig::default()));
+        let writer = WritePipeline::start(store.clone(), 4096)
             .map_err(|e| format!("starting the write thread: {e}"))?;
+        let coordinator = Coordinator::new(
+            self_id,
+            store.clone(),
+            writer,
+            metadata.clone(),
+            peers.clone(),
+            hints.clone(),
+            config.coordinator(),
+        );
+        tokio::spawn(peers.clone().probe_forever());
+        if config.hint_replay {
+            tokio::spawn(handoff::replay_forever(
+                hints.clone(),
+                peers.clone(),
+                metadata.clone(),
+                config.replay(),
+            ));
+        }
+        tracing::info!(
+            %address,
+            host_id = identity.host_id,
+            incarnation = identity.incarnation,
+            durability = %config.durability,
+            members,
+            replication_factor = metadata.map().replication_factor(),
+            "tally-node serving"
+        );
+        let server = Server::new(coordinator, address, config.max_in_flight_per_connection);
         server.serve(listener, shutdown_signal()).await;
         tracing::info!("shutting down");
         Ok::<(), String>(())
@@ -105,12 +173,17 @@ fn run(config: NodeConfig) -> Result<(), String> {
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     // The write thread lets go of the store once its queue closes.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while Arc::strong_count(&store) > 1 && std::time::Instant::now() < deadline {
+    while (Arc::strong_count(&store) > 1 || Arc::strong_count(&hints) > 1)
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let store =
         Arc::try_unwrap(store).map_err(|_| "requests still running at shutdown".to_owned())?;
     store.close().map_err(|e| format!("closing storage: {e}"))?;
+    let hints =
+        Arc::try_unwrap(hints).map_err(|_| "hint writes still running at shutdown".to_owned())?;
+    hints.close().map_err(|e| format!("closing hints: {e}"))?;
     Identity::mark_clean_shutdown(&config.data_dir).map_err(|e| format!("shutdown marker: {e}"))?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -1,0 +1,825 @@
+//! [`Coordinator`]: runs a client's request across the key's replicas.
+//!
+//! Any node coordinates any request. For each key it looks up the
+//! preference list (the first N distinct nodes clockwise from the key's
+//! token, from the local [`ClusterMap`]; never a wait on metadata).
+//!
+//! **Writes.** A batch is validated, then split by replica set; the parts
+//! run in parallel and results are reported per item. For each part:
+//!
+//! 1. `W` comes from the consistency level (ONE = 1, QUORUM = N/2 + 1,
+//!    ALL = N). If fewer than `W` replicas are up, the part fails with
+//!    `Unavailable` and nothing is applied (like Cassandra's
+//!    `UnavailableException`).
+//! 2. The *leader* applies the deltas to its own shard of each cell: this
+//!    node when it is a replica, else the part is forwarded to the first
+//!    live replica, which leads it (a forwarded part is never forwarded
+//!    again). The leader's write is durable per the node's durability mode
+//!    before anything is sent.
+//! 3. The leader sends the resulting shard *states* (never deltas) to the
+//!    other replicas and answers once `W - 1` of them acknowledged. A
+//!    replica that is down, refuses or times out gets a hint.
+//! 4. `Failed` only when nothing can have been applied (validation,
+//!    unavailable, a local write that certainly did not land); once the
+//!    leader applied, a missing acknowledgement is `Indeterminate`.
+//!
+//! **Reads.** The coordinator asks `R` replicas (itself first when it is
+//! one), replacing any that fail by the next live replica, merges their
+//! cells by the CRDT rule, and answers from the merge. Replicas that were
+//! behind get the merged state (read repair): before the answer for
+//! QUORUM and ALL, so that QUORUM reads are monotonic (a later read meets
+//! at least one replica holding what this one returned), and for a sample
+//! of ONE reads in the background, reading the other live replicas too.
+//!
+//! With `W + R > N` every acknowledged increment is visible to every later
+//! read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tally_client::message::MAX_CELLS;
+use tally_client::{
+    token, CellState, Consistency, ErrorCode, Increment, ItemResult, KeyRange, ReplicaView,
+    Request, Response, RoutingNode, RoutingRange, RoutingTable, ShardView,
+};
+use tally_consensus::{ClusterMap, HostId};
+
+use crate::hints::HintStore;
+use crate::metadata::Metadata;
+use crate::peers::Peers;
+use crate::query::{self, ReadPlan};
+use crate::shard_set::ShardSet;
+use crate::store::CounterStore;
+use crate::write_pipeline::WritePipeline;
+
+/// How the coordinator waits and repairs.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// Deadline of a write whose request names none (`timeout_ms = 0`).
+    pub default_write_timeout: Duration,
+    /// Longest deadline a write may ask for.
+    pub max_write_timeout: Duration,
+    /// Deadline of a read.
+    pub read_timeout: Duration,
+    /// Store hints for replicas that miss a write.
+    pub hinted_handoff: bool,
+    /// One ONE read in this many also reads the other live replicas in the
+    /// background and repairs them (0: never).
+    pub one_read_repair_every: u64,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            default_write_timeout: Duration::from_secs(2),
+            max_write_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(2),
+            hinted_handoff: true,
+            one_read_repair_every: 10,
+        }
+    }
+}
+
+/// Replicas that must answer at `consistency` out of `replicas`.
+pub fn needed(consistency: Consistency, replicas: usize) -> usize {
+    match consistency {
+        Consistency::One => 1.min(replicas),
+        Consistency::Quorum => replicas / 2 + 1,
+        Consistency::All => replicas,
+    }
+}
+
+/// Coordinates requests over the cluster.
+#[derive(Debug)]
+pub struct Coordinator {
+    self_id: HostId,
+    store: Arc<CounterStore>,
+    writer: WritePipeline,
+    metadata: Arc<dyn Metadata>,
+    peers: Arc<Peers>,
+    hints: Arc<HintStore>,
+    config: CoordinatorConfig,
+    read_repairs: AtomicU64,
+    one_reads: AtomicU64,
+}
+
+/// One replica's answer to a read.
+type ReplicaCells = (HostId, Result<Vec<CellState>, String>);
+
+impl Coordinator {
+    /// A coordinator for node `self_id`.
+    pub fn new(
+        self_id: HostId,
+        store: Arc<CounterStore>,
+        writer: WritePipeline,
+        metadata: Arc<dyn Metadata>,
+        peers: Arc<Peers>,
+        hints: Arc<HintStore>,
+        config: CoordinatorConfig,
+    ) -> Arc<Coordinator> {
+        Arc::new(Coordinator {
+            self_id,
+            store,
+            writer,
+            metadata,
+            peers,
+            hints,
+            config,
+            read_repairs: AtomicU64::new(0),
+            one_reads: AtomicU64::new(0),
+        })
+    }
+
+    /// This node's storage.
+    pub fn store(&self) -> &Arc<CounterStore> {
+        &self.store
+    }
+
+    /// This node's write thread.
+    pub fn writer(&self) -> &WritePipeline {
+        &self.writer
+    }
+
+    /// This node's peers.
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
+    }
+
+    /// This node's hints.
+    pub fn hints(&self) -> &Arc<HintStore> {
+        &self.hints
+    }
+
+    /// The metadata epoch this node routes with.
+    pub fn epoch(&self) -> u64 {
+        self.metadata.map().epoch()
+    }
+
+    /// Cells repaired during reads since start.
+    pub fn read_repairs(&self) -> u64 {
+        self.read_repairs.load(Ordering::Relaxed)
+    }
+
+    fn write_deadline(&self, timeout_ms: u32) -> Instant {
+        let asked = if timeout_ms == 0 {
+            self.config.default_write_timeout
+        } else {
+            // Answer a little before the client gives up, so that it gets
+            // a typed outcome rather than its own timeout.
+            Duration::from_millis(u64::from(timeout_ms) * 9 / 10)
+        };
+        Instant::now() + asked.min(self.config.max_write_timeout)
+    }
+
+    /// Applies a batch of increments; one result per item, in order.
+    /// `forwarded`: another coordinator sent it here to lead.
+    pub async fn increment(
+        self: &Arc<Self>,
+        consistency: Consistency,
+        timeout_ms: u32,
+        items: Vec<Increment>,
+        forwarded: bool,
+    ) -> Vec<ItemResult> {
+        let deadline = self.write_deadline(timeout_ms);
+        let map = self.metadata.map();
+        let now_ms = self.store.clock().now_ms();
+        let mut results = vec![ItemResult::Ok; items.len()];
+        let mut groups: HashMap<&[HostId], Vec<usize>> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            match self.store.check(item, now_ms) {
+                Ok(()) => groups
+                    .entry(map.replicas(token(&item.namespace, &item.key).0))
+                    .or_default()
+                    .push(i),
+                Err(e) => results[i] = ItemResult::Failed(e.code),
+            }
+        }
+        if groups.len() == 1 && results.iter().all(|r| *r == ItemResult::Ok) {
+            // The common case: every item has the same replicas.
+            let replicas = groups.into_keys().next().unwrap_or_default().to_vec();
+            return self
+                .clone()
+                .run_group(
+                    map.clone(),
+                    replicas,
+                    items,
+                    consistency,
+                    deadline,
+                    forwarded,
+                )
+                .await;
+        }
+        let mut slots: Vec<Option<Increment>> = items.into_iter().map(Some).collect();
+        let parts: Vec<(Vec<usize>, Vec<HostId>, Vec<Increment>)> = groups
+            .into_iter()
+            .map(|(replicas, indices)| {
+                let part = indices.iter().filter_map(|&i| slots[i].take()).collect();
+                (indices, replicas.to_vec(), part)
+            })
+            .collect();
+        let runs = parts.into_iter().map(|(indices, replicas, part)| {
+            let this = self.clone();
+            let map = map.clone();
+            async move {
+                let r = this
+                    .run_group(map, replicas, part, consistency, deadline, forwarded)
+                    .await;
+                (indices, r)
+            }
+        });
+        for (indices, part_results) in futures_util::future::join_all(runs).await {
+            for (i, r) in indices.into_iter().zip(part_results) {
+                results[i] = r;
+            }
+        }
+        results
+    }
+
+    async fn run_group(
+        self: Arc<Self>,
+        map: Arc<ClusterMap>,
+        replicas: Vec<HostId>,
+        items: Vec<Increment>,
+        consistency: Consistency,
+        deadline: Instant,
+        forwarded: bool,
+    ) -> Vec<ItemResult> {
+        let n = items.len();
+        let w = needed(consistency, replicas.len());
+        let live = replicas.iter().filter(|&&h| self.peers.is_up(h)).count();
+        if live < w {
+            return vec![ItemResult::Failed(ErrorCode::Unavailable); n];
+        }
+        if replicas.contains(&self.self_id) {
+            return self.lead(&map, &replicas, items, w, deadline).await;
+        }
+        if forwarded {
+            // The forwarder thought this node a replica: the rings differ.
+            return vec![ItemResult::Failed(ErrorCode::StaleRing); n];
+        }
+        self.forward(&map, &replicas, items, consistency, deadline)
+            .await
+    }
+
+    /// Leads a part locally, then replicates it.
+    async fn lead(
+        self: &Arc<Self>,
+        map: &ClusterMap,
+        replicas: &[HostId],
+        items: Vec<Increment>,
+        w: usize,
+        deadline: Instant,
+    ) -> Vec<ItemResult> {
+        let led = self.writer.lead(items).await;
+        if led.cells.is_empty() {
+            return led.results;
+        }
+        let others: Vec<HostId> = replicas
+            .iter()
+            .copied()
+            .filter(|&h| h != self.self_id)
+            .collect();
+        let request = Arc::new(Request::ReplicaWrite {
+            epoch: map.epoch(),
+            cells: led.cells,
+        });
+        let (acks, mut answers) = tokio::sync::mpsc::channel::<bool>(others.len().max(1));
+        for &host in &others {
+            if self.peers.is_up(host) {
+                let (this, request, acks) = (self.clone(), request.clone(), acks.clone());
+                tokio::spawn(async move {
+                    let ok = this.replicate(host, request, deadline).await;
+                    let _ = acks.send(ok).await;
+                });
+            } else {
+                self.hint(host, &request);
+            }
+        }
+        drop(acks);
+        let mut acknowledged = 1;
+        while acknowledged < w {
+            match tokio::time::timeout_at(deadline.into(), answers.recv()).await {
+                Ok(Some(true)) => acknowledged += 1,
+                Ok(Some(false)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if acknowledged >= w {
+            return led.results;
+        }
+        led.results
+            .into_iter()
+            .map(|r| match r {
+                ItemResult::Ok => ItemResult::Indeterminate(ErrorCode::Timeout),
+                other => other,
+            })
+            .collect()
+    }
+
+    /// Sends a replica its cells; hints them if it does not acknowledge.
+    async fn replicate(
+        self: Arc<Self>,
+        host: HostId,
+        request: Arc<Request>,
+        deadline: Instant,
+    ) -> bool {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ok = !left.is_zero()
+            && matches!(
+                self.peers.call(host, &request, left).await,
+                Ok(Response::Ack)
+            );
+        if !ok {
+            self.hint(host, &request);
+        }
+        ok
+    }
+
+    /// Stores a hint of a `ReplicaWrite` for `host` (in the background).
+    fn hint(&self, host: HostId, request: &Arc<Request>) {
+        if !self.config.hinted_handoff {
+            return;
+        }
+        let Request::ReplicaWrite { epoch, cells } = request.as_ref() else {
+            return;
+        };
+        if self
+            .peers
+            .down_for(host)
+            .is_some_and(|d| d > self.hints.window())
+        {
+            self.hints.note_dropped(cells.len() as u64);
+            return;
+        }
+        let (hints, request, epoch) = (self.hints.clone(), request.clone(), *epoch);
+        tokio::task::spawn_blocking(move || {
+            if let Request::ReplicaWrite { cells, .. } = request.as_ref() {
+                if let Err(e) = hints.store(host, epoch, cells) {
+                    tracing::error!(target = host.0, error = %e, "storing a hint failed");
+                }
+            }
+        });
+    }
+
+    /// Forwards a part to a live replica to lead.
+    async fn forward(
+        &self,
+        map: &ClusterMap,
+        replicas: &[HostId],
+        items: Vec<Increment>,
+        consistency: Consistency,
+        deadline: Instant,
+    ) -> Vec<ItemResult> {
+        let n = items.len();
+        let mut request = Request::ForwardedIncrement {
+            epoch: map.epoch(),
+            consistency,
+            timeout_ms: 0,
+            items,
+        };
+        for &host in replicas.iter().filter(|&&h| self.peers.is_up(h)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if let Request::ForwardedIncrement { timeout_ms, .. } = &mut request {
+                *timeout_ms = left.as_millis().min(u128::from(u32::MAX)) as u32;
+            }
+            // The leader answers within `left * 0.9`; allow it the rest.
+            match self.peers.call(host, &request, left).await {
+                Ok(Response::Increment(results)) if results.len() == n => return results,
+                Ok(Response::Error { code, .. }) if code.nothing_applied() => continue,
+                Ok(Response::Error { code, .. }) => {
+                    return vec![ItemResult::Indeterminate(code); n]
+                }
+                Ok(_) => return vec![ItemResult::Indeterminate(ErrorCode::Internal); n],
+                Err((_, tally_client::Delivery::NotSent)) => continue,
+                Err((e, tally_client::Delivery::MaybeSent)) => {
+                    let code = match e {
+                        tally_client::ClientError::Timeout(_) => ErrorCode::Timeout,
+                        _ => ErrorCode::Unavailable,
+                    };
+                    return vec![ItemResult::Indeterminate(code); n];
+                }
+            }
+        }
+        vec![ItemResult::Failed(ErrorCode::Unavailable); n]
+    }
+
+    /// Answers a read at `consistency`.
+    pub async fn read(self: &Arc<Self>, consistency: Consistency, plan: ReadPlan) -> Response {
+        let deadline = Instant::now() + self.config.read_timeout;
+        let map = self.metadata.map();
+        let replicas = map.replicas(plan.token.0);
+        let r = needed(consistency, replicas.len());
+        let candidates = self.read_order(replicas);
+        if candidates.len() < r {
+            return unavailable(format!(
+                "{} of {} replicas up, {consistency:?} needs {r}",
+                candidates.len(),
+                replicas.len()
+            ));
+        }
+        let got = match self
+            .gather(&map, &plan.ranges, &candidates, r, deadline)
+            .await
+        {
+            Ok(got) => got,
+            Err(response) => return response,
+        };
+        let (merged, stale) = match merge_replicas(&got) {
+            Ok(m) => m,
+            Err(e) => return error(ErrorCode::Storage, e),
+        };
+        if consistency == Consistency::One {
+            let every = self.config.one_read_repair_every;
+            if every > 0
+                && self
+                    .one_reads
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(every)
+            {
+                let (this, map, plan) = (self.clone(), map.clone(), plan.clone());
+                let others: Vec<HostId> = candidates.into_iter().skip(1).collect();
+                tokio::spawn(async move { this.background_repair(&map, &plan, got, others).await });
+            }
+        } else if !stale.is_empty() && !self.repair(&map, stale, deadline).await {
+            return error(
+                ErrorCode::Timeout,
+                "read repair did not complete; the read is safe to retry",
+            );
+        }
+        let now_ms = self.store.clock().now_ms();
+        plan.answer(merged.iter().map(|(k, s)| (k.as_slice(), s)), now_ms)
+    }
+
+    /// Replicas to read, this node first, then the up ones in preference
+    /// order.
+    fn read_order(&self, replicas: &[HostId]) -> Vec<HostId> {
+        let mut order: Vec<HostId> = replicas
+            .iter()
+            .copied()
+            .filter(|&h| h == self.self_id)
+            .collect();
+        order.extend(
+            replicas
+                .iter()
+                .copied()
+                .filter(|&h| h != self.self_id && self.peers.is_up(h)),
+        );
+        order
+    }
+
+    /// Cells from `wanted` replicas out of `candidates`, replacing failed
+    /// ones by the next candidate. `Err` is the response to give.
+    async fn gather(
+        &self,
+        map: &ClusterMap,
+        ranges: &[KeyRange],
+        candidates: &[HostId],
+        wanted: usize,
+        deadline: Instant,
+    ) -> Result<Vec<(HostId, Vec<CellState>)>, Response> {
+        let request = Request::ReplicaRead {
+            epoch: map.epoch(),
+            ranges: ranges.to_vec(),
+        };
+        let mut next = 0;
+        let mut running = FuturesUnordered::new();
+        while next < wanted.min(candidates.len()) {
+            running.push(self.read_replica(candidates[next], &request, deadline));
+            next += 1;
+        }
+        let mut got = Vec::with_capacity(wanted);
+        let mut last_error = String::new();
+        while got.len() < wanted {
+            match tokio::time::timeout_at(deadline.into(), running.next()).await {
+                Ok(Some((host, Ok(cells)))) => got.push((host, cells)),
+                Ok(Some((host, Err(e)))) => {
+                    last_error = format!("host {}: {e}", host.0);
+                    if next < candidates.len() {
+                        running.push(self.read_replica(candidates[next], &request, deadline));
+                        next += 1;
+                    }
+                }
+                Ok(None) => {
+                    return Err(unavailable(format!(
+                        "{} of {wanted} replicas answered; last error: {last_error}",
+                        got.len()
+                    )))
+                }
+                Err(_) => {
+                    return Err(error(
+                        ErrorCode::Timeout,
+                        format!("{} of {wanted} replicas answered in time", got.len()),
+                    ))
+                }
+            }
+        }
+        Ok(got)
+    }
+
+    async fn read_replica(
+        &self,
+        host: HostId,
+        request: &Request,
+        deadline: Instant,
+    ) -> ReplicaCells {
+        if host == self.self_id {
+            let Request::ReplicaRead { ranges, .. } = request else {
+                return (host, Err("not a read".into()));
+            };
+            let (store, ranges) = (self.store.clone(), ranges.clone());
+            let cells = tokio::task::spawn_blocking(move || store.read_cells(&ranges, MAX_CELLS))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            return (host, cells);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let cells = match self.peers.call(host, request, left).await {
+            Ok(Response::Cells(cells)) => Ok(cells),
+            Ok(Response::Error { code, message }) => Err(format!("{code:?}: {message}")),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err((e, _)) => Err(e.to_string()),
+        };
+        (host, cells)
+    }
+
+    /// Sends each stale replica the merged cells it lacks; `true` when
+    /// every one acknowledged before the deadline.
+    async fn repair(
+        &self,
+        map: &ClusterMap,
+        stale: Vec<(HostId, Vec<CellState>)>,
+        deadline: Instant,
+    ) -> bool {
+        let writes = stale.into_iter().map(|(host, cells)| async move {
+            let n = cells.len() as u64;
+            let ok = if host == self.self_id {
+                self.writer.merge(cells).await.is_ok()
+            } else {
+                let request = Arc::new(Request::ReplicaWrite {
+                    epoch: map.epoch(),
+                    cells,
+                });
+                let left = deadline.saturating_duration_since(Instant::now());
+                let ok = matches!(
+                    self.peers.call(host, &request, left).await,
+                    Ok(Response::Ack)
+                );
+                if !ok {
+                    self.hint(host, &request);
+                }
+                ok
+            };
+            if ok {
+                self.read_repairs.fetch_add(n, Ordering::Relaxed);
+            }
+            ok
+        });
+        futures_util::future::join_all(writes)
+            .await
+            .into_iter()
+            .all(|ok| ok)
+    }
+
+    /// Reads `others` too and repairs whoever is behind (ONE reads).
+    async fn background_repair(
+        &self,
+        map: &ClusterMap,
+        plan: &ReadPlan,
+        mut got: Vec<(HostId, Vec<CellState>)>,
+        others: Vec<HostId>,
+    ) {
+        if others.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + self.config.read_timeout;
+        if let Ok(more) = self
+            .gather(map, &plan.ranges, &others, others.len(), deadline)
+            .await
+        {
+            got.extend(more);
+        }
+        if let Ok((_, stale)) = merge_replicas(&got) {
+            if !stale.is_empty() {
+                self.repair(map, stale, deadline).await;
+            }
+        }
+    }
+
+    /// Every replica's raw copy of a key's total cell.
+    pub async fn inspect(&self, namespace: &str, key: &[u8]) -> Response {
+        let plan = {
+            let namespaces = self.store.namespaces();
+            match ReadPlan::total(&namespaces, self.store.limits(), namespace, key, 0) {
+                Ok(plan) => plan,
+                Err(e) => return error(e.code, e.message),
+            }
+        };
+        let Some(range) = plan.ranges.first().filter(|r| query::is_point(r)).cloned() else {
+            return error(
+                ErrorCode::ResolutionNotKept,
+                format!("namespace {namespace} keeps no total cell to inspect"),
+            );
+        };
+        let map = self.metadata.map();
+        let request = Request::ReplicaRead {
+            epoch: map.epoch(),
+            ranges: vec![range],
+        };
+        let deadline = Instant::now() + self.config.read_timeout;
+        let replicas = map.replicas(plan.token.0).to_vec();
+        let reads = replicas
+            .iter()
+            .map(|&h| self.read_replica(h, &request, deadline));
+        let views = futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .map(|(host, cells)| {
+                let address = map
+                    .member(host)
+                    .map(|m| m.address.clone())
+                    .unwrap_or_default();
+                let (error, shards) = match cells {
+                    Ok(cells) => match cells.first().map(|c| ShardSet::decode(&c.value)) {
+                        None => (None, Vec::new()),
+                        Some(Some(set)) => (
+                            None,
+                            set.shards()
+                                .iter()
+                                .map(|s| ShardView {
+                                    id: s.id,
+                                    clock: s.clock,
+                                    sum: s.sum,
+                                    count: s.count,
+                                })
+                                .collect(),
+                        ),
+                        Some(None) => (Some("malformed cell".to_owned()), Vec::new()),
+                    },
+                    Err(e) => (Some(e), Vec::new()),
+                };
+                ReplicaView {
+                    host_id: host.0,
+                    address,
+                    error,
+                    shards,
+                }
+            })
+            .collect();
+        Response::Replicas(views)
+    }
+
+    /// The routing table clients use.
+    pub fn routing(&self) -> RoutingTable {
+        let map = self.metadata.map();
+        RoutingTable {
+            epoch: map.epoch(),
+            replication_factor: map.replication_factor() as u32,
+            nodes: map
+                .members()
+                .map(|m| RoutingNode {
+                    host_id: m.host_id.0,
+                    address: m.address.clone(),
+                })
+                .collect(),
+            ranges: map
+                .ranges()
+                .into_iter()
+                .map(|r| RoutingRange {
+                    end_token: r.end,
+                    replicas: r.replicas.iter().map(|h| h.0).collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The replicas' cells merged by the CRDT rule, and for each replica that
+/// was behind, the merged cells it lacks.
+#[allow(clippy::type_complexity)]
+fn merge_replicas(
+    got: &[(HostId, Vec<CellState>)],
+) -> Result<(BTreeMap<Vec<u8>, ShardSet>, Vec<(HostId, Vec<CellState>)>), String> {
+    let mut merged: BTreeMap<Vec<u8>, ShardSet> = BTreeMap::new();
+    for (host, cells) in got {
+        for cell in cells {
+            let set = ShardSet::decode(&cell.value)
+                .ok_or_else(|| format!("host {} sent a malformed cell", host.0))?;
+            match merged.get_mut(&cell.key) {
+                Some(m) => m.merge(&set),
+                None => {
+                    merged.insert(cell.key.clone(), set);
+                }
+            }
+        }
+    }
+    // The common case: every replica sent the same bytes.
+    if got.windows(2).all(|w| w[0].1 == w[1].1) {
+        return Ok((merged, Vec::new()));
+    }
+    let encoded: Vec<(&Vec<u8>, Vec<u8>)> = merged.iter().map(|(k, s)| (k, s.encode())).collect();
+    let mut stale = Vec::new();
+    for (host, cells) in got {
+        let have: HashMap<&[u8], &[u8]> = cells
+            .iter()
+            .map(|c| (c.key.as_slice(), c.value.as_slice()))
+            .collect();
+        let missing: Vec<CellState> = encoded
+            .iter()
+            .filter(|(k, v)| have.get(k.as_slice()) != Some(&v.as_slice()))
+            .map(|(k, v)| CellState {
+                key: (*k).clone(),
+                value: v.clone(),
+            })
+            .collect();
+        if !missing.is_empty() {
+            stale.push((*host, missing));
+        }
+    }
+    Ok((merged, stale))
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error {
+        code,
+        message: message.into(),
+    }
+}
+
+fn unavailable(message: String) -> Response {
+    error(ErrorCode::Unavailable, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard_set::Shard;
+
+    fn cell(key: &[u8], shards: &[(u64, u64, i64)]) -> CellState {
+        let mut set = ShardSet::default();
+        for &(id, clock, sum) in shards {
+            set.merge(&ShardSet::single(Shard {
+                id,
+                clock,
+                sum,
+                count: clock,
+            }));
+        }
+        CellState {
+            key: key.to_vec(),
+            value: set.encode(),
+        }
+    }
+
+    #[test]
+    fn quorum_needs_a_majority() {
+        assert_eq!(needed(Consistency::One, 3), 1);
+        assert_eq!(needed(Consistency::Quorum, 3), 2);
+        assert_eq!(needed(Consistency::Quorum, 4), 3);
+        assert_eq!(needed(Consistency::Quorum, 1), 1);
+        assert_eq!(needed(Consistency::All, 3), 3);
+    }
+
+    #[test]
+    fn identical_replicas_need_no_repair() {
+        let a = vec![cell(b"k", &[(1, 3, 30)])];
+        let (merged, stale) = merge_replicas(&[(HostId(1), a.clone()), (HostId(2), a)]).unwrap();
+        assert_eq!(merged.len(), 1);
+        assert!(stale.is_empty());
+    }
+
+    #[test]
+    fn each_stale_replica_gets_exactly_what_it_lacks() {
+        let one = vec![cell(b"a", &[(1, 3, 30)]), cell(b"b", &[(1, 1, 1)])];
+        let two = vec![cell(b"a", &[(1, 2, 20), (2, 1, 5)])];
+        let (merged, stale) = merge_replicas(&[(HostId(1), one), (HostId(2), two)]).unwrap();
+        assert_eq!(merged[&b"a".to_vec()].sum(), 35);
+        let by_host: HashMap<HostId, Vec<CellState>> = stale.into_iter().collect();
+        let both = cell(b"a", &[(1, 3, 30), (2, 1, 5)]);
+        assert_eq!(
+            by_host[&HostId(1)],
+            vec![both.clone()],
+            "host 1 lacks shard 2"
+        );
+        assert_eq!(
+            by_host[&HostId(2)],
+            vec![both, cell(b"b", &[(1, 1, 1)])],
+            "host 2 is behind on a and lacks b"
+        );
+    }
+
+    #[test]
+    fn a_malformed_replica_cell_is_an_error_not_a_panic() {
+        let bad = vec![CellState {
+            key: b"a".to_vec(),
+            value: vec![1, 2, 3],
+        }];
+        assert!(merge_replicas(&[(HostId(1), bad)]).is_err());
+    }
+}

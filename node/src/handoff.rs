@@ -1,0 +1,141 @@
+//! Hint replay: delivering stored hints once their target is up again.
+//!
+//! A loop wakes every `interval`, lists the targets that have hints, and
+//! for each one [`Peers`] considers up sends batches of hinted cells as
+//! `ReplicaWrite`s, throttled to `cells_per_s` so that a returning node is
+//! not flattened by a backlog while it also takes live traffic. A
+//! delivered batch is removed from the store (unless newer hints merged
+//! into it meanwhile); a failed one stays for the next round. Cells are
+//! states merged by the CRDT rule, so a batch delivered twice is harmless.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tally_client::{Request, Response};
+
+use crate::hints::HintStore;
+use crate::metadata::Metadata;
+use crate::peers::Peers;
+
+/// How hints are replayed.
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    /// Time between rounds.
+    pub interval: Duration,
+    /// Cells per `ReplicaWrite`.
+    pub batch_cells: usize,
+    /// Throttle: cells per second to one target.
+    pub cells_per_s: u64,
+    /// Time a delivery waits for its answer.
+    pub timeout: Duration,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        ReplayConfig {
+            interval: Duration::from_millis(250),
+            batch_cells: 512,
+            cells_per_s: 50_000,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+const MAX_BATCHES_PER_ROUND: usize = 4096;
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> tally_storage::Result<T> + Send + 'static,
+) -> Option<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "hint store failed");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "hint store task failed");
+            None
+        }
+    }
+}
+
+/// Replays hints until the process ends.
+pub async fn replay_forever(
+    hints: Arc<HintStore>,
+    peers: Arc<Peers>,
+    metadata: Arc<dyn Metadata>,
+    config: ReplayConfig,
+) {
+    let mut tick = tokio::time::interval(config.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let store = hints.clone();
+        let Some(targets) = blocking(move || store.targets()).await else {
+            continue;
+        };
+        for target in targets {
+            if peers.is_up(target) {
+                deliver(&hints, &peers, metadata.as_ref(), &config, target).await;
+            }
+        }
+    }
+}
+
+/// Delivers every hint for `target`, or stops at the first failure.
+async fn deliver(
+    hints: &Arc<HintStore>,
+    peers: &Peers,
+    metadata: &dyn Metadata,
+    config: &ReplayConfig,
+    target: tally_consensus::HostId,
+) {
+    let mut delivered = 0u64;
+    let started = std::time::Instant::now();
+    // Bounded so that one target whose hints keep changing cannot hold the
+    // loop; the next round picks up the rest.
+    for _ in 0..MAX_BATCHES_PER_ROUND {
+        let store = hints.clone();
+        let max = config.batch_cells;
+        let Some(batch) = blocking(move || store.batch(target, max)).await else {
+            return;
+        };
+        if batch.is_empty() {
+            break;
+        }
+        let request = Request::ReplicaWrite {
+            epoch: metadata.map().epoch(),
+            cells: batch.iter().map(|h| h.cell.clone()).collect(),
+        };
+        match peers.call(target, &request, config.timeout).await {
+            Ok(Response::Ack) => {}
+            Ok(other) => {
+                tracing::warn!(target = target.0, answer = ?other, "hint delivery refused");
+                return;
+            }
+            Err((e, _)) => {
+                tracing::info!(target = target.0, error = %e, "hint delivery failed; will retry");
+                return;
+            }
+        }
+        let n = batch.len() as u64;
+        let store = hints.clone();
+        if blocking(move || store.delivered(&batch)).await.is_none() {
+            return;
+        }
+        delivered += n;
+        // Throttle: `delivered` cells may take delivered / rate seconds.
+        let due = Duration::from_secs_f64(delivered as f64 / config.cells_per_s.max(1) as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    if delivered > 0 {
+        tracing::info!(
+            target = target.0,
+            cells = delivered,
+            ms = started.elapsed().as_millis() as u64,
+            "hints delivered"
+        );
+    }
+}

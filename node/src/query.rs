@@ -1,0 +1,391 @@
+//! [`ReadPlan`]: a validated read (total, range or stats) as the cell key
+//! ranges that answer it, and the answer computed from the cells.
+//!
+//! Every read is answered the same way wherever its cells come from: the
+//! coordinator validates the request once, turns it into key ranges
+//! (one point for a total, one scan for a range, the few segments of
+//! [`cover`] for stats), asks replicas for their cells in those ranges,
+//! merges them by the CRDT rule and calls [`ReadPlan::answer`]. Retention is
+//! applied here too, so an expired bucket that compaction has not dropped
+//! yet is never shown.
+
+use tally_client::{token, Count, ErrorCode, KeyRange, Point, Resolution, Response, Token};
+
+use crate::cell_key;
+use crate::namespace::{Namespace, Namespaces};
+use crate::shard_set::ShardSet;
+use crate::store::{refuse, RequestError, StoreLimits};
+
+/// What a plan answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// The sum of every cell read, as a `Total`.
+    Total,
+    /// One point per cell, as a `Range`.
+    Points,
+    /// The sum of every cell read, as `Stats` with the cell count.
+    Stats,
+}
+
+/// A validated read.
+#[derive(Debug, Clone)]
+pub struct ReadPlan {
+    /// The key's token: its replicas answer.
+    pub token: Token,
+    /// The cell key ranges to read.
+    pub ranges: Vec<KeyRange>,
+    namespace: Namespace,
+    resolution: Resolution,
+    answer: Answer,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The key range holding exactly one cell key.
+pub fn point(cell: Vec<u8>) -> KeyRange {
+    let mut end = cell.clone();
+    end.push(0);
+    KeyRange { start: cell, end }
+}
+
+/// Whether `range` holds exactly one key (built by [`point`]).
+pub fn is_point(range: &KeyRange) -> bool {
+    range.end.len() == range.start.len() + 1
+        && range.end.last() == Some(&0)
+        && range.end.starts_with(&range.start)
+}
+
+fn check_key(limits: &StoreLimits, key: &[u8]) -> Result<(), RequestError> {
+    if key.is_empty() || key.len() > limits.max_key_bytes {
+        return Err(refuse(
+            ErrorCode::InvalidKey,
+            format!(
+                "key of {} bytes; keys must be 1..={} bytes",
+                key.len(),
+                limits.max_key_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn lookup(namespaces: &Namespaces, name: &str) -> Result<Namespace, RequestError> {
+    namespaces.get(name).cloned().ok_or_else(|| {
+        refuse(
+            ErrorCode::UnknownNamespace,
+            format!("unknown namespace {name:?}"),
+        )
+    })
+}
+
+fn check_range(start_ms: i64, end_ms: i64) -> Result<(), RequestError> {
+    if start_ms >= end_ms {
+        return Err(refuse(
+            ErrorCode::InvalidRange,
+            format!("empty range [{start_ms}, {end_ms})"),
+        ));
+    }
+    Ok(())
+}
+
+impl ReadPlan {
+    /// The all-time total of a key: its `total` cell, or the sum of its
+    /// buckets if the namespace keeps no total.
+    pub fn total(
+        namespaces: &Namespaces,
+        limits: &StoreLimits,
+        namespace: &str,
+        key: &[u8],
+        now_ms: i64,
+    ) -> Result<ReadPlan, RequestError> {
+        let ns = lookup(namespaces, namespace)?;
+        check_key(limits, key)?;
+        if !ns.keeps(Resolution::Total) {
+            let mut plan = ReadPlan::stats(
+                namespaces,
+                limits,
+                namespace,
+                key,
+                0,
+                now_ms.saturating_add(DAY_MS),
+            )?;
+            plan.answer = Answer::Total;
+            return Ok(plan);
+        }
+        Ok(ReadPlan {
+            token: token(namespace, key),
+            ranges: vec![point(cell_key::encode(
+                namespace,
+                key,
+                Resolution::Total,
+                0,
+            ))],
+            namespace: ns,
+            resolution: Resolution::Total,
+            answer: Answer::Total,
+        })
+    }
+
+    /// The non-empty buckets of a key in `[start_ms, end_ms)` at `resolution`.
+    pub fn range(
+        namespaces: &Namespaces,
+        limits: &StoreLimits,
+        namespace: &str,
+        key: &[u8],
+        resolution: Resolution,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<ReadPlan, RequestError> {
+        let ns = lookup(namespaces, namespace)?;
+        check_key(limits, key)?;
+        if !ns.keeps(resolution) {
+            return Err(refuse(
+                ErrorCode::ResolutionNotKept,
+                format!("namespace {namespace} does not keep {resolution}"),
+            ));
+        }
+        check_range(start_ms, end_ms)?;
+        let range = match resolution.width_ms() {
+            None => point(cell_key::encode(namespace, key, Resolution::Total, 0)),
+            Some(width) => {
+                let from = resolution.bucket_start(start_ms);
+                if (end_ms - from) / width > limits.max_range_buckets {
+                    return Err(refuse(
+                        ErrorCode::InvalidRange,
+                        format!(
+                            "range spans more than {} {resolution} buckets",
+                            limits.max_range_buckets
+                        ),
+                    ));
+                }
+                let (start, end) = cell_key::bucket_range(namespace, key, resolution, from, end_ms);
+                KeyRange { start, end }
+            }
+        };
+        Ok(ReadPlan {
+            token: token(namespace, key),
+            ranges: vec![range],
+            namespace: ns,
+            resolution,
+            answer: Answer::Points,
+        })
+    }
+
+    /// Sum and count over `[start_ms, end_ms)` (widened to whole buckets of
+    /// the finest kept resolution), from the fewest cells: whole days
+    /// inside, hours at the edges, minutes at the very edges.
+    pub fn stats(
+        namespaces: &Namespaces,
+        limits: &StoreLimits,
+        namespace: &str,
+        key: &[u8],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<ReadPlan, RequestError> {
+        let ns = lookup(namespaces, namespace)?;
+        check_key(limits, key)?;
+        check_range(start_ms, end_ms)?;
+        let kept: Vec<Resolution> = ns
+            .resolutions
+            .iter()
+            .map(|(r, _)| *r)
+            .filter(|r| r.width_ms().is_some())
+            .collect();
+        if kept.is_empty() {
+            return Err(refuse(
+                ErrorCode::ResolutionNotKept,
+                format!("namespace {namespace} keeps no time buckets"),
+            ));
+        }
+        let ranges = cover(&kept, start_ms, end_ms)
+            .into_iter()
+            .map(|(res, from, to)| {
+                let (start, end) = cell_key::bucket_range(namespace, key, res, from, to);
+                KeyRange { start, end }
+            })
+            .collect();
+        Ok(ReadPlan {
+            token: token(namespace, key),
+            ranges,
+            namespace: ns,
+            resolution: kept[0],
+            answer: Answer::Stats,
+        })
+    }
+
+    /// The answer from the (merged) cells of the plan's ranges, given in
+    /// key order.
+    pub fn answer<'a>(
+        &self,
+        cells: impl IntoIterator<Item = (&'a [u8], &'a ShardSet)>,
+        now_ms: i64,
+    ) -> Response {
+        let mut total = Count::default();
+        let mut read = 0u32;
+        let mut points = Vec::new();
+        for (key, set) in cells {
+            read += 1;
+            match self.answer {
+                Answer::Total | Answer::Stats => {
+                    total.sum = total.sum.wrapping_add(set.sum());
+                    total.count = total.count.wrapping_add(set.count());
+                }
+                Answer::Points => {
+                    let bucket = cell_key::bucket_of(key).unwrap_or(0);
+                    if !self.namespace.expired(self.resolution, bucket, now_ms) {
+                        points.push(Point {
+                            bucket_start_ms: bucket,
+                            sum: set.sum(),
+                            count: set.count(),
+                        });
+                    }
+                }
+            }
+        }
+        match self.answer {
+            Answer::Total => Response::Total(total),
+            Answer::Stats => Response::Stats {
+                total,
+                cells_read: read,
+            },
+            Answer::Points => Response::Range(points),
+        }
+    }
+}
+
+fn floor_to(t: i64, w: i64) -> i64 {
+    t.div_euclid(w) * w
+}
+
+fn ceil_to(t: i64, w: i64) -> i64 {
+    floor_to(t.saturating_add(w - 1), w)
+}
+
+/// Covers `[start, end)`, widened to the finest resolution's buckets, with
+/// the coarsest buckets that fit: `(resolution, from, to)` segments, each a
+/// run of whole buckets. `kept` is finest first.
+pub fn cover(kept: &[Resolution], start: i64, end: i64) -> Vec<(Resolution, i64, i64)> {
+    fn go(kept: &[Resolution], s: i64, e: i64, out: &mut Vec<(Resolution, i64, i64)>) {
+        let Some((&coarsest, finer)) = kept.split_last() else {
+            return;
+        };
+        let w = coarsest.width_ms().unwrap_or(1);
+        if finer.is_empty() {
+            if s < e {
+                out.push((coarsest, s, e));
+            }
+            return;
+        }
+        let (a, b) = (ceil_to(s, w), floor_to(e, w));
+        if a >= b {
+            go(finer, s, e, out);
+            return;
+        }
+        go(finer, s, a, out);
+        out.push((coarsest, a, b));
+        go(finer, b, e, out);
+    }
+    let finest = kept[0].width_ms().unwrap_or(1);
+    let mut out = Vec::new();
+    go(
+        kept,
+        floor_to(start, finest),
+        ceil_to(end, finest),
+        &mut out,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+    const HOUR: i64 = 60 * MIN;
+    const DAY: i64 = 24 * HOUR;
+
+    #[test]
+    fn cover_uses_days_inside_hours_and_minutes_at_the_edges() {
+        let kept = [Resolution::Minute, Resolution::Hour, Resolution::Day];
+        let start = 10 * DAY + 5 * HOUR + 7 * MIN;
+        let end = 40 * DAY + 3 * HOUR + 2 * MIN;
+        let plan = cover(&kept, start, end);
+        // Contiguous, ordered, exactly the widened range.
+        assert_eq!(plan.first().map(|p| p.1), Some(start));
+        assert_eq!(plan.last().map(|p| p.2), Some(end));
+        for pair in plan.windows(2) {
+            assert_eq!(pair[0].2, pair[1].1);
+        }
+        let cells: i64 = plan
+            .iter()
+            .map(|(r, a, b)| (b - a) / r.width_ms().unwrap())
+            .sum();
+        // 53 minutes + 18 hours + 29 days + 3 hours + 2 minutes.
+        assert_eq!(cells, 53 + 18 + 29 + 3 + 2);
+    }
+
+    #[test]
+    fn cover_of_thirty_days_reads_about_a_hundred_cells_at_most() {
+        let kept = [Resolution::Minute, Resolution::Hour, Resolution::Day];
+        let start = 3 * DAY + 59 * MIN + 13 * HOUR;
+        let end = start + 30 * DAY;
+        let cells: i64 = cover(&kept, start, end)
+            .iter()
+            .map(|(r, a, b)| (b - a) / r.width_ms().unwrap())
+            .sum();
+        assert!(cells <= 29 + 2 * 23 + 2 * 59, "{cells} cells");
+    }
+
+    #[test]
+    fn a_point_range_holds_one_key() {
+        let p = point(b"abc".to_vec());
+        assert!(is_point(&p));
+        let only: &[u8] = b"abc";
+        assert!(p.start.as_slice() <= only && only < p.end.as_slice());
+        let next: &[u8] = b"abc\0";
+        assert!(next >= p.end.as_slice(), "the next key is outside");
+        assert!(!is_point(&KeyRange {
+            start: b"abc".to_vec(),
+            end: b"abd".to_vec()
+        }));
+    }
+
+    #[test]
+    fn bad_reads_are_refused_with_typed_errors() {
+        let ns = Namespaces::with([]);
+        let limits = StoreLimits::default();
+        let code = |r: Result<ReadPlan, RequestError>| r.unwrap_err().code;
+        assert_eq!(
+            code(ReadPlan::total(&ns, &limits, "nope", b"k", 0)),
+            ErrorCode::UnknownNamespace
+        );
+        assert_eq!(
+            code(ReadPlan::total(&ns, &limits, "events", b"", 0)),
+            ErrorCode::InvalidKey
+        );
+        assert_eq!(
+            code(ReadPlan::range(
+                &ns,
+                &limits,
+                "events",
+                b"k",
+                Resolution::Minute,
+                10,
+                10
+            )),
+            ErrorCode::InvalidRange
+        );
+        assert_eq!(
+            code(ReadPlan::range(
+                &ns,
+                &limits,
+                "events",
+                b"k",
+                Resolution::Minute,
+                0,
+                400 * DAY
+            )),
+            ErrorCode::InvalidRange
+        );
+    }
+}
