@@ -21,14 +21,23 @@
 //! # }
 //! ```
 //!
-//! Requests go to the seed nodes in turn, skipping nodes whose circuit
-//! breaker is open. Reads are retried with exponential backoff and full
-//! jitter. A write is retried only when the node certainly did not apply
-//! it; otherwise it is reported `Indeterminate`, never silently retried
-//! (which could count it twice) nor silently dropped.
+//! The client fetches the cluster's [`RoutingTable`] from a seed when it
+//! connects, and again every `routing_refresh`. A request goes to a
+//! replica of its key (token-aware): a batch is split by the node that
+//! should lead each key, the parts are sent in parallel and the results
+//! put back in order. Without a table (an old node, a seed that does not
+//! answer it) requests go to the known nodes in turn; any node can
+//! coordinate any key, so routing only saves a hop. Nodes whose circuit
+//! breaker is open are skipped.
+//!
+//! Reads are retried with exponential backoff and full jitter. A write is
+//! retried only when the node certainly did not apply it; otherwise it is
+//! reported `Indeterminate`, never silently retried (which could count it
+//! twice) nor silently dropped.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -40,8 +49,11 @@ use crate::connection::{Connection, Delivery};
 use crate::error::{ClientError, ErrorCode};
 use crate::message::MAX_BATCH_ITEMS;
 use crate::message::{
-    Count, Increment, ItemResult, NamespaceInfo, NodeStatus, Point, Request, Resolution, Response,
+    Count, Increment, ItemResult, NamespaceInfo, NodeStatus, Point, ReplicaView, Request,
+    Resolution, Response,
 };
+use crate::routing::RoutingTable;
+use crate::token::token;
 
 /// The outcome of a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,13 +86,52 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+/// The nodes the client knows: the seeds and the routing table's members.
+#[derive(Debug, Default)]
+struct Nodes {
+    list: Vec<Arc<Node>>,
+    by_address: HashMap<String, usize>,
+}
+
+impl Nodes {
+    fn add(&mut self, addr: &str, config: &ClientConfig) {
+        if self.by_address.contains_key(addr) {
+            return;
+        }
+        self.by_address.insert(addr.to_owned(), self.list.len());
+        self.list.push(Arc::new(Node {
+            addr: addr.to_owned(),
+            conn: tokio::sync::Mutex::new(None),
+            breaker: Mutex::new(Breaker::new(
+                config.breaker_failures,
+                config.breaker_cooldown,
+            )),
+        }));
+    }
+
+    fn get(&self, addr: &str) -> Option<&Arc<Node>> {
+        self.by_address.get(addr).map(|&i| &self.list[i])
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     config: ClientConfig,
-    nodes: Vec<Node>,
+    nodes: RwLock<Nodes>,
+    routing: RwLock<Option<Arc<RoutingTable>>>,
     next_node: AtomicUsize,
     in_flight: Semaphore,
     rng: Mutex<rand::rngs::StdRng>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// How one attempt failed.
@@ -90,40 +141,61 @@ struct AttemptError {
 }
 
 impl Client {
-    /// Creates a client and checks that at least one seed answers.
+    /// Creates a client, checks that at least one seed answers, and
+    /// fetches the routing table (refreshed in the background every
+    /// `routing_refresh` while the client lives).
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
         config.validate().map_err(ClientError::InvalidRequest)?;
-        let nodes = config
-            .seeds
-            .iter()
-            .map(|addr| Node {
-                addr: addr.clone(),
-                conn: tokio::sync::Mutex::new(None),
-                breaker: Mutex::new(Breaker::new(
-                    config.breaker_failures,
-                    config.breaker_cooldown,
-                )),
-            })
-            .collect();
+        let mut nodes = Nodes::default();
+        for addr in &config.seeds {
+            nodes.add(addr, &config);
+        }
         let seed =
             config.seeds.iter().map(|s| s.len() as u64).sum::<u64>() ^ std::process::id() as u64;
         let client = Client {
             inner: Arc::new(Inner {
                 in_flight: Semaphore::new(config.max_in_flight),
                 config,
-                nodes,
+                nodes: RwLock::new(nodes),
+                routing: RwLock::new(None),
                 next_node: AtomicUsize::new(0),
                 rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
             }),
         };
+        let seeds: Vec<Arc<Node>> = read(&client.inner.nodes).list.clone();
         let mut last = None;
-        for node in &client.inner.nodes {
+        let mut reachable = false;
+        for node in &seeds {
             match client.inner.connection(node).await {
-                Ok(_) => return Ok(client),
+                Ok(_) => {
+                    reachable = true;
+                    break;
+                }
                 Err(e) => last = Some(e.error),
             }
         }
-        Err(last.unwrap_or_else(|| ClientError::Unreachable("no seeds".into())))
+        if !reachable {
+            return Err(last.unwrap_or_else(|| ClientError::Unreachable("no seeds".into())));
+        }
+        if client.inner.config.token_aware {
+            client.inner.refresh_routing().await;
+            let weak = Arc::downgrade(&client.inner);
+            tokio::spawn(refresh_forever(weak));
+        }
+        Ok(client)
+    }
+
+    /// The routing table the client routes with, if it has one.
+    pub fn routing_table(&self) -> Option<Arc<RoutingTable>> {
+        read(&self.inner.routing).clone()
+    }
+
+    /// Fetches the routing table now.
+    pub async fn refresh_routing(&self) -> Result<Arc<RoutingTable>, ClientError> {
+        match self.read(&Request::Routing).await? {
+            Response::Routing(table) => Ok(self.inner.install_routing(table)),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Applies a batch of increments. Returns one outcome per item, in
@@ -139,6 +211,51 @@ impl Client {
             ));
             return vec![Outcome::Failed(e); n];
         }
+        let routing = read(&self.inner.routing).clone();
+        let Some(table) = routing.filter(|t| !t.ranges.is_empty()) else {
+            return self.increment_on(items, &[]).await;
+        };
+        // Split by the node that should lead each key.
+        let mut parts: HashMap<String, (Vec<usize>, Vec<String>)> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let preferred = self
+                .inner
+                .replica_addresses(&table, &item.namespace, &item.key);
+            let leader = preferred.first().cloned().unwrap_or_default();
+            parts
+                .entry(leader)
+                .or_insert_with(|| (Vec::new(), preferred))
+                .0
+                .push(i);
+        }
+        if parts.len() == 1 {
+            let preferred = parts.into_values().next().map(|p| p.1).unwrap_or_default();
+            return self.increment_on(items, &preferred).await;
+        }
+        let mut slots: Vec<Option<Increment>> = items.into_iter().map(Some).collect();
+        let sends = parts.into_values().map(|(indices, preferred)| {
+            let part: Vec<Increment> = indices.iter().filter_map(|&i| slots[i].take()).collect();
+            async move { (indices, self.increment_on(part, &preferred).await) }
+        });
+        let mut outcomes: Vec<Option<Outcome<()>>> = vec![None; n];
+        for (indices, part) in futures_util::future::join_all(sends).await {
+            for (i, o) in indices.into_iter().zip(part) {
+                outcomes[i] = Some(o);
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    Outcome::Failed(ClientError::Protocol("lost an item while routing".into()))
+                })
+            })
+            .collect()
+    }
+
+    /// Sends one batch, to the `preferred` nodes first.
+    async fn increment_on(&self, items: Vec<Increment>, preferred: &[String]) -> Vec<Outcome<()>> {
+        let n = items.len();
         let request = Request::Increment {
             consistency: self.inner.config.consistency,
             timeout_ms: self
@@ -149,7 +266,7 @@ impl Client {
                 .min(u32::MAX as u128) as u32,
             items,
         };
-        match self.inner.execute(&request).await {
+        match self.inner.execute(&request, preferred).await {
             Ok(Response::Increment(results)) if results.len() == n => results
                 .into_iter()
                 .map(|r| match r {
@@ -273,8 +390,37 @@ impl Client {
         }
     }
 
+    /// Every replica's raw copy of a key's total cell (a debug read, to see
+    /// replicas diverge and converge).
+    pub async fn inspect_replicas(
+        &self,
+        namespace: &str,
+        key: &[u8],
+    ) -> Result<Vec<ReplicaView>, ClientError> {
+        let request = Request::InspectReplicas {
+            namespace: namespace.to_owned(),
+            key: key.to_vec(),
+        };
+        match self.read(&request).await? {
+            Response::Replicas(views) => Ok(views),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn read(&self, request: &Request) -> Result<Response, ClientError> {
-        match self.inner.execute(request).await {
+        let preferred = match request {
+            Request::Total { namespace, key, .. }
+            | Request::Range { namespace, key, .. }
+            | Request::Stats { namespace, key, .. }
+            | Request::InspectReplicas { namespace, key } => {
+                match read(&self.inner.routing).clone() {
+                    Some(table) => self.inner.replica_addresses(&table, namespace, key),
+                    None => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        };
+        match self.inner.execute(request, &preferred).await {
             Ok(Response::Error { code, message }) => Err(ClientError::Node { code, message }),
             Ok(response) => Ok(response),
             Err(e) => Err(e.error),
@@ -296,16 +442,79 @@ fn unexpected(response: Response) -> ClientError {
     }
 }
 
+/// Refreshes the routing table until the client is dropped.
+async fn refresh_forever(inner: Weak<Inner>) {
+    loop {
+        let every = match inner.upgrade() {
+            Some(inner) => inner.config.routing_refresh,
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+        match inner.upgrade() {
+            Some(inner) => inner.refresh_routing().await,
+            None => return,
+        }
+    }
+}
+
 impl Inner {
-    /// Runs a request with retries where they are safe.
-    async fn execute(&self, request: &Request) -> Result<Response, AttemptError> {
+    /// Fetches and installs the routing table; keeps the old one when no
+    /// node answers it.
+    async fn refresh_routing(&self) {
+        if let Ok(Response::Routing(table)) = self.execute(&Request::Routing, &[]).await {
+            self.install_routing(table);
+        }
+    }
+
+    fn install_routing(&self, table: RoutingTable) -> Arc<RoutingTable> {
+        {
+            let mut nodes = write(&self.nodes);
+            for n in &table.nodes {
+                nodes.add(&n.address, &self.config);
+            }
+        }
+        let table = Arc::new(table);
+        *write(&self.routing) = Some(table.clone());
+        table
+    }
+
+    /// The addresses of a key's replicas, the one to lead first: the
+    /// primary unless its breaker is open.
+    fn replica_addresses(&self, table: &RoutingTable, namespace: &str, key: &[u8]) -> Vec<String> {
+        let mut addrs: Vec<String> = table
+            .replicas(token(namespace, key))
+            .iter()
+            .filter_map(|&h| table.address(h).map(str::to_owned))
+            .collect();
+        let nodes = read(&self.nodes);
+        let now = Instant::now();
+        if let Some(first_open) = addrs.iter().position(|a| {
+            nodes.get(a).is_some_and(|node| {
+                node.breaker
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .allows(now)
+            })
+        }) {
+            addrs.rotate_left(first_open);
+        }
+        addrs
+    }
+
+    /// Runs a request with retries where they are safe, on the `preferred`
+    /// nodes first (rotating through them on retries), then on any.
+    async fn execute(
+        &self,
+        request: &Request,
+        preferred: &[String],
+    ) -> Result<Response, AttemptError> {
         let _permit = self.in_flight.acquire().await.map_err(|_| AttemptError {
             error: ClientError::Unreachable("client closed".into()),
             delivery: Delivery::NotSent,
         })?;
         let mut attempt = 0;
         loop {
-            let result = self.attempt(request).await;
+            let result = self.attempt(request, preferred, attempt as usize).await;
             let retry = match &result {
                 Ok(Response::Error { code, .. }) => {
                     code.is_transient() && (request.is_read() || code.nothing_applied())
@@ -335,22 +544,46 @@ impl Inner {
         Duration::from_nanos(rng.random_range(0..=cap.as_nanos().min(u64::MAX as u128) as u64))
     }
 
-    /// One attempt on the next node whose breaker allows it.
-    async fn attempt(&self, request: &Request) -> Result<Response, AttemptError> {
-        let n = self.nodes.len();
-        let start = self.next_node.fetch_add(1, Ordering::Relaxed);
-        let node = (0..n).map(|i| &self.nodes[(start + i) % n]).find(|node| {
+    /// The node for attempt `attempt`: the preferred ones in turn, then
+    /// the others round robin, skipping open breakers.
+    fn pick(&self, preferred: &[String], attempt: usize) -> Option<Arc<Node>> {
+        let nodes = read(&self.nodes);
+        let now = Instant::now();
+        let allows = |node: &Node| {
             node.breaker
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .allows(Instant::now())
-        });
-        let Some(node) = node else {
+                .allows(now)
+        };
+        let k = preferred.len();
+        let from_preferred = (0..k)
+            .filter_map(|i| nodes.get(&preferred[(attempt + i) % k]))
+            .find(|node| allows(node));
+        if let Some(node) = from_preferred {
+            return Some(node.clone());
+        }
+        let n = nodes.list.len();
+        let start = self.next_node.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &nodes.list[(start + i) % n])
+            .find(|node| allows(node))
+            .cloned()
+    }
+
+    /// One attempt on the chosen node.
+    async fn attempt(
+        &self,
+        request: &Request,
+        preferred: &[String],
+        attempt: usize,
+    ) -> Result<Response, AttemptError> {
+        let Some(node) = self.pick(preferred, attempt) else {
             return Err(AttemptError {
                 error: ClientError::Unreachable("every node's circuit breaker is open".into()),
                 delivery: Delivery::NotSent,
             });
         };
+        let node = node.as_ref();
         let result = match self.connection(node).await {
             Ok(conn) => conn
                 .call(request, self.config.request_timeout)

@@ -27,6 +27,11 @@ pub struct ClientConfig {
     pub breaker_cooldown: Duration,
     /// Consistency used when a call does not name one.
     pub consistency: Consistency,
+    /// Route each key to one of its replicas using the cluster's routing
+    /// table (off: send to the seeds in turn and let them forward).
+    pub token_aware: bool,
+    /// How often the routing table is fetched again.
+    pub routing_refresh: Duration,
 }
 
 impl Default for ClientConfig {
@@ -42,6 +47,8 @@ impl Default for ClientConfig {
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(2),
             consistency: Consistency::Quorum,
+            token_aware: true,
+            routing_refresh: Duration::from_secs(10),
         }
     }
 }
@@ -63,7 +70,10 @@ impl ClientConfig {
         if self.max_in_flight == 0 {
             return Err("max_in_flight must be at least 1".into());
         }
-        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
+        if self.request_timeout.is_zero()
+            || self.connect_timeout.is_zero()
+            || self.routing_refresh.is_zero()
+        {
             return Err("timeouts must be positive".into());
         }
         Ok(())

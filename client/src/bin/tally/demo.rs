@@ -1,11 +1,14 @@
-//! `tally demo`: tally's main job in one command. Starts a node with
-//! embedded defaults in a temporary directory, streams synthetic video
-//! events (Zipf over videos; views, likes, shares and watch time) for a few
-//! seconds, prints the top videos and a per-minute series, and checks every
-//! counter against what the node acknowledged.
+//! `tally demo`: tally's main job in one command. Starts a local 3-node
+//! cluster (replication factor 3, QUORUM) with embedded defaults in a
+//! temporary directory, streams synthetic video events (Zipf over videos;
+//! views, likes, shares and watch time) for a few seconds, kills one node
+//! with SIGKILL partway through and restarts it, waits for the hints to
+//! drain, then prints the top videos and a per-minute series and checks
+//! every counter against what the cluster acknowledged and that all three
+//! replicas hold identical copies.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,12 +29,16 @@ pub struct DemoArgs {
     /// Number of videos.
     #[arg(long, default_value_t = 1_000)]
     pub videos: usize,
+    /// Do not kill and restart a node during the run.
+    #[arg(long)]
+    pub no_failure: bool,
     /// Keep the data directory afterwards.
     #[arg(long)]
     pub keep: bool,
 }
 
 const EVENTS: [&str; 4] = ["view", "like", "share", "watch_ms"];
+const NODES: usize = 3;
 
 fn node_binary() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -51,17 +58,52 @@ fn free_port() -> Result<u16, String> {
     Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
 }
 
-async fn start_node(dir: &std::path::Path, addr: &str) -> Result<Child, String> {
-    Command::new(node_binary()?)
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--listen")
-        .arg(addr)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("starting tally-node: {e}"))
+/// One local node of the demo cluster.
+struct DemoNode {
+    host_id: usize,
+    addr: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl DemoNode {
+    fn start(&mut self, members: &str) -> Result<(), String> {
+        let child = Command::new(node_binary()?)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--listen")
+            .arg(&self.addr)
+            .arg("--host-id")
+            .arg(self.host_id.to_string())
+            .arg("--members")
+            .arg(members)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("starting tally-node: {e}"))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    async fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                // SIGTERM: a clean shutdown (flush, close).
+                let _ = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        }
+    }
 }
 
 async fn wait_for(addr: &str) -> Result<Client, String> {
@@ -70,27 +112,47 @@ async fn wait_for(addr: &str) -> Result<Client, String> {
         match Client::connect(ClientConfig::with_seeds([addr])).await {
             Ok(client) => return Ok(client),
             Err(e) if Instant::now() > deadline => {
-                return Err(format!("node did not come up: {e}"))
+                return Err(format!("node {addr} did not come up: {e}"))
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }
 
+fn cluster(dir: &Path) -> Result<(Vec<DemoNode>, String), String> {
+    let mut nodes = Vec::new();
+    for i in 1..=NODES {
+        nodes.push(DemoNode {
+            host_id: i,
+            addr: format!("127.0.0.1:{}", free_port()?),
+            dir: dir.join(format!("node{i}")),
+            child: None,
+        });
+    }
+    let members = nodes
+        .iter()
+        .map(|n| format!("{}={}", n.host_id, n.addr))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok((nodes, members))
+}
+
 /// Runs the demo.
 pub async fn run(args: &DemoArgs, json: bool) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("tally-demo-{}", std::process::id()));
-    let addr = format!("127.0.0.1:{}", free_port()?);
-    let mut node = start_node(&dir, &addr).await?;
-    let result = demo(args, json, &addr).await;
-    if let Some(pid) = node.id() {
-        // SIGTERM: a clean shutdown (flush, close).
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status();
+    let (mut nodes, members) = cluster(&dir)?;
+    let mut result = Ok(());
+    for node in &mut nodes {
+        if let Err(e) = node.start(&members) {
+            result = Err(e);
+        }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(10), node.wait()).await;
+    if result.is_ok() {
+        result = demo(args, json, &mut nodes, &members).await;
+    }
+    for node in &mut nodes {
+        node.stop().await;
+    }
     if args.keep {
         eprintln!("data kept in {}", dir.display());
     } else {
@@ -99,27 +161,43 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<(), String> {
     result
 }
 
-async fn demo(args: &DemoArgs, json: bool, addr: &str) -> Result<(), String> {
-    let client = wait_for(addr).await?;
+/// Acknowledged and maybe-applied sums per counter.
+#[derive(Debug, Default, Clone, Copy)]
+struct Expected {
+    acked_sum: i64,
+    acked_count: u64,
+    maybe_sum: i64,
+    maybe_count: u64,
+}
+
+async fn demo(
+    args: &DemoArgs,
+    json: bool,
+    nodes: &mut [DemoNode],
+    members: &str,
+) -> Result<(), String> {
+    for node in nodes.iter() {
+        wait_for(&node.addr).await?;
+    }
+    let seeds: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let client = Client::connect(ClientConfig::with_seeds(seeds.clone()))
+        .await
+        .map_err(|e| e.to_string())?;
     if !json {
         println!(
-            "tally demo: 1 node at {addr}; streaming video events for {} s ...",
+            "tally demo: {NODES} nodes at {}, replication factor 3, QUORUM; streaming video events for {} s ...",
+            seeds.join(", "),
             args.seconds
         );
     }
     let zipf = Arc::new(Zipf::new(args.videos, 1.1));
-    let acknowledged: Arc<Mutex<HashMap<String, (i64, u64)>>> = Arc::default();
-    let unknown = Arc::new(Mutex::new(0u64));
+    let expected: Arc<Mutex<HashMap<String, Expected>>> = Arc::default();
     let now = timespec::now_ms();
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
     let mut producers = Vec::new();
     for p in 0..8u64 {
-        let (client, zipf, acknowledged, unknown) = (
-            client.clone(),
-            zipf.clone(),
-            acknowledged.clone(),
-            unknown.clone(),
-        );
+        let (client, zipf, expected) = (client.clone(), zipf.clone(), expected.clone());
         producers.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(p);
             let mut sent = 0u64;
@@ -144,22 +222,21 @@ async fn demo(args: &DemoArgs, json: bool, addr: &str) -> Result<(), String> {
                     })
                     .collect();
                 let outcomes = client.increment(items.clone()).await;
-                let mut acked = acknowledged
+                let mut expected = expected
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 for (item, outcome) in items.iter().zip(outcomes) {
+                    let e = expected
+                        .entry(String::from_utf8_lossy(&item.key).into_owned())
+                        .or_default();
                     match outcome {
                         Outcome::Ok(()) => {
-                            let e = acked
-                                .entry(String::from_utf8_lossy(&item.key).into_owned())
-                                .or_default();
-                            e.0 += item.delta;
-                            e.1 += 1;
+                            e.acked_sum += item.delta;
+                            e.acked_count += 1;
                         }
                         Outcome::Indeterminate(_) => {
-                            *unknown
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner) += 1
+                            e.maybe_sum += item.delta;
+                            e.maybe_count += 1;
                         }
                         Outcome::Failed(_) => {}
                     }
@@ -169,30 +246,105 @@ async fn demo(args: &DemoArgs, json: bool, addr: &str) -> Result<(), String> {
             sent
         }));
     }
+    if !args.no_failure {
+        let third = Duration::from_secs(args.seconds) / 3;
+        tokio::time::sleep(third).await;
+        let victim = &mut nodes[NODES - 1];
+        victim.kill9().await;
+        if !json {
+            println!(
+                "  {:>5.1} s: killed node {} with SIGKILL; writes go on at QUORUM, hints pile up",
+                started.elapsed().as_secs_f64(),
+                victim.host_id
+            );
+        }
+        tokio::time::sleep(third).await;
+        victim.start(members)?;
+        wait_for(&victim.addr).await?;
+        if !json {
+            println!(
+                "  {:>5.1} s: restarted node {}; hints are replayed to it",
+                started.elapsed().as_secs_f64(),
+                victim.host_id
+            );
+        }
+    }
     let mut sent = 0;
     for p in producers {
         sent += p.await.map_err(|e| e.to_string())?;
     }
-    let acked = acknowledged
+    let expected = expected
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    let acked_events: u64 = acked.values().map(|(_, c)| c).sum();
+    let acked_events: u64 = expected.values().map(|e| e.acked_count).sum();
+    let maybe_events: u64 = expected.values().map(|e| e.maybe_count).sum();
 
-    // Check every counter against what was acknowledged.
+    // Wait for every node's hints to drain.
+    let drain_deadline = Instant::now() + Duration::from_secs(30);
+    let hints_written = loop {
+        let mut pending = 0;
+        let mut written = 0;
+        for addr in &seeds {
+            let node = wait_for(addr).await?;
+            let status = node.status().await.map_err(|e| e.to_string())?;
+            pending += status.hints_pending;
+            written += status.hints_written;
+        }
+        if pending == 0 {
+            break written;
+        }
+        if Instant::now() > drain_deadline {
+            return Err(format!("{pending} hints still pending after 30 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    // Every replica holds the same copy (checked before any read could
+    // repair them: this is hinted handoff's work).
     let mut mismatches = Vec::new();
-    for (key, (sum, count)) in &acked {
+    let mut diverged = Vec::new();
+    for key in expected.keys() {
+        let views = client
+            .inspect_replicas("events", key.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let agree = views.len() == NODES
+            && views.iter().all(|v| v.error.is_none())
+            && views.windows(2).all(|w| w[0].shards == w[1].shards);
+        if !agree {
+            diverged.push(key.clone());
+        }
+    }
+    let diverged_count = diverged.len();
+    if !diverged.is_empty() {
+        diverged.truncate(5);
+        mismatches.push(format!(
+            "{diverged_count} counters differ between replicas after the hints drained, e.g. {}",
+            diverged.join(", ")
+        ));
+    }
+
+    // Check every counter: at least what was acknowledged, at most that
+    // plus the increments whose outcome is unknown (cut off by the kill).
+    for (key, e) in &expected {
         let got = client
             .total("events", key.as_bytes())
             .await
             .map_err(|e| e.to_string())?;
-        if (got.sum, got.count) != (*sum, *count) {
+        let sum_ok = got.sum >= e.acked_sum && got.sum <= e.acked_sum + e.maybe_sum;
+        let count_ok = got.count >= e.acked_count && got.count <= e.acked_count + e.maybe_count;
+        if !(sum_ok && count_ok) {
             mismatches.push(format!(
-                "{key}: stored {}/{}, acknowledged {sum}/{count}",
-                got.sum, got.count
+                "{key}: stored {}/{}, acknowledged {}/{} (+ up to {}/{} unknown)",
+                got.sum, got.count, e.acked_sum, e.acked_count, e.maybe_sum, e.maybe_count
             ));
         }
     }
+    let acked: HashMap<String, (i64, u64)> = expected
+        .iter()
+        .map(|(k, e)| (k.clone(), (e.acked_sum, e.acked_count)))
+        .collect();
     let mut top: Vec<(&String, &(i64, u64))> =
         acked.iter().filter(|(k, _)| k.ends_with("/view")).collect();
     top.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
@@ -209,9 +361,14 @@ async fn demo(args: &DemoArgs, json: bool, addr: &str) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let series_sum: i64 = series.iter().map(|p| p.sum).sum();
-    if top.first().is_some_and(|(_, (sum, _))| *sum != series_sum) {
+    let series_total = client
+        .total("events", series_key.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    if !top.is_empty() && series_total.sum != series_sum {
         mismatches.push(format!(
-            "{series_key}: per-minute series sums to {series_sum}"
+            "{series_key}: per-minute series sums to {series_sum}, its total is {}",
+            series_total.sum
         ));
     }
 
@@ -220,14 +377,15 @@ async fn demo(args: &DemoArgs, json: bool, addr: &str) -> Result<(), String> {
             "{}",
             serde_json::json!({
                 "events_sent": sent, "events_acknowledged": acked_events, "counters": acked.len(),
-                "indeterminate": *unknown.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+                "indeterminate": maybe_events, "hints_written": hints_written,
                 "top": top.iter().map(|(k, (s, _))| serde_json::json!({"key": k, "views": s})).collect::<Vec<_>>(),
                 "series": series, "mismatches": mismatches,
             })
         );
     } else {
         println!(
-            "sent {sent} events in {} s ({:.0}/s); {acked_events} acknowledged across {} counters\n",
+            "sent {sent} events in {} s ({:.0}/s); {acked_events} acknowledged across {} counters, \
+             {maybe_events} indeterminate (in flight at the kill); {hints_written} cells hinted and replayed\n",
             args.seconds,
             sent as f64 / args.seconds.max(1) as f64,
             acked.len()
@@ -252,7 +410,7 @@ async fn demo(args: &DemoArgs, json: bool, addr: &str) -> Result<(), String> {
         println!();
         if mismatches.is_empty() {
             println!(
-                "check: all {} counters equal what the node acknowledged",
+                "check: all {} counters hold what the cluster acknowledged, and all {NODES} replicas agree",
                 acked.len()
             );
         }

@@ -58,6 +58,9 @@ enum Command {
         /// Namespace.
         #[arg(long, default_value = "events")]
         ns: String,
+        /// Show each replica's raw copy (shards with clocks) instead.
+        #[arg(long)]
+        replicas: bool,
     },
     /// A counter's per-bucket series.
     Range {
@@ -95,8 +98,10 @@ enum Command {
         /// A namespace to describe (all when omitted).
         name: Option<String>,
     },
-    /// A node's status.
+    /// The cluster as a node sees it: itself and its peers.
     Status,
+    /// Token ranges and their replicas.
+    Ring,
     /// Load generator.
     Bench(bench::BenchArgs),
     /// Start local node(s), stream synthetic video views, and show the counts.
@@ -156,7 +161,59 @@ async fn run(cli: Cli) -> Result<(), String> {
                 None => Err("no result".into()),
             }
         }
-        Command::Get { key, ns } => {
+        Command::Get { key, ns, replicas } if *replicas => {
+            let client = connect(&cli).await?;
+            let views = client
+                .inspect_replicas(ns, key.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            if cli.json {
+                print_json(&views);
+            } else {
+                println!(
+                    "{:<8} {:<22} {:>12} {:>10}  shards (id:clock=sum)",
+                    "host id", "address", "sum", "count"
+                );
+                for v in &views {
+                    let (sum, count) = v.shards.iter().fold((0i64, 0u64), |(s, c), x| {
+                        (s.wrapping_add(x.sum), c.wrapping_add(x.count))
+                    });
+                    let detail = match &v.error {
+                        Some(e) => format!("unreachable: {e}"),
+                        None => v
+                            .shards
+                            .iter()
+                            .map(|x| {
+                                format!(
+                                    "{}.{}:{}={}",
+                                    x.id >> 32,
+                                    x.id & 0xffff_ffff,
+                                    x.clock,
+                                    x.sum
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    };
+                    println!(
+                        "{:<8} {:<22} {:>12} {:>10}  {detail}",
+                        v.host_id, v.address, sum, count
+                    );
+                }
+                let copies: Vec<&Vec<tally_client::ShardView>> = views
+                    .iter()
+                    .filter(|v| v.error.is_none())
+                    .map(|v| &v.shards)
+                    .collect();
+                if copies.windows(2).all(|w| w[0] == w[1]) {
+                    println!("replicas agree");
+                } else {
+                    println!("replicas differ (read repair or hint replay will converge them)");
+                }
+            }
+            Ok(())
+        }
+        Command::Get { key, ns, .. } => {
             let client = connect(&cli).await?;
             let c = client
                 .total(ns, key.as_bytes())
@@ -258,17 +315,74 @@ async fn run(cli: Cli) -> Result<(), String> {
                 print_json(&s);
             } else {
                 println!(
-                    "{:<8} {:<22} {:>10} {:>12} {:>10}",
-                    "host id", "address", "uptime s", "increments", "disk MiB"
-                );
-                println!(
-                    "{:<8} {:<22} {:>10} {:>12} {:>10.1}",
+                    "node {} at {} (epoch {}, up {} s): {} increments, {:.1} MiB on disk",
                     s.node_id,
                     s.address,
+                    s.epoch,
                     s.uptime_ms / 1000,
                     s.increments,
                     s.disk_bytes as f64 / (1 << 20) as f64
                 );
+                println!(
+                    "hints: {} pending, {} written, {} replayed, {} dropped; read repairs: {} cells",
+                    s.hints_pending, s.hints_written, s.hints_replayed, s.hints_dropped, s.read_repairs
+                );
+                if !s.peers.is_empty() {
+                    println!();
+                    println!(
+                        "{:<6} {:<8} {:<22} {:>16}",
+                        "state", "host id", "address", "last contact"
+                    );
+                    for p in &s.peers {
+                        let seen = p
+                            .last_contact_ms_ago
+                            .map_or("never".to_owned(), |ms| format!("{ms} ms ago"));
+                        println!(
+                            "{:<6} {:<8} {:<22} {:>16}",
+                            if p.up { "UP" } else { "DOWN" },
+                            p.host_id,
+                            p.address,
+                            seen
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Ring => {
+            let client = connect(&cli).await?;
+            let table = client.refresh_routing().await.map_err(|e| e.to_string())?;
+            if cli.json {
+                print_json(table.as_ref());
+            } else {
+                println!(
+                    "epoch {}, replication factor {}, {} nodes, {} ranges",
+                    table.epoch,
+                    table.replication_factor,
+                    table.nodes.len(),
+                    table.ranges.len()
+                );
+                println!(
+                    "{:<22} {:>8}  replicas (primary first)",
+                    "range end token", "share"
+                );
+                let n = table.ranges.len();
+                for (i, r) in table.ranges.iter().enumerate() {
+                    let start = table.ranges[(i + n - 1) % n].end_token;
+                    let width = r.end_token.wrapping_sub(start);
+                    let share = if n == 1 {
+                        100.0
+                    } else {
+                        width as f64 / 2f64.powi(64) * 100.0
+                    };
+                    let replicas: Vec<String> = r.replicas.iter().map(u64::to_string).collect();
+                    println!(
+                        "{:<22} {:>7.2}%  {}",
+                        r.end_token,
+                        share,
+                        replicas.join(", ")
+                    );
+                }
             }
             Ok(())
         }
