@@ -92,6 +92,11 @@ pub fn decode(bytes: &[u8]) -> Option<CellKey> {
     })
 }
 
+/// The token a cell key starts with (its partition key's ring position).
+pub fn token_of(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
 /// The bucket start of a cell key's value bytes, read from the end of the
 /// key (for range scans, which know the rest).
 pub fn bucket_of(bytes: &[u8]) -> Option<i64> {
@@ -116,6 +121,7 @@ mod tests {
             let d = decode(&ka).unwrap();
             prop_assert_eq!(d, CellKey { namespace: "events".into(), key: key.clone(), resolution: Resolution::Minute, bucket_start_ms: a });
             prop_assert_eq!(bucket_of(&ka), Some(a));
+            prop_assert_eq!(token_of(&ka), Some(token("events", &key).0));
         }
 
         #[test]

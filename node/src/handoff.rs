@@ -1,4 +1,5 @@
-//! Hint replay: delivering stored hints once their target is up again.
+//! Hint replay: delivering stored hints once their target is up again,
+//! and hinting what a crash may have left unreplicated.
 //!
 //! A loop wakes every `interval`, lists the targets that have hints, and
 //! for each one [`Peers`] considers up sends batches of hinted cells as
@@ -7,15 +8,28 @@
 //! delivered batch is removed from the store (unless newer hints merged
 //! into it meanwhile); a failed one stays for the next round. Cells are
 //! states merged by the CRDT rule, so a batch delivered twice is harmless.
+//!
+//! A leader that dies after its own write and before its replicas heard of
+//! it leaves a shard state that only it holds, and nothing would ever send
+//! it on (Cassandra leaves this to repair). Those writes are the newest
+//! ones, so they are in the WAL the engine replays at start:
+//! [`hint_recovered`] turns every recovered cell into hints for its other
+//! replicas, and replay delivers them like any other hint. (A write whose
+//! memtable was flushed before its replication was even sent is not
+//! covered; read repair and anti-entropy are.)
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tally_client::{Request, Response};
+use tally_client::{CellState, Request, Response};
+use tally_consensus::{ClusterMap, HostId};
 
+use crate::cell_key;
 use crate::hints::HintStore;
 use crate::metadata::Metadata;
 use crate::peers::Peers;
+use crate::shard_set::ShardSet;
+use crate::store::CounterStore;
 
 /// How hints are replayed.
 #[derive(Debug, Clone)]
@@ -42,6 +56,58 @@ impl Default for ReplayConfig {
 }
 
 const MAX_BATCHES_PER_ROUND: usize = 4096;
+/// Recovered cells hinted per hint-store write.
+const RECOVERED_PER_WRITE: usize = 4096;
+
+/// Stores hints, for the other replicas, of every cell the storage engine
+/// replayed from its WAL when it opened. Returns the number of cells.
+pub fn hint_recovered(
+    store: &CounterStore,
+    hints: &HintStore,
+    map: &ClusterMap,
+    self_id: HostId,
+) -> tally_storage::Result<u64> {
+    let keys = store.db().take_recovered_keys();
+    let mut pending: std::collections::HashMap<HostId, Vec<CellState>> = Default::default();
+    let mut cells = 0u64;
+    for key in keys {
+        let Some(token) = cell_key::token_of(&key) else {
+            continue;
+        };
+        let targets: Vec<HostId> = map
+            .replicas(token)
+            .iter()
+            .copied()
+            .filter(|&h| h != self_id)
+            .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        let Some(value) = store.db().get(&key)? else {
+            continue;
+        };
+        if !ShardSet::is_valid(&value) {
+            continue;
+        }
+        cells += 1;
+        for host in targets {
+            let batch = pending.entry(host).or_default();
+            batch.push(CellState {
+                key: key.clone(),
+                value: value.clone(),
+            });
+            if batch.len() >= RECOVERED_PER_WRITE {
+                hints.store(host, map.epoch(), &std::mem::take(batch))?;
+            }
+        }
+    }
+    for (host, batch) in pending {
+        if !batch.is_empty() {
+            hints.store(host, map.epoch(), &batch)?;
+        }
+    }
+    Ok(cells)
+}
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> tally_storage::Result<T> + Send + 'static,

@@ -84,6 +84,8 @@ struct Inner {
     poison_reason: Mutex<Option<String>>,
     shutdown: AtomicBool,
     metrics: Metrics,
+    /// Keys replayed from the WAL at open, until taken.
+    recovered_keys: Mutex<Vec<Vec<u8>>>,
     _lock: Box<dyn Any + Send + Sync>,
 }
 
@@ -234,6 +236,7 @@ impl Db {
         let next_number = AtomicU64::new(state.next_file_number.max(max_on_disk + 1));
         let mut memtable = Memtable::new(0);
         let mut recovered_tables: Vec<LiveTable> = Vec::new();
+        let mut recovered_keys: Vec<Vec<u8>> = Vec::new();
         let replayed = wals.iter().enumerate().try_for_each(|(i, &n)| {
             wal::replay(
                 &*fs,
@@ -243,6 +246,7 @@ impl Db {
                     memtable.apply(batch.into_ops(), &*op);
                     if memtable.approximate_bytes() >= opts.memtable_bytes {
                         recovered_tables.push(write_l0(&fs, dir, &opts, &next_number, &memtable)?);
+                        recovered_keys.extend(memtable.entries().into_iter().map(|(k, _)| k));
                         memtable = Memtable::new(0);
                     }
                     Ok(())
@@ -252,6 +256,7 @@ impl Db {
         let replayed = replayed.and_then(|()| {
             if !memtable.is_empty() {
                 recovered_tables.push(write_l0(&fs, dir, &opts, &next_number, &memtable)?);
+                recovered_keys.extend(memtable.entries().into_iter().map(|(k, _)| k));
             }
             Ok(())
         });
@@ -268,6 +273,8 @@ impl Db {
             live.push((0, Arc::new(table)));
         }
         version = version.with_changes(&[], live);
+        recovered_keys.sort_unstable();
+        recovered_keys.dedup();
 
         // A fresh WAL and manifest; then remove what they make obsolete.
         let wal_number = next_number.fetch_add(1, Ordering::SeqCst);
@@ -315,6 +322,7 @@ impl Db {
             poison_reason: Mutex::new(None),
             shutdown: AtomicBool::new(false),
             metrics: Metrics::default(),
+            recovered_keys: Mutex::new(recovered_keys),
             _lock: lock,
         });
         let mut threads = Vec::new();
@@ -423,6 +431,15 @@ impl Db {
             };
             self.inner.run_compaction(plan)?;
         }
+    }
+
+    /// The keys of the writes this engine replayed from its WAL when it
+    /// opened (sorted, each once): the newest writes before the last stop.
+    /// A replicated store uses them to re-send what may not have reached
+    /// other replicas before a crash. Returns them once; later calls get
+    /// an empty list.
+    pub fn take_recovered_keys(&self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut *self.inner.recovered_keys.lock())
     }
 
     /// The engine's counters.

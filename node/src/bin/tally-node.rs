@@ -127,6 +127,17 @@ fn run(config: NodeConfig) -> Result<(), String> {
     let hints = Arc::new(hints);
     let map = config.cluster_map()?;
     let members = map.members().count();
+    if config.hinted_handoff {
+        let self_id = HostId(u64::from(identity.host_id));
+        let cells = handoff::hint_recovered(&store, &hints, &map, self_id)
+            .map_err(|e| format!("hinting recovered cells: {e}"))?;
+        if cells > 0 {
+            tracing::info!(
+                cells,
+                "hinted the cells recovered from the WAL for the other replicas"
+            );
+        }
+    }
     let metadata: Arc<dyn Metadata> = Arc::new(StaticMetadata::new(map));
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
     runtime.block_on(async {

@@ -119,6 +119,25 @@ async fn wait_for(addr: &str) -> Result<Client, String> {
     }
 }
 
+/// Waits until every node sees the other nodes up.
+async fn wait_all_up(nodes: &[DemoNode]) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for node in nodes {
+        let client = wait_for(&node.addr).await?;
+        loop {
+            let status = client.status().await.map_err(|e| e.to_string())?;
+            if status.peers.iter().all(|p| p.up) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("node {} does not see its peers", node.host_id));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
 fn cluster(dir: &Path) -> Result<(Vec<DemoNode>, String), String> {
     let mut nodes = Vec::new();
     for i in 1..=NODES {
@@ -179,6 +198,7 @@ async fn demo(
     for node in nodes.iter() {
         wait_for(&node.addr).await?;
     }
+    wait_all_up(nodes).await?;
     let seeds: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
     let client = Client::connect(ClientConfig::with_seeds(seeds.clone()))
         .await
@@ -249,23 +269,20 @@ async fn demo(
     if !args.no_failure {
         let third = Duration::from_secs(args.seconds) / 3;
         tokio::time::sleep(third).await;
-        let victim = &mut nodes[NODES - 1];
-        victim.kill9().await;
+        nodes[NODES - 1].kill9().await;
         if !json {
             println!(
-                "  {:>5.1} s: killed node {} with SIGKILL; writes go on at QUORUM, hints pile up",
+                "  {:>5.1} s: killed node {NODES} with SIGKILL; writes go on at QUORUM, hints pile up",
                 started.elapsed().as_secs_f64(),
-                victim.host_id
             );
         }
         tokio::time::sleep(third).await;
-        victim.start(members)?;
-        wait_for(&victim.addr).await?;
+        nodes[NODES - 1].start(members)?;
+        wait_all_up(nodes).await?;
         if !json {
             println!(
-                "  {:>5.1} s: restarted node {}; hints are replayed to it",
+                "  {:>5.1} s: restarted node {NODES}; hints are replayed to it",
                 started.elapsed().as_secs_f64(),
-                victim.host_id
             );
         }
     }
