@@ -382,7 +382,7 @@ impl Client {
         }
     }
 
-    /// The status of the next node in turn.
+    /// The status of the first seed that answers.
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
         match self.read(&Request::Status).await? {
             Response::Status(s) => Ok(s),
@@ -418,7 +418,8 @@ impl Client {
                     None => Vec::new(),
                 }
             }
-            _ => Vec::new(),
+            // Node-level requests go to the nodes the caller named.
+            _ => self.inner.config.seeds.clone(),
         };
         match self.inner.execute(request, &preferred).await {
             Ok(Response::Error { code, message }) => Err(ClientError::Node { code, message }),
