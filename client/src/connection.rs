@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -124,6 +124,20 @@ impl Connection {
         request: &Request,
         timeout: Duration,
     ) -> Result<Response, (ClientError, Delivery)> {
+        let mut body = BytesMut::new();
+        request.encode_body(&mut body);
+        self.call_encoded(request.kind(), body.freeze(), timeout)
+            .await
+    }
+
+    /// Sends a request already encoded as `kind` and `body` (for senders
+    /// that build a body from parts without assembling a [`Request`]).
+    pub async fn call_encoded(
+        &self,
+        kind: u8,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Response, (ClientError, Delivery)> {
         if self.is_closed() {
             return Err((
                 ClientError::ConnectionLost(format!("{}: connection closed", self.addr)),
@@ -131,14 +145,12 @@ impl Connection {
             ));
         }
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut body = BytesMut::new();
-        request.encode_body(&mut body);
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(request_id, tx);
         let frame = Frame {
-            kind: request.kind(),
+            kind,
             request_id,
-            body: body.freeze(),
+            body,
         };
         if self.out.send(frame).await.is_err() {
             lock(&self.pending).remove(&request_id);

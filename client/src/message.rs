@@ -593,11 +593,31 @@ fn get_increments(r: &mut Reader<'_>) -> Result<Vec<Increment>, DecodeError> {
 }
 
 fn put_cells(buf: &mut BytesMut, cells: &[CellState]) {
-    buf.put_u32_le(cells.len() as u32);
-    for cell in cells {
+    put_cell_chunks(buf, &[cells]);
+}
+
+fn put_cell_chunks(buf: &mut BytesMut, chunks: &[&[CellState]]) {
+    let n: usize = chunks.iter().map(|c| c.len()).sum();
+    let bytes: usize = chunks
+        .iter()
+        .flat_map(|c| c.iter())
+        .map(|c| 6 + c.key.len() + c.value.len())
+        .sum();
+    buf.reserve(4 + bytes);
+    buf.put_u32_le(n as u32);
+    for cell in chunks.iter().flat_map(|c| c.iter()) {
         put_bytes16(buf, &cell.key);
         put_bytes32(buf, &cell.value);
     }
+}
+
+/// Encodes the body of a `ReplicaWrite` of the concatenation of `chunks`
+/// (the same bytes as `Request::ReplicaWrite` with those cells), for
+/// senders that coalesce several writers' cells into one message.
+pub fn encode_replica_write(epoch: u64, chunks: &[&[CellState]], buf: &mut BytesMut) -> u8 {
+    buf.put_u64_le(epoch);
+    put_cell_chunks(buf, chunks);
+    kind::REPLICA_WRITE
 }
 
 fn get_cells(r: &mut Reader<'_>) -> Result<Vec<CellState>, DecodeError> {

@@ -317,6 +317,21 @@ proptest! {
     }
 
     #[test]
+    fn a_coalesced_replica_write_is_the_concatenated_one(
+        epoch in any::<u64>(),
+        chunks in proptest::collection::vec(proptest::collection::vec(cell(), 0..4), 0..4),
+    ) {
+        let parts: Vec<&[CellState]> = chunks.iter().map(Vec::as_slice).collect();
+        let mut coalesced = BytesMut::new();
+        let kind = tally_client::message::encode_replica_write(epoch, &parts, &mut coalesced);
+        let whole = Request::ReplicaWrite { epoch, cells: chunks.concat() };
+        let mut body = BytesMut::new();
+        whole.encode_body(&mut body);
+        prop_assert_eq!(kind, whole.kind());
+        prop_assert_eq!(coalesced, body);
+    }
+
+    #[test]
     fn arbitrary_bodies_never_panic(kind in any::<u8>(), body in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = Request::decode(kind, &body);
         let _ = Response::decode(kind, &body);

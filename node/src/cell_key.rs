@@ -69,6 +69,23 @@ pub fn bucket_range(
     (start, end)
 }
 
+/// Whether `bytes` is a well-formed cell key (what [`decode`] accepts),
+/// without allocating: replicas check every cell they are sent.
+pub fn is_valid(bytes: &[u8]) -> bool {
+    fn check(bytes: &[u8]) -> Option<()> {
+        let rest = bytes.get(8..)?;
+        let (&ns_len, rest) = rest.split_first()?;
+        std::str::from_utf8(rest.get(..ns_len as usize)?).ok()?;
+        let rest = &rest[ns_len as usize..];
+        let key_len = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+        let rest = rest.get(2 + key_len..)?;
+        let (&res, rest) = rest.split_first()?;
+        Resolution::from_code(res)?;
+        (rest.len() == 8).then_some(())
+    }
+    check(bytes).is_some()
+}
+
 /// Decodes a storage key; `None` if it is not a well-formed cell key.
 pub fn decode(bytes: &[u8]) -> Option<CellKey> {
     let rest = bytes.get(8..)?;
@@ -126,7 +143,22 @@ mod tests {
 
         #[test]
         fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
-            let _ = decode(&bytes);
+            prop_assert_eq!(is_valid(&bytes), decode(&bytes).is_some());
+        }
+
+        #[test]
+        fn a_damaged_key_is_never_valid_unless_it_decodes(
+            key in proptest::collection::vec(any::<u8>(), 1..20),
+            cut in 0usize..40,
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let mut k = encode("events", &key, Resolution::Hour, 3_600_000);
+            prop_assert!(is_valid(&k));
+            let i = flip.index(k.len());
+            k[i] ^= 0x80;
+            prop_assert_eq!(is_valid(&k), decode(&k).is_some());
+            k.truncate(cut.min(k.len()));
+            prop_assert_eq!(is_valid(&k), decode(&k).is_some());
         }
     }
 }

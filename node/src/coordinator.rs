@@ -51,6 +51,7 @@ use crate::hints::HintStore;
 use crate::metadata::Metadata;
 use crate::peers::Peers;
 use crate::query::{self, ReadPlan};
+use crate::replicator::Replicator;
 use crate::shard_set::ShardSet;
 use crate::store::CounterStore;
 use crate::write_pipeline::WritePipeline;
@@ -101,6 +102,7 @@ pub struct Coordinator {
     metadata: Arc<dyn Metadata>,
     peers: Arc<Peers>,
     hints: Arc<HintStore>,
+    replicator: Arc<Replicator>,
     config: CoordinatorConfig,
     read_repairs: AtomicU64,
     one_reads: AtomicU64,
@@ -120,6 +122,14 @@ impl Coordinator {
         hints: Arc<HintStore>,
         config: CoordinatorConfig,
     ) -> Arc<Coordinator> {
+        let replicator = Replicator::new(
+            peers.clone(),
+            hints.clone(),
+            crate::replicator::ReplicatorConfig {
+                hinted_handoff: config.hinted_handoff,
+                ..Default::default()
+            },
+        );
         Arc::new(Coordinator {
             self_id,
             store,
@@ -127,6 +137,7 @@ impl Coordinator {
             metadata,
             peers,
             hints,
+            replicator,
             config,
             read_repairs: AtomicU64::new(0),
             one_reads: AtomicU64::new(0),
@@ -277,33 +288,21 @@ impl Coordinator {
         if led.cells.is_empty() {
             return led.results;
         }
-        let others: Vec<HostId> = replicas
-            .iter()
-            .copied()
-            .filter(|&h| h != self.self_id)
-            .collect();
-        let request = Arc::new(Request::ReplicaWrite {
-            epoch: map.epoch(),
-            cells: led.cells,
-        });
-        let (acks, mut answers) = tokio::sync::mpsc::channel::<bool>(others.len().max(1));
-        for &host in &others {
+        let epoch = map.epoch();
+        let cells = Arc::new(led.cells);
+        let mut answers = FuturesUnordered::new();
+        for &host in replicas.iter().filter(|&&h| h != self.self_id) {
             if self.peers.is_up(host) {
-                let (this, request, acks) = (self.clone(), request.clone(), acks.clone());
-                tokio::spawn(async move {
-                    let ok = this.replicate(host, request, deadline).await;
-                    let _ = acks.send(ok).await;
-                });
+                answers.push(self.replicator.send(host, epoch, cells.clone(), deadline));
             } else {
-                self.hint(host, &request);
+                self.replicator.hint(host, epoch, vec![cells.clone()]);
             }
         }
-        drop(acks);
         let mut acknowledged = 1;
         while acknowledged < w {
-            match tokio::time::timeout_at(deadline.into(), answers.recv()).await {
-                Ok(Some(true)) => acknowledged += 1,
-                Ok(Some(false)) => {}
+            match tokio::time::timeout_at(deadline.into(), answers.next()).await {
+                Ok(Some(Ok(true))) => acknowledged += 1,
+                Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }
         }
@@ -317,51 +316,6 @@ impl Coordinator {
                 other => other,
             })
             .collect()
-    }
-
-    /// Sends a replica its cells; hints them if it does not acknowledge.
-    async fn replicate(
-        self: Arc<Self>,
-        host: HostId,
-        request: Arc<Request>,
-        deadline: Instant,
-    ) -> bool {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ok = !left.is_zero()
-            && matches!(
-                self.peers.call(host, &request, left).await,
-                Ok(Response::Ack)
-            );
-        if !ok {
-            self.hint(host, &request);
-        }
-        ok
-    }
-
-    /// Stores a hint of a `ReplicaWrite` for `host` (in the background).
-    fn hint(&self, host: HostId, request: &Arc<Request>) {
-        if !self.config.hinted_handoff {
-            return;
-        }
-        let Request::ReplicaWrite { epoch, cells } = request.as_ref() else {
-            return;
-        };
-        if self
-            .peers
-            .down_for(host)
-            .is_some_and(|d| d > self.hints.window())
-        {
-            self.hints.note_dropped(cells.len() as u64);
-            return;
-        }
-        let (hints, request, epoch) = (self.hints.clone(), request.clone(), *epoch);
-        tokio::task::spawn_blocking(move || {
-            if let Request::ReplicaWrite { cells, .. } = request.as_ref() {
-                if let Err(e) = hints.store(host, epoch, cells) {
-                    tracing::error!(target = host.0, error = %e, "storing a hint failed");
-                }
-            }
-        });
     }
 
     /// Forwards a part to a live replica to lead.
@@ -562,19 +516,13 @@ impl Coordinator {
             let ok = if host == self.self_id {
                 self.writer.merge(cells).await.is_ok()
             } else {
-                let request = Arc::new(Request::ReplicaWrite {
-                    epoch: map.epoch(),
-                    cells,
-                });
-                let left = deadline.saturating_duration_since(Instant::now());
-                let ok = matches!(
-                    self.peers.call(host, &request, left).await,
-                    Ok(Response::Ack)
-                );
-                if !ok {
-                    self.hint(host, &request);
-                }
-                ok
+                let answer = self
+                    .replicator
+                    .send(host, map.epoch(), Arc::new(cells), deadline);
+                matches!(
+                    tokio::time::timeout_at(deadline.into(), answer).await,
+                    Ok(Ok(true))
+                )
             };
             if ok {
                 self.read_repairs.fetch_add(n, Ordering::Relaxed);

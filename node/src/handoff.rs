@@ -97,13 +97,13 @@ pub fn hint_recovered(
                 value: value.clone(),
             });
             if batch.len() >= RECOVERED_PER_WRITE {
-                hints.store(host, map.epoch(), &std::mem::take(batch))?;
+                hints.store(host, map.epoch(), &[&std::mem::take(batch)])?;
             }
         }
     }
     for (host, batch) in pending {
         if !batch.is_empty() {
-            hints.store(host, map.epoch(), &batch)?;
+            hints.store(host, map.epoch(), &[&batch])?;
         }
     }
     Ok(cells)

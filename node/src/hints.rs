@@ -175,17 +175,20 @@ impl HintStore {
         self.window
     }
 
-    /// Stores hints of `cells` for `target`, written under `epoch`.
-    /// Callers validated the cells (the coordinator built them).
+    /// Stores hints of the cells in `chunks` for `target`, written under
+    /// `epoch`, in one storage write. Callers validated the cells (the
+    /// coordinator built them).
     pub fn store(
         &self,
         target: HostId,
         epoch: u64,
-        cells: &[CellState],
+        chunks: &[&[CellState]],
     ) -> tally_storage::Result<()> {
         let now = self.clock.now_ms();
         let mut batch = WriteBatch::new();
-        for cell in cells {
+        let mut n = 0;
+        for cell in chunks.iter().flat_map(|c| c.iter()) {
+            n += 1;
             batch.merge(
                 hint_key(target, &cell.key),
                 hint_value(now, epoch, &cell.value),
@@ -193,8 +196,7 @@ impl HintStore {
         }
         let _guard = self.mutation.lock();
         self.db.write(batch)?;
-        self.written
-            .fetch_add(cells.len() as u64, Ordering::Relaxed);
+        self.written.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 
@@ -361,10 +363,10 @@ mod tests {
         let hints = open(dir.path(), clock);
         for c in 1..=50u64 {
             hints
-                .store(HostId(2), 1, &[cell(b"a", c, c as i64)])
+                .store(HostId(2), 1, &[&[cell(b"a", c, c as i64)]])
                 .unwrap();
         }
-        hints.store(HostId(3), 1, &[cell(b"b", 1, 1)]).unwrap();
+        hints.store(HostId(3), 1, &[&[cell(b"b", 1, 1)]]).unwrap();
         assert_eq!(hints.targets().unwrap(), vec![HostId(2), HostId(3)]);
         assert_eq!(hints.pending().unwrap(), 2);
         let batch = hints.batch(HostId(2), 10).unwrap();
@@ -378,10 +380,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock(AtomicI64::new(1_000)));
         let hints = open(dir.path(), clock);
-        hints.store(HostId(2), 1, &[cell(b"a", 1, 1)]).unwrap();
+        hints.store(HostId(2), 1, &[&[cell(b"a", 1, 1)]]).unwrap();
         let batch = hints.batch(HostId(2), 10).unwrap();
         // A newer state arrives while the batch is on the wire.
-        hints.store(HostId(2), 1, &[cell(b"a", 2, 5)]).unwrap();
+        hints.store(HostId(2), 1, &[&[cell(b"a", 2, 5)]]).unwrap();
         hints.delivered(&batch).unwrap();
         let left = hints.batch(HostId(2), 10).unwrap();
         assert_eq!(left.len(), 1, "the newer hint was kept");
@@ -397,9 +399,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock(AtomicI64::new(1_000)));
         let hints = open(dir.path(), clock.clone());
-        hints.store(HostId(2), 1, &[cell(b"old", 1, 1)]).unwrap();
+        hints.store(HostId(2), 1, &[&[cell(b"old", 1, 1)]]).unwrap();
         clock.0.store(1_000 + 2 * 3_600_000, Ordering::SeqCst);
-        hints.store(HostId(2), 1, &[cell(b"new", 1, 1)]).unwrap();
+        hints.store(HostId(2), 1, &[&[cell(b"new", 1, 1)]]).unwrap();
         clock.0.store(1_000 + 4 * 3_600_000, Ordering::SeqCst);
         let batch = hints.batch(HostId(2), 10).unwrap();
         assert_eq!(batch.len(), 1);
@@ -417,7 +419,7 @@ mod tests {
             key: b"a".to_vec(),
             value: vec![9, 9, 9],
         };
-        assert!(hints.store(HostId(2), 1, &[bad]).is_err());
+        assert!(hints.store(HostId(2), 1, &[&[bad]]).is_err());
         assert_eq!(hints.pending().unwrap(), 0);
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! - [`Coordinator`]: runs a request over the key's replicas (quorums,
 //!   leaders, forwarding, read repair). [`Peers`]: connections to the
-//!   other nodes and who is up. [`HintStore`] and [`handoff`]: hinted
-//!   handoff for replicas that miss writes. [`Metadata`]: where the
+//!   other nodes and who is up. [`Replicator`]: coalesced delivery of cell
+//!   states to peers. [`HintStore`] and [`handoff`]: hinted handoff for
+//!   replicas that miss writes. [`Metadata`]: where the
 //!   cluster map comes from (static configuration today).
 //! - [`CounterStore`]: increments, cell reads and merges over cells keyed
 //!   by [`cell_key`], valued by the CRDT [`ShardSet`]; [`ReadPlan`]: a read
@@ -27,6 +28,7 @@ mod metadata;
 mod namespace;
 mod peers;
 mod query;
+mod replicator;
 mod server;
 mod shard_set;
 mod store;
@@ -40,6 +42,7 @@ pub use metadata::{Metadata, StaticMetadata};
 pub use namespace::{Namespace, Namespaces, DEFAULT_NAMESPACE};
 pub use peers::{PeerConfig, Peers};
 pub use query::{cover, ReadPlan};
+pub use replicator::{Replicator, ReplicatorConfig};
 pub use server::Server;
 pub use shard_set::{CounterMerge, Shard, ShardSet};
 pub use store::{valid_cell, Clock, CounterStore, Led, RequestError, StoreLimits, SystemClock};

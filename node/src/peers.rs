@@ -123,9 +123,23 @@ impl Peers {
         request: &Request,
         timeout: Duration,
     ) -> Result<Response, (ClientError, Delivery)> {
+        let mut body = bytes::BytesMut::new();
+        request.encode_body(&mut body);
+        self.call_encoded(host, request.kind(), body.freeze(), timeout)
+            .await
+    }
+
+    /// [`Peers::call`] with a request already encoded.
+    pub async fn call_encoded(
+        &self,
+        host: HostId,
+        kind: u8,
+        body: bytes::Bytes,
+        timeout: Duration,
+    ) -> Result<Response, (ClientError, Delivery)> {
         let peer = self.peer(host);
         let result = match self.connection(host, &peer, timeout).await {
-            Ok(conn) => conn.call(request, timeout).await,
+            Ok(conn) => conn.call_encoded(kind, body, timeout).await,
             Err(e) => Err((e, Delivery::NotSent)),
         };
         self.record(host, &peer, &result);

@@ -14,7 +14,8 @@
 //! Retention is enforced twice: reads skip buckets past retention, and the
 //! compaction filter drops them from disk.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -98,7 +99,29 @@ const CACHED_SHARDS_PER_STRIPE: usize = 256;
 /// and only under this lock, so a remembered shard is always current.
 #[derive(Debug, Default)]
 struct Stripe {
-    own_shards: std::collections::HashMap<Vec<u8>, Shard>,
+    own_shards: HashMap<Vec<u8>, Shard, BuildHasherDefault<CellHasher>>,
+}
+
+/// FxHash-style hasher for cell keys in the own-shard cache: SipHash
+/// showed up in the write path's profile. Cell keys start with the key's
+/// XXH64 token, and a stripe's map is bounded, so hash flooding can at
+/// worst slow one stripe's 256 entries.
+#[derive(Debug, Default, Clone, Copy)]
+struct CellHasher(u64);
+
+impl Hasher for CellHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// One cell's share of a write: the summed delta and event count, and
@@ -123,7 +146,7 @@ pub struct Led {
 /// Whether a cell state from the network may be merged: a well-formed
 /// cell key and shard set.
 pub fn valid_cell(cell: &CellState) -> bool {
-    cell_key::decode(&cell.key).is_some() && ShardSet::is_valid(&cell.value)
+    cell_key::is_valid(&cell.key) && ShardSet::is_valid(&cell.value)
 }
 
 /// Counters of one node.
@@ -294,7 +317,7 @@ impl CounterStore {
     /// Invalid items are refused alone; the valid ones are applied
     /// together, atomically.
     pub fn increment(&self, items: &[Increment]) -> Led {
-        let (mut led, _) = self.write_group(&[items], &[]);
+        let (mut led, _) = self.write_group(&[items], Vec::new());
         led.pop().unwrap_or_default()
     }
 
@@ -310,7 +333,7 @@ impl CounterStore {
     pub fn write_group(
         &self,
         leads: &[&[Increment]],
-        merges: &[&[CellState]],
+        merges: Vec<Vec<CellState>>,
     ) -> (Vec<Led>, Result<(), ErrorCode>) {
         let now_ms = self.clock.now_ms();
         let namespaces = self.namespaces.read();
@@ -379,21 +402,20 @@ impl CounterStore {
     fn apply(
         &self,
         cells: &mut BTreeMap<Vec<u8>, CellUpdate>,
-        merges: &[&[CellState]],
+        merges: Vec<Vec<CellState>>,
     ) -> Result<(), (ErrorCode, bool)> {
-        let stripes: BTreeSet<usize> = cells.keys().map(|c| stripe_of(c)).collect();
-        let mut guards: BTreeMap<usize, _> = stripes
-            .iter()
-            .map(|&s| (s, self.stripes[s].lock()))
-            .collect();
+        // Locks taken in stripe order, so two groups cannot deadlock.
+        let mut stripes: Vec<usize> = cells.keys().map(|c| stripe_of(c)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards: Vec<_> = stripes.iter().map(|&s| self.stripes[s].lock()).collect();
+        let guard_of = |stripe: usize| stripes.binary_search(&stripe).ok();
         let shard_id = self.identity.shard_id();
         let mut batch = WriteBatch::new();
         let mut updated = Vec::with_capacity(cells.len());
         for (cell, update) in cells.iter_mut() {
             let stripe = stripe_of(cell);
-            let cached = guards
-                .get(&stripe)
-                .and_then(|g| g.own_shards.get(cell).copied());
+            let cached = guard_of(stripe).and_then(|g| guards[g].own_shards.get(cell).copied());
             let current = match cached {
                 Some(shard) => Some(shard),
                 None => match self.db.get(cell) {
@@ -423,12 +445,12 @@ impl CounterStore {
             batch.merge(cell.clone(), update.state.clone());
             updated.push((stripe, cell, new));
         }
-        for cell in merges.iter().flat_map(|m| m.iter()) {
-            batch.merge(cell.key.clone(), cell.value.clone());
+        for cell in merges.into_iter().flatten() {
+            batch.merge(cell.key, cell.value);
         }
         let written = self.db.write(batch);
         for (stripe, cell, new) in updated {
-            if let Some(guard) = guards.get_mut(&stripe) {
+            if let Some(guard) = guard_of(stripe).map(|g| &mut guards[g]) {
                 if written.is_ok() {
                     if guard.own_shards.len() >= CACHED_SHARDS_PER_STRIPE {
                         guard.own_shards.clear();

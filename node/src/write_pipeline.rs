@@ -120,6 +120,13 @@ fn run(store: &CounterStore, queue: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let merges: Vec<Vec<CellState>> = group
+            .iter_mut()
+            .filter_map(|j| match j {
+                Job::Merge(cells, _) => Some(std::mem::take(cells)),
+                Job::Lead(..) => None,
+            })
+            .collect();
         let leads: Vec<&[Increment]> = group
             .iter()
             .filter_map(|j| match j {
@@ -127,14 +134,7 @@ fn run(store: &CounterStore, queue: &mpsc::Receiver<Job>) {
                 Job::Merge(..) => None,
             })
             .collect();
-        let merges: Vec<&[CellState]> = group
-            .iter()
-            .filter_map(|j| match j {
-                Job::Merge(cells, _) => Some(cells.as_slice()),
-                Job::Lead(..) => None,
-            })
-            .collect();
-        let (led, merged) = store.write_group(&leads, &merges);
+        let (led, merged) = store.write_group(&leads, merges);
         let mut led = led.into_iter();
         for job in group {
             match job {
