@@ -27,7 +27,9 @@ pub struct NodeConfig {
     pub sync_interval_ms: u64,
     /// How far in the future an increment's timestamp may lie, in seconds.
     pub max_future_skew_s: u64,
-    /// Memtable size in MiB.
+    /// Memtable size in MiB (RocksDB's default write buffer). Hot counters
+    /// fold in place in the memtable, so a larger one also means fewer
+    /// bytes flushed and compacted. The WAL rotates at twice this.
     pub memtable_mib: usize,
     /// Extra namespaces: name = "minute:7d, hour:90d, day:forever, total".
     pub namespaces: std::collections::BTreeMap<String, String>,
@@ -59,6 +61,9 @@ pub struct NodeConfig {
     /// One ONE read in this many repairs the other replicas in the
     /// background (0: never).
     pub one_read_repair_every: u64,
+    /// Threads serving the network (0: one per core). Several nodes
+    /// sharing few cores (tests, benchmarks on one machine) want 1.
+    pub worker_threads: usize,
 }
 
 impl Default for NodeConfig {
@@ -70,7 +75,7 @@ impl Default for NodeConfig {
             durability: "periodic".into(),
             sync_interval_ms: 10,
             max_future_skew_s: 300,
-            memtable_mib: 32,
+            memtable_mib: 64,
             namespaces: Default::default(),
             max_in_flight_per_connection: 128,
             advertise: None,
@@ -84,6 +89,7 @@ impl Default for NodeConfig {
             hint_replay_cells_per_s: 50_000,
             read_timeout_ms: 2_000,
             one_read_repair_every: 10,
+            worker_threads: 0,
         }
     }
 }
@@ -205,6 +211,7 @@ impl NodeConfig {
         tally_storage::Options {
             durability: self.durability().unwrap_or_default(),
             memtable_bytes: self.memtable_mib.max(1) << 20,
+            max_wal_bytes: (self.memtable_mib.max(1) as u64) << 21,
             ..tally_storage::Options::default()
         }
     }

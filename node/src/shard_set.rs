@@ -181,6 +181,35 @@ impl ShardSet {
         Some(out)
     }
 
+    /// Merges `newer` into `older` without allocating when both hold the
+    /// same shard ids (the common case: a cell's replicas exchanging newer
+    /// states of the same shards). Returns `false`, changing nothing, when
+    /// the ids differ or either input is malformed.
+    pub fn merge_in_place(older: &mut [u8], newer: &[u8]) -> bool {
+        if older.len() != newer.len() || older.len() < 2 || older[..2] != newer[..2] {
+            return false;
+        }
+        if !Self::is_valid(older) || !Self::is_valid(newer) {
+            return false;
+        }
+        let same_ids = older[2..]
+            .chunks_exact(SHARD_BYTES)
+            .zip(newer[2..].chunks_exact(SHARD_BYTES))
+            .all(|(a, b)| shard_id(a) == shard_id(b));
+        if !same_ids {
+            return false;
+        }
+        for (a, b) in older[2..]
+            .chunks_exact_mut(SHARD_BYTES)
+            .zip(newer[2..].chunks_exact(SHARD_BYTES))
+        {
+            if decode_shard(b).newer_than(&decode_shard(a)) {
+                a.copy_from_slice(b);
+            }
+        }
+        true
+    }
+
     /// Decodes a set; `None` unless well formed (exact length, ids strictly
     /// increasing).
     pub fn decode(bytes: &[u8]) -> Option<ShardSet> {
@@ -255,6 +284,12 @@ impl MergeOperator for CounterMerge {
             None => newer.to_vec(),
         }
     }
+
+    fn merge_into(&self, key: &[u8], older: &mut Vec<u8>, newer: &[u8]) {
+        if !ShardSet::merge_in_place(older, newer) {
+            *older = self.merge(key, older, newer);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -313,6 +348,19 @@ mod tests {
         #[test]
         fn merging_encodings_equals_merging_sets(a in shard_set(), b in shard_set()) {
             prop_assert_eq!(ShardSet::merge_encoded(&a.encode(), &b.encode()), Some(merged(&a, &b).encode()));
+        }
+
+        #[test]
+        fn merging_in_place_equals_merging(a in shard_set(), b in shard_set(), same_ids in any::<bool>()) {
+            // Half the cases share ids (the in-place path), half do not.
+            let b = if same_ids {
+                ShardSet { shards: a.shards.iter().zip(b.shards.iter().cycle()).map(|(x, y)| Shard { id: x.id, ..*y }).collect() }
+            } else {
+                b
+            };
+            let mut bytes = a.encode();
+            CounterMerge.merge_into(b"k", &mut bytes, &b.encode());
+            prop_assert_eq!(ShardSet::decode(&bytes), Some(merged(&a, &b)));
         }
 
         #[test]

@@ -120,7 +120,14 @@ impl Hasher for CellHasher {
     }
 
     fn finish(&self) -> u64 {
-        self.0
+        // murmur3's fmix64: the table uses both the low bits (bucket) and
+        // the top seven (tag), and the multiply alone mixes neither well.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
 }
 
@@ -131,6 +138,9 @@ struct CellUpdate {
     delta: i64,
     events: u64,
     state: Vec<u8>,
+    /// The lead batches touching the cell, in order, each once (nearly
+    /// always one).
+    batches: Vec<u32>,
 }
 
 /// What leading one batch did.
@@ -346,7 +356,6 @@ impl CounterStore {
             .collect();
         // Same-cell deltas are summed: one shard update per cell per write.
         let mut cells: BTreeMap<Vec<u8>, CellUpdate> = BTreeMap::new();
-        let mut touched: Vec<Vec<Vec<u8>>> = vec![Vec::new(); leads.len()];
         let mut valid = Vec::new();
         for (b, items) in leads.iter().enumerate() {
             for (i, item) in items.iter().enumerate() {
@@ -356,10 +365,12 @@ impl CounterStore {
                         for (res, _) in &ns.resolutions {
                             let bucket = res.bucket_start(item.timestamp_ms);
                             let cell = cell_key::encode(&ns.name, &item.key, *res, bucket);
-                            let e = cells.entry(cell.clone()).or_default();
+                            let e = cells.entry(cell).or_default();
                             e.delta = e.delta.wrapping_add(item.delta);
                             e.events += 1;
-                            touched[b].push(cell);
+                            if e.batches.last() != Some(&(b as u32)) {
+                                e.batches.push(b as u32);
+                            }
                         }
                     }
                     Err(e) => led[b].results[i] = ItemResult::Failed(e.code),
@@ -381,16 +392,24 @@ impl CounterStore {
         if outcome.is_ok() {
             self.increments
                 .fetch_add(valid.len() as u64, Ordering::Relaxed);
-            for (b, mut keys) in touched.into_iter().enumerate() {
-                keys.sort_unstable();
-                keys.dedup();
-                led[b].cells = keys
-                    .into_iter()
-                    .filter_map(|key| {
-                        let value = cells.get(&key)?.state.clone();
-                        Some(CellState { key, value })
-                    })
-                    .collect();
+            // Each batch gets the states of its cells, in key order; the
+            // keys move out of the map (copied only for cells shared by
+            // several batches).
+            for (key, update) in cells {
+                let (last, rest) = match update.batches.split_last() {
+                    Some(split) => split,
+                    None => continue,
+                };
+                for &b in rest {
+                    led[b as usize].cells.push(CellState {
+                        key: key.clone(),
+                        value: update.state.clone(),
+                    });
+                }
+                led[*last as usize].cells.push(CellState {
+                    key,
+                    value: update.state,
+                });
             }
         }
         (led, outcome.map_err(|(code, _)| code))

@@ -246,7 +246,10 @@ impl Db {
                     memtable.apply(batch.into_ops(), &*op);
                     if memtable.approximate_bytes() >= opts.memtable_bytes {
                         recovered_tables.push(write_l0(&fs, dir, &opts, &next_number, &memtable)?);
-                        recovered_keys.extend(memtable.entries().into_iter().map(|(k, _)| k));
+                        memtable.try_for_each(|k, _| {
+                            recovered_keys.push(k.to_vec());
+                            Ok::<(), Error>(())
+                        })?;
                         memtable = Memtable::new(0);
                     }
                     Ok(())
@@ -256,7 +259,10 @@ impl Db {
         let replayed = replayed.and_then(|()| {
             if !memtable.is_empty() {
                 recovered_tables.push(write_l0(&fs, dir, &opts, &next_number, &memtable)?);
-                recovered_keys.extend(memtable.entries().into_iter().map(|(k, _)| k));
+                memtable.try_for_each(|k, _| {
+                    recovered_keys.push(k.to_vec());
+                    Ok::<(), Error>(())
+                })?;
             }
             Ok(())
         });
@@ -527,11 +533,9 @@ fn write_l0(
     let path = dir.join(table_name(number));
     let mut builder =
         TableBuilder::create(fs.clone(), path, opts.block_bytes, opts.bloom_bits_per_key)?;
-    for (key, entry) in mem.entries() {
-        if let Err(e) = builder.add(&key, entry.kind, &entry.value) {
-            builder.abandon();
-            return Err(e);
-        }
+    if let Err(e) = mem.try_for_each(|key, entry| builder.add(key, entry.kind, &entry.value)) {
+        builder.abandon();
+        return Err(e);
     }
     let summary = builder.finish()?;
     open_table(&**fs, dir, meta_of(number, summary))

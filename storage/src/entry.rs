@@ -63,7 +63,7 @@ impl Entry {
         match newer.kind {
             Kind::Put | Kind::Delete => *self = newer,
             Kind::Merge => match self.kind {
-                Kind::Put | Kind::Merge => self.value = op.merge(key, &self.value, &newer.value),
+                Kind::Put | Kind::Merge => op.merge_into(key, &mut self.value, &newer.value),
                 Kind::Delete => *self = Entry::put(newer.value),
             },
         }

@@ -102,8 +102,17 @@ impl Memtable {
             .collect()
     }
 
-    /// Every entry in key order (for the flush of a frozen memtable).
-    pub(crate) fn entries(&self) -> Vec<(Vec<u8>, Entry)> {
-        self.range(&[], None, usize::MAX)
+    /// Visits every entry in key order without copying (for the flush of a
+    /// frozen memtable, which nothing writes any more), stopping at the
+    /// first error.
+    pub(crate) fn try_for_each<E>(
+        &self,
+        mut visit: impl FnMut(&[u8], &Entry) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let map = self.map.read();
+        for (key, entry) in map.iter() {
+            visit(key, entry)?;
+        }
+        Ok(())
     }
 }

@@ -34,6 +34,14 @@ pub trait MergeOperator: Send + Sync + Debug + 'static {
 
     /// Combines an older value with a newer operand.
     fn merge(&self, key: &[u8], older: &[u8], newer: &[u8]) -> Vec<u8>;
+
+    /// Combines `newer` into `older` in place, with the same result as
+    /// [`MergeOperator::merge`]. The memtable calls this for every operand
+    /// folded into a value it holds; an operator whose result usually fits
+    /// the older buffer can skip an allocation. The default calls `merge`.
+    fn merge_into(&self, key: &[u8], older: &mut Vec<u8>, newer: &[u8]) {
+        *older = self.merge(key, older, newer);
+    }
 }
 
 /// What a [`CompactionFilter`] decides for one entry.

@@ -46,6 +46,9 @@ struct Args {
     /// Keep hints but do not deliver them (for tests of read repair).
     #[arg(long)]
     no_hint_replay: bool,
+    /// Threads serving the network (0: one per core).
+    #[arg(long)]
+    worker_threads: Option<usize>,
 }
 
 fn load(args: &Args) -> Result<NodeConfig, String> {
@@ -80,6 +83,9 @@ fn load(args: &Args) -> Result<NodeConfig, String> {
     }
     if args.no_hint_replay {
         config.hint_replay = false;
+    }
+    if let Some(v) = args.worker_threads {
+        config.worker_threads = v;
     }
     config.validate()?;
     Ok(config)
@@ -139,7 +145,12 @@ fn run(config: NodeConfig) -> Result<(), String> {
         }
     }
     let metadata: Arc<dyn Metadata> = Arc::new(StaticMetadata::new(map));
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if config.worker_threads > 0 {
+        runtime.worker_threads(config.worker_threads);
+    }
+    let runtime = runtime.build().map_err(|e| format!("runtime: {e}"))?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
