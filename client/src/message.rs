@@ -215,7 +215,7 @@ pub struct KeyRange {
 }
 
 /// One shard of a counter cell, as the debug read shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShardView {
     /// Shard id: `host_id << 32 | incarnation`.
     pub id: u64,
@@ -228,7 +228,7 @@ pub struct ShardView {
 }
 
 /// One replica's raw copy of a cell (the debug read `tally get --replicas`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReplicaView {
     /// The replica's host id.
     pub host_id: u64,

@@ -1,5 +1,31 @@
-//! A black-box fault-injection harness for tally: real node processes,
-//! nemeses (partitions, kills, pauses, clock skew), a JSONL history and a
-//! counter checker.
+//! A black-box fault-injection harness for tally, in the spirit of Jepsen:
+//! real `tally-node` processes, a workload of concurrent clients through
+//! the client library, a nemesis that injects faults on a seeded schedule,
+//! a JSONL history of every operation, and a checker that decides whether
+//! the history is possible under tally's promises (no acknowledged
+//! increment lost, nothing counted twice, replicas converge, QUORUM reads
+//! never go down).
 //!
-//! Not built yet: the harness issue fills this crate.
+//! - [`cluster::Cluster`]: the nodes, in their own process groups, dying
+//!   with the harness; [`proxy::LinkProxy`]: a TCP proxy per directed
+//!   node-to-node link for partitions and delays without root.
+//! - [`nemesis`]: partitions (halves, isolate one, majorities ring,
+//!   bridge), kill -9 and restart, SIGSTOP/SIGCONT, link delays.
+//! - [`workload`], [`history::History`], [`checker::check`],
+//!   [`report`]: the clients, the record, the verdict, the report
+//!   directory with SVG plots.
+//! - [`run::run`]: one run, end to end. The `jepsen-style-tests` binary is
+//!   its command line (`run`, `analyze`).
+//!
+//! Not yet: the clock nemesis, a storage mode that loses unsynced writes
+//! at a kill, wiping and replacing a node (needs topology changes), and
+//! exactly-once checks (op ids are not deduplicated yet).
+
+pub mod checker;
+pub mod cluster;
+pub mod history;
+pub mod nemesis;
+pub mod proxy;
+pub mod report;
+pub mod run;
+pub mod workload;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tally_consensus::{ClusterMap, HostId};
 
-use crate::coordinator::CoordinatorConfig;
+use crate::coordinator::{BrokenMode, CoordinatorConfig};
 use crate::handoff::ReplayConfig;
 use crate::namespace::{Namespace, Namespaces};
 use crate::store::StoreLimits;
@@ -64,6 +64,10 @@ pub struct NodeConfig {
     /// Threads serving the network (0: one per core). Several nodes
     /// sharing few cores (tests, benchmarks on one machine) want 1.
     pub worker_threads: usize,
+    /// Deliberately wrong behaviour for the fault-injection harness's
+    /// self-tests (`double-apply`, `ack-without-quorum`, `drop-hints`).
+    /// Never set this on a real cluster.
+    pub broken: Option<String>,
 }
 
 impl Default for NodeConfig {
@@ -90,6 +94,7 @@ impl Default for NodeConfig {
             read_timeout_ms: 2_000,
             one_read_repair_every: 10,
             worker_threads: 0,
+            broken: None,
         }
     }
 }
@@ -126,7 +131,13 @@ impl NodeConfig {
             return Err("read_timeout_ms and hint_window_s must be positive".into());
         }
         self.cluster_map()?;
+        self.broken_mode()?;
         self.storage_options().validate()
+    }
+
+    /// The deliberately broken behaviour, if any.
+    pub fn broken_mode(&self) -> Result<Option<BrokenMode>, String> {
+        self.broken.as_deref().map(BrokenMode::parse).transpose()
     }
 
     /// The address other nodes and clients reach this node at.
@@ -176,6 +187,7 @@ impl NodeConfig {
             read_timeout: Duration::from_millis(self.read_timeout_ms),
             hinted_handoff: self.hinted_handoff,
             one_read_repair_every: self.one_read_repair_every,
+            broken: self.broken_mode().unwrap_or(None),
             ..CoordinatorConfig::default()
         }
     }

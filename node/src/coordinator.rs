@@ -24,7 +24,8 @@
 //!    leader applied, a missing acknowledgement is `Indeterminate`.
 //!
 //! **Reads.** The coordinator asks `R` replicas (itself first when it is
-//! one), replacing any that fail by the next live replica, merges their
+//! one), replacing any that fail by the next live replica, and asking the
+//! next one as well when an answer is late (speculative retry), merges their
 //! cells by the CRDT rule, and answers from the merge. Replicas that were
 //! behind get the merged state (read repair): before the answer for
 //! QUORUM and ALL, so that QUORUM reads are monotonic (a later read meets
@@ -56,6 +57,34 @@ use crate::shard_set::ShardSet;
 use crate::store::CounterStore;
 use crate::write_pipeline::WritePipeline;
 
+/// Deliberately wrong behaviour, for proving that the fault-injection
+/// harness catches it. Never for production: the node logs an error at
+/// start when one is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokenMode {
+    /// The leader applies every increment twice.
+    DoubleApply,
+    /// Writes are acknowledged after the leader's own write, whatever the
+    /// consistency level asked.
+    AckWithoutQuorum,
+    /// Hints are never stored (nor recovered cells hinted).
+    DropHints,
+}
+
+impl BrokenMode {
+    /// Parses `double-apply`, `ack-without-quorum` or `drop-hints`.
+    pub fn parse(name: &str) -> Result<BrokenMode, String> {
+        match name {
+            "double-apply" => Ok(BrokenMode::DoubleApply),
+            "ack-without-quorum" => Ok(BrokenMode::AckWithoutQuorum),
+            "drop-hints" => Ok(BrokenMode::DropHints),
+            other => Err(format!(
+                "unknown broken mode {other:?} (double-apply, ack-without-quorum, drop-hints)"
+            )),
+        }
+    }
+}
+
 /// How the coordinator waits and repairs.
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
@@ -65,11 +94,16 @@ pub struct CoordinatorConfig {
     pub max_write_timeout: Duration,
     /// Deadline of a read.
     pub read_timeout: Duration,
+    /// A read still missing answers this long after it asked also asks the
+    /// next replica (Cassandra's speculative retry).
+    pub speculative_retry: Duration,
     /// Store hints for replicas that miss a write.
     pub hinted_handoff: bool,
     /// One ONE read in this many also reads the other live replicas in the
     /// background and repairs them (0: never).
     pub one_read_repair_every: u64,
+    /// Deliberately wrong behaviour (harness self-tests only).
+    pub broken: Option<BrokenMode>,
 }
 
 impl Default for CoordinatorConfig {
@@ -78,8 +112,10 @@ impl Default for CoordinatorConfig {
             default_write_timeout: Duration::from_secs(2),
             max_write_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(2),
+            speculative_retry: Duration::from_millis(50),
             hinted_handoff: true,
             one_read_repair_every: 10,
+            broken: None,
         }
     }
 }
@@ -126,7 +162,8 @@ impl Coordinator {
             peers.clone(),
             hints.clone(),
             crate::replicator::ReplicatorConfig {
-                hinted_handoff: config.hinted_handoff,
+                hinted_handoff: config.hinted_handoff
+                    && config.broken != Some(BrokenMode::DropHints),
                 ..Default::default()
             },
         );
@@ -284,10 +321,18 @@ impl Coordinator {
         w: usize,
         deadline: Instant,
     ) -> Vec<ItemResult> {
+        if self.config.broken == Some(BrokenMode::DoubleApply) {
+            let _ = self.writer.lead(items.clone()).await;
+        }
         let led = self.writer.lead(items).await;
         if led.cells.is_empty() {
             return led.results;
         }
+        let w = if self.config.broken == Some(BrokenMode::AckWithoutQuorum) {
+            1
+        } else {
+            w
+        };
         let epoch = map.epoch();
         let cells = Arc::new(led.cells);
         let mut answers = FuturesUnordered::new();
@@ -449,8 +494,22 @@ impl Coordinator {
         }
         let mut got = Vec::with_capacity(wanted);
         let mut last_error = String::new();
+        let mut speculate_at = Instant::now() + self.config.speculative_retry;
         while got.len() < wanted {
-            match tokio::time::timeout_at(deadline.into(), running.next()).await {
+            // A replica that neither answers nor fails (paused, overloaded,
+            // behind a partition) would hold the read until the deadline:
+            // past `speculative_retry`, ask the next replica as well.
+            let wake = if next < candidates.len() {
+                speculate_at.min(deadline)
+            } else {
+                deadline
+            };
+            match tokio::time::timeout_at(wake.into(), running.next()).await {
+                Err(_) if Instant::now() < deadline && next < candidates.len() => {
+                    running.push(self.read_replica(candidates[next], &request, deadline));
+                    next += 1;
+                    speculate_at = Instant::now() + self.config.speculative_retry;
+                }
                 Ok(Some((host, Ok(cells)))) => got.push((host, cells)),
                 Ok(Some((host, Err(e)))) => {
                     last_error = format!("host {}: {e}", host.0);

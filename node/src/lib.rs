@@ -35,7 +35,7 @@ mod store;
 mod write_pipeline;
 
 pub use config::NodeConfig;
-pub use coordinator::{needed, Coordinator, CoordinatorConfig};
+pub use coordinator::{needed, BrokenMode, Coordinator, CoordinatorConfig};
 pub use hints::{Hint, HintCounts, HintMerge, HintStore};
 pub use identity::Identity;
 pub use metadata::{Metadata, StaticMetadata};

@@ -49,6 +49,15 @@ struct Args {
     /// Threads serving the network (0: one per core).
     #[arg(long)]
     worker_threads: Option<usize>,
+    /// Exit at once when standard input closes: a supervisor (the
+    /// fault-injection harness) holds the other end, so its death takes
+    /// its nodes along.
+    #[arg(long)]
+    exit_with_stdin: bool,
+    /// Deliberately wrong behaviour, for the harness's self-tests only:
+    /// double-apply, ack-without-quorum or drop-hints.
+    #[arg(long)]
+    broken: Option<String>,
 }
 
 fn load(args: &Args) -> Result<NodeConfig, String> {
@@ -86,6 +95,9 @@ fn load(args: &Args) -> Result<NodeConfig, String> {
     }
     if let Some(v) = args.worker_threads {
         config.worker_threads = v;
+    }
+    if let Some(v) = &args.broken {
+        config.broken = Some(v.clone());
     }
     config.validate()?;
     Ok(config)
@@ -133,7 +145,10 @@ fn run(config: NodeConfig) -> Result<(), String> {
     let hints = Arc::new(hints);
     let map = config.cluster_map()?;
     let members = map.members().count();
-    if config.hinted_handoff {
+    if let Some(mode) = config.broken_mode()? {
+        tracing::error!(?mode, "running with deliberately BROKEN behaviour (harness self-test); never use this for data");
+    }
+    if config.hinted_handoff && config.broken_mode()? != Some(tally_node::BrokenMode::DropHints) {
         let self_id = HostId(u64::from(identity.host_id));
         let cells = handoff::hint_recovered(&store, &hints, &map, self_id)
             .map_err(|e| format!("hinting recovered cells: {e}"))?;
@@ -219,6 +234,14 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if args.exit_with_stdin {
+        std::thread::spawn(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            eprintln!("tally-node: standard input closed; exiting");
+            std::process::exit(3);
+        });
+    }
     let result = load(&args).and_then(run);
     if let Err(e) = result {
         eprintln!("tally-node: {e}");

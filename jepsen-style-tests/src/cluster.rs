@@ -1,0 +1,361 @@
+//! [`Cluster`]: real `tally-node` processes under the harness's control.
+//!
+//! Each node gets its own data directory, its own port and its own
+//! process group, and its log goes to `<run dir>/nodes/nodeN.log`. Its
+//! standard input is a pipe the harness holds and it runs with
+//! `--exit-with-stdin`, so if the harness dies (even by SIGKILL) every node
+//! exits with it: no leaked processes. (A node that is SIGSTOPped at that
+//! moment exits when something continues it.)
+//!
+//! Node `i` reaches node `j` through the proxy of link `i -> j`, so the
+//! member list differs per node in the addresses only; tokens come from
+//! host ids and the cluster name, so every node computes the same ring.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tally_client::{Client, ClientConfig, Consistency, NodeStatus};
+
+use crate::proxy::{LinkMode, LinkProxy};
+
+/// How to run the cluster.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterConfig {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Copies of each key.
+    pub replication_factor: usize,
+    /// The `tally-node` binary.
+    pub node_bin: PathBuf,
+    /// The run's directory (data and logs go below it).
+    pub dir: PathBuf,
+    /// `sync` or `periodic`.
+    pub durability: String,
+    /// Extra flags for every node (e.g. `--broken double-apply`).
+    pub extra_args: Vec<String>,
+}
+
+/// The nodes, their links, and what the nemesis did to them.
+#[derive(Debug)]
+pub struct Cluster {
+    config: ClusterConfig,
+    addrs: Vec<String>,
+    /// `links[i][j]`: the proxy node `i` uses to reach node `j`.
+    links: Vec<Vec<Option<LinkProxy>>>,
+    procs: Vec<Option<Child>>,
+    paused: Vec<bool>,
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+impl Cluster {
+    /// Starts every node and waits until each sees all the others up.
+    pub async fn start(config: ClusterConfig) -> Result<Cluster, String> {
+        if config.nodes == 0 || config.replication_factor > config.nodes {
+            return Err(format!(
+                "{} nodes cannot hold {} replicas",
+                config.nodes, config.replication_factor
+            ));
+        }
+        if !config.node_bin.exists() {
+            return Err(format!(
+                "{} not found: build it first (cargo build --workspace --bins)",
+                config.node_bin.display()
+            ));
+        }
+        std::fs::create_dir_all(config.dir.join("nodes")).map_err(|e| e.to_string())?;
+        let addrs = (0..config.nodes)
+            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let mut links = Vec::new();
+        for i in 0..config.nodes {
+            let mut row = Vec::new();
+            for (j, addr) in addrs.iter().enumerate() {
+                row.push(if i == j {
+                    None
+                } else {
+                    Some(
+                        LinkProxy::start(addr.clone())
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    )
+                });
+            }
+            links.push(row);
+        }
+        let n = config.nodes;
+        let mut cluster = Cluster {
+            config,
+            addrs,
+            links,
+            procs: (0..n).map(|_| None).collect(),
+            paused: vec![false; n],
+        };
+        for i in 0..n {
+            cluster.spawn(i)?;
+        }
+        if !cluster.wait_ready(Duration::from_secs(30)).await {
+            return Err("the nodes did not see each other within 30 s".into());
+        }
+        Ok(cluster)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.addrs.len()
+    }
+
+    /// Whether the cluster has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.addrs.is_empty()
+    }
+
+    /// Node `i`'s client address.
+    pub fn addr(&self, i: usize) -> &str {
+        &self.addrs[i]
+    }
+
+    fn members_for(&self, i: usize) -> String {
+        (0..self.len())
+            .map(|j| {
+                let addr = match &self.links[i][j] {
+                    Some(proxy) => proxy.addr(),
+                    None => &self.addrs[j],
+                };
+                format!("{}={addr}", j + 1)
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<(), String> {
+        use std::os::unix::process::CommandExt;
+        let log_path = self
+            .config
+            .dir
+            .join("nodes")
+            .join(format!("node{}.log", i + 1));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new(&self.config.node_bin)
+            .arg("--data-dir")
+            .arg(self.config.dir.join(format!("data{}", i + 1)))
+            .arg("--listen")
+            .arg(&self.addrs[i])
+            .arg("--host-id")
+            .arg((i + 1).to_string())
+            .arg("--members")
+            .arg(self.members_for(i))
+            .arg("--replication-factor")
+            .arg(self.config.replication_factor.to_string())
+            .arg("--durability")
+            .arg(&self.config.durability)
+            .arg("--exit-with-stdin")
+            .args(&self.config.extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(log)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", self.config.node_bin.display()))?;
+        self.procs[i] = Some(child);
+        self.paused[i] = false;
+        Ok(())
+    }
+
+    /// Whether node `i` is running (not killed; maybe paused).
+    pub fn is_running(&self, i: usize) -> bool {
+        self.procs[i].is_some()
+    }
+
+    /// SIGKILL node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.procs[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.paused[i] = false;
+    }
+
+    /// Restarts node `i` on its data directory (no-op if it runs).
+    pub fn restart(&mut self, i: usize) -> Result<(), String> {
+        if self.procs[i].is_none() {
+            self.spawn(i)?;
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP node `i`.
+    pub fn pause(&mut self, i: usize) {
+        if let Some(child) = &self.procs[i] {
+            signal(child.id(), "STOP");
+            self.paused[i] = true;
+        }
+    }
+
+    /// SIGCONT node `i`.
+    pub fn resume(&mut self, i: usize) {
+        if let Some(child) = &self.procs[i] {
+            signal(child.id(), "CONT");
+        }
+        self.paused[i] = false;
+    }
+
+    /// Sets every link between nodes `connected` by the predicate to pass,
+    /// and every other one to blackhole.
+    pub fn partition(&self, connected: impl Fn(usize, usize) -> bool) {
+        for (i, row) in self.links.iter().enumerate() {
+            for (j, link) in row.iter().enumerate() {
+                if let Some(proxy) = link {
+                    proxy.set(if connected(i, j) {
+                        LinkMode::Pass
+                    } else {
+                        LinkMode::Blackhole
+                    });
+                }
+            }
+        }
+    }
+
+    /// Sets every link to `mode`.
+    pub fn set_all_links(&self, mode: LinkMode) {
+        for proxy in self.links.iter().flatten().flatten() {
+            proxy.set(mode);
+        }
+    }
+
+    /// Undoes every fault: links pass, paused nodes continue, killed nodes
+    /// restart.
+    pub fn heal(&mut self) -> Result<(), String> {
+        self.set_all_links(LinkMode::Pass);
+        for i in 0..self.len() {
+            if self.paused[i] {
+                self.resume(i);
+            }
+            self.restart(i)?;
+        }
+        Ok(())
+    }
+
+    /// A client bound to node `i` (it coordinates every request).
+    pub async fn client(&self, i: usize, timeout: Duration) -> Result<Client, String> {
+        let mut config = ClientConfig::with_seeds([self.addrs[i].clone()]);
+        config.consistency = Consistency::Quorum;
+        config.token_aware = false;
+        config.request_timeout = timeout;
+        config.connect_timeout = timeout;
+        Client::connect(config).await.map_err(|e| e.to_string())
+    }
+
+    /// Node `i`'s status, if it answers.
+    pub async fn status(&self, i: usize) -> Option<NodeStatus> {
+        let client = self.client(i, Duration::from_secs(1)).await.ok()?;
+        client.status().await.ok()
+    }
+
+    /// Waits until every node answers and sees every other one up.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut ready = true;
+            for i in 0..self.len() {
+                match self.status(i).await {
+                    Some(s) if s.peers.iter().all(|p| p.up) => {}
+                    _ => {
+                        ready = false;
+                        break;
+                    }
+                }
+            }
+            if ready {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until no node holds hints; `false` on timeout.
+    pub async fn wait_hints_drained(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut pending = 0;
+            for i in 0..self.len() {
+                pending += self.status(i).await.map_or(1, |s| s.hints_pending);
+            }
+            if pending == 0 {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops every node with SIGTERM (SIGKILL after 5 s).
+    pub fn stop(&mut self) {
+        for i in 0..self.len() {
+            if self.paused[i] {
+                self.resume(i);
+            }
+            if let Some(child) = &self.procs[i] {
+                signal(child.id(), "TERM");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for slot in &mut self.procs {
+            if let Some(mut child) = slot.take() {
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.procs.len() {
+            if self.paused[i] {
+                self.resume(i);
+            }
+            if let Some(mut child) = self.procs[i].take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
