@@ -192,6 +192,12 @@ pub struct PeerStatus {
     pub up: bool,
     /// Milliseconds since this node last heard from the peer (`None`: never).
     pub last_contact_ms_ago: Option<u64>,
+    /// The peer's gossip generation (raised on every restart; `None`: not
+    /// heard through gossip yet).
+    pub generation: Option<u64>,
+    /// Milliseconds since the peer's last gossip heartbeat reached this
+    /// node (`None`: never).
+    pub heartbeat_ms_ago: Option<u64>,
 }
 
 /// One counter cell's stored state as nodes exchange it: the cell's
@@ -349,6 +355,14 @@ pub enum Request {
     },
     /// Liveness probe. Answered with `Ack`.
     Ping,
+    /// Internal: a gossip message (encoded by the gossip crate). Answered
+    /// with `Gossip` (the reply) or `Ack` (none).
+    Gossip {
+        /// The sender's host id.
+        from: u64,
+        /// The encoded gossip message.
+        payload: Vec<u8>,
+    },
 }
 
 /// A node's answer.
@@ -379,6 +393,8 @@ pub enum Response {
     Routing(crate::routing::RoutingTable),
     /// Each replica's copy of a cell (`InspectReplicas`).
     Replicas(Vec<ReplicaView>),
+    /// A gossip reply (encoded by the gossip crate).
+    Gossip(Vec<u8>),
     /// The request failed as a whole.
     Error {
         /// What went wrong.
@@ -403,6 +419,7 @@ pub(crate) mod kind {
     pub const ROUTING: u8 = 0x0B;
     pub const INSPECT_REPLICAS: u8 = 0x0C;
     pub const PING: u8 = 0x0D;
+    pub const GOSSIP: u8 = 0x0E;
     pub const RESPONSE: u8 = 0x80;
     pub const ERROR: u8 = 0xFF;
 }
@@ -665,6 +682,7 @@ impl Request {
             Request::Routing => kind::ROUTING,
             Request::InspectReplicas { .. } => kind::INSPECT_REPLICAS,
             Request::Ping => kind::PING,
+            Request::Gossip { .. } => kind::GOSSIP,
         }
     }
 
@@ -754,6 +772,10 @@ impl Request {
                 put_bytes16(buf, namespace.as_bytes());
                 put_bytes16(buf, key);
             }
+            Request::Gossip { from, payload } => {
+                buf.put_u64_le(*from);
+                put_bytes32(buf, payload);
+            }
         }
     }
 
@@ -822,6 +844,10 @@ impl Request {
                 key: r.bytes16()?.to_vec(),
             },
             kind::PING => Request::Ping,
+            kind::GOSSIP => Request::Gossip {
+                from: r.u64()?,
+                payload: r.bytes32()?.to_vec(),
+            },
             other => return Err(unknown_kind("request", other)),
         };
         r.finish()?;
@@ -896,9 +922,12 @@ impl Response {
                     put_string32(buf, &p.address);
                     buf.put_u8(u8::from(p.up));
                     buf.put_u64_le(p.last_contact_ms_ago.unwrap_or(u64::MAX));
+                    buf.put_u64_le(p.generation.unwrap_or(u64::MAX));
+                    buf.put_u64_le(p.heartbeat_ms_ago.unwrap_or(u64::MAX));
                 }
             }
             Response::Ack => {}
+            Response::Gossip(payload) => put_bytes32(buf, payload),
             Response::Cells(cells) => put_cells(buf, cells),
             Response::Routing(table) => table.encode(buf),
             Response::Replicas(views) => {
@@ -1009,20 +1038,25 @@ impl Response {
                 hints_dropped: r.u64()?,
                 read_repairs: r.u64()?,
                 peers: {
-                    let n = r.count(8 + 4 + 1 + 8)?;
+                    let n = r.count(8 + 4 + 1 + 24)?;
                     let mut peers = Vec::with_capacity(n);
+                    let known = |v: u64| Some(v).filter(|&v| v != u64::MAX);
                     for _ in 0..n {
                         peers.push(PeerStatus {
                             host_id: r.u64()?,
                             address: r.string32()?,
                             up: r.u8()? != 0,
-                            last_contact_ms_ago: Some(r.u64()?).filter(|&ms| ms != u64::MAX),
+                            last_contact_ms_ago: known(r.u64()?),
+                            generation: known(r.u64()?),
+                            heartbeat_ms_ago: known(r.u64()?),
                         });
                     }
                     peers
                 },
             }),
             kind::REPLICA_WRITE | kind::PING => Response::Ack,
+            kind::GOSSIP if r.buf.is_empty() => Response::Ack,
+            kind::GOSSIP => Response::Gossip(r.bytes32()?.to_vec()),
             kind::REPLICA_READ => Response::Cells(get_cells(&mut r)?),
             kind::ROUTING => Response::Routing(crate::routing::RoutingTable::decode(&mut r)?),
             kind::INSPECT_REPLICAS => {

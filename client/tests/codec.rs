@@ -90,6 +90,7 @@ fn cluster_request() -> impl Strategy<Value = Request> {
         Just(Request::Routing),
         (name(), key()).prop_map(|(namespace, key)| Request::InspectReplicas { namespace, key }),
         Just(Request::Ping),
+        (any::<u64>(), key()).prop_map(|(from, payload)| Request::Gossip { from, payload }),
     ]
 }
 
@@ -211,13 +212,19 @@ fn peer() -> impl Strategy<Value = PeerStatus> {
         any::<u64>(),
         ".{0,12}",
         any::<bool>(),
-        proptest::option::of(0u64..u64::MAX),
+        [
+            proptest::option::of(0u64..u64::MAX),
+            proptest::option::of(0u64..u64::MAX),
+            proptest::option::of(0u64..u64::MAX),
+        ],
     )
-        .prop_map(|(host_id, address, up, last_contact_ms_ago)| PeerStatus {
+        .prop_map(|(host_id, address, up, [a, b, c])| PeerStatus {
             host_id,
             address,
             up,
-            last_contact_ms_ago,
+            last_contact_ms_ago: a,
+            generation: b,
+            heartbeat_ms_ago: c,
         })
 }
 
@@ -282,7 +289,10 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
             )),
         proptest::collection::vec(increment_result(), 0..4)
             .prop_map(|r| (8, Response::Increment(r))),
-        prop_oneof![Just(9u8), Just(13u8)].prop_map(|k| (k, Response::Ack)),
+        prop_oneof![Just(9u8), Just(13u8), Just(14u8)].prop_map(|k| (k, Response::Ack)),
+        key()
+            .prop_filter("an empty reply is an Ack", |p| !p.is_empty())
+            .prop_map(|p| (14, Response::Gossip(p))),
         proptest::collection::vec(cell(), 0..5).prop_map(|c| (10, Response::Cells(c))),
         routing_table().prop_map(|t| (11, Response::Routing(t))),
         proptest::collection::vec(replica_view(), 0..3).prop_map(|v| (12, Response::Replicas(v))),

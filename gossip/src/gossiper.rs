@@ -227,6 +227,11 @@ impl Gossiper {
         }
     }
 
+    /// When a heartbeat of `node` last arrived (gossip time).
+    pub fn last_heartbeat(&self, node: NodeId) -> Option<Duration> {
+        self.peers.get(&node)?.detector.last_arrival()
+    }
+
     /// The suspicion level of a peer at `now`.
     pub fn phi(&self, node: NodeId, now: Duration) -> f64 {
         self.peers.get(&node).map_or(0.0, |p| p.detector.phi(now))

@@ -8,14 +8,18 @@
 //!   events. See `ALGORITHM.md`.
 //! - [`PhiAccrual`]: the failure detector.
 //! - [`simulation::Simulation`]: a seeded in-process network of gossipers.
+//! - [`codec`]: the byte encoding of messages, for the node's transport.
 //!
 //! Not yet: confirmation of a conviction by indirect probes (SWIM), the
-//! local-health pause guard, tombstones for nodes that left, and the
-//! node-side transport; the gossip issue tracks them.
+//! local-health pause guard and tombstones for nodes that left; the gossip
+//! issue tracks them.
 
+pub mod codec;
+mod error;
 mod gossiper;
 mod phi;
 pub mod simulation;
 
+pub use error::Error;
 pub use gossiper::{Delta, Digest, Event, GossipConfig, Gossiper, Message, NodeId, NodeState};
 pub use phi::PhiAccrual;

@@ -62,6 +62,11 @@ impl PhiAccrual {
         self.last_arrival = Some(now);
     }
 
+    /// When the last heartbeat arrived (`None`: never).
+    pub fn last_arrival(&self) -> Option<Duration> {
+        self.last_arrival
+    }
+
     /// The suspicion level at `now`; 0 before the first heartbeat.
     pub fn phi(&self, now: Duration) -> f64 {
         let Some(last) = self.last_arrival else {

@@ -64,6 +64,10 @@ pub struct NodeConfig {
     /// Threads serving the network (0: one per core). Several nodes
     /// sharing few cores (tests, benchmarks on one machine) want 1.
     pub worker_threads: usize,
+    /// Time between gossip rounds, in milliseconds.
+    pub gossip_interval_ms: u64,
+    /// Suspicion (phi) at which gossip marks a peer down.
+    pub phi_threshold: f64,
     /// Deliberately wrong behaviour for the fault-injection harness's
     /// self-tests (`double-apply`, `ack-without-quorum`, `drop-hints`).
     /// Never set this on a real cluster.
@@ -94,6 +98,8 @@ impl Default for NodeConfig {
             read_timeout_ms: 2_000,
             one_read_repair_every: 10,
             worker_threads: 0,
+            gossip_interval_ms: 1000,
+            phi_threshold: 8.0,
             broken: None,
         }
     }
@@ -197,6 +203,15 @@ impl NodeConfig {
         ReplayConfig {
             cells_per_s: self.hint_replay_cells_per_s.max(1),
             ..ReplayConfig::default()
+        }
+    }
+
+    /// Gossip settings.
+    pub fn gossip(&self) -> tally_gossip::GossipConfig {
+        tally_gossip::GossipConfig {
+            interval: Duration::from_millis(self.gossip_interval_ms.max(10)),
+            phi_threshold: self.phi_threshold,
+            ..tally_gossip::GossipConfig::default()
         }
     }
 

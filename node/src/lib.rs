@@ -4,7 +4,8 @@
 //!
 //! - [`Coordinator`]: runs a request over the key's replicas (quorums,
 //!   leaders, forwarding, read repair). [`Peers`]: connections to the
-//!   other nodes and who is up. [`Replicator`]: coalesced delivery of cell
+//!   other nodes and who is up; [`Membership`]: gossip and its phi-accrual
+//!   failure detector, feeding `Peers`. [`Replicator`]: coalesced delivery of cell
 //!   states to peers. [`HintStore`] and [`handoff`]: hinted handoff for
 //!   replicas that miss writes. [`Metadata`]: where the
 //!   cluster map comes from (static configuration today).
@@ -15,7 +16,7 @@
 //! - [`Server`]: the TCP front end. [`NodeConfig`]: settings.
 //!   [`Identity`]: host id and incarnation (which shard this node writes).
 //!
-//! Not yet: gossip-driven liveness, Raft metadata and topology changes,
+//! Not yet: Raft metadata and topology changes,
 //! Merkle anti-entropy, exactly-once op ids (their issues).
 
 pub mod cell_key;
@@ -24,6 +25,7 @@ mod coordinator;
 pub mod handoff;
 mod hints;
 mod identity;
+mod membership;
 mod metadata;
 mod namespace;
 mod peers;
@@ -38,6 +40,7 @@ pub use config::NodeConfig;
 pub use coordinator::{needed, BrokenMode, Coordinator, CoordinatorConfig};
 pub use hints::{Hint, HintCounts, HintMerge, HintStore};
 pub use identity::Identity;
+pub use membership::Membership;
 pub use metadata::{Metadata, StaticMetadata};
 pub use namespace::{Namespace, Namespaces, DEFAULT_NAMESPACE};
 pub use peers::{PeerConfig, Peers};

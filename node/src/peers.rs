@@ -2,18 +2,23 @@
 //! say about who is up.
 //!
 //! One multiplexed [`Connection`] per peer, opened on first use and
-//! reopened after it breaks. Every call's outcome feeds a simple liveness
-//! view: a refused or broken connection marks the peer down at once (on
-//! loopback and LANs a killed process is seen in well under a millisecond);
-//! two timeouts in a row mark it down too (a paused or overloaded
-//! process); any answer marks it up. A probe loop pings down peers every
-//! `probe_interval`, and idle up peers once their last contact is older
-//! than a second, so that a returning node is seen within a probe interval
-//! and hint replay can start.
+//! reopened after it breaks. Two signals decide whether a peer is up:
+//!
+//! - **the transport**: a refused or broken connection marks the peer down
+//!   at once (on loopback and LANs a killed process is seen in well under a
+//!   millisecond), and any answer clears that. Timeouts do not count: a
+//!   paused or overloaded process is gossip's to judge, so that a 2 s GC
+//!   pause does not turn into a storm of hints;
+//! - **gossip** (`membership.rs`): the phi-accrual detector's up and down
+//!   events.
+//!
+//! A peer is up when neither says down. A probe loop pings peers the
+//! transport holds down every `probe_interval`, and idle peers once their
+//! last contact is older than a second, so that a returning node is seen
+//! within a probe interval and hint replay can start.
 //!
 //! The coordinator does not send to peers it considers down: they get
-//! hints. The gossip issue replaces this view with gossip's phi-accrual
-//! detector; the transport's own signal stays as a fast path.
+//! hints.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,8 +39,6 @@ pub struct PeerConfig {
     pub probe_interval: Duration,
     /// Time a probe waits for its answer.
     pub probe_timeout: Duration,
-    /// Consecutive timeouts that mark a peer down.
-    pub timeouts_to_down: u32,
 }
 
 impl Default for PeerConfig {
@@ -44,17 +47,23 @@ impl Default for PeerConfig {
             connect_timeout: Duration::from_millis(500),
             probe_interval: Duration::from_millis(250),
             probe_timeout: Duration::from_millis(500),
-            timeouts_to_down: 2,
         }
     }
 }
 
 #[derive(Debug)]
 struct PeerState {
-    up: bool,
+    transport_down: bool,
+    gossip_down: bool,
+    /// When `up()` last changed.
     since: Instant,
     last_contact: Option<Instant>,
-    consecutive_timeouts: u32,
+}
+
+impl PeerState {
+    fn up(&self) -> bool {
+        !self.transport_down && !self.gossip_down
+    }
 }
 
 #[derive(Debug)]
@@ -93,10 +102,10 @@ impl Peers {
                     // Optimistic until the first call says otherwise: nodes
                     // of a new cluster start at about the same time.
                     state: Mutex::new(PeerState {
-                        up: true,
+                        transport_down: false,
+                        gossip_down: false,
                         since: Instant::now(),
                         last_contact: None,
-                        consecutive_timeouts: 0,
                     }),
                 })
             })
@@ -105,14 +114,31 @@ impl Peers {
 
     /// Whether `host` is considered up (this node always is).
     pub fn is_up(&self, host: HostId) -> bool {
-        host == self.self_id || self.peer(host).state.lock().up
+        host == self.self_id || self.peer(host).state.lock().up()
+    }
+
+    /// Gossip's verdict on `host` (its failure detector's up/down events).
+    pub fn set_gossip_up(&self, host: HostId, up: bool) {
+        if host == self.self_id {
+            return;
+        }
+        let peer = self.peer(host);
+        let mut state = peer.state.lock();
+        let was = state.up();
+        state.gossip_down = !up;
+        let why = if up {
+            "gossip: heartbeats again"
+        } else {
+            "gossip: phi over the threshold"
+        };
+        note_change(host, &mut state, was, why);
     }
 
     /// How long `host` has been down (`None` while up).
     pub fn down_for(&self, host: HostId) -> Option<Duration> {
         let peer = self.peer(host);
         let state = peer.state.lock();
-        (!state.up).then(|| state.since.elapsed())
+        (!state.up()).then(|| state.since.elapsed())
     }
 
     /// Sends `request` to `host` and waits up to `timeout` for the answer.
@@ -177,35 +203,19 @@ impl Peers {
         result: &Result<Response, (ClientError, Delivery)>,
     ) {
         let mut state = peer.state.lock();
-        let down = match result {
+        let was = state.up();
+        match result {
             Ok(_) => {
                 state.last_contact = Some(Instant::now());
-                state.consecutive_timeouts = 0;
-                false
+                state.transport_down = false;
+                note_change(host, &mut state, was, "answered");
             }
-            Err((ClientError::Timeout(_), _)) => {
-                state.consecutive_timeouts += 1;
-                state.consecutive_timeouts >= self.config.timeouts_to_down
+            // Slow is not dead: gossip judges pauses and partitions.
+            Err((ClientError::Timeout(_), _)) => {}
+            Err((e, _)) => {
+                state.transport_down = true;
+                note_change(host, &mut state, was, &e.to_string());
             }
-            Err(_) => true,
-        };
-        if down && state.up {
-            state.up = false;
-            state.since = Instant::now();
-            let why = result.as_ref().err().map(|(e, _)| e.to_string());
-            tracing::info!(
-                host = host.0,
-                reason = why.as_deref().unwrap_or(""),
-                "peer down"
-            );
-        } else if result.is_ok() && !state.up {
-            tracing::info!(
-                host = host.0,
-                down_for_ms = state.since.elapsed().as_millis() as u64,
-                "peer up"
-            );
-            state.up = true;
-            state.since = Instant::now();
         }
     }
 
@@ -223,7 +233,7 @@ impl Peers {
                 .filter(|&h| {
                     let peer = self.peer(h);
                     let state = peer.state.lock();
-                    !state.up
+                    state.transport_down
                         || state
                             .last_contact
                             .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
@@ -241,7 +251,8 @@ impl Peers {
         }
     }
 
-    /// Every other member as this node sees it.
+    /// Every other member as this node sees it (gossip's generation and
+    /// heartbeat age are for the caller to fill in).
     pub fn statuses(&self) -> Vec<PeerStatus> {
         let map = self.metadata.map();
         map.members()
@@ -252,10 +263,31 @@ impl Peers {
                 PeerStatus {
                     host_id: m.host_id.0,
                     address: m.address.clone(),
-                    up: state.up,
+                    up: state.up(),
                     last_contact_ms_ago: state.last_contact.map(|t| t.elapsed().as_millis() as u64),
+                    generation: None,
+                    heartbeat_ms_ago: None,
                 }
             })
             .collect()
     }
+}
+
+/// Logs a change of a peer's combined state and restarts its clock.
+fn note_change(host: HostId, state: &mut PeerState, was: bool, why: &str) {
+    let now = state.up();
+    if was == now {
+        return;
+    }
+    if now {
+        tracing::info!(
+            host = host.0,
+            down_for_ms = state.since.elapsed().as_millis() as u64,
+            reason = why,
+            "peer up"
+        );
+    } else {
+        tracing::info!(host = host.0, reason = why, "peer down");
+    }
+    state.since = Instant::now();
 }

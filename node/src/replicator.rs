@@ -34,6 +34,10 @@ use crate::peers::Peers;
 const MAX_CELLS_PER_MESSAGE: usize = 16_384;
 /// A message whose writers have all given up still gets this long.
 const MIN_TIMEOUT: Duration = Duration::from_millis(500);
+/// Writers queued for one peer, at most: past this (a peer that stopped
+/// answering but is not yet convicted by gossip) new cells are hinted at
+/// once instead of queued, so a stuck peer cannot grow memory.
+const MAX_WAITING: usize = 8_192;
 
 /// How replica writes are sent.
 #[derive(Debug, Clone)]
@@ -110,6 +114,12 @@ impl Replicator {
         let start_sender = {
             let mut queues = self.queues.lock();
             let queue = queues.entry(host).or_default();
+            if queue.waiting.len() >= MAX_WAITING {
+                drop(queues);
+                self.hint(host, epoch, vec![cells]);
+                let _ = done.send(false);
+                return answer;
+            }
             queue.waiting.push(Waiting {
                 epoch,
                 cells,

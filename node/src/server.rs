@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::FramedRead;
 
 use crate::coordinator::Coordinator;
+use crate::membership::Membership;
 use crate::query::ReadPlan;
 use crate::store::{valid_cell, RequestError};
 
@@ -35,6 +36,7 @@ use crate::store::{valid_cell, RequestError};
 #[derive(Debug)]
 pub struct Server {
     coordinator: Arc<Coordinator>,
+    membership: Arc<Membership>,
     address: String,
     started: Instant,
     max_in_flight: usize,
@@ -55,14 +57,16 @@ fn stale_ring(theirs: u64, ours: u64) -> Response {
 }
 
 impl Server {
-    /// A server for `coordinator`, reachable at `address`.
+    /// A server for `coordinator` and `membership`, reachable at `address`.
     pub fn new(
         coordinator: Arc<Coordinator>,
+        membership: Arc<Membership>,
         address: String,
         max_in_flight: usize,
     ) -> Arc<Server> {
         Arc::new(Server {
             coordinator,
+            membership,
             address,
             started: Instant::now(),
             max_in_flight,
@@ -266,6 +270,7 @@ impl Server {
                 coordinator.inspect(&namespace, &key).await
             }
             Request::Ping => Response::Ack,
+            Request::Gossip { from, payload } => self.membership.handle(from, &payload),
             Request::ListNamespaces => {
                 Response::Namespaces(store.namespaces_read().iter().map(|ns| ns.info()).collect())
             }
@@ -310,7 +315,11 @@ impl Server {
             hints_replayed: counts.replayed,
             hints_dropped: counts.dropped,
             read_repairs: self.coordinator.read_repairs(),
-            peers: self.coordinator.peers().statuses(),
+            peers: {
+                let mut peers = self.coordinator.peers().statuses();
+                self.membership.annotate(&mut peers);
+                peers
+            },
         })
     }
 }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use clap::Parser;
 use tally_consensus::HostId;
 use tally_node::{
-    handoff, Coordinator, CounterStore, HintStore, Identity, Metadata, NodeConfig, PeerConfig,
-    Peers, Server, StaticMetadata, SystemClock, WritePipeline,
+    handoff, Clock, Coordinator, CounterStore, HintStore, Identity, Membership, Metadata,
+    NodeConfig, PeerConfig, Peers, Server, StaticMetadata, SystemClock, WritePipeline,
 };
 
 #[derive(Debug, Parser)]
@@ -185,6 +185,17 @@ fn run(config: NodeConfig) -> Result<(), String> {
             config.coordinator(),
         );
         tokio::spawn(peers.clone().probe_forever());
+        // The generation is the start time: it grows across restarts.
+        let generation = SystemClock.now_ms().max(1) as u64;
+        let membership = Membership::new(
+            self_id,
+            generation,
+            peers.clone(),
+            metadata.as_ref(),
+            config.gossip(),
+            &address,
+        );
+        tokio::spawn(membership.clone().run_forever());
         if config.hint_replay {
             tokio::spawn(handoff::replay_forever(
                 hints.clone(),
@@ -202,7 +213,12 @@ fn run(config: NodeConfig) -> Result<(), String> {
             replication_factor = metadata.map().replication_factor(),
             "tally-node serving"
         );
-        let server = Server::new(coordinator, address, config.max_in_flight_per_connection);
+        let server = Server::new(
+            coordinator,
+            membership,
+            address,
+            config.max_in_flight_per_connection,
+        );
         server.serve(listener, shutdown_signal()).await;
         tracing::info!("shutting down");
         Ok::<(), String>(())

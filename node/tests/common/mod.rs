@@ -175,6 +175,17 @@ impl Cluster {
         }
     }
 
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to node `i`.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let node = self.nodes[i].as_ref().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(node.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// SIGTERM node `i` and wait for its clean exit.
     pub fn stop(&mut self, i: usize) {
         if let Some(mut node) = self.nodes[i].take() {

@@ -330,19 +330,21 @@ async fn run(cli: Cli) -> Result<(), String> {
                 if !s.peers.is_empty() {
                     println!();
                     println!(
-                        "{:<6} {:<8} {:<22} {:>16}",
-                        "state", "host id", "address", "last contact"
+                        "{:<6} {:<8} {:<22} {:>16} {:>14} {:>14}",
+                        "state", "host id", "address", "generation", "heartbeat", "last contact"
                     );
+                    let ago = |ms: Option<u64>| {
+                        ms.map_or("never".to_owned(), |ms| format!("{ms} ms ago"))
+                    };
                     for p in &s.peers {
-                        let seen = p
-                            .last_contact_ms_ago
-                            .map_or("never".to_owned(), |ms| format!("{ms} ms ago"));
                         println!(
-                            "{:<6} {:<8} {:<22} {:>16}",
+                            "{:<6} {:<8} {:<22} {:>16} {:>14} {:>14}",
                             if p.up { "UP" } else { "DOWN" },
                             p.host_id,
                             p.address,
-                            seen
+                            p.generation.map_or("-".to_owned(), |g| g.to_string()),
+                            ago(p.heartbeat_ms_ago),
+                            ago(p.last_contact_ms_ago),
                         );
                     }
                 }

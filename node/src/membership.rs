@@ -1,0 +1,169 @@
+//! [`Membership`]: gossip between the nodes, over their own framed
+//! protocol, feeding the failure detector's verdicts to [`Peers`].
+//!
+//! The gossip state machine (`tally_gossip::Gossiper`) has no I/O; this is
+//! its driver. Every `interval` it runs a round (heartbeat up, digests to a
+//! few peers) and sends each `Syn` as a `Gossip` request; the peer answers
+//! with its `Ack` in the response, and the `Ack2` (if any) goes as one more
+//! request. Up, down and restart events of the phi-accrual detector go to
+//! [`Peers::set_gossip_up`], so the coordinator's view of who is up is
+//! gossip's, with the transport's refused connections as a fast path.
+//!
+//! A node's generation is the wall-clock time it started, in milliseconds
+//! (Cassandra's choice): it grows across restarts, so peers tell a
+//! restarted node from an echo of its earlier life.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rand::SeedableRng;
+use tally_client::{PeerStatus, Request, Response};
+use tally_consensus::HostId;
+use tally_gossip::{codec, Event, GossipConfig, Gossiper, Message, NodeId};
+
+use crate::metadata::Metadata;
+use crate::peers::Peers;
+
+/// The node's gossip driver.
+#[derive(Debug)]
+pub struct Membership {
+    me: NodeId,
+    gossiper: Mutex<Gossiper>,
+    rng: Mutex<rand::rngs::StdRng>,
+    started: Instant,
+    interval: Duration,
+    peers: Arc<Peers>,
+}
+
+impl Membership {
+    /// Gossip for node `me`, started at `generation`, with every member of
+    /// `metadata`'s map as a seed.
+    pub fn new(
+        me: HostId,
+        generation: u64,
+        peers: Arc<Peers>,
+        metadata: &dyn Metadata,
+        config: GossipConfig,
+        address: &str,
+    ) -> Arc<Membership> {
+        let map = metadata.map();
+        let seeds = map.members().map(|m| NodeId(m.host_id.0)).collect();
+        let interval = config.interval;
+        let mut gossiper = Gossiper::new(NodeId(me.0), generation, seeds, config);
+        gossiper.set("address", address);
+        gossiper.set("epoch", &map.epoch().to_string());
+        Arc::new(Membership {
+            me: NodeId(me.0),
+            gossiper: Mutex::new(gossiper),
+            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(generation ^ me.0)),
+            started: Instant::now(),
+            interval,
+            peers,
+        })
+    }
+
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn apply(&self, events: Vec<Event>) {
+        for event in events {
+            match event {
+                Event::Up(n) => self.peers.set_gossip_up(HostId(n.0), true),
+                Event::Down(n) => self.peers.set_gossip_up(HostId(n.0), false),
+                Event::Restarted(n) => {
+                    let generation = self.gossiper.lock().generation(n);
+                    tracing::info!(host = n.0, ?generation, "peer restarted");
+                }
+                Event::Joined(n) => tracing::debug!(host = n.0, "peer joined gossip"),
+            }
+        }
+    }
+
+    /// Runs gossip rounds until the process ends.
+    pub async fn run_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (messages, events) = {
+                let mut gossiper = self.gossiper.lock();
+                let messages = gossiper.tick(self.now(), &mut *self.rng.lock());
+                (messages, gossiper.take_events())
+            };
+            self.apply(events);
+            for (to, message) in messages {
+                let this = self.clone();
+                tokio::spawn(async move { this.exchange(to, message).await });
+            }
+        }
+    }
+
+    /// Sends `message` to `to` and handles the reply it carries back.
+    async fn exchange(self: Arc<Self>, to: NodeId, message: Message) {
+        let request = Request::Gossip {
+            from: self.me.0,
+            payload: codec::encode(&message),
+        };
+        let Ok(Response::Gossip(bytes)) =
+            self.peers.call(HostId(to.0), &request, self.interval).await
+        else {
+            return;
+        };
+        let Ok(reply) = codec::decode(&bytes) else {
+            tracing::warn!(host = to.0, "malformed gossip reply ignored");
+            return;
+        };
+        let (replies, events) = {
+            let mut gossiper = self.gossiper.lock();
+            let replies = gossiper.receive(to, reply, self.now());
+            (replies, gossiper.take_events())
+        };
+        self.apply(events);
+        for (to, message) in replies {
+            let request = Request::Gossip {
+                from: self.me.0,
+                payload: codec::encode(&message),
+            };
+            let _ = self.peers.call(HostId(to.0), &request, self.interval).await;
+        }
+    }
+
+    /// Handles a gossip message from another node; the response carries
+    /// the reply to it, if any.
+    pub fn handle(&self, from: u64, payload: &[u8]) -> Response {
+        let message = match codec::decode(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                return Response::Error {
+                    code: tally_client::ErrorCode::MalformedFrame,
+                    message: e.to_string(),
+                }
+            }
+        };
+        let (replies, events) = {
+            let mut gossiper = self.gossiper.lock();
+            let replies = gossiper.receive(NodeId(from), message, self.now());
+            (replies, gossiper.take_events())
+        };
+        self.apply(events);
+        match replies.into_iter().find(|(to, _)| to.0 == from) {
+            Some((_, reply)) => Response::Gossip(codec::encode(&reply)),
+            None => Response::Ack,
+        }
+    }
+
+    /// Fills in gossip's generation and heartbeat age of each peer.
+    pub fn annotate(&self, statuses: &mut [PeerStatus]) {
+        let gossiper = self.gossiper.lock();
+        let now = self.now();
+        for s in statuses {
+            let node = NodeId(s.host_id);
+            s.generation = gossiper.generation(node);
+            s.heartbeat_ms_ago = gossiper
+                .last_heartbeat(node)
+                .map(|t| now.saturating_sub(t).as_millis() as u64);
+        }
+    }
+}
