@@ -390,6 +390,15 @@ impl Client {
         }
     }
 
+    /// Test hook: shifts the wall clock of the first seed that answers by
+    /// `offset_ms` (nodes started with `--test-hooks` only).
+    pub async fn adjust_clock(&self, offset_ms: i64) -> Result<(), ClientError> {
+        match self.read(&Request::AdjustClock { offset_ms }).await? {
+            Response::Ack => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Every replica's raw copy of a key's total cell (a debug read, to see
     /// replicas diverge and converge).
     pub async fn inspect_replicas(

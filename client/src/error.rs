@@ -38,6 +38,9 @@ pub enum ErrorCode {
     /// The sender routed with an older ring (metadata epoch) than the
     /// receiver; refresh the routing table and retry. Nothing applied.
     StaleRing,
+    /// The node's configuration does not allow this request (a test hook
+    /// on a node started without `--test-hooks`). Nothing applied.
+    Forbidden,
     /// The node's storage failed (disk full, I/O error, corruption).
     Storage,
     /// A bug or an unexpected condition on the node.
@@ -66,6 +69,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => 22,
             ErrorCode::ShuttingDown => 23,
             ErrorCode::StaleRing => 24,
+            ErrorCode::Forbidden => 25,
             ErrorCode::Storage => 30,
             ErrorCode::Internal => 31,
             ErrorCode::Unknown(c) => c,
@@ -74,7 +78,7 @@ impl ErrorCode {
 
     /// From the wire value.
     pub fn from_u16(v: u16) -> ErrorCode {
-        const KNOWN: [ErrorCode; 18] = [
+        const KNOWN: [ErrorCode; 19] = [
             ErrorCode::MalformedFrame,
             ErrorCode::UnsupportedVersion,
             ErrorCode::ChecksumMismatch,
@@ -91,6 +95,7 @@ impl ErrorCode {
             ErrorCode::Unavailable,
             ErrorCode::ShuttingDown,
             ErrorCode::StaleRing,
+            ErrorCode::Forbidden,
             ErrorCode::Storage,
             ErrorCode::Internal,
         ];

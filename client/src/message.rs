@@ -355,6 +355,13 @@ pub enum Request {
     },
     /// Liveness probe. Answered with `Ack`.
     Ping,
+    /// Test hook: shift the node's wall clock by `offset_ms` from the
+    /// machine's (the fault-injection harness's clock nemesis). Refused
+    /// with `Forbidden` unless the node runs with `--test-hooks`.
+    AdjustClock {
+        /// Milliseconds added to the machine's clock (0: none).
+        offset_ms: i64,
+    },
     /// Internal: a gossip message (encoded by the gossip crate). Answered
     /// with `Gossip` (the reply) or `Ack` (none).
     Gossip {
@@ -420,6 +427,7 @@ pub(crate) mod kind {
     pub const INSPECT_REPLICAS: u8 = 0x0C;
     pub const PING: u8 = 0x0D;
     pub const GOSSIP: u8 = 0x0E;
+    pub const ADJUST_CLOCK: u8 = 0x0F;
     pub const RESPONSE: u8 = 0x80;
     pub const ERROR: u8 = 0xFF;
 }
@@ -683,6 +691,7 @@ impl Request {
             Request::InspectReplicas { .. } => kind::INSPECT_REPLICAS,
             Request::Ping => kind::PING,
             Request::Gossip { .. } => kind::GOSSIP,
+            Request::AdjustClock { .. } => kind::ADJUST_CLOCK,
         }
     }
 
@@ -776,6 +785,7 @@ impl Request {
                 buf.put_u64_le(*from);
                 put_bytes32(buf, payload);
             }
+            Request::AdjustClock { offset_ms } => buf.put_i64_le(*offset_ms),
         }
     }
 
@@ -847,6 +857,9 @@ impl Request {
             kind::GOSSIP => Request::Gossip {
                 from: r.u64()?,
                 payload: r.bytes32()?.to_vec(),
+            },
+            kind::ADJUST_CLOCK => Request::AdjustClock {
+                offset_ms: r.i64()?,
             },
             other => return Err(unknown_kind("request", other)),
         };
@@ -1054,7 +1067,7 @@ impl Response {
                     peers
                 },
             }),
-            kind::REPLICA_WRITE | kind::PING => Response::Ack,
+            kind::REPLICA_WRITE | kind::PING | kind::ADJUST_CLOCK => Response::Ack,
             kind::GOSSIP if r.buf.is_empty() => Response::Ack,
             kind::GOSSIP => Response::Gossip(r.bytes32()?.to_vec()),
             kind::REPLICA_READ => Response::Cells(get_cells(&mut r)?),

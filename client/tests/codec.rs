@@ -91,6 +91,7 @@ fn cluster_request() -> impl Strategy<Value = Request> {
         (name(), key()).prop_map(|(namespace, key)| Request::InspectReplicas { namespace, key }),
         Just(Request::Ping),
         (any::<u64>(), key()).prop_map(|(from, payload)| Request::Gossip { from, payload }),
+        any::<i64>().prop_map(|offset_ms| Request::AdjustClock { offset_ms }),
     ]
 }
 
@@ -289,7 +290,7 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
             )),
         proptest::collection::vec(increment_result(), 0..4)
             .prop_map(|r| (8, Response::Increment(r))),
-        prop_oneof![Just(9u8), Just(13u8), Just(14u8)].prop_map(|k| (k, Response::Ack)),
+        prop_oneof![Just(9u8), Just(13u8), Just(14u8), Just(15u8)].prop_map(|k| (k, Response::Ack)),
         key()
             .prop_filter("an empty reply is an Ack", |p| !p.is_empty())
             .prop_map(|p| (14, Response::Gossip(p))),

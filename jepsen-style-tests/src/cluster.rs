@@ -175,6 +175,7 @@ impl Cluster {
             .arg("--durability")
             .arg(&self.config.durability)
             .arg("--exit-with-stdin")
+            .arg("--test-hooks")
             .args(&self.config.extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::piped())
@@ -260,6 +261,16 @@ impl Cluster {
             self.restart(i)?;
         }
         Ok(())
+    }
+
+    /// Shifts node `i`'s wall clock by `offset_ms` (0: back to the
+    /// machine's).
+    pub async fn adjust_clock(&self, i: usize, offset_ms: i64) -> Result<(), String> {
+        let client = self.client(i, Duration::from_secs(1)).await?;
+        client
+            .adjust_clock(offset_ms)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// A client bound to node `i` (it coordinates every request).

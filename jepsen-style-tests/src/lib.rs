@@ -10,16 +10,17 @@
 //!   with the harness; [`proxy::LinkProxy`]: a TCP proxy per directed
 //!   node-to-node link for partitions and delays without root.
 //! - [`nemesis`]: partitions (halves, isolate one, majorities ring,
-//!   bridge), kill -9 and restart, SIGSTOP/SIGCONT, link delays.
+//!   bridge), kill -9 and restart, SIGSTOP/SIGCONT, link delays, clock
+//!   skew.
 //! - [`workload`], [`history::History`], [`checker::check`],
 //!   [`report`]: the clients, the record, the verdict, the report
 //!   directory with SVG plots.
 //! - [`run::run`]: one run, end to end. The `jepsen-style-tests` binary is
 //!   its command line (`run`, `analyze`).
 //!
-//! Not yet: the clock nemesis, a storage mode that loses unsynced writes
-//! at a kill, wiping and replacing a node (needs topology changes), and
-//! exactly-once checks (op ids are not deduplicated yet).
+//! Not yet: a storage mode that loses unsynced writes at a kill, wiping and
+//! replacing a node (needs topology changes), and exactly-once checks (op
+//! ids are not deduplicated yet).
 
 pub mod checker;
 pub mod cluster;

@@ -41,7 +41,7 @@ struct RunArgs {
     /// Copies of each key.
     #[arg(long, default_value_t = 3)]
     replication_factor: usize,
-    /// Faults to inject: partition, kill, pause, delay (comma separated; "none" for none).
+    /// Faults to inject: partition, kill, pause, delay, clock (comma separated; "none" for none).
     #[arg(long, default_value = "partition,kill,pause")]
     nemesis: String,
     /// Seconds of workload.
@@ -71,6 +71,10 @@ struct RunArgs {
     /// `sync` or `periodic` durability on the nodes.
     #[arg(long, default_value = "periodic")]
     durability: String,
+    /// Storage test mode: a killed node loses its unsynced writes, as at a
+    /// power loss (`tally-node --lose-unsynced-writes`).
+    #[arg(long)]
+    lose_unsynced_writes: bool,
     /// Run the nodes with deliberately wrong behaviour (double-apply,
     /// ack-without-quorum, drop-hints) to see the checker catch it.
     #[arg(long)]
@@ -126,6 +130,9 @@ async fn run_many(args: RunArgs) -> Result<Validity, String> {
         let dir = args.out.join(format!("seed-{seed}"));
         let _ = std::fs::remove_dir_all(&dir);
         let mut extra_args = Vec::new();
+        if args.lose_unsynced_writes {
+            extra_args.push("--lose-unsynced-writes".to_owned());
+        }
         if let Some(mode) = &args.broken {
             extra_args.extend(["--broken".to_owned(), mode.clone()]);
         }

@@ -73,13 +73,14 @@ pub async fn run(config: &RunConfig, progress: &(dyn Fn(u64) + Sync)) -> Result<
             break;
         }
         let start_ns = history.now_ns();
-        let Some((kind, what, active)) = nemesis::inject(&mut cluster, &config.nemeses, &mut rng)
+        let Some((kind, what, active)) =
+            nemesis::inject(&mut cluster, &config.nemeses, &mut rng).await
         else {
             sleep_until(until).await;
             break;
         };
         sleep_until(Instant::now() + nemesis::hold(&mut rng)).await;
-        nemesis::heal(&mut cluster, active)?;
+        nemesis::heal(&mut cluster, active).await?;
         faults.push(FaultWindow {
             kind,
             what,

@@ -68,6 +68,13 @@ pub struct NodeConfig {
     pub gossip_interval_ms: u64,
     /// Suspicion (phi) at which gossip marks a peer down.
     pub phi_threshold: f64,
+    /// Accept test hooks (`AdjustClock`): for the fault-injection harness
+    /// only.
+    pub test_hooks: bool,
+    /// Keep unsynced storage writes in memory, so that a kill -9 loses
+    /// them as a power loss would (`tally_storage::LossyFs`): for the
+    /// fault-injection harness only.
+    pub lose_unsynced_writes: bool,
     /// Deliberately wrong behaviour for the fault-injection harness's
     /// self-tests (`double-apply`, `ack-without-quorum`, `drop-hints`).
     /// Never set this on a real cluster.
@@ -100,6 +107,8 @@ impl Default for NodeConfig {
             worker_threads: 0,
             gossip_interval_ms: 1000,
             phi_threshold: 8.0,
+            test_hooks: false,
+            lose_unsynced_writes: false,
             broken: None,
         }
     }

@@ -147,8 +147,9 @@ fn prefix_end(target: HostId) -> Option<Vec<u8>> {
 }
 
 impl HintStore {
-    /// Opens the hint engine in `dir`.
+    /// Opens the hint engine in `dir` on `fs`.
     pub fn open(
+        fs: Arc<dyn tally_storage::Fs>,
         dir: &Path,
         mut opts: tally_storage::Options,
         clock: Arc<dyn Clock>,
@@ -160,7 +161,7 @@ impl HintStore {
             window,
         }));
         Ok(HintStore {
-            db: Db::open(dir, opts, Arc::new(HintMerge))?,
+            db: Db::open_with_fs(fs, dir, opts, Arc::new(HintMerge))?,
             mutation: Mutex::new(()),
             clock,
             window,
@@ -353,7 +354,14 @@ mod tests {
             background_work: false,
             ..Default::default()
         };
-        HintStore::open(dir, opts, clock, Duration::from_secs(3 * 3600)).unwrap()
+        HintStore::open(
+            Arc::new(tally_storage::RealFs),
+            dir,
+            opts,
+            clock,
+            Duration::from_secs(3 * 3600),
+        )
+        .unwrap()
     }
 
     #[test]

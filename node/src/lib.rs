@@ -48,5 +48,7 @@ pub use query::{cover, ReadPlan};
 pub use replicator::{Replicator, ReplicatorConfig};
 pub use server::Server;
 pub use shard_set::{CounterMerge, Shard, ShardSet};
-pub use store::{valid_cell, Clock, CounterStore, Led, RequestError, StoreLimits, SystemClock};
+pub use store::{
+    valid_cell, Clock, CounterStore, Led, OffsetClock, RequestError, StoreLimits, SystemClock,
+};
 pub use write_pipeline::WritePipeline;

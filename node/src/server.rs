@@ -30,13 +30,15 @@ use tokio_util::codec::FramedRead;
 use crate::coordinator::Coordinator;
 use crate::membership::Membership;
 use crate::query::ReadPlan;
-use crate::store::{valid_cell, RequestError};
+use crate::store::{valid_cell, OffsetClock, RequestError};
 
 /// Shared state of the server.
 #[derive(Debug)]
 pub struct Server {
     coordinator: Arc<Coordinator>,
     membership: Arc<Membership>,
+    /// The clock test hooks may move (`None`: hooks disabled).
+    test_clock: Option<Arc<OffsetClock>>,
     address: String,
     started: Instant,
     max_in_flight: usize,
@@ -57,16 +59,19 @@ fn stale_ring(theirs: u64, ours: u64) -> Response {
 }
 
 impl Server {
-    /// A server for `coordinator` and `membership`, reachable at `address`.
+    /// A server for `coordinator` and `membership`, reachable at `address`;
+    /// `test_clock` enables the clock test hook.
     pub fn new(
         coordinator: Arc<Coordinator>,
         membership: Arc<Membership>,
+        test_clock: Option<Arc<OffsetClock>>,
         address: String,
         max_in_flight: usize,
     ) -> Arc<Server> {
         Arc::new(Server {
             coordinator,
             membership,
+            test_clock,
             address,
             started: Instant::now(),
             max_in_flight,
@@ -270,6 +275,18 @@ impl Server {
                 coordinator.inspect(&namespace, &key).await
             }
             Request::Ping => Response::Ack,
+            Request::AdjustClock { offset_ms } => match &self.test_clock {
+                Some(clock) => {
+                    clock.set_offset_ms(offset_ms);
+                    tracing::warn!(offset_ms, "test hook: wall clock shifted");
+                    Response::Ack
+                }
+                None => Response::Error {
+                    code: ErrorCode::Forbidden,
+                    message: "test hooks are disabled on this node (start it with --test-hooks)"
+                        .into(),
+                },
+            },
             Request::Gossip { from, payload } => self.membership.handle(from, &payload),
             Request::ListNamespaces => {
                 Response::Namespaces(store.namespaces_read().iter().map(|ns| ns.info()).collect())

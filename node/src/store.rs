@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +48,29 @@ impl Clock for SystemClock {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64)
+    }
+}
+
+/// The machine's clock shifted by an adjustable offset: the clock nemesis
+/// of the fault-injection harness moves it (`AdjustClock`, only on nodes
+/// started with `--test-hooks`).
+#[derive(Debug, Default)]
+pub struct OffsetClock {
+    offset_ms: AtomicI64,
+}
+
+impl OffsetClock {
+    /// Sets the offset from the machine's clock.
+    pub fn set_offset_ms(&self, offset_ms: i64) {
+        self.offset_ms.store(offset_ms, Ordering::Relaxed);
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now_ms(&self) -> i64 {
+        SystemClock
+            .now_ms()
+            .saturating_add(self.offset_ms.load(Ordering::Relaxed))
     }
 }
 
@@ -207,8 +230,29 @@ fn storage_error(e: tally_storage::Error) -> RequestError {
 }
 
 impl CounterStore {
-    /// Opens the store in `dir`.
+    /// Opens the store in `dir` on the real file system.
     pub fn open(
+        dir: &Path,
+        opts: tally_storage::Options,
+        namespaces: Namespaces,
+        identity: Identity,
+        clock: Arc<dyn Clock>,
+        limits: StoreLimits,
+    ) -> tally_storage::Result<CounterStore> {
+        CounterStore::open_with_fs(
+            Arc::new(tally_storage::RealFs),
+            dir,
+            opts,
+            namespaces,
+            identity,
+            clock,
+            limits,
+        )
+    }
+
+    /// Opens the store in `dir` on `fs`.
+    pub fn open_with_fs(
+        fs: Arc<dyn tally_storage::Fs>,
         dir: &Path,
         mut opts: tally_storage::Options,
         namespaces: Namespaces,
@@ -221,7 +265,7 @@ impl CounterStore {
             namespaces: namespaces.clone(),
             clock: clock.clone(),
         }));
-        let db = Db::open(dir, opts, Arc::new(CounterMerge))?;
+        let db = Db::open_with_fs(fs, dir, opts, Arc::new(CounterMerge))?;
         Ok(CounterStore {
             db,
             namespaces,

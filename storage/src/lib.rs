@@ -12,7 +12,9 @@
 //! checksummed, damage is reported as [`Error::Corruption`] with the file and
 //! offset, and a failed WAL fsync poisons the engine instead of being
 //! retried. The file system is injected ([`Fs`]): [`RealFs`] in production,
-//! [`SimFs`] to simulate power loss, a full disk and failing fsyncs.
+//! [`SimFs`] to simulate power loss, a full disk and failing fsyncs, and
+//! [`LossyFs`] (real files, unsynced bytes kept in memory) so that a
+//! kill -9 of a real process loses what a power loss would.
 //!
 //! Not here (non-goals for now): snapshots and transactions, column
 //! families, prefix compression in blocks, a block cache (reads go through
@@ -48,6 +50,7 @@ mod decoder;
 mod entry;
 mod error;
 mod fs;
+mod lossy_fs;
 mod manifest;
 mod memtable;
 mod merge;
@@ -66,6 +69,7 @@ mod write_batch;
 pub use db::Db;
 pub use error::{Error, Result};
 pub use fs::{Fs, FsFile};
+pub use lossy_fs::LossyFs;
 pub use merge::{AddI64, CompactionFilter, FilterDecision, MergeOperator};
 pub use metrics::MetricsSnapshot;
 pub use options::{Durability, Options};

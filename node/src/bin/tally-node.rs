@@ -13,7 +13,7 @@ use clap::Parser;
 use tally_consensus::HostId;
 use tally_node::{
     handoff, Clock, Coordinator, CounterStore, HintStore, Identity, Membership, Metadata,
-    NodeConfig, PeerConfig, Peers, Server, StaticMetadata, SystemClock, WritePipeline,
+    NodeConfig, OffsetClock, PeerConfig, Peers, Server, StaticMetadata, SystemClock, WritePipeline,
 };
 
 #[derive(Debug, Parser)]
@@ -54,6 +54,14 @@ struct Args {
     /// its nodes along.
     #[arg(long)]
     exit_with_stdin: bool,
+    /// Accept test hooks (the harness's clock nemesis). Never on a real
+    /// cluster.
+    #[arg(long)]
+    test_hooks: bool,
+    /// Lose unsynced writes at a kill, as a power loss would (a storage
+    /// test mode for the harness). Never on a real cluster.
+    #[arg(long)]
+    lose_unsynced_writes: bool,
     /// Deliberately wrong behaviour, for the harness's self-tests only:
     /// double-apply, ack-without-quorum or drop-hints.
     #[arg(long)]
@@ -96,6 +104,12 @@ fn load(args: &Args) -> Result<NodeConfig, String> {
     if let Some(v) = args.worker_threads {
         config.worker_threads = v;
     }
+    if args.test_hooks {
+        config.test_hooks = true;
+    }
+    if args.lose_unsynced_writes {
+        config.lose_unsynced_writes = true;
+    }
     if let Some(v) = &args.broken {
         config.broken = Some(v.clone());
     }
@@ -124,8 +138,15 @@ fn run(config: NodeConfig) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     let identity = Identity::load_or_create(&config.data_dir, config.host_id)
         .map_err(|e| format!("identity: {e}"))?;
-    let clock = Arc::new(SystemClock);
-    let store = CounterStore::open(
+    let clock = Arc::new(OffsetClock::default());
+    let fs: Arc<dyn tally_storage::Fs> = if config.lose_unsynced_writes {
+        tracing::warn!("storage test mode: unsynced writes are lost at a kill, as at a power loss");
+        Arc::new(tally_storage::LossyFs)
+    } else {
+        Arc::new(tally_storage::RealFs)
+    };
+    let store = CounterStore::open_with_fs(
+        fs.clone(),
         &config.data_dir.join("storage"),
         config.storage_options(),
         config.namespace_set()?,
@@ -136,9 +157,10 @@ fn run(config: NodeConfig) -> Result<(), String> {
     .map_err(|e| format!("storage: {e}"))?;
     let store = Arc::new(store);
     let hints = HintStore::open(
+        fs,
         &config.data_dir.join("hints"),
         config.storage_options(),
-        clock,
+        clock.clone(),
         config.hint_window(),
     )
     .map_err(|e| format!("hints: {e}"))?;
@@ -216,6 +238,7 @@ fn run(config: NodeConfig) -> Result<(), String> {
         let server = Server::new(
             coordinator,
             membership,
+            config.test_hooks.then(|| clock.clone()),
             address,
             config.max_in_flight_per_connection,
         );
