@@ -49,8 +49,8 @@ use crate::connection::{Connection, Delivery};
 use crate::error::{ClientError, ErrorCode};
 use crate::message::MAX_BATCH_ITEMS;
 use crate::message::{
-    Count, Increment, ItemResult, NamespaceInfo, NodeStatus, Point, ReplicaView, Request,
-    Resolution, Response,
+    Count, Increment, ItemResult, NamespaceInfo, NodeStatus, Point, RepairReport, ReplicaView,
+    Request, Resolution, Response,
 };
 use crate::routing::RoutingTable;
 use crate::token::token;
@@ -386,6 +386,16 @@ impl Client {
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
         match self.read(&Request::Status).await? {
             Response::Status(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Runs anti-entropy repair on the first seed that answers (it compares
+    /// and converges every range it replicates); waits up to the client's
+    /// request timeout, so give it a long one.
+    pub async fn repair(&self) -> Result<RepairReport, ClientError> {
+        match self.read(&Request::Repair).await? {
+            Response::RepairReport(r) => Ok(r),
             other => Err(unexpected(other)),
         }
     }

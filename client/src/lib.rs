@@ -31,7 +31,7 @@ pub use connection::{Connection, Delivery};
 pub use error::{ClientError, ErrorCode};
 pub use message::{
     CellState, Consistency, Count, Increment, ItemResult, KeyRange, NamespaceInfo, NodeStatus,
-    PeerStatus, Point, ReplicaView, Request, Resolution, Response, ShardView,
+    PeerStatus, Point, RepairReport, ReplicaView, Request, Resolution, Response, ShardView,
 };
 pub use routing::{RoutingNode, RoutingRange, RoutingTable};
 pub use token::{token, Token};

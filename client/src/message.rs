@@ -177,6 +177,10 @@ pub struct NodeStatus {
     pub hints_dropped: u64,
     /// Cells this node repaired on other replicas (or itself) during reads.
     pub read_repairs: u64,
+    /// Token ranges done by the repair running on this node (0 of 0: none).
+    pub repair_ranges_done: u32,
+    /// Token ranges the running repair covers.
+    pub repair_ranges_total: u32,
     /// The other nodes, as this node sees them.
     pub peers: Vec<PeerStatus>,
 }
@@ -244,6 +248,23 @@ pub struct ReplicaView {
     pub error: Option<String>,
     /// The replica's shards of the cell (empty: it holds no copy).
     pub shards: Vec<ShardView>,
+}
+
+/// What a repair did (`tally repair`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RepairReport {
+    /// Token ranges compared.
+    pub ranges: u32,
+    /// Ranges skipped (fewer than two replicas up, or one did not answer).
+    pub ranges_skipped: u32,
+    /// Merkle leaves compared.
+    pub leaves: u64,
+    /// Leaves whose hashes differed between replicas.
+    pub leaves_differing: u64,
+    /// Cells sent to replicas that lacked them.
+    pub cells_repaired: u64,
+    /// How long it took.
+    pub elapsed_ms: u64,
 }
 
 /// The outcome of one increment within a batch.
@@ -355,6 +376,23 @@ pub enum Request {
     },
     /// Liveness probe. Answered with `Ack`.
     Ping,
+    /// Internal: the Merkle leaves of the replica's cells with tokens in
+    /// `(start_token, end_token]` (wrapping): `2^depth` hashes. Answered
+    /// with `Hashes`.
+    MerkleTree {
+        /// The sender's metadata epoch.
+        epoch: u64,
+        /// Exclusive start of the token range.
+        start_token: u64,
+        /// Inclusive end of the token range.
+        end_token: u64,
+        /// The tree's depth (at most 16).
+        depth: u8,
+    },
+    /// Anti-entropy: compare and converge every token range this node
+    /// replicates with the other replicas. Answered with `RepairReport`
+    /// when done.
+    Repair,
     /// Test hook: shift the node's wall clock by `offset_ms` from the
     /// machine's (the fault-injection harness's clock nemesis). Refused
     /// with `Forbidden` unless the node runs with `--test-hooks`.
@@ -402,6 +440,10 @@ pub enum Response {
     Replicas(Vec<ReplicaView>),
     /// A gossip reply (encoded by the gossip crate).
     Gossip(Vec<u8>),
+    /// Merkle leaf hashes (`MerkleTree`).
+    Hashes(Vec<u64>),
+    /// What a repair did.
+    RepairReport(RepairReport),
     /// The request failed as a whole.
     Error {
         /// What went wrong.
@@ -428,6 +470,8 @@ pub(crate) mod kind {
     pub const PING: u8 = 0x0D;
     pub const GOSSIP: u8 = 0x0E;
     pub const ADJUST_CLOCK: u8 = 0x0F;
+    pub const MERKLE_TREE: u8 = 0x10;
+    pub const REPAIR: u8 = 0x11;
     pub const RESPONSE: u8 = 0x80;
     pub const ERROR: u8 = 0xFF;
 }
@@ -692,6 +736,8 @@ impl Request {
             Request::Ping => kind::PING,
             Request::Gossip { .. } => kind::GOSSIP,
             Request::AdjustClock { .. } => kind::ADJUST_CLOCK,
+            Request::MerkleTree { .. } => kind::MERKLE_TREE,
+            Request::Repair => kind::REPAIR,
         }
     }
 
@@ -752,7 +798,22 @@ impl Request {
                 buf.put_i64_le(*start_ms);
                 buf.put_i64_le(*end_ms);
             }
-            Request::ListNamespaces | Request::Status | Request::Routing | Request::Ping => {}
+            Request::ListNamespaces
+            | Request::Status
+            | Request::Routing
+            | Request::Ping
+            | Request::Repair => {}
+            Request::MerkleTree {
+                epoch,
+                start_token,
+                end_token,
+                depth,
+            } => {
+                buf.put_u64_le(*epoch);
+                buf.put_u64_le(*start_token);
+                buf.put_u64_le(*end_token);
+                buf.put_u8(*depth);
+            }
             Request::DescribeNamespace { name } => put_bytes16(buf, name.as_bytes()),
             Request::ForwardedIncrement {
                 epoch,
@@ -861,6 +922,13 @@ impl Request {
             kind::ADJUST_CLOCK => Request::AdjustClock {
                 offset_ms: r.i64()?,
             },
+            kind::MERKLE_TREE => Request::MerkleTree {
+                epoch: r.u64()?,
+                start_token: r.u64()?,
+                end_token: r.u64()?,
+                depth: r.u8()?,
+            },
+            kind::REPAIR => Request::Repair,
             other => return Err(unknown_kind("request", other)),
         };
         r.finish()?;
@@ -929,6 +997,8 @@ impl Response {
                 buf.put_u64_le(s.hints_replayed);
                 buf.put_u64_le(s.hints_dropped);
                 buf.put_u64_le(s.read_repairs);
+                buf.put_u32_le(s.repair_ranges_done);
+                buf.put_u32_le(s.repair_ranges_total);
                 buf.put_u32_le(s.peers.len() as u32);
                 for p in &s.peers {
                     buf.put_u64_le(p.host_id);
@@ -941,6 +1011,20 @@ impl Response {
             }
             Response::Ack => {}
             Response::Gossip(payload) => put_bytes32(buf, payload),
+            Response::Hashes(hashes) => {
+                buf.put_u32_le(hashes.len() as u32);
+                for h in hashes {
+                    buf.put_u64_le(*h);
+                }
+            }
+            Response::RepairReport(r) => {
+                buf.put_u32_le(r.ranges);
+                buf.put_u32_le(r.ranges_skipped);
+                buf.put_u64_le(r.leaves);
+                buf.put_u64_le(r.leaves_differing);
+                buf.put_u64_le(r.cells_repaired);
+                buf.put_u64_le(r.elapsed_ms);
+            }
             Response::Cells(cells) => put_cells(buf, cells),
             Response::Routing(table) => table.encode(buf),
             Response::Replicas(views) => {
@@ -1050,6 +1134,8 @@ impl Response {
                 hints_replayed: r.u64()?,
                 hints_dropped: r.u64()?,
                 read_repairs: r.u64()?,
+                repair_ranges_done: r.u32()?,
+                repair_ranges_total: r.u32()?,
                 peers: {
                     let n = r.count(8 + 4 + 1 + 24)?;
                     let mut peers = Vec::with_capacity(n);
@@ -1068,6 +1154,22 @@ impl Response {
                 },
             }),
             kind::REPLICA_WRITE | kind::PING | kind::ADJUST_CLOCK => Response::Ack,
+            kind::MERKLE_TREE => {
+                let n = r.count(8)?;
+                let mut hashes = Vec::with_capacity(n);
+                for _ in 0..n {
+                    hashes.push(r.u64()?);
+                }
+                Response::Hashes(hashes)
+            }
+            kind::REPAIR => Response::RepairReport(RepairReport {
+                ranges: r.u32()?,
+                ranges_skipped: r.u32()?,
+                leaves: r.u64()?,
+                leaves_differing: r.u64()?,
+                cells_repaired: r.u64()?,
+                elapsed_ms: r.u64()?,
+            }),
             kind::GOSSIP if r.buf.is_empty() => Response::Ack,
             kind::GOSSIP => Response::Gossip(r.bytes32()?.to_vec()),
             kind::REPLICA_READ => Response::Cells(get_cells(&mut r)?),

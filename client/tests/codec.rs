@@ -92,6 +92,15 @@ fn cluster_request() -> impl Strategy<Value = Request> {
         Just(Request::Ping),
         (any::<u64>(), key()).prop_map(|(from, payload)| Request::Gossip { from, payload }),
         any::<i64>().prop_map(|offset_ms| Request::AdjustClock { offset_ms }),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u8>()).prop_map(
+            |(epoch, start_token, end_token, depth)| Request::MerkleTree {
+                epoch,
+                start_token,
+                end_token,
+                depth
+            }
+        ),
+        Just(Request::Repair),
     ]
 }
 
@@ -285,6 +294,8 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
                     hints_replayed: h[3],
                     hints_dropped: h[4],
                     read_repairs: h[5],
+                    repair_ranges_done: 1,
+                    repair_ranges_total: 2,
                     peers,
                 })
             )),
@@ -296,6 +307,18 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
             .prop_map(|p| (14, Response::Gossip(p))),
         proptest::collection::vec(cell(), 0..5).prop_map(|c| (10, Response::Cells(c))),
         routing_table().prop_map(|t| (11, Response::Routing(t))),
+        proptest::collection::vec(any::<u64>(), 0..8).prop_map(|h| (16, Response::Hashes(h))),
+        (any::<[u32; 2]>(), any::<[u64; 4]>()).prop_map(|(a, b)| (
+            17,
+            Response::RepairReport(tally_client::RepairReport {
+                ranges: a[0],
+                ranges_skipped: a[1],
+                leaves: b[0],
+                leaves_differing: b[1],
+                cells_repaired: b[2],
+                elapsed_ms: b[3],
+            })
+        )),
         proptest::collection::vec(replica_view(), 0..3).prop_map(|v| (12, Response::Replicas(v))),
         (code(), ".{0,20}").prop_map(|(code, message)| (2, Response::Error { code, message })),
     ]

@@ -71,6 +71,10 @@ struct RunArgs {
     /// `sync` or `periodic` durability on the nodes.
     #[arg(long, default_value = "periodic")]
     durability: String,
+    /// Run anti-entropy repair on every node after healing, before the
+    /// final state is read.
+    #[arg(long)]
+    repair: bool,
     /// Storage test mode: a killed node loses its unsynced writes, as at a
     /// power loss (`tally-node --lose-unsynced-writes`).
     #[arg(long)]
@@ -155,6 +159,7 @@ async fn run_many(args: RunArgs) -> Result<Validity, String> {
             nemeses: nemeses.clone(),
             time_limit: Duration::from_secs(args.time_limit),
             seed,
+            repair: args.repair,
         };
         let bar = if args.json {
             indicatif::ProgressBar::hidden()

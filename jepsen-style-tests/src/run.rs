@@ -26,6 +26,10 @@ pub struct RunConfig {
     pub time_limit: Duration,
     /// Seeds the nemesis schedule and the clients.
     pub seed: u64,
+    /// Run anti-entropy repair on every node after healing, before the
+    /// final state is read (needed to converge replicas that lost unsynced
+    /// writes; without it, convergence is hints' and read repair's alone).
+    pub repair: bool,
 }
 
 /// What a run produced.
@@ -102,6 +106,9 @@ pub async fn run(config: &RunConfig, progress: &(dyn Fn(u64) + Sync)) -> Result<
     } else if !cluster.wait_hints_drained(Duration::from_secs(60)).await {
         notes.push("hints did not drain within 60 s of healing".into());
         None
+    } else if let Err(e) = repair_all(&cluster, config.repair, &mut notes).await {
+        notes.push(e);
+        None
     } else {
         match read_final(&cluster, config.workload.keys).await {
             Ok(state) => Some(state),
@@ -121,6 +128,32 @@ pub async fn run(config: &RunConfig, progress: &(dyn Fn(u64) + Sync)) -> Result<
         final_state,
         notes,
     })
+}
+
+/// Runs repair on every node in turn (when asked), noting what it did.
+async fn repair_all(
+    cluster: &Cluster,
+    repair: bool,
+    notes: &mut Vec<String>,
+) -> Result<(), String> {
+    if !repair {
+        return Ok(());
+    }
+    for i in 0..cluster.len() {
+        let client = cluster.client(i, Duration::from_secs(600)).await?;
+        let r = client
+            .repair()
+            .await
+            .map_err(|e| format!("repair on node {}: {e}", i + 1))?;
+        notes.push(format!(
+            "repair on node {}: {} of {} leaves differed, {} cells sent",
+            i + 1,
+            r.leaves_differing,
+            r.leaves,
+            r.cells_repaired
+        ));
+    }
+    Ok(())
 }
 
 /// Every replica's copy of every key, then a QUORUM read of each: the

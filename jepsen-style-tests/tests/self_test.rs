@@ -81,6 +81,26 @@ fn the_real_nodes_are_valid_under_partitions_kills_and_pauses() {
 }
 
 #[test]
+fn a_node_losing_unsynced_writes_converges_after_repair() {
+    // Power-loss-like kills over many keys with few reads: nothing but
+    // anti-entropy would bring every replica back in line.
+    let (code, summary) = run(&[
+        "--time-limit",
+        "10",
+        "--nemesis",
+        "kill",
+        "--lose-unsynced-writes",
+        "--keys",
+        "300",
+        "--read-fraction",
+        "0.05",
+        "--repair",
+    ]);
+    assert_eq!(code, 0, "{summary}");
+    assert!(summary.contains("repair on node 3"), "{summary}");
+}
+
+#[test]
 fn counting_twice_is_caught() {
     let (code, summary) = run(&[
         "--time-limit",

@@ -206,6 +206,16 @@ impl Coordinator {
         self.metadata.map().epoch()
     }
 
+    /// The current cluster map.
+    pub fn map(&self) -> Arc<ClusterMap> {
+        self.metadata.map()
+    }
+
+    /// This node's host id.
+    pub fn self_id(&self) -> HostId {
+        self.self_id
+    }
+
     /// Cells repaired during reads since start.
     pub fn read_repairs(&self) -> u64 {
         self.read_repairs.load(Ordering::Relaxed)
@@ -474,7 +484,7 @@ impl Coordinator {
 
     /// Cells from `wanted` replicas out of `candidates`, replacing failed
     /// ones by the next candidate. `Err` is the response to give.
-    async fn gather(
+    pub(crate) async fn gather(
         &self,
         map: &ClusterMap,
         ranges: &[KeyRange],
@@ -564,7 +574,7 @@ impl Coordinator {
 
     /// Sends each stale replica the merged cells it lacks; `true` when
     /// every one acknowledged before the deadline.
-    async fn repair(
+    pub(crate) async fn repair(
         &self,
         map: &ClusterMap,
         stale: Vec<(HostId, Vec<CellState>)>,
@@ -710,7 +720,7 @@ impl Coordinator {
 /// The replicas' cells merged by the CRDT rule, and for each replica that
 /// was behind, the merged cells it lacks.
 #[allow(clippy::type_complexity)]
-fn merge_replicas(
+pub(crate) fn merge_replicas(
     got: &[(HostId, Vec<CellState>)],
 ) -> Result<(BTreeMap<Vec<u8>, ShardSet>, Vec<(HostId, Vec<CellState>)>), String> {
     let mut merged: BTreeMap<Vec<u8>, ShardSet> = BTreeMap::new();

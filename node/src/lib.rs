@@ -7,7 +7,8 @@
 //!   other nodes and who is up; [`Membership`]: gossip and its phi-accrual
 //!   failure detector, feeding `Peers`. [`Replicator`]: coalesced delivery of cell
 //!   states to peers. [`HintStore`] and [`handoff`]: hinted handoff for
-//!   replicas that miss writes. [`Metadata`]: where the
+//!   replicas that miss writes. [`Repairer`]: Merkle anti-entropy.
+//!   [`Metadata`]: where the
 //!   cluster map comes from (static configuration today).
 //! - [`CounterStore`]: increments, cell reads and merges over cells keyed
 //!   by [`cell_key`], valued by the CRDT [`ShardSet`]; [`ReadPlan`]: a read
@@ -26,10 +27,12 @@ pub mod handoff;
 mod hints;
 mod identity;
 mod membership;
+pub mod merkle;
 mod metadata;
 mod namespace;
 mod peers;
 mod query;
+mod repair;
 mod replicator;
 mod server;
 mod shard_set;
@@ -45,6 +48,7 @@ pub use metadata::{Metadata, StaticMetadata};
 pub use namespace::{Namespace, Namespaces, DEFAULT_NAMESPACE};
 pub use peers::{PeerConfig, Peers};
 pub use query::{cover, ReadPlan};
+pub use repair::Repairer;
 pub use replicator::{Replicator, ReplicatorConfig};
 pub use server::Server;
 pub use shard_set::{CounterMerge, Shard, ShardSet};

@@ -30,12 +30,14 @@ use tokio_util::codec::FramedRead;
 use crate::coordinator::Coordinator;
 use crate::membership::Membership;
 use crate::query::ReadPlan;
+use crate::repair::Repairer;
 use crate::store::{valid_cell, OffsetClock, RequestError};
 
 /// Shared state of the server.
 #[derive(Debug)]
 pub struct Server {
     coordinator: Arc<Coordinator>,
+    repairer: Arc<Repairer>,
     membership: Arc<Membership>,
     /// The clock test hooks may move (`None`: hooks disabled).
     test_clock: Option<Arc<OffsetClock>>,
@@ -69,6 +71,7 @@ impl Server {
         max_in_flight: usize,
     ) -> Arc<Server> {
         Arc::new(Server {
+            repairer: Repairer::new(coordinator.clone()),
             coordinator,
             membership,
             test_clock,
@@ -275,6 +278,36 @@ impl Server {
                 coordinator.inspect(&namespace, &key).await
             }
             Request::Ping => Response::Ack,
+            Request::MerkleTree {
+                epoch: theirs,
+                start_token,
+                end_token,
+                depth,
+            } => {
+                if theirs < epoch {
+                    return stale_ring(theirs, epoch);
+                }
+                let store = store.clone();
+                match tokio::task::spawn_blocking(move || {
+                    store.merkle_leaves(start_token, end_token, depth)
+                })
+                .await
+                {
+                    Ok(Ok(hashes)) => Response::Hashes(hashes),
+                    Ok(Err(e)) => error_response(e),
+                    Err(e) => Response::Error {
+                        code: ErrorCode::Internal,
+                        message: format!("tree task failed: {e}"),
+                    },
+                }
+            }
+            Request::Repair => match self.repairer.repair_all().await {
+                Ok(report) => Response::RepairReport(report),
+                Err(message) => Response::Error {
+                    code: ErrorCode::Overloaded,
+                    message,
+                },
+            },
             Request::AdjustClock { offset_ms } => match &self.test_clock {
                 Some(clock) => {
                     clock.set_offset_ms(offset_ms);
@@ -332,6 +365,8 @@ impl Server {
             hints_replayed: counts.replayed,
             hints_dropped: counts.dropped,
             read_repairs: self.coordinator.read_repairs(),
+            repair_ranges_done: self.repairer.progress().0,
+            repair_ranges_total: self.repairer.progress().1,
             peers: {
                 let mut peers = self.coordinator.peers().statuses();
                 self.membership.annotate(&mut peers);

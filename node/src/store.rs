@@ -28,6 +28,7 @@ use tally_storage::{CompactionFilter, Db, FilterDecision, WriteBatch};
 
 use crate::cell_key;
 use crate::identity::Identity;
+use crate::merkle::{self, Leaves};
 use crate::namespace::{Namespace, Namespaces};
 use crate::query::{self, ReadPlan};
 use crate::shard_set::{CounterMerge, Shard, ShardSet};
@@ -594,6 +595,25 @@ impl CounterStore {
 }
 
 impl CounterStore {
+    /// The Merkle leaves of this node's cells with tokens in
+    /// `(start, end]` (see [`Leaves`]): one full scan of the range.
+    pub fn merkle_leaves(&self, start: u64, end: u64, depth: u8) -> Result<Vec<u64>, RequestError> {
+        let leaves = Leaves::new(start, end, depth);
+        let mut hashes = vec![0u64; leaves.len()];
+        for range in merkle::token_key_ranges(start, end) {
+            self.db
+                .scan_with(&range.start, Some(&range.end), |k, v| {
+                    if let Some(token) = cell_key::token_of(k) {
+                        let h = &mut hashes[leaves.leaf_of(token)];
+                        *h = h.wrapping_add(merkle::cell_hash(k, v));
+                    }
+                    true
+                })
+                .map_err(storage_error)?;
+        }
+        Ok(hashes)
+    }
+
     /// Answers `plan` from this node's cells alone (no other replica).
     pub fn read_local(&self, plan: &ReadPlan) -> Result<Response, RequestError> {
         let cells = self.read_cells(&plan.ranges, MAX_CELLS)?;
