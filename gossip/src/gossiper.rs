@@ -43,6 +43,24 @@ pub struct GossipConfig {
     pub seed_probability: f64,
     /// Most node deltas in one message (bounds message size).
     pub max_deltas: usize,
+    /// A peer is convicted only once its detector has seen this many
+    /// heartbeat intervals, or after `warmup_silence` without any: a fresh
+    /// detector learning the rhythm of heartbeats relayed at random
+    /// otherwise convicts on the first irregular gap (the cause of the
+    /// false downs of large clusters while they form).
+    pub warmup_intervals: usize,
+    /// Silence that convicts a peer whose detector is still warming up.
+    pub warmup_silence: Duration,
+    /// A round that comes this late after the previous one means this node
+    /// itself stalled (a GC pause, an overloaded machine, SIGSTOP): no one
+    /// is convicted that round and the silence is not held against peers
+    /// (Cassandra's pause guard).
+    pub local_pause: Duration,
+    /// A peer down this long is forgotten (its state dropped), and a
+    /// tombstone keeps stale gossip from bringing it back as a ghost.
+    pub forget_after: Duration,
+    /// How long a tombstone is kept.
+    pub tombstone_ttl: Duration,
 }
 
 impl Default for GossipConfig {
@@ -57,6 +75,11 @@ impl Default for GossipConfig {
             probe_down_probability: 0.5,
             seed_probability: 0.1,
             max_deltas: 64,
+            warmup_intervals: 3,
+            warmup_silence: Duration::from_secs(10),
+            local_pause: Duration::from_secs(3),
+            forget_after: Duration::from_secs(24 * 3600),
+            tombstone_ttl: Duration::from_secs(3 * 24 * 3600),
         }
     }
 }
@@ -148,6 +171,8 @@ pub enum Event {
     Down(NodeId),
     /// The node restarted (new generation).
     Restarted(NodeId),
+    /// Down longer than `forget_after`: its state was dropped.
+    Forgotten(NodeId),
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +180,16 @@ struct Peer {
     state: NodeState,
     detector: PhiAccrual,
     alive: bool,
+    /// When it was last marked down.
+    down_since: Option<Duration>,
+}
+
+/// What is left of a forgotten peer: the generation it was forgotten at,
+/// and when.
+#[derive(Debug, Clone, Copy)]
+struct Tombstone {
+    generation: u64,
+    at: Duration,
 }
 
 /// One node's gossip state machine.
@@ -164,8 +199,10 @@ pub struct Gossiper {
     config: GossipConfig,
     local: NodeState,
     peers: BTreeMap<NodeId, Peer>,
+    tombstones: BTreeMap<NodeId, Tombstone>,
     seeds: Vec<NodeId>,
     events: Vec<Event>,
+    last_tick: Option<Duration>,
 }
 
 impl Gossiper {
@@ -179,8 +216,10 @@ impl Gossiper {
                 ..NodeState::default()
             },
             peers: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
             seeds: seeds.into_iter().filter(|s| *s != me).collect(),
             events: Vec::new(),
+            last_tick: None,
         }
     }
 
@@ -245,12 +284,32 @@ impl Gossiper {
     /// One round: beat, judge peers, and pick whom to gossip with.
     pub fn tick(&mut self, now: Duration, rng: &mut impl Rng) -> Vec<(NodeId, Message)> {
         self.local.heartbeat += 1;
+        let stalled = self
+            .last_tick
+            .is_some_and(|t| now.saturating_sub(t) > self.config.local_pause);
+        self.last_tick = Some(now);
+        if stalled {
+            // This node was not running: the silence is ours, not theirs.
+            for peer in self.peers.values_mut() {
+                if peer.alive {
+                    peer.detector.reset_arrival(now);
+                }
+            }
+        }
+        let config = &self.config;
         for (id, peer) in &mut self.peers {
-            if peer.alive && peer.detector.phi(now) > self.config.phi_threshold {
+            let warm = peer.detector.observed() >= config.warmup_intervals
+                || peer
+                    .detector
+                    .last_arrival()
+                    .is_some_and(|t| now.saturating_sub(t) > config.warmup_silence);
+            if !stalled && peer.alive && warm && peer.detector.phi(now) > config.phi_threshold {
                 peer.alive = false;
+                peer.down_since = Some(now);
                 self.events.push(Event::Down(*id));
             }
         }
+        self.forget(now);
         let live: Vec<NodeId> = self
             .peers
             .iter()
@@ -280,6 +339,42 @@ impl Gossiper {
         }
         let syn = Message::Syn(self.digests());
         targets.into_iter().map(|t| (t, syn.clone())).collect()
+    }
+
+    /// Drops peers down longer than `forget_after` (keeping tombstones) and
+    /// tombstones older than `tombstone_ttl`.
+    fn forget(&mut self, now: Duration) {
+        let forget_after = self.config.forget_after;
+        let gone: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                !p.alive
+                    && p.down_since
+                        .is_some_and(|t| now.saturating_sub(t) > forget_after)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(peer) = self.peers.remove(&id) {
+                self.tombstones.insert(
+                    id,
+                    Tombstone {
+                        generation: peer.state.generation,
+                        at: now,
+                    },
+                );
+                self.events.push(Event::Forgotten(id));
+            }
+        }
+        let ttl = self.config.tombstone_ttl;
+        self.tombstones
+            .retain(|_, t| now.saturating_sub(t.at) <= ttl);
+    }
+
+    /// Whether a peer is forgotten (and not back with a newer generation).
+    pub fn is_forgotten(&self, node: NodeId) -> bool {
+        self.tombstones.contains_key(&node) && !self.peers.contains_key(&node)
     }
 
     fn digest_of(node: NodeId, s: &NodeState) -> Digest {
@@ -427,6 +522,14 @@ impl Gossiper {
         if delta.node == self.me {
             return;
         }
+        // A forgotten node comes back only as a new life (a higher
+        // generation); echoes of its old state are ghosts.
+        if let Some(t) = self.tombstones.get(&delta.node) {
+            if delta.generation <= t.generation {
+                return;
+            }
+            self.tombstones.remove(&delta.node);
+        }
         let config = &self.config;
         let peer = self.peers.entry(delta.node).or_insert_with(|| {
             self.events.push(Event::Joined(delta.node));
@@ -441,6 +544,7 @@ impl Gossiper {
                     config.acceptable_pause,
                 ),
                 alive: false,
+                down_since: None,
             }
         });
         if delta.generation < peer.state.generation {
@@ -470,6 +574,7 @@ impl Gossiper {
             peer.detector.heartbeat(now);
             if !peer.alive {
                 peer.alive = true;
+                peer.down_since = None;
                 self.events.push(Event::Up(delta.node));
             }
         }

@@ -20,6 +20,8 @@ pub struct PhiAccrual {
     min_std_dev_ms: f64,
     acceptable_pause_ms: f64,
     last_arrival: Option<Duration>,
+    /// Intervals observed (not counting the two seeded ones).
+    observed: usize,
 }
 
 impl PhiAccrual {
@@ -41,6 +43,7 @@ impl PhiAccrual {
             min_std_dev_ms: min_std_dev.as_secs_f64() * 1000.0,
             acceptable_pause_ms: acceptable_pause.as_secs_f64() * 1000.0,
             last_arrival: None,
+            observed: 0,
         }
     }
 
@@ -52,8 +55,14 @@ impl PhiAccrual {
                 self.intervals_ms.pop_front();
             }
             self.intervals_ms.push_back(interval);
+            self.observed += 1;
         }
         self.last_arrival = Some(now);
+    }
+
+    /// Inter-arrival intervals observed so far.
+    pub fn observed(&self) -> usize {
+        self.observed
     }
 
     /// Forgets the time of the last arrival (after a restart of the peer),

@@ -77,6 +77,7 @@ impl Membership {
                     tracing::info!(host = n.0, ?generation, "peer restarted");
                 }
                 Event::Joined(n) => tracing::debug!(host = n.0, "peer joined gossip"),
+                Event::Forgotten(n) => tracing::info!(host = n.0, "peer forgotten by gossip"),
             }
         }
     }
