@@ -15,6 +15,9 @@ use rand::Rng;
 
 use crate::phi::PhiAccrual;
 
+/// Suspects probed directly per round, at most.
+const MAX_SUSPECT_PROBES: usize = 16;
+
 /// A node's id (its host id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(pub u64);
@@ -75,7 +78,7 @@ impl Default for GossipConfig {
             probe_down_probability: 0.5,
             seed_probability: 0.1,
             max_deltas: 64,
-            warmup_intervals: 3,
+            warmup_intervals: 5,
             warmup_silence: Duration::from_secs(10),
             local_pause: Duration::from_secs(3),
             forget_after: Duration::from_secs(24 * 3600),
@@ -182,6 +185,9 @@ struct Peer {
     alive: bool,
     /// When it was last marked down.
     down_since: Option<Duration>,
+    /// When it was last probed directly as a suspect (cleared by a fresh
+    /// heartbeat): a conviction needs one, a round old.
+    probed_at: Option<Duration>,
 }
 
 /// What is left of a forgotten peer: the generation it was forgotten at,
@@ -303,7 +309,17 @@ impl Gossiper {
                     .detector
                     .last_arrival()
                     .is_some_and(|t| now.saturating_sub(t) > config.warmup_silence);
-            if !stalled && peer.alive && warm && peer.detector.phi(now) > config.phi_threshold {
+            // Confirmed: a direct probe went out at least a round ago and
+            // brought no heartbeat back (SWIM's lesson).
+            let confirmed = peer
+                .probed_at
+                .is_some_and(|t| now.saturating_sub(t) >= config.interval);
+            if !stalled
+                && peer.alive
+                && warm
+                && confirmed
+                && peer.detector.phi(now) > config.phi_threshold
+            {
                 peer.alive = false;
                 peer.down_since = Some(now);
                 self.events.push(Event::Down(*id));
@@ -328,6 +344,26 @@ impl Gossiper {
             .collect();
         if !down.is_empty() && rng.random_bool(self.config.probe_down_probability) {
             targets.extend(down.choose(rng));
+        }
+        // Suspects (phi past `suspect_phi`, not yet convicted) are asked
+        // directly: a live one answers with its own fresh heartbeat, so a
+        // slow relay path alone does not get it convicted. The most
+        // suspicious first, a bounded number per round.
+        let mut suspects: Vec<(f64, NodeId)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.alive)
+            .map(|(id, p)| (p.detector.phi(now), *id))
+            .filter(|(phi, _)| *phi > self.config.suspect_phi)
+            .collect();
+        suspects.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (_, id) in suspects.into_iter().take(MAX_SUSPECT_PROBES) {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.probed_at.get_or_insert(now);
+            }
+            if !targets.contains(&id) {
+                targets.push(id);
+            }
         }
         let seed_due = targets.is_empty() || rng.random_bool(self.config.seed_probability);
         if seed_due {
@@ -473,6 +509,12 @@ impl Gossiper {
                 for node in unknown {
                     deltas.extend(self.delta_since(node, 0, 0));
                 }
+                // This node's own state first: the cap must never cut it,
+                // since a direct `Syn` to a suspect exists to fetch its
+                // fresh heartbeat.
+                if let Some(own) = deltas.iter().position(|d| d.node == self.me) {
+                    deltas[..=own].rotate_right(1);
+                }
                 deltas.truncate(self.config.max_deltas);
                 // Digests carry heartbeats: a newer one is fresh evidence
                 // that its node is alive, without waiting for a delta (which
@@ -545,6 +587,7 @@ impl Gossiper {
                 ),
                 alive: false,
                 down_since: None,
+                probed_at: None,
             }
         });
         if delta.generation < peer.state.generation {
@@ -572,6 +615,7 @@ impl Gossiper {
         if delta.heartbeat > peer.state.heartbeat {
             peer.state.heartbeat = delta.heartbeat;
             peer.detector.heartbeat(now);
+            peer.probed_at = None;
             if !peer.alive {
                 peer.alive = true;
                 peer.down_since = None;
