@@ -9,6 +9,10 @@
 //! [`Peers::set_gossip_up`], so the coordinator's view of who is up is
 //! gossip's, with the transport's refused connections as a fast path.
 //!
+//! The node's entries: `address`, `status` (`normal` until topology changes
+//! add others), `epoch` (the metadata epoch it routes with) and `load`
+//! (bytes of SSTables, refreshed every ten rounds).
+//!
 //! A node's generation is the wall-clock time it started, in milliseconds
 //! (Cassandra's choice): it grows across restarts, so peers tell a
 //! restarted node from an echo of its earlier life.
@@ -24,6 +28,10 @@ use tally_gossip::{codec, Event, GossipConfig, Gossiper, Message, NodeId};
 
 use crate::metadata::Metadata;
 use crate::peers::Peers;
+use crate::store::CounterStore;
+
+/// Rounds between refreshes of the `load` entry.
+const LOAD_EVERY_ROUNDS: u64 = 10;
 
 /// The node's gossip driver.
 #[derive(Debug)]
@@ -34,6 +42,7 @@ pub struct Membership {
     started: Instant,
     interval: Duration,
     peers: Arc<Peers>,
+    store: Arc<CounterStore>,
 }
 
 impl Membership {
@@ -43,6 +52,7 @@ impl Membership {
         me: HostId,
         generation: u64,
         peers: Arc<Peers>,
+        store: Arc<CounterStore>,
         metadata: &dyn Metadata,
         config: GossipConfig,
         address: &str,
@@ -53,6 +63,7 @@ impl Membership {
         let mut gossiper = Gossiper::new(NodeId(me.0), generation, seeds, config);
         gossiper.set("address", address);
         gossiper.set("epoch", &map.epoch().to_string());
+        gossiper.set("status", "normal");
         Arc::new(Membership {
             me: NodeId(me.0),
             gossiper: Mutex::new(gossiper),
@@ -60,6 +71,7 @@ impl Membership {
             started: Instant::now(),
             interval,
             peers,
+            store,
         })
     }
 
@@ -86,8 +98,18 @@ impl Membership {
     pub async fn run_forever(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        for round in 0u64.. {
             tick.tick().await;
+            if round % LOAD_EVERY_ROUNDS == 0 {
+                let disk: u64 = self
+                    .store
+                    .db()
+                    .level_summary()
+                    .iter()
+                    .map(|(_, bytes)| bytes)
+                    .sum();
+                self.gossiper.lock().set("load", &disk.to_string());
+            }
             let (messages, events) = {
                 let mut gossiper = self.gossiper.lock();
                 let messages = gossiper.tick(self.now(), &mut *self.rng.lock());

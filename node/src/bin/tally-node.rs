@@ -213,6 +213,7 @@ fn run(config: NodeConfig) -> Result<(), String> {
             self_id,
             generation,
             peers.clone(),
+            store.clone(),
             metadata.as_ref(),
             config.gossip(),
             &address,
