@@ -1,16 +1,37 @@
 //! Cluster metadata and replica placement.
 //!
-//! Today: the consistent-hash [`Ring`] with virtual nodes and preference
-//! lists, the [`token_allocator`] that picks a joining node's tokens, and
-//! [`ClusterMap`], the data path's read-only view of members, tokens and
-//! placement at one epoch.
-//! To come (the metadata issue): members with host ids, node states,
-//! namespaces and the epoch, agreed through openraft; the data path reads
-//! them locally and never waits on Raft.
+//! - [`Ring`] (virtual nodes, preference lists), the [`token_allocator`]
+//!   that picks a joining node's tokens, and [`ClusterMap`], the data
+//!   path's read-only view of members, tokens and placement at one epoch.
+//! - [`ClusterState`] and [`Command`]: the metadata (host ids assigned from
+//!   the log and never reused, addresses, racks, tokens, member states,
+//!   the replication factor, namespaces, the epoch) and its changes, with
+//!   the business rules answered in [`CommandResult`].
+//! - [`MetadataGroup`]: one node's member of the openraft group (openraft
+//!   0.9.25, pinned) over a durable [`LogStore`] (fsynced before openraft
+//!   is told) and [`StateMachine`] (snapshots), talking through a
+//!   [`RaftTransport`] the node provides; the state is published on a
+//!   watch channel, so readers never wait on Raft.
+//!
+//! Not yet (the metadata issue's later slices): the node's transport and
+//! wiring (`tally init`, `join`, `decommission`, `removenode`), streaming,
+//! automatic voter selection.
 
 mod cluster_map;
+mod cluster_state;
+mod log_store;
+mod metadata_group;
+mod network;
+mod raft_types;
 mod ring;
+mod state_machine;
 pub mod token_allocator;
 
 pub use cluster_map::{ClusterMap, MapError, Member};
+pub use cluster_state::{ClusterState, Command, CommandResult, MemberRecord, MemberState};
+pub use log_store::LogStore;
+pub use metadata_group::{GroupConfig, MetadataGroup, ProposeError};
+pub use network::{RaftReply, RaftRpc, RaftTransport, TransportFuture};
+pub use raft_types::{NodeId, TypeConfig};
 pub use ring::{HostId, Ring, Token, TokenRange};
+pub use state_machine::StateMachine;

@@ -1,0 +1,491 @@
+//! [`ClusterState`]: the cluster metadata that Raft agrees on, and the
+//! [`Command`]s that change it.
+//!
+//! Members with host ids, addresses, racks, tokens and states; the
+//! replication factor; namespaces; and an epoch raised by every change.
+//! Commands are applied in log order on every node, so `apply` is
+//! deterministic: tokens and ids are decided *before* the command is
+//! proposed (the proposer runs the token allocator) or by the state itself
+//! (the next host id), never by the applying node's clock or randomness.
+//!
+//! Business rules are answered in the [`CommandResult`] (`Refused { .. }`),
+//! never as storage errors: a refused command is still a committed log
+//! entry, it just changes nothing. The rules that keep the ring whole:
+//!
+//! - host ids are assigned from the log, never reused: a removed id is
+//!   banned for ever;
+//! - a node of another cluster (wrong name) is refused;
+//! - one topology change at a time: a join or a leave in progress refuses
+//!   another one until it finishes (or is rolled back);
+//! - a token belongs to one member.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster_map::{ClusterMap, MapError, Member};
+use crate::ring::HostId;
+
+/// Where a member is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// Registered, streaming the ranges it gains; not yet read from.
+    Joining,
+    /// Owns its tokens.
+    Normal,
+    /// Streaming its ranges away before it leaves.
+    Leaving,
+    /// Gone; its id is banned for ever.
+    Left,
+}
+
+/// One member as the metadata records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Its address.
+    pub address: String,
+    /// Its rack, if racks are configured.
+    pub rack: Option<String>,
+    /// Its tokens (empty once it left).
+    pub tokens: Vec<u64>,
+    /// Its state.
+    pub state: MemberState,
+}
+
+/// A change to the metadata, proposed through Raft.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Starts a new cluster with its first member (host id 1, normal).
+    Bootstrap {
+        /// The cluster's name (nodes of other clusters are refused).
+        cluster_name: String,
+        /// Copies of each key.
+        replication_factor: usize,
+        /// The first member's address.
+        address: String,
+        /// Its rack.
+        rack: Option<String>,
+        /// Its tokens.
+        tokens: Vec<u64>,
+    },
+    /// Registers a joining node: it gets the next host id and `tokens`.
+    Join {
+        /// Must equal the cluster's name.
+        cluster_name: String,
+        /// The joining node's address.
+        address: String,
+        /// Its rack.
+        rack: Option<String>,
+        /// Its tokens (from the allocator, run by the proposer).
+        tokens: Vec<u64>,
+    },
+    /// A joining node has streamed its ranges: it becomes normal.
+    FinishJoin {
+        /// The node.
+        host: u64,
+    },
+    /// A normal node starts streaming its ranges away.
+    StartLeave {
+        /// The node.
+        host: u64,
+    },
+    /// Rolls a join or a leave in progress back (e.g. its node died).
+    Abort {
+        /// The node.
+        host: u64,
+    },
+    /// A leaving node is done, or a dead node is removed: it is gone.
+    Remove {
+        /// The node.
+        host: u64,
+    },
+    /// Creates a namespace.
+    CreateNamespace {
+        /// `[a-z0-9_]{1,64}`.
+        name: String,
+        /// Resolutions and retention, e.g. `minute:7d, hour:90d, total`.
+        spec: String,
+    },
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// Applied; the metadata is now at `epoch`.
+    Applied {
+        /// The new epoch.
+        epoch: u64,
+        /// The host id a `Bootstrap` or `Join` assigned.
+        host_id: Option<u64>,
+    },
+    /// Refused by a business rule; nothing changed.
+    Refused {
+        /// Why, for people.
+        reason: String,
+    },
+}
+
+/// The metadata every node holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// The cluster's name (`None` before bootstrap).
+    pub cluster_name: Option<String>,
+    /// Copies of each key.
+    pub replication_factor: usize,
+    /// Raised by every applied command.
+    pub epoch: u64,
+    /// The next host id to assign.
+    pub next_host_id: u64,
+    /// Every member ever, by host id (left ones stay, with no tokens).
+    pub members: BTreeMap<u64, MemberRecord>,
+    /// Ids that may never be used again.
+    pub banned: BTreeSet<u64>,
+    /// Namespaces: name -> spec.
+    pub namespaces: BTreeMap<String, String>,
+}
+
+fn refused(reason: impl Into<String>) -> CommandResult {
+    CommandResult::Refused {
+        reason: reason.into(),
+    }
+}
+
+fn valid_namespace(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl ClusterState {
+    /// The member whose join or leave is in progress, if any.
+    pub fn change_in_progress(&self) -> Option<(u64, MemberState)> {
+        self.members
+            .iter()
+            .find(|(_, m)| matches!(m.state, MemberState::Joining | MemberState::Leaving))
+            .map(|(id, m)| (*id, m.state))
+    }
+
+    fn check_tokens(&self, tokens: &[u64]) -> Result<(), String> {
+        if tokens.is_empty() {
+            return Err("a member needs at least one token".into());
+        }
+        let mut seen = BTreeSet::new();
+        let taken: BTreeSet<u64> = self
+            .members
+            .values()
+            .flat_map(|m| m.tokens.iter().copied())
+            .collect();
+        for t in tokens {
+            if !seen.insert(*t) || taken.contains(t) {
+                return Err(format!("token {t} is already owned"));
+            }
+        }
+        Ok(())
+    }
+
+    fn bump(&mut self, host_id: Option<u64>) -> CommandResult {
+        self.epoch += 1;
+        CommandResult::Applied {
+            epoch: self.epoch,
+            host_id,
+        }
+    }
+
+    /// Applies `command`; a refusal changes nothing.
+    pub fn apply(&mut self, command: &Command) -> CommandResult {
+        match command {
+            Command::Bootstrap {
+                cluster_name,
+                replication_factor,
+                address,
+                rack,
+                tokens,
+            } => {
+                if let Some(name) = &self.cluster_name {
+                    return refused(format!("the cluster {name:?} is already bootstrapped"));
+                }
+                if *replication_factor == 0 {
+                    return refused("the replication factor must be at least 1");
+                }
+                if let Err(e) = self.check_tokens(tokens) {
+                    return refused(e);
+                }
+                self.cluster_name = Some(cluster_name.clone());
+                self.replication_factor = *replication_factor;
+                self.next_host_id = 2;
+                self.members.insert(
+                    1,
+                    MemberRecord {
+                        address: address.clone(),
+                        rack: rack.clone(),
+                        tokens: tokens.clone(),
+                        state: MemberState::Normal,
+                    },
+                );
+                self.bump(Some(1))
+            }
+            Command::Join {
+                cluster_name,
+                address,
+                rack,
+                tokens,
+            } => {
+                match &self.cluster_name {
+                    None => return refused("the cluster is not bootstrapped"),
+                    Some(name) if name != cluster_name => {
+                        return refused(format!("this is cluster {name:?}, not {cluster_name:?}"))
+                    }
+                    Some(_) => {}
+                }
+                if let Some((host, state)) = self.change_in_progress() {
+                    return refused(format!(
+                        "host {host} is {state:?}: one topology change at a time"
+                    ));
+                }
+                if self
+                    .members
+                    .values()
+                    .any(|m| m.state != MemberState::Left && m.address == *address)
+                {
+                    return refused(format!("{address} is already a member"));
+                }
+                if let Err(e) = self.check_tokens(tokens) {
+                    return refused(e);
+                }
+                let host_id = self.next_host_id.max(1);
+                self.next_host_id = host_id + 1;
+                self.members.insert(
+                    host_id,
+                    MemberRecord {
+                        address: address.clone(),
+                        rack: rack.clone(),
+                        tokens: tokens.clone(),
+                        state: MemberState::Joining,
+                    },
+                );
+                self.bump(Some(host_id))
+            }
+            Command::FinishJoin { host } => match self.members.get_mut(host) {
+                Some(m) if m.state == MemberState::Joining => {
+                    m.state = MemberState::Normal;
+                    self.bump(None)
+                }
+                Some(m) => refused(format!("host {host} is {:?}, not joining", m.state)),
+                None => refused(format!("host {host} is not a member")),
+            },
+            Command::StartLeave { host } => {
+                if let Some((other, state)) = self.change_in_progress() {
+                    return refused(format!(
+                        "host {other} is {state:?}: one topology change at a time"
+                    ));
+                }
+                let normal = self
+                    .members
+                    .values()
+                    .filter(|m| m.state == MemberState::Normal)
+                    .count();
+                if normal <= self.replication_factor {
+                    return refused(format!(
+                        "{normal} normal members cannot keep {} replicas with one fewer",
+                        self.replication_factor
+                    ));
+                }
+                match self.members.get_mut(host) {
+                    Some(m) if m.state == MemberState::Normal => {
+                        m.state = MemberState::Leaving;
+                        self.bump(None)
+                    }
+                    Some(m) => refused(format!("host {host} is {:?}, not normal", m.state)),
+                    None => refused(format!("host {host} is not a member")),
+                }
+            }
+            Command::Abort { host } => match self.members.get(host).map(|m| m.state) {
+                Some(MemberState::Joining) => {
+                    // A join that never finished: the node never served
+                    // reads, so it leaves no data behind; its id is spent.
+                    if let Some(m) = self.members.get_mut(host) {
+                        m.state = MemberState::Left;
+                        m.tokens.clear();
+                    }
+                    self.banned.insert(*host);
+                    self.bump(None)
+                }
+                Some(MemberState::Leaving) => {
+                    if let Some(m) = self.members.get_mut(host) {
+                        m.state = MemberState::Normal;
+                    }
+                    self.bump(None)
+                }
+                Some(state) => refused(format!("host {host} is {state:?}: nothing to abort")),
+                None => refused(format!("host {host} is not a member")),
+            },
+            Command::Remove { host } => match self.members.get_mut(host) {
+                Some(m) if m.state != MemberState::Left => {
+                    m.state = MemberState::Left;
+                    m.tokens.clear();
+                    self.banned.insert(*host);
+                    self.bump(None)
+                }
+                Some(_) => refused(format!("host {host} already left")),
+                None => refused(format!("host {host} is not a member")),
+            },
+            Command::CreateNamespace { name, spec } => {
+                if !valid_namespace(name) {
+                    return refused(format!(
+                        "namespace name {name:?} must match [a-z0-9_]{{1,64}}"
+                    ));
+                }
+                if self.namespaces.contains_key(name) {
+                    return refused(format!("namespace {name:?} exists"));
+                }
+                self.namespaces.insert(name.clone(), spec.clone());
+                self.bump(None)
+            }
+        }
+    }
+
+    /// The data path's view: members that own tokens (normal and leaving;
+    /// joining ones too once streaming writes to them, later).
+    pub fn cluster_map(&self) -> Result<ClusterMap, MapError> {
+        let members = self
+            .members
+            .iter()
+            .filter(|(_, m)| matches!(m.state, MemberState::Normal | MemberState::Leaving))
+            .map(|(id, m)| Member {
+                host_id: HostId(*id),
+                address: m.address.clone(),
+                tokens: m.tokens.clone(),
+            })
+            .collect();
+        ClusterMap::new(self.epoch, self.replication_factor, members)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bootstrap() -> Command {
+        Command::Bootstrap {
+            cluster_name: "c".into(),
+            replication_factor: 1,
+            address: "a1".into(),
+            rack: None,
+            tokens: vec![10],
+        }
+    }
+
+    fn join(address: &str, token: u64) -> Command {
+        Command::Join {
+            cluster_name: "c".into(),
+            address: address.into(),
+            rack: None,
+            tokens: vec![token],
+        }
+    }
+
+    fn host_of(r: &CommandResult) -> u64 {
+        match r {
+            CommandResult::Applied {
+                host_id: Some(h), ..
+            } => *h,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn joins_get_fresh_ids_one_at_a_time() {
+        let mut s = ClusterState::default();
+        assert_eq!(host_of(&s.apply(&bootstrap())), 1);
+        assert_eq!(host_of(&s.apply(&join("a2", 20))), 2);
+        assert!(
+            matches!(s.apply(&join("a3", 30)), CommandResult::Refused { .. }),
+            "serialized"
+        );
+        s.apply(&Command::FinishJoin { host: 2 });
+        assert_eq!(host_of(&s.apply(&join("a3", 30))), 3);
+        let epoch = s.epoch;
+        assert!(
+            matches!(s.apply(&join("a4", 20)), CommandResult::Refused { .. }),
+            "token taken"
+        );
+        assert_eq!(s.epoch, epoch, "a refusal changes nothing");
+    }
+
+    #[test]
+    fn a_wrong_cluster_and_a_reused_address_are_refused() {
+        let mut s = ClusterState::default();
+        s.apply(&bootstrap());
+        let wrong = Command::Join {
+            cluster_name: "other".into(),
+            address: "a2".into(),
+            rack: None,
+            tokens: vec![20],
+        };
+        assert!(matches!(s.apply(&wrong), CommandResult::Refused { .. }));
+        assert!(matches!(
+            s.apply(&join("a1", 20)),
+            CommandResult::Refused { .. }
+        ));
+        assert!(matches!(
+            s.apply(&bootstrap()),
+            CommandResult::Refused { .. }
+        ));
+    }
+
+    #[test]
+    fn a_removed_id_is_never_reused_and_an_aborted_join_leaves_nothing() {
+        let mut s = ClusterState::default();
+        s.apply(&bootstrap());
+        let two = host_of(&s.apply(&join("a2", 20)));
+        s.apply(&Command::Abort { host: two });
+        assert_eq!(s.members[&two].state, MemberState::Left);
+        assert!(s.banned.contains(&two));
+        let three = host_of(&s.apply(&join("a2", 20)));
+        assert_eq!(three, 3, "the address may come back, the id may not");
+        s.apply(&Command::FinishJoin { host: three });
+        s.apply(&Command::Remove { host: three });
+        assert!(s.cluster_map().unwrap().member(HostId(3)).is_none());
+        assert_eq!(host_of(&s.apply(&join("a5", 50))), 4);
+    }
+
+    proptest! {
+        #[test]
+        fn epochs_rise_ids_stay_unique_and_the_map_stays_whole(
+            ops in proptest::collection::vec((0u8..6, 0u64..6, 0u64..1000), 1..60)
+        ) {
+            let mut s = ClusterState::default();
+            s.apply(&bootstrap());
+            let mut assigned = BTreeSet::new();
+            assigned.insert(1);
+            for (kind, host, token) in ops {
+                let before = s.clone();
+                let command = match kind {
+                    0 => join(&format!("a{token}"), token + 100),
+                    1 => Command::FinishJoin { host },
+                    2 => Command::StartLeave { host },
+                    3 => Command::Abort { host },
+                    4 => Command::Remove { host },
+                    _ => Command::CreateNamespace { name: format!("n{token}"), spec: "total".into() },
+                };
+                match s.apply(&command) {
+                    CommandResult::Applied { epoch, host_id } => {
+                        prop_assert_eq!(epoch, before.epoch + 1);
+                        if let Some(h) = host_id {
+                            prop_assert!(assigned.insert(h), "host id {} reused", h);
+                            prop_assert!(!before.banned.contains(&h));
+                        }
+                    }
+                    CommandResult::Refused { .. } => prop_assert_eq!(&s, &before),
+                }
+                prop_assert!(s.change_in_progress().is_none() || s.members.values().filter(|m| matches!(m.state, MemberState::Joining | MemberState::Leaving)).count() == 1);
+                if s.members.values().any(|m| m.state == MemberState::Normal) {
+                    prop_assert!(s.cluster_map().is_ok(), "{:?}", s.cluster_map().err());
+                }
+            }
+        }
+    }
+}
