@@ -13,18 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{now_ms, Cluster};
+use common::{inc, Cluster};
 use tally_client::{ClientError, Consistency, ErrorCode, Increment, Outcome, ReplicaView};
-
-fn inc(key: &str, delta: i64) -> Increment {
-    Increment {
-        namespace: "events".into(),
-        key: key.as_bytes().to_vec(),
-        timestamp_ms: now_ms(),
-        delta,
-        op_id: None,
-    }
-}
 
 fn sum(view: &ReplicaView) -> i64 {
     view.shards.iter().map(|s| s.sum).sum()

@@ -8,18 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{now_ms, Cluster};
+use common::{inc, Cluster};
 use tally_client::{Client, ClientConfig, Consistency, Increment, Outcome};
-
-fn inc(key: &str, delta: i64) -> Increment {
-    Increment {
-        namespace: "events".into(),
-        key: key.as_bytes().to_vec(),
-        timestamp_ms: now_ms(),
-        delta,
-        op_id: None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_converges_a_replica_that_missed_writes() {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tally_client::{Client, ClientConfig, Consistency, NodeStatus};
+use tally_client::{Client, ClientConfig, Consistency, Increment, NodeStatus};
 
 /// A running node process; killed when dropped.
 pub struct NodeProcess {
@@ -22,6 +22,17 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// An increment of `key` by `delta`, now, in the default namespace.
+pub fn inc(key: &str, delta: i64) -> Increment {
+    Increment {
+        namespace: "events".into(),
+        key: key.as_bytes().to_vec(),
+        timestamp_ms: now_ms(),
+        delta,
+        op_id: None,
+    }
 }
 
 pub fn free_port() -> u16 {
