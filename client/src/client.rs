@@ -390,6 +390,25 @@ impl Client {
         }
     }
 
+    /// Sends an operator request to the first seed that answers (any node
+    /// forwards a metadata change to the leader). Topology changes take as
+    /// long as their streaming: give the client a long request timeout and
+    /// no retries.
+    pub async fn admin(
+        &self,
+        request: &crate::admin::AdminRequest,
+    ) -> Result<crate::admin::AdminReply, ClientError> {
+        let request = Request::Admin {
+            payload: request.to_bytes(),
+        };
+        match self.read(&request).await? {
+            Response::Admin(body) => {
+                crate::admin::AdminReply::from_bytes(&body).map_err(ClientError::Protocol)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Runs anti-entropy repair on the first seed that answers (it compares
     /// and converges every range it replicates); waits up to the client's
     /// request timeout, so give it a long one.

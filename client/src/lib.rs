@@ -11,10 +11,14 @@
 //!   bounds the requests in flight. Writes report [`Outcome`]: `Ok`,
 //!   `Failed` (nothing applied) or `Indeterminate` (maybe applied).
 //!
+//! - [`admin`]: operator requests (join, decommission, namespaces) as JSON
+//!   inside the `Admin` frame.
+//!
 //! This crate depends on no other tally crate, so that users and the
 //! fault-injection harness can take it alone. The byte layout is specified
 //! in `docs/protocol.md`.
 
+pub mod admin;
 mod breaker;
 mod client;
 mod config;

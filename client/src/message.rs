@@ -408,6 +408,18 @@ pub enum Request {
         /// The encoded gossip message.
         payload: Vec<u8>,
     },
+    /// Internal: a metadata Raft RPC (encoded by the consensus crate).
+    /// Answered with `Raft`.
+    Raft {
+        /// The encoded RPC.
+        payload: Vec<u8>,
+    },
+    /// An operator request ([`crate::admin::AdminRequest`] as JSON).
+    /// Answered with `Admin`.
+    Admin {
+        /// The encoded request.
+        payload: Vec<u8>,
+    },
 }
 
 /// A node's answer.
@@ -440,6 +452,10 @@ pub enum Response {
     Replicas(Vec<ReplicaView>),
     /// A gossip reply (encoded by the gossip crate).
     Gossip(Vec<u8>),
+    /// A Raft RPC's reply (encoded by the consensus crate).
+    Raft(Vec<u8>),
+    /// An operator request's reply ([`crate::admin::AdminReply`] as JSON).
+    Admin(Vec<u8>),
     /// Merkle leaf hashes (`MerkleTree`).
     Hashes(Vec<u64>),
     /// What a repair did.
@@ -472,6 +488,8 @@ pub(crate) mod kind {
     pub const ADJUST_CLOCK: u8 = 0x0F;
     pub const MERKLE_TREE: u8 = 0x10;
     pub const REPAIR: u8 = 0x11;
+    pub const RAFT: u8 = 0x12;
+    pub const ADMIN: u8 = 0x13;
     pub const RESPONSE: u8 = 0x80;
     pub const ERROR: u8 = 0xFF;
 }
@@ -738,6 +756,8 @@ impl Request {
             Request::AdjustClock { .. } => kind::ADJUST_CLOCK,
             Request::MerkleTree { .. } => kind::MERKLE_TREE,
             Request::Repair => kind::REPAIR,
+            Request::Raft { .. } => kind::RAFT,
+            Request::Admin { .. } => kind::ADMIN,
         }
     }
 
@@ -847,6 +867,7 @@ impl Request {
                 put_bytes32(buf, payload);
             }
             Request::AdjustClock { offset_ms } => buf.put_i64_le(*offset_ms),
+            Request::Raft { payload } | Request::Admin { payload } => put_bytes32(buf, payload),
         }
     }
 
@@ -921,6 +942,12 @@ impl Request {
             },
             kind::ADJUST_CLOCK => Request::AdjustClock {
                 offset_ms: r.i64()?,
+            },
+            kind::RAFT => Request::Raft {
+                payload: r.bytes32()?.to_vec(),
+            },
+            kind::ADMIN => Request::Admin {
+                payload: r.bytes32()?.to_vec(),
             },
             kind::MERKLE_TREE => Request::MerkleTree {
                 epoch: r.u64()?,
@@ -1010,7 +1037,9 @@ impl Response {
                 }
             }
             Response::Ack => {}
-            Response::Gossip(payload) => put_bytes32(buf, payload),
+            Response::Gossip(payload) | Response::Raft(payload) | Response::Admin(payload) => {
+                put_bytes32(buf, payload)
+            }
             Response::Hashes(hashes) => {
                 buf.put_u32_le(hashes.len() as u32);
                 for h in hashes {
@@ -1172,6 +1201,8 @@ impl Response {
             }),
             kind::GOSSIP if r.buf.is_empty() => Response::Ack,
             kind::GOSSIP => Response::Gossip(r.bytes32()?.to_vec()),
+            kind::RAFT => Response::Raft(r.bytes32()?.to_vec()),
+            kind::ADMIN => Response::Admin(r.bytes32()?.to_vec()),
             kind::REPLICA_READ => Response::Cells(get_cells(&mut r)?),
             kind::ROUTING => Response::Routing(crate::routing::RoutingTable::decode(&mut r)?),
             kind::INSPECT_REPLICAS => {

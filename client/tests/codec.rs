@@ -92,6 +92,8 @@ fn cluster_request() -> impl Strategy<Value = Request> {
         Just(Request::Ping),
         (any::<u64>(), key()).prop_map(|(from, payload)| Request::Gossip { from, payload }),
         any::<i64>().prop_map(|offset_ms| Request::AdjustClock { offset_ms }),
+        key().prop_map(|payload| Request::Raft { payload }),
+        key().prop_map(|payload| Request::Admin { payload }),
         (any::<u64>(), any::<u64>(), any::<u64>(), any::<u8>()).prop_map(
             |(epoch, start_token, end_token, depth)| Request::MerkleTree {
                 epoch,
@@ -306,6 +308,8 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
             .prop_filter("an empty reply is an Ack", |p| !p.is_empty())
             .prop_map(|p| (14, Response::Gossip(p))),
         proptest::collection::vec(cell(), 0..5).prop_map(|c| (10, Response::Cells(c))),
+        key().prop_map(|p| (0x12, Response::Raft(p))),
+        key().prop_map(|p| (0x13, Response::Admin(p))),
         routing_table().prop_map(|t| (11, Response::Routing(t))),
         proptest::collection::vec(any::<u64>(), 0..8).prop_map(|h| (16, Response::Hashes(h))),
         (any::<[u32; 2]>(), any::<[u64; 4]>()).prop_map(|(a, b)| (

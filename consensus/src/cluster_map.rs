@@ -36,13 +36,11 @@ pub enum MapError {
     /// Two members share a host id or an address.
     #[error("duplicate member: {0}")]
     Duplicate(String),
-    /// The replication factor is 0 or larger than the member count.
-    #[error("replication factor {rf} needs between 1 and {members} members")]
+    /// The replication factor is 0.
+    #[error("replication factor {rf} must be at least 1")]
     BadReplicationFactor {
         /// The requested factor.
         rf: usize,
-        /// How many members there are.
-        members: usize,
     },
     /// Two members claim the same token, or a member has none.
     #[error("bad tokens: {0}")]
@@ -56,9 +54,22 @@ pub struct ClusterMap {
     replication_factor: usize,
     members: BTreeMap<HostId, Member>,
     ring: Ring,
-    /// `(range end token, replicas)` sorted by token: the range
-    /// `(previous end, end]` and its preference list.
-    placement: Vec<(Token, Vec<HostId>)>,
+    /// Ranges sorted by end token: the range `(previous end, end]`, its
+    /// preference list and its pending replicas.
+    placement: Vec<Placement>,
+}
+
+/// One range's replicas.
+#[derive(Debug, Clone)]
+struct Placement {
+    end: Token,
+    /// Natural replicas: reads and write quorums.
+    replicas: Vec<HostId>,
+    /// Replicas the range gains in the topology change in progress (a
+    /// joining node, or the next owner of a leaving node's range): writes
+    /// go to them too, without counting towards the quorum, so that once
+    /// streaming is done they hold everything.
+    pending: Vec<HostId>,
 }
 
 impl ClusterMap {
@@ -71,10 +82,9 @@ impl ClusterMap {
         if members.is_empty() {
             return Err(MapError::NoMembers);
         }
-        if replication_factor == 0 || replication_factor > members.len() {
+        if replication_factor == 0 {
             return Err(MapError::BadReplicationFactor {
                 rf: replication_factor,
-                members: members.len(),
             });
         }
         let mut by_id = BTreeMap::new();
@@ -105,7 +115,11 @@ impl ClusterMap {
         let placement = ring
             .ranges(replication_factor)
             .into_iter()
-            .map(|r| (r.end, r.replicas))
+            .map(|r| Placement {
+                end: r.end,
+                replicas: r.replicas,
+                pending: Vec::new(),
+            })
             .collect();
         Ok(ClusterMap {
             epoch,
@@ -114,6 +128,60 @@ impl ClusterMap {
             ring,
             placement,
         })
+    }
+
+    /// The map of a node that has not joined a cluster yet: no members, no
+    /// replicas for any key (every request is `Unavailable`).
+    pub fn empty() -> ClusterMap {
+        ClusterMap {
+            epoch: 0,
+            replication_factor: 1,
+            members: BTreeMap::new(),
+            ring: Ring::new(Vec::new()),
+            placement: Vec::new(),
+        }
+    }
+
+    /// This map with a topology change in progress: `next` is the ring
+    /// after the change (members joining and those that stay; their
+    /// addresses are added to this map). Ranges are split at the tokens of
+    /// both rings, and each gets, as pending replicas, the next ring's
+    /// replicas that are not natural ones now.
+    pub fn with_next(mut self, next: Vec<Member>) -> ClusterMap {
+        for m in &next {
+            self.members.entry(m.host_id).or_insert_with(|| m.clone());
+        }
+        let next_ring = Ring::new(next.iter().map(|m| (m.host_id, m.tokens.clone())));
+        if next_ring == self.ring || next_ring.is_empty() {
+            return self;
+        }
+        let mut ends: Vec<Token> = self
+            .ring
+            .tokens()
+            .iter()
+            .chain(next_ring.tokens())
+            .map(|(t, _)| *t)
+            .collect();
+        ends.sort_unstable();
+        ends.dedup();
+        let rf = self.replication_factor;
+        self.placement = ends
+            .into_iter()
+            .map(|end| {
+                let replicas = self.ring.replicas(end, rf);
+                let pending = next_ring
+                    .replicas(end, rf)
+                    .into_iter()
+                    .filter(|h| !replicas.contains(h))
+                    .collect();
+                Placement {
+                    end,
+                    replicas,
+                    pending,
+                }
+            })
+            .collect();
+        self
     }
 
     /// A map whose tokens are chosen by the replication-aware allocator,
@@ -177,10 +245,24 @@ impl ClusterMap {
         &self.ring
     }
 
-    /// The preference list of `token`: its replicas, primary first.
+    fn placement_of(&self, token: Token) -> Option<&Placement> {
+        if self.placement.is_empty() {
+            return None;
+        }
+        let i = self.placement.partition_point(|p| p.end < token) % self.placement.len();
+        Some(&self.placement[i])
+    }
+
+    /// The preference list of `token`: its replicas, primary first (at
+    /// most the replication factor; fewer while the cluster is smaller).
     pub fn replicas(&self, token: Token) -> &[HostId] {
-        let i = self.placement.partition_point(|(end, _)| *end < token) % self.placement.len();
-        &self.placement[i].1
+        self.placement_of(token).map_or(&[], |p| &p.replicas)
+    }
+
+    /// The pending replicas of `token` (see [`ClusterMap::with_next`]):
+    /// empty unless a topology change is in progress.
+    pub fn pending(&self, token: Token) -> &[HostId] {
+        self.placement_of(token).map_or(&[], |p| &p.pending)
     }
 
     /// Every token range with its replicas, in token order.
@@ -188,9 +270,22 @@ impl ClusterMap {
         let n = self.placement.len();
         (0..n)
             .map(|i| TokenRange {
-                start: self.placement[(i + n - 1) % n].0,
-                end: self.placement[i].0,
-                replicas: self.placement[i].1.clone(),
+                start: self.placement[(i + n - 1) % n].end,
+                end: self.placement[i].end,
+                replicas: self.placement[i].replicas.clone(),
+            })
+            .collect()
+    }
+
+    /// Every token range with its pending replicas, where it has any.
+    pub fn pending_ranges(&self) -> Vec<TokenRange> {
+        let n = self.placement.len();
+        (0..n)
+            .filter(|&i| !self.placement[i].pending.is_empty())
+            .map(|i| TokenRange {
+                start: self.placement[(i + n - 1) % n].end,
+                end: self.placement[i].end,
+                replicas: self.placement[i].pending.clone(),
             })
             .collect()
     }
@@ -232,15 +327,53 @@ mod tests {
     }
 
     #[test]
+    fn a_change_in_progress_adds_pending_replicas_only_where_ownership_moves() {
+        let three = ClusterMap::allocate(1, 3, 16, &members(3), 5).unwrap();
+        let four = ClusterMap::allocate(1, 3, 16, &members(4), 5).unwrap();
+        let next: Vec<Member> = four.members().cloned().collect();
+        let joining = three.clone().with_next(next);
+        assert!(joining.member(HostId(4)).is_some(), "its address is known");
+        let mut t: u64 = 1;
+        let (mut moved, mut total) = (0, 0);
+        for _ in 0..5_000 {
+            t = t
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            assert_eq!(joining.replicas(t), three.replicas(t), "reads stay put");
+            let mut after: Vec<HostId> = joining.replicas(t).to_vec();
+            after.extend_from_slice(joining.pending(t));
+            for h in four.replicas(t) {
+                assert!(after.contains(h), "writes reach every next replica");
+            }
+            total += 1;
+            if !joining.pending(t).is_empty() {
+                assert_eq!(joining.pending(t), &[HostId(4)]);
+                moved += 1;
+            }
+        }
+        // RF 3 over 3 nodes: every key has all three; with a fourth node
+        // about 3/4 of keys gain it (it takes a quarter of 3 copies).
+        let share = f64::from(moved) / f64::from(total);
+        assert!((0.6..0.9).contains(&share), "{share}");
+    }
+
+    #[test]
     fn bad_member_lists_are_refused() {
         assert_eq!(
             ClusterMap::allocate(1, 3, 16, &[], 1).unwrap_err(),
             MapError::NoMembers
         );
         assert!(matches!(
-            ClusterMap::allocate(1, 4, 16, &members(3), 1),
-            Err(MapError::BadReplicationFactor { rf: 4, members: 3 })
+            ClusterMap::allocate(1, 0, 16, &members(3), 1),
+            Err(MapError::BadReplicationFactor { rf: 0 })
         ));
+        let small = ClusterMap::allocate(1, 3, 16, &members(2), 1).unwrap();
+        assert_eq!(
+            small.replicas(7).len(),
+            2,
+            "fewer replicas than rf while small"
+        );
+        assert!(ClusterMap::empty().replicas(7).is_empty());
         let mut dup = members(3);
         dup.push((HostId(2), "127.0.0.1:9999".into()));
         assert!(matches!(

@@ -346,20 +346,95 @@ impl ClusterState {
         }
     }
 
-    /// The data path's view: members that own tokens (normal and leaving;
-    /// joining ones too once streaming writes to them, later).
-    pub fn cluster_map(&self) -> Result<ClusterMap, MapError> {
-        let members = self
+    /// Tokens for the next member to join: the replication-aware
+    /// allocator over the members that own tokens (run by the proposer,
+    /// so that applying the join stays deterministic).
+    pub fn allocate_tokens(&self, vnodes: usize, rng: &mut impl rand::Rng) -> Vec<u64> {
+        let ring = crate::ring::Ring::new(
+            self.members
+                .iter()
+                .filter(|(_, m)| m.state != MemberState::Left)
+                .map(|(id, m)| (HostId(*id), m.tokens.clone())),
+        );
+        crate::token_allocator::replication_aware(
+            &ring,
+            HostId(self.next_host_id.max(1)),
+            vnodes.max(1),
+            self.replication_factor.max(1),
+            rng,
+        )
+    }
+
+    /// The metadata group's voters for the members now: 1 below 3 members
+    /// (two voters would be less available than one), 3 below 5, else 5;
+    /// members that are not leaving or gone, spread over racks (the rack
+    /// with the fewest voters gets the next one), keeping `current` voters
+    /// where they qualify so that membership changes stay few.
+    pub fn choose_voters(&self, current: &BTreeSet<u64>) -> BTreeSet<u64> {
+        let candidates: Vec<(u64, Option<&String>)> = self
             .members
             .iter()
-            .filter(|(_, m)| matches!(m.state, MemberState::Normal | MemberState::Leaving))
-            .map(|(id, m)| Member {
-                host_id: HostId(*id),
-                address: m.address.clone(),
-                tokens: m.tokens.clone(),
-            })
+            .filter(|(_, m)| matches!(m.state, MemberState::Normal | MemberState::Joining))
+            .map(|(id, m)| (*id, m.rack.as_ref()))
             .collect();
-        ClusterMap::new(self.epoch, self.replication_factor, members)
+        let want = match candidates.len() {
+            0..=2 => 1,
+            3..=4 => 3,
+            _ => 5,
+        }
+        .min(candidates.len());
+        let mut chosen: BTreeSet<u64> = BTreeSet::new();
+        let mut per_rack: BTreeMap<Option<&String>, usize> = BTreeMap::new();
+        for (_, rack) in &candidates {
+            per_rack.entry(*rack).or_insert(0);
+        }
+        let racks = per_rack.len();
+        for (id, rack) in &candidates {
+            // Keep a current voter unless its rack already has more than
+            // its share.
+            let share = want.div_ceil(racks);
+            if current.contains(id) && chosen.len() < want && per_rack[rack] < share {
+                chosen.insert(*id);
+                *per_rack.entry(*rack).or_insert(0) += 1;
+            }
+        }
+        while chosen.len() < want {
+            let next = candidates
+                .iter()
+                .filter(|(id, _)| !chosen.contains(id))
+                .min_by_key(|(id, rack)| (per_rack[rack], *id));
+            let Some((id, rack)) = next else { break };
+            chosen.insert(*id);
+            *per_rack.entry(*rack).or_insert(0) += 1;
+        }
+        chosen
+    }
+
+    /// The data path's view: members that own tokens now (normal and
+    /// leaving) with their ranges; while a join or a leave is in progress,
+    /// the ring after it (normal and joining) gives the pending replicas
+    /// writes also go to. Before bootstrap: the empty map.
+    pub fn cluster_map(&self) -> Result<ClusterMap, MapError> {
+        let select = |states: &[MemberState]| -> Vec<Member> {
+            self.members
+                .iter()
+                .filter(|(_, m)| states.contains(&m.state))
+                .map(|(id, m)| Member {
+                    host_id: HostId(*id),
+                    address: m.address.clone(),
+                    tokens: m.tokens.clone(),
+                })
+                .collect()
+        };
+        let now = select(&[MemberState::Normal, MemberState::Leaving]);
+        if now.is_empty() {
+            return Ok(ClusterMap::empty());
+        }
+        let map = ClusterMap::new(self.epoch, self.replication_factor, now)?;
+        Ok(match self.change_in_progress() {
+            Some(_) => map.with_next(select(&[MemberState::Normal, MemberState::Joining])),
+            None => map,
+        })
     }
 }
 
@@ -434,6 +509,36 @@ mod tests {
             s.apply(&bootstrap()),
             CommandResult::Refused { .. }
         ));
+    }
+
+    #[test]
+    fn voters_are_one_three_or_five_spread_over_racks_and_stable() {
+        let mut s = ClusterState::default();
+        s.apply(&bootstrap());
+        assert_eq!(s.choose_voters(&BTreeSet::new()), BTreeSet::from([1]));
+        for (i, rack) in ["a", "a", "b", "b", "c", "c"].iter().enumerate() {
+            let address = format!("n{i}");
+            let r = s.apply(&Command::Join {
+                cluster_name: "c".into(),
+                address,
+                rack: Some((*rack).into()),
+                tokens: vec![100 + i as u64],
+            });
+            let host = host_of(&r);
+            s.apply(&Command::FinishJoin { host });
+        }
+        // Host 1 has no rack; 2,3 in a; 4,5 in b; 6,7 in c.
+        let voters = s.choose_voters(&BTreeSet::from([1]));
+        assert_eq!(voters.len(), 5);
+        let racks: BTreeSet<Option<String>> =
+            voters.iter().map(|v| s.members[v].rack.clone()).collect();
+        assert_eq!(racks.len(), 4, "every rack has a voter: {voters:?}");
+        assert!(voters.contains(&1), "a current voter is kept");
+        assert_eq!(s.choose_voters(&voters), voters, "stable");
+        s.apply(&Command::StartLeave { host: 1 });
+        let after = s.choose_voters(&voters);
+        assert!(!after.contains(&1), "a leaving member stops voting");
+        assert_eq!(after.len(), 5);
     }
 
     #[test]

@@ -13,9 +13,9 @@
 //!   [`RaftTransport`] the node provides; the state is published on a
 //!   watch channel, so readers never wait on Raft.
 //!
-//! Not yet (the metadata issue's later slices): the node's transport and
-//! wiring (`tally init`, `join`, `decommission`, `removenode`), streaming,
-//! automatic voter selection.
+//! The node implements the transport over its framed protocol and runs
+//! joins, leaves and streaming (`tally-node`'s `topology` module);
+//! [`ClusterState::choose_voters`] picks the group's voters.
 
 mod cluster_map;
 mod cluster_state;

@@ -122,6 +122,27 @@ impl MetadataGroup {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// The current leader's id and address, if known.
+    pub fn leader_address(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .clone();
+        Some((leader, node.addr))
+    }
+
+    /// The group's voters and learners, as of the last membership entry.
+    pub fn members(&self) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let learners = membership.learner_ids().collect();
+        (voters, learners)
+    }
+
     /// The current term.
     pub fn term(&self) -> u64 {
         self.raft.metrics().borrow().current_term
@@ -149,10 +170,35 @@ impl MetadataGroup {
             .add_learner(id, BasicNode::new(address), true)
             .await
             .map_err(|e| e.to_string())?;
-        self.raft
-            .change_membership(voters, false)
-            .await
-            .map_err(|e| e.to_string())?;
+        if self.members().0 != voters {
+            self.raft
+                .change_membership(voters, true)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Takes `id` out of the group (voter or learner; leader only), making
+    /// `voters` the voter set.
+    pub async fn remove_member(&self, id: NodeId, voters: BTreeSet<NodeId>) -> Result<(), String> {
+        let (current, _) = self.members();
+        if current != voters {
+            // Voters that stop voting stay as learners (`retain`).
+            self.raft
+                .change_membership(voters, true)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let (_, learners) = self.members();
+        if learners.contains(&id) {
+            let mut gone = BTreeSet::new();
+            gone.insert(id);
+            self.raft
+                .change_membership(openraft::ChangeMembers::RemoveNodes(gone), false)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         Ok(())
     }
 

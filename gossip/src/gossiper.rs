@@ -229,6 +229,13 @@ impl Gossiper {
         }
     }
 
+    /// Makes `seeds` the nodes contacted when no peer is known (the
+    /// members of a cluster map that changed).
+    pub fn set_seeds(&mut self, seeds: impl IntoIterator<Item = NodeId>) {
+        let me = self.me;
+        self.seeds = seeds.into_iter().filter(|s| *s != me).collect();
+    }
+
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.me

@@ -41,8 +41,18 @@ pub struct NodeConfig {
     /// Cluster members as `host_id=address`, this node included. Empty: a
     /// one-node cluster of this node alone (replication factor 1).
     pub members: Vec<String>,
-    /// Copies of each key (with `members`).
+    /// Copies of each key (with `members`, or at `init`).
     pub replication_factor: usize,
+    /// Bootstrap a new cluster with Raft-agreed metadata, this node its
+    /// first member (host id 1). Ignored once the data directory holds
+    /// metadata.
+    pub init: bool,
+    /// Join the cluster this node reaches at `seed`: it is given a host id
+    /// and tokens through the metadata and streams its ranges. Ignored
+    /// once the data directory holds metadata.
+    pub seed: Option<String>,
+    /// This node's rack (voters and, later, replicas spread over racks).
+    pub rack: Option<String>,
     /// Tokens (virtual nodes) per member.
     pub vnodes: usize,
     /// The cluster's name; it seeds the token allocator, so every member
@@ -96,6 +106,9 @@ impl Default for NodeConfig {
             advertise: None,
             members: Vec::new(),
             replication_factor: 3,
+            init: false,
+            seed: None,
+            rack: None,
             vnodes: 16,
             cluster_name: "tally".into(),
             hinted_handoff: true,
@@ -145,9 +158,24 @@ impl NodeConfig {
         if self.read_timeout_ms == 0 || self.hint_window_s == 0 {
             return Err("read_timeout_ms and hint_window_s must be positive".into());
         }
-        self.cluster_map()?;
+        if self.raft_metadata() && !self.members.is_empty() {
+            return Err("members (static membership) cannot be combined with init or seed".into());
+        }
+        if self.init && self.seed.is_some() {
+            return Err("init starts a new cluster and seed joins one: give one of them".into());
+        }
+        if !self.raft_metadata() {
+            self.cluster_map()?;
+        }
         self.broken_mode()?;
         self.storage_options().validate()
+    }
+
+    /// Whether the cluster's metadata is agreed through Raft (`init`,
+    /// `seed`, or a data directory that already holds metadata) rather
+    /// than fixed by `members`.
+    pub fn raft_metadata(&self) -> bool {
+        self.init || self.seed.is_some() || self.data_dir.join("meta").exists()
     }
 
     /// The deliberately broken behaviour, if any.

@@ -245,24 +245,29 @@ impl Coordinator {
         let map = self.metadata.map();
         let now_ms = self.store.clock().now_ms();
         let mut results = vec![ItemResult::Ok; items.len()];
-        let mut groups: HashMap<&[HostId], Vec<usize>> = HashMap::new();
+        // Items are grouped by natural and pending replicas.
+        let mut groups: HashMap<(&[HostId], &[HostId]), Vec<usize>> = HashMap::new();
         for (i, item) in items.iter().enumerate() {
             match self.store.check(item, now_ms) {
-                Ok(()) => groups
-                    .entry(map.replicas(token(&item.namespace, &item.key).0))
-                    .or_default()
-                    .push(i),
+                Ok(()) => {
+                    let t = token(&item.namespace, &item.key).0;
+                    groups
+                        .entry((map.replicas(t), map.pending(t)))
+                        .or_default()
+                        .push(i)
+                }
                 Err(e) => results[i] = ItemResult::Failed(e.code),
             }
         }
         if groups.len() == 1 && results.iter().all(|r| *r == ItemResult::Ok) {
             // The common case: every item has the same replicas.
-            let replicas = groups.into_keys().next().unwrap_or_default().to_vec();
+            let (replicas, pending) = groups.into_keys().next().unwrap_or_default();
+            let (replicas, pending) = (replicas.to_vec(), pending.to_vec());
             return self
                 .clone()
                 .run_group(
                     map.clone(),
-                    replicas,
+                    (replicas, pending),
                     items,
                     consistency,
                     deadline,
@@ -271,11 +276,12 @@ impl Coordinator {
                 .await;
         }
         let mut slots: Vec<Option<Increment>> = items.into_iter().map(Some).collect();
-        let parts: Vec<(Vec<usize>, Vec<HostId>, Vec<Increment>)> = groups
+        type Part = (Vec<usize>, (Vec<HostId>, Vec<HostId>), Vec<Increment>);
+        let parts: Vec<Part> = groups
             .into_iter()
-            .map(|(replicas, indices)| {
+            .map(|((replicas, pending), indices)| {
                 let part = indices.iter().filter_map(|&i| slots[i].take()).collect();
-                (indices, replicas.to_vec(), part)
+                (indices, (replicas.to_vec(), pending.to_vec()), part)
             })
             .collect();
         let runs = parts.into_iter().map(|(indices, replicas, part)| {
@@ -296,23 +302,30 @@ impl Coordinator {
         results
     }
 
+    /// `(replicas, pending)`: the natural replicas, which make the quorum,
+    /// and those a topology change in progress adds, which get the write
+    /// too (hinted if down) without counting towards it.
     async fn run_group(
         self: Arc<Self>,
         map: Arc<ClusterMap>,
-        replicas: Vec<HostId>,
+        (replicas, pending): (Vec<HostId>, Vec<HostId>),
         items: Vec<Increment>,
         consistency: Consistency,
         deadline: Instant,
         forwarded: bool,
     ) -> Vec<ItemResult> {
         let n = items.len();
-        let w = needed(consistency, replicas.len());
+        // The quorum is of the replication factor, not of the replicas a
+        // small cluster has: RF 3 on 2 nodes cannot take ALL.
+        let w = needed(consistency, map.replication_factor());
         let live = replicas.iter().filter(|&&h| self.peers.is_up(h)).count();
         if live < w {
             return vec![ItemResult::Failed(ErrorCode::Unavailable); n];
         }
         if replicas.contains(&self.self_id) {
-            return self.lead(&map, &replicas, items, w, deadline).await;
+            return self
+                .lead(&map, (&replicas, &pending), items, w, deadline)
+                .await;
         }
         if forwarded {
             // The forwarder thought this node a replica: the rings differ.
@@ -326,7 +339,7 @@ impl Coordinator {
     async fn lead(
         self: &Arc<Self>,
         map: &ClusterMap,
-        replicas: &[HostId],
+        (replicas, pending): (&[HostId], &[HostId]),
         items: Vec<Increment>,
         w: usize,
         deadline: Instant,
@@ -349,6 +362,14 @@ impl Coordinator {
         for &host in replicas.iter().filter(|&&h| h != self.self_id) {
             if self.peers.is_up(host) {
                 answers.push(self.replicator.send(host, epoch, cells.clone(), deadline));
+            } else {
+                self.replicator.hint(host, epoch, vec![cells.clone()]);
+            }
+        }
+        for &host in pending.iter().filter(|&&h| h != self.self_id) {
+            if self.peers.is_up(host) {
+                // Not awaited: a failure is hinted by the replicator.
+                drop(self.replicator.send(host, epoch, cells.clone(), deadline));
             } else {
                 self.replicator.hint(host, epoch, vec![cells.clone()]);
             }
@@ -423,7 +444,7 @@ impl Coordinator {
         let deadline = Instant::now() + self.config.read_timeout;
         let map = self.metadata.map();
         let replicas = map.replicas(plan.token.0);
-        let r = needed(consistency, replicas.len());
+        let r = needed(consistency, map.replication_factor());
         let candidates = self.read_order(replicas);
         if candidates.len() < r {
             return unavailable(format!(

@@ -34,6 +34,21 @@ impl Identity {
         (u64::from(self.host_id) << 32) | u64::from(self.incarnation)
     }
 
+    /// The host id recorded in `dir`, if any (a node whose metadata comes
+    /// from Raft learns its id at its first join and keeps it).
+    pub fn stored_host_id(dir: &Path) -> std::io::Result<Option<u32>> {
+        match fs::read_to_string(dir.join("IDENTITY")) {
+            Ok(text) => text
+                .split_whitespace()
+                .next()
+                .and_then(|t| t.parse().ok())
+                .map(Some)
+                .ok_or_else(|| std::io::Error::other("IDENTITY is malformed")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Loads the identity, raising the incarnation unless the last stop was
     /// clean, and makes the result durable before returning.
     pub fn load_or_create(dir: &Path, host_id: u32) -> std::io::Result<Identity> {

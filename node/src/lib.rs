@@ -8,8 +8,9 @@
 //!   failure detector, feeding `Peers`. [`Replicator`]: coalesced delivery of cell
 //!   states to peers. [`HintStore`] and [`handoff`]: hinted handoff for
 //!   replicas that miss writes. [`Repairer`]: Merkle anti-entropy.
-//!   [`Metadata`]: where the
-//!   cluster map comes from (static configuration today).
+//!   [`Metadata`]: where the cluster map comes from (static
+//!   configuration, or [`Topology`] following the Raft-agreed metadata and
+//!   running joins and leaves, over [`RaftLink`]).
 //! - [`CounterStore`]: increments, cell reads and merges over cells keyed
 //!   by [`cell_key`], valued by the CRDT [`ShardSet`]; [`ReadPlan`]: a read
 //!   as key ranges and its answer from cells; [`WritePipeline`]: the one
@@ -17,8 +18,7 @@
 //! - [`Server`]: the TCP front end. [`NodeConfig`]: settings.
 //!   [`Identity`]: host id and incarnation (which shard this node writes).
 //!
-//! Not yet: Raft metadata and topology changes,
-//! Merkle anti-entropy, exactly-once op ids (their issues).
+//! Not yet: exactly-once op ids, `cleanup` (their issues).
 
 pub mod cell_key;
 mod config;
@@ -32,11 +32,13 @@ mod metadata;
 mod namespace;
 mod peers;
 mod query;
+mod raft_link;
 mod repair;
 mod replicator;
 mod server;
 mod shard_set;
 mod store;
+mod topology;
 mod write_pipeline;
 
 pub use config::NodeConfig;
@@ -44,10 +46,11 @@ pub use coordinator::{needed, BrokenMode, Coordinator, CoordinatorConfig};
 pub use hints::{Hint, HintCounts, HintMerge, HintStore};
 pub use identity::Identity;
 pub use membership::Membership;
-pub use metadata::{Metadata, StaticMetadata};
+pub use metadata::{FollowedMetadata, Metadata, StaticMetadata};
 pub use namespace::{Namespace, Namespaces, DEFAULT_NAMESPACE};
 pub use peers::{PeerConfig, Peers};
 pub use query::{cover, ReadPlan};
+pub use raft_link::RaftLink;
 pub use repair::Repairer;
 pub use replicator::{Replicator, ReplicatorConfig};
 pub use server::Server;
@@ -55,4 +58,5 @@ pub use shard_set::{CounterMerge, Shard, ShardSet};
 pub use store::{
     valid_cell, Clock, CounterStore, Led, OffsetClock, RequestError, StoreLimits, SystemClock,
 };
+pub use topology::{check_still_member, register, Topology};
 pub use write_pipeline::WritePipeline;

@@ -177,6 +177,28 @@ impl Membership {
         }
     }
 
+    /// Follows a new cluster map: its members become the seeds, and the
+    /// epoch this node routes with is gossiped.
+    pub fn on_map(&self, map: &tally_consensus::ClusterMap) {
+        let mut gossiper = self.gossiper.lock();
+        gossiper.set_seeds(map.members().map(|m| NodeId(m.host_id.0)));
+        gossiper.set("epoch", &map.epoch().to_string());
+    }
+
+    /// The metadata epoch each live peer gossips (peers that gossip none
+    /// are left out).
+    pub fn peer_epochs(&self) -> Vec<(HostId, u64)> {
+        let gossiper = self.gossiper.lock();
+        gossiper
+            .peers()
+            .filter(|n| gossiper.is_alive(*n))
+            .filter_map(|n| {
+                let epoch = gossiper.value(n, "epoch")?.parse().ok()?;
+                Some((HostId(n.0), epoch))
+            })
+            .collect()
+    }
+
     /// Fills in gossip's generation and heartbeat age of each peer.
     pub fn annotate(&self, statuses: &mut [PeerStatus]) {
         let gossiper = self.gossiper.lock();

@@ -67,10 +67,6 @@ impl Repairer {
     /// Repairs every range this node replicates. `Err` if a repair is
     /// already running here.
     pub async fn repair_all(&self) -> Result<RepairReport, String> {
-        if self.running.swap(true, Ordering::SeqCst) {
-            return Err("a repair is already running on this node".into());
-        }
-        let started = Instant::now();
         let map = self.coordinator.map();
         let me = self.coordinator.self_id();
         let ranges: Vec<TokenRange> = map
@@ -78,12 +74,30 @@ impl Repairer {
             .into_iter()
             .filter(|r| r.replicas.contains(&me))
             .collect();
+        self.sync_ranges(&map, ranges, "repair").await
+    }
+
+    /// Brings the given replicas of each range to the merge of all of
+    /// them (a range's `replicas` are whichever nodes take part: the
+    /// natural ones for a repair; the old and new owners for the streaming
+    /// of a topology change). `Err` if a repair or stream is already
+    /// running here. `what` names it in the log.
+    pub(crate) async fn sync_ranges(
+        &self,
+        map: &ClusterMap,
+        ranges: Vec<TokenRange>,
+        what: &str,
+    ) -> Result<RepairReport, String> {
+        if self.running.swap(true, Ordering::SeqCst) {
+            return Err("a repair or stream is already running on this node".into());
+        }
+        let started = Instant::now();
         self.done.store(0, Ordering::Relaxed);
         self.total.store(ranges.len() as u32, Ordering::Relaxed);
-        tracing::info!(ranges = ranges.len(), "repair started");
+        tracing::info!(ranges = ranges.len(), "{what} started");
         let mut report = RepairReport::default();
         for range in &ranges {
-            match self.repair_range(&map, range).await {
+            match self.repair_range(map, range).await {
                 Ok((leaves, differing, cells)) => {
                     report.ranges += 1;
                     report.leaves += leaves;
@@ -92,13 +106,13 @@ impl Repairer {
                 }
                 Err(e) => {
                     report.ranges_skipped += 1;
-                    tracing::warn!(start = range.start, end = range.end, error = %e, "range not repaired");
+                    tracing::warn!(start = range.start, end = range.end, error = %e, "range not synced ({what})");
                 }
             }
             self.done.fetch_add(1, Ordering::Relaxed);
         }
         report.elapsed_ms = started.elapsed().as_millis() as u64;
-        tracing::info!(?report, "repair finished");
+        tracing::info!(?report, "{what} finished");
         self.total.store(0, Ordering::Relaxed);
         self.done.store(0, Ordering::Relaxed);
         self.running.store(false, Ordering::SeqCst);

@@ -7,9 +7,11 @@
 //! connection.
 //!
 //! Client requests go to the [`Coordinator`]; internal ones (replica
-//! writes and reads) are served from this node's storage after checking
-//! the sender's metadata epoch: a sender routing with an older ring is told
-//! `StaleRing`.
+//! reads) are served from this node's storage after checking the sender's
+//! metadata epoch: a sender routing with an older ring is told
+//! `StaleRing`. Replica writes are merged whatever the epoch (cells are
+//! states). Raft RPCs and operator requests go to the [`Topology`] when
+//! the node runs with Raft-agreed metadata.
 //!
 //! Bad frames whose length prefix is intact are answered with a typed error
 //! and the connection stays open; a frame over the size limit closes it
@@ -32,6 +34,8 @@ use crate::membership::Membership;
 use crate::query::ReadPlan;
 use crate::repair::Repairer;
 use crate::store::{valid_cell, OffsetClock, RequestError};
+use crate::topology::Topology;
+use tally_client::admin::{AdminReply, AdminRequest};
 
 /// Shared state of the server.
 #[derive(Debug)]
@@ -39,6 +43,8 @@ pub struct Server {
     coordinator: Arc<Coordinator>,
     repairer: Arc<Repairer>,
     membership: Arc<Membership>,
+    /// `None` with static membership (`--members`).
+    topology: Option<Arc<Topology>>,
     /// The clock test hooks may move (`None`: hooks disabled).
     test_clock: Option<Arc<OffsetClock>>,
     address: String,
@@ -65,15 +71,18 @@ impl Server {
     /// `test_clock` enables the clock test hook.
     pub fn new(
         coordinator: Arc<Coordinator>,
+        repairer: Arc<Repairer>,
         membership: Arc<Membership>,
+        topology: Option<Arc<Topology>>,
         test_clock: Option<Arc<OffsetClock>>,
         address: String,
         max_in_flight: usize,
     ) -> Arc<Server> {
         Arc::new(Server {
-            repairer: Repairer::new(coordinator.clone()),
+            repairer,
             coordinator,
             membership,
+            topology,
             test_clock,
             address,
             started: Instant::now(),
@@ -237,9 +246,12 @@ impl Server {
                 epoch: theirs,
                 cells,
             } => {
-                if theirs < epoch {
-                    return stale_ring(theirs, epoch);
-                }
+                // Cells are states: merging one is safe whatever ring the
+                // sender routed with, so an older epoch is not refused
+                // here (refusing would turn every metadata change into
+                // indeterminate writes). Streaming waits until every live
+                // node gossips the new epoch before it reads old owners.
+                let _ = theirs;
                 if let Some(bad) = cells.iter().position(|c| !valid_cell(c)) {
                     return Response::Error {
                         code: ErrorCode::MalformedFrame,
@@ -321,6 +333,29 @@ impl Server {
                 },
             },
             Request::Gossip { from, payload } => self.membership.handle(from, &payload),
+            Request::Raft { payload } => match &self.topology {
+                Some(t) => match t.group().handle(&payload).await {
+                    Ok(reply) => Response::Raft(reply),
+                    Err(message) => Response::Error {
+                        code: ErrorCode::MalformedFrame,
+                        message,
+                    },
+                },
+                None => Response::Error {
+                    code: ErrorCode::Forbidden,
+                    message: "this node runs with static membership (--members): no Raft".into(),
+                },
+            },
+            Request::Admin { payload } => {
+                let reply = match (AdminRequest::from_bytes(&payload), &self.topology) {
+                    (Err(reason), _) => AdminReply::Refused { reason },
+                    (Ok(_), None) => AdminReply::Refused {
+                        reason: "this node runs with static membership (--members): topology changes need a cluster started with --init/--seed".into(),
+                    },
+                    (Ok(request), Some(t)) => t.handle(request).await,
+                };
+                Response::Admin(reply.to_bytes())
+            }
             Request::ListNamespaces => {
                 Response::Namespaces(store.namespaces_read().iter().map(|ns| ns.info()).collect())
             }

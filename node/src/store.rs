@@ -300,6 +300,11 @@ impl CounterStore {
         self.increments.load(Ordering::Relaxed)
     }
 
+    /// Replaces the namespaces (the metadata created one).
+    pub fn set_namespaces(&self, namespaces: Namespaces) {
+        *self.namespaces.write() = namespaces;
+    }
+
     /// The namespaces (a copy).
     pub fn namespaces(&self) -> Namespaces {
         self.namespaces.read().clone()

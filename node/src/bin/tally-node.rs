@@ -10,10 +10,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
-use tally_consensus::HostId;
+use tally_consensus::{GroupConfig, HostId, MetadataGroup};
 use tally_node::{
-    handoff, Clock, Coordinator, CounterStore, HintStore, Identity, Membership, Metadata,
-    NodeConfig, OffsetClock, PeerConfig, Peers, Server, StaticMetadata, SystemClock, WritePipeline,
+    check_still_member, handoff, register, Clock, Coordinator, CounterStore, FollowedMetadata,
+    HintStore, Identity, Membership, Metadata, NodeConfig, OffsetClock, PeerConfig, Peers,
+    RaftLink, Repairer, Server, StaticMetadata, SystemClock, Topology, WritePipeline,
 };
 
 #[derive(Debug, Parser)]
@@ -40,6 +41,19 @@ struct Args {
     /// Copies of each key.
     #[arg(long)]
     replication_factor: Option<usize>,
+    /// Bootstrap a new cluster (Raft-agreed metadata), this node its first
+    /// member.
+    #[arg(long)]
+    init: bool,
+    /// Join the cluster of the node at this address.
+    #[arg(long)]
+    seed: Option<String>,
+    /// The cluster's name (a node of another cluster is refused).
+    #[arg(long)]
+    cluster_name: Option<String>,
+    /// This node's rack.
+    #[arg(long)]
+    rack: Option<String>,
     /// Do not store hints for replicas that miss writes.
     #[arg(long)]
     no_hinted_handoff: bool,
@@ -95,6 +109,18 @@ fn load(args: &Args) -> Result<NodeConfig, String> {
     if let Some(v) = args.replication_factor {
         config.replication_factor = v;
     }
+    if args.init {
+        config.init = true;
+    }
+    if let Some(v) = &args.seed {
+        config.seed = Some(v.clone());
+    }
+    if let Some(v) = &args.cluster_name {
+        config.cluster_name = v.clone();
+    }
+    if let Some(v) = &args.rack {
+        config.rack = Some(v.clone());
+    }
     if args.no_hinted_handoff {
         config.hinted_handoff = false;
     }
@@ -133,11 +159,62 @@ async fn shutdown_signal() {
     }
 }
 
+/// How this node gets its cluster map.
+enum Mode {
+    /// `--members` (or alone): the map is fixed by configuration.
+    Static,
+    /// Raft-agreed metadata; `Some(seed)` while a join may be unfinished.
+    Raft { init: bool, seed: Option<String> },
+}
+
+/// The host id: from configuration, from the data directory, 1 for a new
+/// cluster, or assigned by the cluster a joining node registers with.
+async fn host_id_of(config: &NodeConfig, link: &RaftLink) -> Result<(u32, Mode), String> {
+    if !config.raft_metadata() {
+        return Ok((config.host_id, Mode::Static));
+    }
+    let stored =
+        Identity::stored_host_id(&config.data_dir).map_err(|e| format!("identity: {e}"))?;
+    let mode = Mode::Raft {
+        init: config.init,
+        seed: config.seed.clone(),
+    };
+    if let Some(id) = stored {
+        return Ok((id, mode));
+    }
+    if config.init {
+        return Ok((1, mode));
+    }
+    let Some(seed) = &config.seed else {
+        return Err("this data directory holds metadata but no identity".into());
+    };
+    let id = register(
+        link,
+        seed,
+        &config.cluster_name,
+        &config.advertised(),
+        config.rack.clone(),
+    )
+    .await?;
+    let id = u32::try_from(id).map_err(|_| format!("host id {id} is out of range"))?;
+    tracing::info!(host_id = id, %seed, "registered with the cluster");
+    Ok((id, mode))
+}
+
 fn run(config: NodeConfig) -> Result<(), String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
-    let identity = Identity::load_or_create(&config.data_dir, config.host_id)
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if config.worker_threads > 0 {
+        runtime.worker_threads(config.worker_threads);
+    }
+    let runtime = runtime.build().map_err(|e| format!("runtime: {e}"))?;
+    let link = RaftLink::new();
+    let (host_id, mode) = runtime.block_on(host_id_of(&config, &link))?;
+    let identity = Identity::load_or_create(&config.data_dir, host_id)
         .map_err(|e| format!("identity: {e}"))?;
+    let self_id = HostId(u64::from(identity.host_id));
     let clock = Arc::new(OffsetClock::default());
     let fs: Arc<dyn tally_storage::Fs> = if config.lose_unsynced_writes {
         tracing::warn!("storage test mode: unsynced writes are lost at a kill, as at a power loss");
@@ -165,13 +242,33 @@ fn run(config: NodeConfig) -> Result<(), String> {
     )
     .map_err(|e| format!("hints: {e}"))?;
     let hints = Arc::new(hints);
-    let map = config.cluster_map()?;
+    // The metadata group (Raft mode) and the first map.
+    let (group, followed) = match &mode {
+        Mode::Static => (None, None),
+        Mode::Raft { .. } => {
+            let group = runtime.block_on(MetadataGroup::open(
+                u64::from(identity.host_id),
+                &config.data_dir.join("meta"),
+                link.clone(),
+                GroupConfig::default(),
+            ))?;
+            runtime.block_on(check_still_member(&link, &group.state(), self_id))?;
+            let map = group
+                .state()
+                .cluster_map()
+                .map_err(|e| format!("metadata: {e}"))?;
+            (Some(group), Some(Arc::new(FollowedMetadata::new(map))))
+        }
+    };
+    let map = match &followed {
+        Some(f) => (*f.map()).clone(),
+        None => config.cluster_map()?,
+    };
     let members = map.members().count();
     if let Some(mode) = config.broken_mode()? {
         tracing::error!(?mode, "running with deliberately BROKEN behaviour (harness self-test); never use this for data");
     }
     if config.hinted_handoff && config.broken_mode()? != Some(tally_node::BrokenMode::DropHints) {
-        let self_id = HostId(u64::from(identity.host_id));
         let cells = handoff::hint_recovered(&store, &hints, &map, self_id)
             .map_err(|e| format!("hinting recovered cells: {e}"))?;
         if cells > 0 {
@@ -181,19 +278,15 @@ fn run(config: NodeConfig) -> Result<(), String> {
             );
         }
     }
-    let metadata: Arc<dyn Metadata> = Arc::new(StaticMetadata::new(map));
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if config.worker_threads > 0 {
-        runtime.worker_threads(config.worker_threads);
-    }
-    let runtime = runtime.build().map_err(|e| format!("runtime: {e}"))?;
+    let metadata: Arc<dyn Metadata> = match &followed {
+        Some(f) => f.clone(),
+        None => Arc::new(StaticMetadata::new(map)),
+    };
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| format!("listen on {}: {e}", config.listen))?;
         let address = config.advertised();
-        let self_id = HostId(u64::from(identity.host_id));
         let peers = Arc::new(Peers::new(self_id, metadata.clone(), PeerConfig::default()));
         let writer = WritePipeline::start(store.clone(), 4096)
             .map_err(|e| format!("starting the write thread: {e}"))?;
@@ -227,24 +320,63 @@ fn run(config: NodeConfig) -> Result<(), String> {
                 config.replay(),
             ));
         }
+        let repairer = Repairer::new(coordinator.clone());
+        let topology = match (group, followed) {
+            (Some(group), Some(followed)) => Some(Topology::new(
+                self_id,
+                address.clone(),
+                config.vnodes,
+                config.namespace_set()?.iter().cloned().collect(),
+                group,
+                link.clone(),
+                followed,
+                coordinator.clone(),
+                membership.clone(),
+                repairer.clone(),
+            )),
+            _ => None,
+        };
         tracing::info!(
             %address,
             host_id = identity.host_id,
             incarnation = identity.incarnation,
             durability = %config.durability,
             members,
+            raft_metadata = topology.is_some(),
             replication_factor = metadata.map().replication_factor(),
             "tally-node serving"
         );
         let server = Server::new(
             coordinator,
+            repairer,
             membership,
+            topology.clone(),
             config.test_hooks.then(|| clock.clone()),
             address,
             config.max_in_flight_per_connection,
         );
+        if let (Some(topology), Mode::Raft { init, seed }) = (&topology, &mode) {
+            tokio::spawn(topology.clone().follow());
+            let topology = topology.clone();
+            let (init, seed) = (*init, seed.clone());
+            let cluster_name = config.cluster_name.clone();
+            let rf = config.replication_factor;
+            tokio::spawn(async move {
+                if init {
+                    if let Err(e) = topology.bootstrap(&cluster_name, rf).await {
+                        tracing::error!(error = %e, "bootstrap failed");
+                    }
+                } else {
+                    let seed = seed.unwrap_or_default();
+                    topology.join(seed).await;
+                }
+            });
+        }
         server.serve(listener, shutdown_signal()).await;
         tracing::info!("shutting down");
+        if let Some(t) = &topology {
+            t.group().shutdown().await;
+        }
         Ok::<(), String>(())
     })?;
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
@@ -269,7 +401,8 @@ fn run(config: NodeConfig) -> Result<(), String> {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn,openraft::replication=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();

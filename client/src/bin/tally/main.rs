@@ -6,6 +6,7 @@
 mod bench;
 mod demo;
 mod timespec;
+mod topology;
 
 use clap::{Parser, Subcommand};
 use tally_client::{Client, ClientConfig, Consistency, Increment, Outcome, Resolution};
@@ -93,10 +94,27 @@ enum Command {
         #[arg(long, default_value = "now", allow_hyphen_values = true)]
         to: String,
     },
-    /// Namespaces.
+    /// Namespaces: list (the default), describe, create.
     Ns {
-        /// A namespace to describe (all when omitted).
-        name: Option<String>,
+        #[command(subcommand)]
+        action: Option<NsAction>,
+    },
+    /// Streams this node's ranges to their next owners, then removes it
+    /// from the cluster (the node keeps running, owning nothing).
+    Decommission {
+        /// The node's host id (sent to it, wherever --addr points).
+        host_id: u64,
+    },
+    /// Re-replicates a dead node's ranges from the surviving replicas, then
+    /// removes it (its host id is never used again).
+    Removenode {
+        /// The dead node's host id.
+        host_id: u64,
+    },
+    /// Rolls back a join or a leave that cannot finish (its node died).
+    Abort {
+        /// The joining or leaving node's host id.
+        host_id: u64,
     },
     /// The cluster as a node sees it: itself and its peers.
     Status,
@@ -109,6 +127,24 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Start local node(s), stream synthetic video views, and show the counts.
     Demo(demo::DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum NsAction {
+    /// Every namespace.
+    List,
+    /// One namespace.
+    Describe {
+        /// Its name.
+        name: String,
+    },
+    /// Creates a namespace (clusters started with --init/--seed).
+    Create {
+        /// `[a-z0-9_]{1,64}`.
+        name: String,
+        /// Resolutions and retention, e.g. `minute:7d,hour:90d,day:2y,total`.
+        spec: String,
+    },
 }
 
 fn consistency(name: &str) -> Result<Consistency, String> {
@@ -126,6 +162,10 @@ async fn connect(cli: &Cli) -> Result<Client, String> {
     let mut config = ClientConfig::with_seeds(cli.addrs.clone());
     config.consistency = consistency(&cli.consistency)?;
     Client::connect(config).await.map_err(|e| e.to_string())
+}
+
+fn first(cli: &Cli) -> &str {
+    cli.addrs.first().map_or("127.0.0.1:7400", String::as_str)
 }
 
 fn print_json(value: &impl serde::Serialize) {
@@ -284,8 +324,21 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Ns { name } => {
+        Command::Ns {
+            action: Some(NsAction::Create { name, spec }),
+        } => {
+            let request = tally_client::admin::AdminRequest::CreateNamespace {
+                name: name.clone(),
+                spec: spec.clone(),
+            };
+            topology::request(first(&cli), request, "namespace creation", cli.json).await
+        }
+        Command::Ns { action } => {
             let client = connect(&cli).await?;
+            let name = match action {
+                Some(NsAction::Describe { name }) => Some(name),
+                _ => None,
+            };
             let list = match name {
                 Some(n) => vec![client
                     .describe_namespace(n)
@@ -311,9 +364,24 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::Decommission { host_id } => {
+            let request = tally_client::admin::AdminRequest::Decommission { host_id: *host_id };
+            topology::change(first(&cli), request, "decommission", cli.json).await
+        }
+        Command::Removenode { host_id } => {
+            let request = tally_client::admin::AdminRequest::RemoveNode { host_id: *host_id };
+            topology::change(first(&cli), request, "removenode", cli.json).await
+        }
+        Command::Abort { host_id } => {
+            let request = tally_client::admin::AdminRequest::Abort { host_id: *host_id };
+            topology::request(first(&cli), request, "abort", cli.json).await
+        }
         Command::Status => {
             let client = connect(&cli).await?;
             let s = client.status().await.map_err(|e| e.to_string())?;
+            if let Some(view) = topology::cluster(&client).await? {
+                return topology::status(&view, &s, cli.json).await;
+            }
             if cli.json {
                 print_json(&s);
             } else {

@@ -1,0 +1,359 @@
+//! Topology changes through the Raft-agreed metadata, on real processes
+//! over TCP: bootstrap, joins under load, removenode of a killed node,
+//! decommission, serialized joins, and the refusals (wrong cluster, a
+//! removed host id, too few nodes to leave).
+
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{free_port, inc, NodeProcess};
+use tally_client::admin::{AdminReply, AdminRequest, ClusterView};
+use tally_client::{Client, ClientConfig, Consistency, Outcome};
+
+fn addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// A client with a long timeout and no retries, for operator requests.
+async fn admin_client(addr: &str) -> Client {
+    let mut config = ClientConfig::with_seeds([addr.to_owned()]);
+    config.request_timeout = Duration::from_secs(120);
+    config.max_retries = 0;
+    config.token_aware = false;
+    Client::connect(config).await.unwrap()
+}
+
+async fn admin(addr: &str, request: AdminRequest) -> AdminReply {
+    admin_client(addr).await.admin(&request).await.unwrap()
+}
+
+async fn view(addr: &str) -> ClusterView {
+    match admin(addr, AdminRequest::Cluster).await {
+        AdminReply::Cluster(v) => v,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn state_of(v: &ClusterView, host: u64) -> Option<&str> {
+    v.members
+        .iter()
+        .find(|m| m.host_id == host)
+        .map(|m| m.state.as_str())
+}
+
+/// Waits until the node at `addr` sees host `host` in `state`.
+async fn wait_state(addr: &str, host: u64, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = view(addr).await;
+        if state_of(&v, host) == Some(state) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "host {host} never became {state}: {v:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts a joining node; waits until it is normal in `seed`'s metadata.
+async fn join(dir: &Path, seed: &str, expect_host: u64) -> NodeProcess {
+    let a = addr();
+    let node = NodeProcess::start_with(dir, &a, &args(&["--seed", seed]));
+    wait_state(seed, expect_host, "normal").await;
+    node
+}
+
+/// Acknowledged and indeterminate sums per key, from a steady load.
+#[derive(Default)]
+struct Ledger {
+    acked: HashMap<String, i64>,
+    maybe: HashMap<String, i64>,
+    failed: u64,
+}
+
+fn start_load(
+    client: Client,
+    stop: Arc<AtomicBool>,
+    ledger: Arc<Mutex<Ledger>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let client = Arc::new(client);
+    (0..4)
+        .map(|w| {
+            let (client, stop, ledger) = (client.clone(), stop.clone(), ledger.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let key = format!("k{}", (i * 7 + w * 13) % 200);
+                    let delta = 1 + (i % 5) as i64;
+                    let outcome = client.increment(vec![inc(&key, delta)]).await.pop();
+                    {
+                        let mut l = ledger.lock().unwrap();
+                        match outcome {
+                            Some(Outcome::Ok(())) => *l.acked.entry(key).or_default() += delta,
+                            Some(Outcome::Indeterminate(_)) => {
+                                *l.maybe.entry(key).or_default() += delta
+                            }
+                            _ => l.failed += 1,
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect()
+}
+
+/// Every key's QUORUM total through `addr` lies within [acked, acked +
+/// indeterminate]: nothing acknowledged lost, nothing counted twice.
+async fn check_totals(addr: &str, ledger: &Ledger) {
+    let client = Client::connect(ClientConfig::with_seeds([addr.to_owned()]))
+        .await
+        .unwrap();
+    assert!(!ledger.acked.is_empty(), "the load acknowledged nothing");
+    for (key, acked) in &ledger.acked {
+        let maybe = ledger.maybe.get(key).copied().unwrap_or(0);
+        let total = client.total("events", key.as_bytes()).await.unwrap().sum;
+        assert!(
+            total >= *acked && total <= acked + maybe,
+            "{key}: total {total}, acknowledged {acked}, indeterminate {maybe}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ring_grows_and_shrinks_under_load_without_losing_or_doubling_counts() {
+    let root = tempfile::tempdir().unwrap();
+    let a1 = addr();
+    let n1 = NodeProcess::start_with(
+        &root.path().join("n1"),
+        &a1,
+        &args(&["--init", "--replication-factor", "3"]),
+    );
+    wait_state(&a1, 1, "normal").await;
+    let n2 = join(&root.path().join("n2"), &a1, 2).await;
+    let mut n3 = Some(join(&root.path().join("n3"), &a1, 3).await);
+    let v = view(&a1).await;
+    assert_eq!(v.voters, vec![1, 2, 3], "three voters once there are three");
+
+    // A steady load through node 1 and node 2.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let client = Client::connect(ClientConfig::with_seeds([a1.clone(), n2.addr.clone()]))
+        .await
+        .unwrap();
+    let load = start_load(client, stop.clone(), ledger.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // 3 -> 4 under load.
+    let n4 = join(&root.path().join("n4"), &a1, 4).await;
+    let v = view(&n4.addr).await;
+    let owns4 = v.members.iter().find(|m| m.host_id == 4).unwrap().ownership;
+    let moved = owns4 / 3.0;
+    eprintln!("fraction of replica copies moved to the 4th node: {moved:.3}");
+    assert!((0.15..0.40).contains(&moved), "{moved}");
+    let total: f64 = v.members.iter().map(|m| m.ownership).sum();
+    assert!((total - 3.0).abs() < 1e-6, "ownership sums to RF: {total}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Kill node 3, then removenode it under load (from node 1).
+    n3.as_mut().unwrap().kill9();
+    let dir3 = n3.take().unwrap().dir.clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let reply = loop {
+        match admin(&a1, AdminRequest::RemoveNode { host_id: 3 }).await {
+            AdminReply::Refused { reason } if reason.contains("is up") => {
+                assert!(Instant::now() < deadline, "node 3 never seen down");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => break other,
+        }
+    };
+    assert!(matches!(reply, AdminReply::Done { .. }), "{reply:?}");
+    assert_eq!(state_of(&view(&a1).await, 3), Some("left"));
+
+    // Three normal nodes cannot keep RF 3 with one fewer: a clear refusal.
+    match admin(&a1, AdminRequest::Decommission { host_id: 2 }).await {
+        AdminReply::Refused { reason } => assert!(reason.contains("cannot keep"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    let ledger = Arc::try_unwrap(ledger).ok().unwrap().into_inner().unwrap();
+    eprintln!(
+        "load: {} keys acknowledged, {} failed requests",
+        ledger.acked.len(),
+        ledger.failed
+    );
+    check_totals(&a1, &ledger).await;
+    check_totals(&n4.addr, &ledger).await;
+
+    // A removed host id never comes back.
+    let back = std::process::Command::new(env!("CARGO_BIN_EXE_tally-node"))
+        .arg("--data-dir")
+        .arg(&dir3)
+        .arg("--listen")
+        .arg(addr())
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(!back.status.success());
+    let stderr = String::from_utf8_lossy(&back.stderr);
+    assert!(stderr.contains("never reused"), "{stderr}");
+
+    // Voters follow the membership: 1, 2 and 4 now.
+    let v = view(&a1).await;
+    assert_eq!(v.voters, vec![1, 2, 4]);
+    drop((n1, n2, n4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_are_serialized_a_wrong_cluster_is_refused_and_decommission_moves_data() {
+    let root = tempfile::tempdir().unwrap();
+    let a1 = addr();
+    let _n1 = NodeProcess::start_with(
+        &root.path().join("n1"),
+        &a1,
+        &args(&[
+            "--init",
+            "--replication-factor",
+            "2",
+            "--cluster-name",
+            "blue",
+        ]),
+    );
+    wait_state(&a1, 1, "normal").await;
+    // RF 2 on one node: QUORUM is unavailable (as in Cassandra), ONE works;
+    // the joins must stream these writes to their new replicas.
+    let mut config = ClientConfig::with_seeds([a1.clone()]);
+    config.consistency = Consistency::One;
+    let client = Client::connect(config).await.unwrap();
+    let mut quorum = ClientConfig::with_seeds([a1.clone()]);
+    quorum.max_retries = 0;
+    let quorum = Client::connect(quorum).await.unwrap();
+    let r = quorum.increment(vec![inc("q", 1)]).await.pop();
+    assert!(
+        matches!(r, Some(Outcome::Failed(_))),
+        "QUORUM of RF 2 on one node: {r:?}"
+    );
+    let mut acked: HashMap<String, i64> = HashMap::new();
+    let mut one = |k: String, d: i64| {
+        *acked.entry(k).or_default() += d;
+    };
+    for i in 0..100 {
+        let key = format!("d{i}");
+        let r = client.increment(vec![inc(&key, i + 1)]).await.pop();
+        assert!(matches!(r, Some(Outcome::Ok(()))), "{r:?}");
+        one(key, i + 1);
+    }
+
+    // Two nodes join at once: both end normal, one after the other.
+    let (a2, a3) = (addr(), addr());
+    let spawn = |dir: &Path, a: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tally-node"))
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--listen")
+            .arg(a)
+            .args(["--seed", &a1, "--cluster-name", "blue"])
+            .env("RUST_LOG", "warn,openraft=error")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut c2 = spawn(&root.path().join("n2"), &a2);
+    let mut c3 = spawn(&root.path().join("n3"), &a3);
+    wait_state(&a1, 2, "normal").await;
+    wait_state(&a1, 3, "normal").await;
+    let v = view(&a1).await;
+    assert_eq!(v.epoch, 5, "bootstrap, then join and finish twice: {v:?}");
+
+    // A node of another cluster is refused, with the reason.
+    let wrong = std::process::Command::new(env!("CARGO_BIN_EXE_tally-node"))
+        .arg("--data-dir")
+        .arg(root.path().join("wrong"))
+        .arg("--listen")
+        .arg(addr())
+        .args(["--seed", &a1, "--cluster-name", "green"])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("not \"green\""), "{stderr}");
+
+    // Namespaces through the metadata reach every node.
+    match admin(
+        &a3,
+        AdminRequest::CreateNamespace {
+            name: "views".into(),
+            spec: "hour:30d,total".into(),
+        },
+    )
+    .await
+    {
+        AdminReply::Done { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    match admin(
+        &a2,
+        AdminRequest::CreateNamespace {
+            name: "bad".into(),
+            spec: "fortnight:1d".into(),
+        },
+    )
+    .await
+    {
+        AdminReply::Refused { .. } => {}
+        other => panic!("a bad spec must be refused: {other:?}"),
+    }
+    let c = Client::connect(ClientConfig::with_seeds([a2.clone()]))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut item = inc("v", 1);
+        item.namespace = "views".into();
+        match c.increment(vec![item]).await.pop() {
+            Some(Outcome::Ok(())) => break,
+            other => assert!(Instant::now() < deadline, "{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Decommission node 1 (asked through node 3): its data moves, counts
+    // stay whole, read at ALL from the two that remain.
+    match admin(&a3, AdminRequest::Decommission { host_id: 1 }).await {
+        AdminReply::Done { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(state_of(&view(&a2).await, 1), Some("left"));
+    let mut config = ClientConfig::with_seeds([a2.clone(), a3.clone()]);
+    config.consistency = Consistency::All;
+    let all = Client::connect(config).await.unwrap();
+    for (key, sum) in &acked {
+        let got = all.total("events", key.as_bytes()).await.unwrap().sum;
+        assert_eq!(got, *sum, "{key}");
+    }
+    let _ = c2.kill();
+    let _ = c3.kill();
+    let _ = c2.wait();
+    let _ = c3.wait();
+}
