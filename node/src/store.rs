@@ -602,6 +602,50 @@ impl CounterStore {
 impl CounterStore {
     /// The Merkle leaves of this node's cells with tokens in
     /// `(start, end]` (see [`Leaves`]): one full scan of the range.
+    /// Deletes every cell whose token `keep` refuses (`tally cleanup`:
+    /// the ranges this node no longer replicates after a join). Scans in
+    /// chunks of 10,000 keys, each deleted in one write; returns how many.
+    pub fn cleanup(&self, keep: impl Fn(u64) -> bool) -> Result<u64, RequestError> {
+        const CHUNK: usize = 10_000;
+        let mut from: Vec<u8> = Vec::new();
+        let mut deleted = 0u64;
+        loop {
+            let mut doomed: Vec<Vec<u8>> = Vec::new();
+            let mut seen = 0usize;
+            let mut last: Option<Vec<u8>> = None;
+            self.db
+                .scan_with(&from, None, |k, _| {
+                    seen += 1;
+                    if let Some(token) = cell_key::token_of(k) {
+                        if !keep(token) {
+                            doomed.push(k.to_vec());
+                        }
+                    }
+                    if seen >= CHUNK {
+                        last = Some(k.to_vec());
+                        return false;
+                    }
+                    true
+                })
+                .map_err(storage_error)?;
+            if !doomed.is_empty() {
+                let mut batch = WriteBatch::new();
+                for k in &doomed {
+                    batch.delete(k.as_slice());
+                }
+                self.db.write(batch).map_err(storage_error)?;
+                deleted += doomed.len() as u64;
+            }
+            match last {
+                Some(mut k) => {
+                    k.push(0);
+                    from = k;
+                }
+                None => return Ok(deleted),
+            }
+        }
+    }
+
     pub fn merkle_leaves(&self, start: u64, end: u64, depth: u8) -> Result<Vec<u64>, RequestError> {
         let leaves = Leaves::new(start, end, depth);
         let mut hashes = vec![0u64; leaves.len()];

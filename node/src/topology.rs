@@ -301,14 +301,28 @@ impl Topology {
                 host_id: me,
                 address: self.address.clone(),
             };
-            let contact = state
-                .members
-                .values()
-                .find(|m| m.state == MemberState::Normal)
-                .map_or(seed.to_owned(), |m| m.address.clone());
-            match self.link.admin(&contact, &request, ADMIN_TIMEOUT).await {
-                AdminReply::Done { .. } => {}
-                other => return Err(format!("joining the metadata group: {other:?}")),
+            // The seed first, then every normal member: any of them
+            // forwards to the leader.
+            let mut contacts = vec![seed.to_owned()];
+            contacts.extend(
+                state
+                    .members
+                    .values()
+                    .filter(|m| m.state == MemberState::Normal)
+                    .map(|m| m.address.clone()),
+            );
+            let mut last = None;
+            for contact in contacts.iter().filter(|c| !c.is_empty()) {
+                match self.link.admin(contact, &request, ADMIN_TIMEOUT).await {
+                    AdminReply::Done { .. } => {
+                        last = None;
+                        break;
+                    }
+                    other => last = Some(other),
+                }
+            }
+            if let Some(other) = last {
+                return Err(format!("joining the metadata group: {other:?}"));
             }
             self.wait_until(|s| s.members.contains_key(&me), LEADER_WAIT * 3)
                 .await?;
@@ -550,7 +564,11 @@ impl Topology {
                     };
                 };
                 self.link
-                    .admin(&address, &AdminRequest::Decommission { host_id }, ADMIN_TIMEOUT * 10)
+                    .admin(
+                        &address,
+                        &AdminRequest::Decommission { host_id },
+                        ADMIN_TIMEOUT * 10,
+                    )
                     .await
             }
             AdminRequest::RemoveNode { host_id } => {
@@ -566,9 +584,7 @@ impl Topology {
                 }
                 self.leave(host_id).await
             }
-            AdminRequest::Cleanup => AdminReply::Failed {
-                reason: "cleanup is not implemented yet: cells of ranges a node lost stay until compaction drops them by retention".into(),
-            },
+            AdminRequest::Cleanup => self.cleanup().await,
             other => self.on_leader(other).await,
         }
     }
@@ -621,6 +637,37 @@ impl Topology {
             }
         }
         self.on_leader(AdminRequest::Remove { host_id }).await
+    }
+
+    /// Drops the cells of ranges this node no longer replicates (after a
+    /// join took some of them). Refused while a topology change is in
+    /// progress: its pending ranges may still need them.
+    async fn cleanup(&self) -> AdminReply {
+        if let Some((host, state)) = self.group.state().change_in_progress() {
+            return AdminReply::Refused {
+                reason: format!("host {host} is {state:?}: clean up once the change is done"),
+            };
+        }
+        let map = self.coordinator.map();
+        if map.members().next().is_none() {
+            return AdminReply::Refused {
+                reason: "this node has no ring yet".into(),
+            };
+        }
+        let me = self.self_id;
+        let store = self.coordinator.store().clone();
+        let keep =
+            move |token: u64| map.replicas(token).contains(&me) || map.pending(token).contains(&me);
+        match tokio::task::spawn_blocking(move || store.cleanup(keep)).await {
+            Ok(Ok(cells)) => {
+                tracing::info!(cells, "cleanup dropped the cells of ranges this node lost");
+                AdminReply::Cleaned { cells }
+            }
+            Ok(Err(e)) => AdminReply::Failed { reason: e.message },
+            Err(e) => AdminReply::Failed {
+                reason: e.to_string(),
+            },
+        }
     }
 
     /// The metadata as this node knows it.

@@ -169,6 +169,13 @@ async fn the_ring_grows_and_shrinks_under_load_without_losing_or_doubling_counts
     assert!((total - 3.0).abs() < 1e-6, "ownership sums to RF: {total}");
     tokio::time::sleep(Duration::from_secs(1)).await;
 
+    // Node 1 drops what node 4 took from it (under load); counts stay
+    // whole (checked at the end).
+    match admin(&a1, AdminRequest::Cleanup).await {
+        AdminReply::Cleaned { cells } => assert!(cells > 0, "node 4 took some of node 1's ranges"),
+        other => panic!("{other:?}"),
+    }
+
     // Kill node 3, then removenode it under load (from node 1).
     n3.as_mut().unwrap().kill9();
     let dir3 = n3.take().unwrap().dir.clone();
@@ -273,7 +280,7 @@ async fn joins_are_serialized_a_wrong_cluster_is_refused_and_decommission_moves_
             .arg("--listen")
             .arg(a)
             .args(["--seed", &a1, "--cluster-name", "blue"])
-            .env("RUST_LOG", "warn,openraft=error")
+            .env("RUST_LOG", "warn,openraft=off")
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap()
@@ -356,4 +363,94 @@ async fn joins_are_serialized_a_wrong_cluster_is_refused_and_decommission_moves_
     let _ = c3.kill();
     let _ = c2.wait();
     let _ = c3.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_metadata_leader_during_a_join_leaves_a_whole_ring() {
+    let root = tempfile::tempdir().unwrap();
+    let a1 = addr();
+    let mut n1 = NodeProcess::start_with(
+        &root.path().join("n1"),
+        &a1,
+        &args(&["--init", "--replication-factor", "3"]),
+    );
+    wait_state(&a1, 1, "normal").await;
+    let n2 = join(&root.path().join("n2"), &a1, 2).await;
+    let n3 = join(&root.path().join("n3"), &a1, 3).await;
+    // Enough data that streaming takes a moment.
+    let client = Client::connect(ClientConfig::with_seeds([n2.addr.clone(), n3.addr.clone()]))
+        .await
+        .unwrap();
+    let mut acked: HashMap<String, i64> = HashMap::new();
+    for chunk in 0..40 {
+        let items: Vec<_> = (0..250)
+            .map(|i| inc(&format!("m{}", chunk * 250 + i), 1 + i64::from(i % 3)))
+            .collect();
+        let sums: Vec<(String, i64)> = items
+            .iter()
+            .map(|i| (String::from_utf8(i.key.clone()).unwrap(), i.delta))
+            .collect();
+        let outcomes = client.increment(items).await;
+        for ((key, delta), outcome) in sums.into_iter().zip(outcomes) {
+            assert!(matches!(outcome, Outcome::Ok(())), "{outcome:?}");
+            *acked.entry(key).or_default() += delta;
+        }
+    }
+    assert_eq!(view(&a1).await.leader, Some(1));
+
+    // Node 4 joins through node 2; the leader dies as soon as the join is
+    // in the metadata.
+    let a4 = addr();
+    let dir4 = root.path().join("n4");
+    let mut c4 = std::process::Command::new(env!("CARGO_BIN_EXE_tally-node"))
+        .arg("--data-dir")
+        .arg(&dir4)
+        .arg("--listen")
+        .arg(&a4)
+        .args(["--seed", &n2.addr])
+        .env("RUST_LOG", "warn,openraft=off")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state_of(&view(&n2.addr).await, 4).is_none() {
+        assert!(Instant::now() < deadline, "node 4 never registered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    n1.kill9();
+
+    // The join completes under the new leader; or, had it been rolled
+    // back, node 4 would own nothing. Either way the ring is whole.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let outcome = loop {
+        let v = view(&n2.addr).await;
+        match state_of(&v, 4) {
+            Some("normal") | Some("left") => break v,
+            _ => assert!(Instant::now() < deadline, "join stuck: {v:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        outcome.leader.is_some() && outcome.leader != Some(1),
+        "a new leader: {outcome:?}"
+    );
+    assert_eq!(state_of(&outcome, 4), Some("normal"), "{outcome:?}");
+    assert!(
+        outcome.members.iter().all(|m| m.state == "normal"),
+        "{outcome:?}"
+    );
+    let owned: f64 = outcome.members.iter().map(|m| m.ownership).sum();
+    assert!((owned - 3.0).abs() < 1e-6, "{owned}");
+
+    // Every count is whole, read at QUORUM through the new node (node 1 is
+    // still dead: node 4 must hold its share).
+    let reader = Client::connect(ClientConfig::with_seeds([a4.clone()]))
+        .await
+        .unwrap();
+    for (key, sum) in &acked {
+        let got = reader.total("events", key.as_bytes()).await.unwrap().sum;
+        assert_eq!(got, *sum, "{key}");
+    }
+    let _ = c4.kill();
+    let _ = c4.wait();
 }

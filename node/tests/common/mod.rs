@@ -57,7 +57,7 @@ impl NodeProcess {
             .arg("--listen")
             .arg(addr)
             .args(args)
-            .env("RUST_LOG", "warn,openraft=error")
+            .env("RUST_LOG", "warn,openraft=off")
             .stdout(Stdio::null())
             .spawn()
             .unwrap();

@@ -111,6 +111,9 @@ enum Command {
         /// The dead node's host id.
         host_id: u64,
     },
+    /// Drops the cells of ranges the node (the first --addr) no longer
+    /// replicates, after joins took them.
+    Cleanup,
     /// Rolls back a join or a leave that cannot finish (its node died).
     Abort {
         /// The joining or leaving node's host id.
@@ -371,6 +374,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Removenode { host_id } => {
             let request = tally_client::admin::AdminRequest::RemoveNode { host_id: *host_id };
             topology::change(first(&cli), request, "removenode", cli.json).await
+        }
+        Command::Cleanup => {
+            let request = tally_client::admin::AdminRequest::Cleanup;
+            topology::request(first(&cli), request, "cleanup", cli.json).await
         }
         Command::Abort { host_id } => {
             let request = tally_client::admin::AdminRequest::Abort { host_id: *host_id };

@@ -47,6 +47,12 @@ fn outcome(what: &str, reply: AdminReply, json: bool) -> Result<(), String> {
             }
             Ok(())
         }
+        AdminReply::Cleaned { cells } => {
+            if !json {
+                println!("{what}: dropped {cells} cells of ranges this node no longer replicates");
+            }
+            Ok(())
+        }
         AdminReply::Refused { reason } => Err(format!("{what} refused: {reason}")),
         AdminReply::Failed { reason } => Err(format!("{what} failed: {reason}")),
         other => Err(format!("{what}: unexpected answer {other:?}")),
