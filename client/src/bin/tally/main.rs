@@ -430,38 +430,11 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Repair => {
-            let addr = cli.addrs.first().cloned().unwrap_or_default();
-            let mut config = ClientConfig::with_seeds([addr.clone()]);
-            config.request_timeout = std::time::Duration::from_secs(24 * 3600);
-            config.max_retries = 0;
-            config.token_aware = false;
-            let repairing = Client::connect(config).await.map_err(|e| e.to_string())?;
-            let watcher = connect(&cli).await?;
-            let bar = if cli.json {
-                indicatif::ProgressBar::hidden()
-            } else {
-                indicatif::ProgressBar::new(0)
-            };
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "repair {bar:40} {pos}/{len} ranges  {elapsed_precise}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            let watch = async {
-                loop {
-                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-                    if let Ok(s) = watcher.status().await {
-                        bar.set_length(u64::from(s.repair_ranges_total));
-                        bar.set_position(u64::from(s.repair_ranges_done));
-                    }
-                }
-            };
-            let report = tokio::select! {
-                r = repairing.repair() => r.map_err(|e| e.to_string())?,
-                _ = watch => unreachable!("the watcher never ends"),
-            };
-            bar.finish_and_clear();
+            let addr = first(&cli).to_owned();
+            let repairing = topology::long_client(&addr).await?;
+            let report = topology::with_progress(&addr, "repair", cli.json, repairing.repair())
+                .await?
+                .map_err(|e| e.to_string())?;
             if cli.json {
                 print_json(&report);
             } else {

@@ -12,7 +12,7 @@ use crate::print_json;
 
 /// A client for long operator requests: one node, no retries, a day's
 /// timeout (a decommission lasts as long as its streaming).
-async fn long_client(addr: &str) -> Result<Client, String> {
+pub async fn long_client(addr: &str) -> Result<Client, String> {
     let mut config = ClientConfig::with_seeds([addr.to_owned()]);
     config.request_timeout = Duration::from_secs(24 * 3600);
     config.max_retries = 0;
@@ -59,15 +59,14 @@ fn outcome(what: &str, reply: AdminReply, json: bool) -> Result<(), String> {
     }
 }
 
-/// Runs a topology change on `addr` with a progress line fed by the
-/// streaming node's status (ranges streamed so far).
-pub async fn change(
+/// Runs `work` while a progress bar shows the ranges the node at `addr`
+/// has streamed or repaired so far (its status), with an ETA.
+pub async fn with_progress<T>(
     addr: &str,
-    request: AdminRequest,
     what: &str,
     json: bool,
-) -> Result<(), String> {
-    let client = long_client(addr).await?;
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, String> {
     let watcher = Client::connect(ClientConfig::with_seeds([addr.to_owned()]))
         .await
         .map_err(|e| e.to_string())?;
@@ -92,12 +91,26 @@ pub async fn change(
             }
         }
     };
-    let started = Instant::now();
-    let reply = tokio::select! {
-        r = client.admin(&request) => r.map_err(|e| e.to_string())?,
+    let result = tokio::select! {
+        r = work => r,
         _ = watch => unreachable!("the watcher never ends"),
     };
     bar.finish_and_clear();
+    Ok(result)
+}
+
+/// Runs a topology change on `addr` with a progress bar.
+pub async fn change(
+    addr: &str,
+    request: AdminRequest,
+    what: &str,
+    json: bool,
+) -> Result<(), String> {
+    let client = long_client(addr).await?;
+    let started = Instant::now();
+    let reply = with_progress(addr, what, json, client.admin(&request))
+        .await?
+        .map_err(|e| e.to_string())?;
     if !json {
         println!("{what} took {:.1} s", started.elapsed().as_secs_f64());
     }
