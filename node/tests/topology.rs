@@ -345,13 +345,28 @@ async fn joins_are_serialized_a_wrong_cluster_is_refused_and_decommission_moves_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Decommission node 1 (asked through node 3): its data moves, counts
-    // stay whole, read at ALL from the two that remain.
+    // Decommission node 1 (asked through node 3) under a steady load
+    // through nodes 2 and 3: its data moves, counts stay whole, read at ALL
+    // from the two that remain.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let load_client = Client::connect(ClientConfig::with_seeds([a2.clone(), a3.clone()]))
+        .await
+        .unwrap();
+    let load = start_load(load_client, stop.clone(), ledger.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
     match admin(&a3, AdminRequest::Decommission { host_id: 1 }).await {
         AdminReply::Done { .. } => {}
         other => panic!("{other:?}"),
     }
     assert_eq!(state_of(&view(&a2).await, 1), Some("left"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    let ledger = Arc::try_unwrap(ledger).ok().unwrap().into_inner().unwrap();
+    check_totals(&a2, &ledger).await;
     let mut config = ClientConfig::with_seeds([a2.clone(), a3.clone()]);
     config.consistency = Consistency::All;
     let all = Client::connect(config).await.unwrap();

@@ -99,6 +99,25 @@ enum Command {
         #[command(subcommand)]
         action: Option<NsAction>,
     },
+    /// Starts a node that bootstraps a new cluster (Raft-agreed metadata),
+    /// in the foreground: `tally-node --init` with these flags.
+    Init {
+        /// Flags for tally-node, e.g. `--listen 127.0.0.1:7401 --data-dir
+        /// /tmp/t1 --replication-factor 3`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        node_args: Vec<String>,
+    },
+    /// Starts a node that joins the cluster at `--seed`, in the
+    /// foreground: `tally-node --seed SEED` with these flags.
+    Join {
+        /// A node of the cluster.
+        #[arg(long)]
+        seed: String,
+        /// Flags for tally-node, e.g. `--listen 127.0.0.1:7402 --data-dir
+        /// /tmp/t2`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        node_args: Vec<String>,
+    },
     /// Streams this node's ranges to their next owners, then removes it
     /// from the cluster (the node keeps running, owning nothing).
     Decommission {
@@ -165,6 +184,19 @@ async fn connect(cli: &Cli) -> Result<Client, String> {
     let mut config = ClientConfig::with_seeds(cli.addrs.clone());
     config.consistency = consistency(&cli.consistency)?;
     Client::connect(config).await.map_err(|e| e.to_string())
+}
+
+/// Replaces this process with `tally-node` (found beside `tally`, else on
+/// the PATH) run with `args`.
+fn exec_node(args: &[String]) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("tally-node")))
+        .filter(|p| p.exists());
+    let program = beside.unwrap_or_else(|| "tally-node".into());
+    let error = std::process::Command::new(&program).args(args).exec();
+    Err(format!("starting {}: {error}", program.display()))
 }
 
 fn first(cli: &Cli) -> &str {
@@ -374,6 +406,16 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Removenode { host_id } => {
             let request = tally_client::admin::AdminRequest::RemoveNode { host_id: *host_id };
             topology::change(first(&cli), request, "removenode", cli.json).await
+        }
+        Command::Init { node_args } => {
+            let mut args = vec!["--init".to_owned()];
+            args.extend(node_args.iter().cloned());
+            exec_node(&args)
+        }
+        Command::Join { seed, node_args } => {
+            let mut args = vec!["--seed".to_owned(), seed.clone()];
+            args.extend(node_args.iter().cloned());
+            exec_node(&args)
         }
         Command::Cleanup => {
             let request = tally_client::admin::AdminRequest::Cleanup;
