@@ -265,6 +265,13 @@ impl ClusterMap {
         self.placement_of(token).map_or(&[], |p| &p.pending)
     }
 
+    /// The natural and pending replicas of `token` in one lookup (the
+    /// write path needs both).
+    pub fn write_replicas(&self, token: Token) -> (&[HostId], &[HostId]) {
+        self.placement_of(token)
+            .map_or((&[], &[]), |p| (&p.replicas, &p.pending))
+    }
+
     /// Every token range with its replicas, in token order.
     pub fn ranges(&self) -> Vec<TokenRange> {
         let n = self.placement.len();

@@ -251,10 +251,7 @@ impl Coordinator {
             match self.store.check(item, now_ms) {
                 Ok(()) => {
                     let t = token(&item.namespace, &item.key).0;
-                    groups
-                        .entry((map.replicas(t), map.pending(t)))
-                        .or_default()
-                        .push(i)
+                    groups.entry(map.write_replicas(t)).or_default().push(i)
                 }
                 Err(e) => results[i] = ItemResult::Failed(e.code),
             }
