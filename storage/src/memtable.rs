@@ -9,7 +9,14 @@
 //! A `BTreeMap` under a reader-writer lock: only the group-commit leader
 //! writes (so writers never contend with each other), readers share the
 //! lock. Once frozen (immutable) it is only read, by readers and the flush.
+//!
+//! Keys are [`MemKey`]s: the first eight bytes as an integer, compared
+//! before the bytes. In the write path's profile a third of the memtable's
+//! time was `memcmp` calls from the tree's searches; counter cell keys
+//! start with an 8-byte token, so nearly every comparison is now one
+//! integer comparison.
 
+use std::cmp::Ordering as KeyOrdering;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,10 +26,46 @@ use parking_lot::RwLock;
 use crate::entry::Entry;
 use crate::merge::MergeOperator;
 
+/// A memtable key: its first eight bytes (zero-padded) as a big-endian
+/// integer, then the whole key. The prefix never orders two keys against
+/// their bytes (a shorter key pads with zeros, the smallest byte), so
+/// comparing `(prefix, bytes)` orders exactly as comparing the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MemKey {
+    prefix: u64,
+    bytes: Vec<u8>,
+}
+
+impl MemKey {
+    fn new(bytes: Vec<u8>) -> MemKey {
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        MemKey {
+            prefix: u64::from_be_bytes(word),
+            bytes,
+        }
+    }
+}
+
+impl Ord for MemKey {
+    fn cmp(&self, other: &MemKey) -> KeyOrdering {
+        self.prefix
+            .cmp(&other.prefix)
+            .then_with(|| self.bytes.cmp(&other.bytes))
+    }
+}
+
+impl PartialOrd for MemKey {
+    fn partial_cmp(&self, other: &MemKey) -> Option<KeyOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
 /// An ordered in-memory table of entries.
 #[derive(Debug)]
 pub(crate) struct Memtable {
-    map: RwLock<BTreeMap<Vec<u8>, Entry>>,
+    map: RwLock<BTreeMap<MemKey, Entry>>,
     bytes: AtomicUsize,
     wal_number: u64,
 }
@@ -59,14 +102,17 @@ impl Memtable {
         let mut map = self.map.write();
         let mut added = 0isize;
         for (key, entry) in ops {
-            match map.get_mut(key.as_slice()) {
+            // One search when the key is present (the steady state of a
+            // counter), two when it is new.
+            let key = MemKey::new(key);
+            match map.get_mut(&key) {
                 Some(existing) => {
                     let before = existing.value.len() as isize;
-                    existing.absorb(&key, entry, op);
+                    existing.absorb(&key.bytes, entry, op);
                     added += existing.value.len() as isize - before;
                 }
                 None => {
-                    added += Entry::charge(key.len(), entry.value.len()) as isize;
+                    added += Entry::charge(key.bytes.len(), entry.value.len()) as isize;
                     map.insert(key, entry);
                 }
             }
@@ -81,7 +127,7 @@ impl Memtable {
 
     /// The entry for `key`, if this memtable has one.
     pub(crate) fn get(&self, key: &[u8]) -> Option<Entry> {
-        self.map.read().get(key).cloned()
+        self.map.read().get(&MemKey::new(key.to_vec())).cloned()
     }
 
     /// Copies the entries with keys in `[start, end)`, at most `limit`.
@@ -92,13 +138,17 @@ impl Memtable {
         limit: usize,
     ) -> Vec<(Vec<u8>, Entry)> {
         let map = self.map.read();
+        let start = MemKey::new(start.to_vec());
         let upper = match end {
-            Some(end) => Bound::Excluded(end),
+            Some(end) => Bound::Excluded(MemKey::new(end.to_vec())),
             None => Bound::Unbounded,
         };
-        map.range::<[u8], _>((Bound::Included(start), upper))
+        if matches!(&upper, Bound::Excluded(end) if *end <= start) {
+            return Vec::new();
+        }
+        map.range((Bound::Included(start), upper))
             .take(limit)
-            .map(|(k, e)| (k.clone(), e.clone()))
+            .map(|(k, e)| (k.bytes.clone(), e.clone()))
             .collect()
     }
 
@@ -111,8 +161,51 @@ impl Memtable {
     ) -> Result<(), E> {
         let map = self.map.read();
         for (key, entry) in map.iter() {
-            visit(key, entry)?;
+            visit(&key.bytes, entry)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn short_key() -> impl Strategy<Value = Vec<u8>> {
+        // Few byte values and lengths around eight, so that prefixes tie,
+        // keys are prefixes of each other and zero bytes meet padding.
+        proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(255u8)], 0..12)
+    }
+
+    proptest! {
+        #[test]
+        fn mem_keys_order_exactly_as_their_bytes(a in short_key(), b in short_key()) {
+            prop_assert_eq!(MemKey::new(a.clone()).cmp(&MemKey::new(b.clone())), a.cmp(&b));
+        }
+
+        #[test]
+        fn range_returns_the_keys_between_its_bounds(
+            keys in proptest::collection::btree_set(short_key(), 0..40),
+            start in short_key(),
+            end in proptest::option::of(short_key()),
+        ) {
+            let mem = Memtable::new(1);
+            mem.apply(
+                keys.iter().map(|k| (k.clone(), Entry::put(vec![1]))),
+                &crate::merge::AddI64,
+            );
+            let got: Vec<Vec<u8>> = mem
+                .range(&start, end.as_deref(), usize::MAX)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            let want: Vec<Vec<u8>> = keys
+                .iter()
+                .filter(|k| **k >= start && end.as_ref().is_none_or(|e| *k < e))
+                .cloned()
+                .collect();
+            prop_assert_eq!(got, want);
+        }
     }
 }
