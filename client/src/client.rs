@@ -11,6 +11,7 @@
 //!         key: b"video:42/view".to_vec(),
 //!         timestamp_ms: 1_700_000_000_000,
 //!         delta: 1,
+//!         events: 1,
 //!         op_id: None,
 //!     }])
 //!     .await;

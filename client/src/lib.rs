@@ -11,6 +11,8 @@
 //!   bounds the requests in flight. Writes report [`Outcome`]: `Ok`,
 //!   `Failed` (nothing applied) or `Indeterminate` (maybe applied).
 //!
+//! - [`Producer`]: the aggregating producer; sums the events of one cell
+//!   for a few milliseconds and sends the sums in batches.
 //! - [`admin`]: operator requests (join, decommission, namespaces) as JSON
 //!   inside the `Admin` frame.
 //!
@@ -26,6 +28,7 @@ mod connection;
 mod error;
 pub mod frame;
 pub mod message;
+mod producer;
 pub mod routing;
 pub mod token;
 
@@ -37,5 +40,6 @@ pub use message::{
     CellState, Consistency, Count, Increment, ItemResult, KeyRange, NamespaceInfo, NodeStatus,
     PeerStatus, Point, RepairReport, ReplicaView, Request, Resolution, Response, ShardView,
 };
+pub use producer::{Producer, ProducerConfig, ProducerReport};
 pub use routing::{RoutingNode, RoutingRange, RoutingTable};
 pub use token::{token, Token};

@@ -117,6 +117,10 @@ pub struct Increment {
     pub timestamp_ms: i64,
     /// How much to add (may be negative).
     pub delta: i64,
+    /// How many events the increment stands for, at least 1: 1 for one
+    /// event; an aggregating producer that summed several events of one
+    /// cell sends their number, so that counts and averages stay exact.
+    pub events: u32,
     /// A client-chosen id that makes retries of this increment safe.
     pub op_id: Option<u128>,
 }
@@ -639,12 +643,15 @@ fn put_increments(buf: &mut BytesMut, items: &[Increment]) {
         put_bytes16(buf, &item.key);
         buf.put_i64_le(item.timestamp_ms);
         buf.put_i64_le(item.delta);
-        match item.op_id {
-            Some(id) => {
-                buf.put_u8(1);
-                buf.put_u128_le(id);
-            }
-            None => buf.put_u8(0),
+        // Flags: bit 0 an op id follows, bit 1 an event count (omitted
+        // when 1, the common case).
+        let flags = u8::from(item.op_id.is_some()) | (u8::from(item.events != 1) << 1);
+        buf.put_u8(flags);
+        if let Some(id) = item.op_id {
+            buf.put_u128_le(id);
+        }
+        if item.events != 1 {
+            buf.put_u32_le(item.events);
         }
     }
 }
@@ -663,16 +670,25 @@ fn get_increments(r: &mut Reader<'_>) -> Result<Vec<Increment>, DecodeError> {
         let key = r.bytes16()?.to_vec();
         let timestamp_ms = r.i64()?;
         let delta = r.i64()?;
-        let op_id = match r.u8()? {
-            0 => None,
-            1 => Some(r.u128()?),
-            f => return Err(malformed(format!("bad op id flag {f}"))),
+        let flags = r.u8()?;
+        if flags & !0b11 != 0 {
+            return Err(malformed(format!("bad increment flags {flags:#04x}")));
+        }
+        let op_id = if flags & 1 != 0 {
+            Some(r.u128()?)
+        } else {
+            None
         };
+        let events = if flags & 2 != 0 { r.u32()? } else { 1 };
+        if events == 0 {
+            return Err(malformed("an increment stands for at least one event"));
+        }
         items.push(Increment {
             namespace,
             key,
             timestamp_ms,
             delta,
+            events,
             op_id,
         });
     }

@@ -49,15 +49,19 @@ fn increment() -> impl Strategy<Value = Increment> {
         key(),
         any::<i64>(),
         any::<i64>(),
+        prop_oneof![Just(1u32), 1..=u32::MAX],
         proptest::option::of(any::<u128>()),
     )
-        .prop_map(|(namespace, key, timestamp_ms, delta, op_id)| Increment {
-            namespace,
-            key,
-            timestamp_ms,
-            delta,
-            op_id,
-        })
+        .prop_map(
+            |(namespace, key, timestamp_ms, delta, events, op_id)| Increment {
+                namespace,
+                key,
+                timestamp_ms,
+                delta,
+                events,
+                op_id,
+            },
+        )
 }
 
 /// The internal (node-to-node) requests and the routing/debug ones.

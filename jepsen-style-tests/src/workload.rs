@@ -75,6 +75,7 @@ pub async fn client_loop(
                 key: key.as_bytes().to_vec(),
                 timestamp_ms: now_ms(),
                 delta,
+                events: 1,
                 op_id: None,
             };
             let outcome = client.increment(vec![item]).await.pop();

@@ -41,7 +41,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tally_client::message::MAX_CELLS;
 use tally_client::{
     token, CellState, Consistency, ErrorCode, Increment, ItemResult, KeyRange, ReplicaView,
     Request, Response, RoutingNode, RoutingRange, RoutingTable, ShardView,
@@ -245,20 +244,33 @@ impl Coordinator {
         let map = self.metadata.map();
         let now_ms = self.store.clock().now_ms();
         let mut results = vec![ItemResult::Ok; items.len()];
-        // Items are grouped by natural and pending replicas.
-        let mut groups: HashMap<(&[HostId], &[HostId]), Vec<usize>> = HashMap::new();
+        // Items are grouped by their sets of natural and pending replicas.
+        // Sets, not lists: with virtual nodes the same hosts come in ring
+        // order starting at different primaries, and grouping by the list
+        // would lead and replicate one batch in as many parts as there are
+        // orders. The first item's order stands for the group's (it names
+        // whom a non-replica forwards to). Groups are few, so a linear
+        // search beats hashing.
+        let mut groups: Vec<(ReplicaLists<'_>, Vec<usize>)> = Vec::new();
         for (i, item) in items.iter().enumerate() {
             match self.store.check(item, now_ms) {
                 Ok(()) => {
                     let t = token(&item.namespace, &item.key).0;
-                    groups.entry(map.write_replicas(t)).or_default().push(i)
+                    let (replicas, pending) = map.write_replicas(t);
+                    match groups
+                        .iter_mut()
+                        .find(|((r, p), _)| same_hosts(r, replicas) && same_hosts(p, pending))
+                    {
+                        Some((_, indices)) => indices.push(i),
+                        None => groups.push(((replicas, pending), vec![i])),
+                    }
                 }
                 Err(e) => results[i] = ItemResult::Failed(e.code),
             }
         }
         if groups.len() == 1 && results.iter().all(|r| *r == ItemResult::Ok) {
             // The common case: every item has the same replicas.
-            let (replicas, pending) = groups.into_keys().next().unwrap_or_default();
+            let (replicas, pending) = groups.pop().map(|(k, _)| k).unwrap_or_default();
             let (replicas, pending) = (replicas.to_vec(), pending.to_vec());
             return self
                 .clone()
@@ -573,11 +585,9 @@ impl Coordinator {
             let Request::ReplicaRead { ranges, .. } = request else {
                 return (host, Err("not a read".into()));
             };
-            let (store, ranges) = (self.store.clone(), ranges.clone());
-            let cells = tokio::task::spawn_blocking(move || store.read_cells(&ranges, MAX_CELLS))
+            let cells = crate::store::read_cells_async(&self.store, ranges.clone())
                 .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
+                .map_err(|e| e.to_string());
             return (host, cells);
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -778,6 +788,15 @@ pub(crate) fn merge_replicas(
         }
     }
     Ok((merged, stale))
+}
+
+/// A part's natural and pending replicas, as the cluster map lists them.
+type ReplicaLists<'m> = (&'m [HostId], &'m [HostId]);
+
+/// Whether two replica lists hold the same hosts, in any order (a list
+/// never repeats a host).
+fn same_hosts(a: &[HostId], b: &[HostId]) -> bool {
+    a.len() == b.len() && a.iter().all(|h| b.contains(h))
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Response {

@@ -23,7 +23,6 @@ use std::time::Instant;
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use tally_client::frame::{write_queued, Frame, FrameCodec, HEADER_BYTES, MAX_FRAME_BYTES};
-use tally_client::message::MAX_CELLS;
 use tally_client::{ErrorCode, NodeStatus, Request, Response};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -273,16 +272,9 @@ impl Server {
                 if theirs < epoch {
                     return stale_ring(theirs, epoch);
                 }
-                let store = store.clone();
-                match tokio::task::spawn_blocking(move || store.read_cells(&ranges, MAX_CELLS))
-                    .await
-                {
-                    Ok(Ok(cells)) => Response::Cells(cells),
-                    Ok(Err(e)) => error_response(e),
-                    Err(e) => Response::Error {
-                        code: ErrorCode::Internal,
-                        message: format!("read task failed: {e}"),
-                    },
+                match crate::store::read_cells_async(store, ranges).await {
+                    Ok(cells) => Response::Cells(cells),
+                    Err(e) => error_response(e),
                 }
             }
             Request::Routing => Response::Routing(coordinator.routing()),

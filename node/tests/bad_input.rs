@@ -20,6 +20,7 @@ fn inc(ns: &str, key: &[u8], timestamp_ms: i64) -> Increment {
         key: key.to_vec(),
         timestamp_ms,
         delta: 1,
+        events: 1,
         op_id: None,
     }
 }

@@ -17,6 +17,7 @@ fn inc(key: &str) -> Increment {
         key: key.as_bytes().to_vec(),
         timestamp_ms: now_ms(),
         delta: 1,
+        events: 1,
         op_id: None,
     }
 }

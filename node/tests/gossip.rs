@@ -93,6 +93,7 @@ async fn a_two_second_pause_under_load_is_not_a_false_down() {
                         key: format!("p{}", (round * 10 + i) % 100).into_bytes(),
                         timestamp_ms: now_ms(),
                         delta: 1,
+                        events: 1,
                         op_id: None,
                     })
                     .collect();

@@ -19,6 +19,7 @@ fn inc(key: &str, timestamp_ms: i64, delta: i64) -> Increment {
         key: key.as_bytes().to_vec(),
         timestamp_ms,
         delta,
+        events: 1,
         op_id: None,
     }
 }

@@ -31,6 +31,7 @@ pub fn inc(key: &str, delta: i64) -> Increment {
         key: key.as_bytes().to_vec(),
         timestamp_ms: now_ms(),
         delta,
+        events: 1,
         op_id: None,
     }
 }

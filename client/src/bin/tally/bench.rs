@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use tally_client::{Client, Increment, Outcome};
+use tally_client::{Client, Increment, Outcome, Producer, ProducerConfig};
 
 use crate::timespec;
 
@@ -31,12 +31,39 @@ pub struct BenchArgs {
     /// Seconds to run.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
-    /// Fraction of requests that are reads (`total`).
+    /// Fraction of requests that are reads.
     #[arg(long, default_value_t = 0.0)]
     pub read_ratio: f64,
+    /// What a read asks: `total` (all-time) or `stats` (sum and count over
+    /// the last `--stats-days` days).
+    #[arg(long, default_value = "total", value_parser = ["total", "stats"])]
+    pub read: String,
+    /// The window of a `stats` read, in days.
+    #[arg(long, default_value_t = 30)]
+    pub stats_days: u32,
+    /// Spread increments' timestamps uniformly over the last this many
+    /// days (0: now), so that a later `stats` read covers many buckets.
+    #[arg(long, default_value_t = 0)]
+    pub spread_days: u32,
+    /// Send through the aggregating producer: each worker adds single
+    /// events; the producer sums per cell and sends batches. `--batch` is
+    /// ignored; latency percentiles are then not measured.
+    #[arg(long)]
+    pub producer: bool,
     /// Namespace.
     #[arg(long, default_value = "events")]
     pub ns: String,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Now, or a uniform instant of the last `spread_days` days.
+fn timestamp(rng: &mut impl Rng, spread_days: u32) -> i64 {
+    let now = timespec::now_ms();
+    match spread_days {
+        0 => now,
+        d => now - rng.random_range(0..i64::from(d) * DAY_MS),
+    }
 }
 
 /// Samples ranks `0..n` with probability proportional to `1 / (rank+1)^s`.
@@ -94,9 +121,13 @@ pub async fn run(client: Client, args: &BenchArgs, json: bool) -> Result<(), Str
     let deadline = started + Duration::from_secs(args.duration);
     let per_worker_interval = (args.rate > 0)
         .then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64));
+    let producer = args
+        .producer
+        .then(|| Arc::new(Producer::new(client.clone(), ProducerConfig::default())));
     let mut workers = Vec::new();
     for w in 0..args.concurrency {
         let (client, zipf, done, args) = (client.clone(), zipf.clone(), done.clone(), args.clone());
+        let producer = producer.clone();
         workers.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64);
             let mut t = Tally::default();
@@ -107,20 +138,39 @@ pub async fn run(client: Client, args: &BenchArgs, json: bool) -> Result<(), Str
                     tokio::time::sleep_until(next.into()).await;
                 }
                 let began = Instant::now();
+                if let Some(producer) = &producer {
+                    let key = format!("video:{}/view", zipf.sample(&mut rng));
+                    let at = timestamp(&mut rng, args.spread_days);
+                    if producer.add(&args.ns, key.as_bytes(), at, 1).await.is_err() {
+                        t.failed += 1;
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 if rng.random::<f64>() < args.read_ratio {
                     let key = format!("video:{}/view", zipf.sample(&mut rng));
-                    match client.total(&args.ns, key.as_bytes()).await {
-                        Ok(_) => t.ok += 1,
+                    let answer = if args.read == "stats" {
+                        let now = timespec::now_ms();
+                        let from = now - i64::from(args.stats_days) * DAY_MS;
+                        client
+                            .stats(&args.ns, key.as_bytes(), from, now + 1)
+                            .await
+                            .map(|_| ())
+                    } else {
+                        client.total(&args.ns, key.as_bytes()).await.map(|_| ())
+                    };
+                    match answer {
+                        Ok(()) => t.ok += 1,
                         Err(_) => t.failed += 1,
                     }
                 } else {
-                    let now = timespec::now_ms();
                     let items: Vec<Increment> = (0..args.batch)
                         .map(|_| Increment {
                             namespace: args.ns.clone(),
                             key: format!("video:{}/view", zipf.sample(&mut rng)).into_bytes(),
-                            timestamp_ms: now,
+                            timestamp_ms: timestamp(&mut rng, args.spread_days),
                             delta: 1,
+                            events: 1,
                             op_id: None,
                         })
                         .collect();
@@ -166,6 +216,15 @@ pub async fn run(client: Client, args: &BenchArgs, json: bool) -> Result<(), Str
         total.indeterminate += t.indeterminate;
         total.increments += t.increments;
     }
+    let produced = match &producer {
+        Some(p) => Some(p.flush().await),
+        None => None,
+    };
+    if let Some(r) = &produced {
+        total.increments = r.events_acknowledged;
+        total.failed += r.events_failed;
+        total.indeterminate = r.events_indeterminate;
+    }
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
     total.latencies_us.sort_unstable();
@@ -182,6 +241,8 @@ pub async fn run(client: Client, args: &BenchArgs, json: bool) -> Result<(), Str
         "indeterminate": total.indeterminate,
         "concurrency": args.concurrency,
         "batch": args.batch,
+        "read": if args.read_ratio > 0.0 { Some(&args.read) } else { None },
+        "producer": produced,
     });
     if json {
         println!("{report}");

@@ -237,6 +237,7 @@ async fn demo(
                             // Spread over the last half hour, for the series.
                             timestamp_ms: now - rng.random_range(0..30 * 60_000),
                             delta,
+                            events: 1,
                             op_id: None,
                         }
                     })

@@ -221,6 +221,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 key: key.clone().into_bytes(),
                 timestamp_ms,
                 delta: *delta,
+                events: 1,
                 op_id: None,
             };
             match client.increment(vec![item]).await.pop() {

@@ -1,0 +1,146 @@
+//! The aggregating producer against a real `tally-node` process over TCP:
+//! summed sends give exactly the totals, counts and minute buckets of the
+//! events one by one; its timer sends without a flush; a refused sum is
+//! counted as failed, not resent forever.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{free_port, now_ms, NodeProcess};
+use rand::{Rng, SeedableRng};
+use tally_client::{Producer, ProducerConfig, Resolution};
+
+const MIN: i64 = 60_000;
+
+fn config() -> ProducerConfig {
+    ProducerConfig {
+        max_delay: Duration::from_millis(5),
+        max_cells: 40,
+        max_in_flight: 2,
+        retries: 3,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summed_sends_count_exactly_what_single_events_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &format!("127.0.0.1:{}", free_port()), "sync");
+    let producer = Arc::new(Producer::new(node.client().await, config()));
+    let base = now_ms() - 3 * 60 * MIN;
+    // (key, minute) -> (sum, count), the model.
+    let mut model: BTreeMap<(usize, i64), (i64, u64)> = BTreeMap::new();
+    let mut tasks = Vec::new();
+    for t in 0..20u64 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(t);
+        let events: Vec<(usize, i64, i64)> = (0..500)
+            .map(|_| {
+                let key = rng.random_range(0..30usize);
+                let at = base + rng.random_range(0..3 * 60 * MIN);
+                (key, at, rng.random_range(-2..=5i64))
+            })
+            .collect();
+        for &(key, at, delta) in &events {
+            let e = model.entry((key, at.div_euclid(MIN) * MIN)).or_default();
+            e.0 += delta;
+            e.1 += 1;
+        }
+        let producer = producer.clone();
+        tasks.push(tokio::spawn(async move {
+            for (key, at, delta) in events {
+                let key = format!("video:{key}/view");
+                producer
+                    .add("events", key.as_bytes(), at, delta)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let report = producer.flush().await;
+    assert_eq!(report.events_added, 10_000);
+    assert_eq!(report.events_acknowledged, 10_000, "{report:?}");
+    assert_eq!(report.events_failed + report.events_indeterminate, 0);
+    assert!(
+        report.sums_sent < 10_000 && report.sums_sent >= model.len() as u64,
+        "{report:?} for {} cells",
+        model.len()
+    );
+
+    let client = node.client().await;
+    for key in 0..30usize {
+        let name = format!("video:{key}/view");
+        let want: Vec<(i64, i64, u64)> = model
+            .range((key, i64::MIN)..(key + 1, i64::MIN))
+            .map(|(&(_, minute), &(sum, count))| (minute, sum, count))
+            .collect();
+        let total = client.total("events", name.as_bytes()).await.unwrap();
+        assert_eq!(
+            (total.sum, total.count),
+            (
+                want.iter().map(|w| w.1).sum::<i64>(),
+                want.iter().map(|w| w.2).sum::<u64>()
+            ),
+            "total of {name}"
+        );
+        let points = client
+            .range(
+                "events",
+                name.as_bytes(),
+                Resolution::Minute,
+                base - MIN,
+                base + 4 * 60 * MIN,
+            )
+            .await
+            .unwrap();
+        let got: Vec<(i64, i64, u64)> = points
+            .iter()
+            .map(|p| (p.bucket_start_ms, p.sum, p.count))
+            .collect();
+        assert_eq!(got, want, "minute buckets of {name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timer_sends_without_a_flush_and_refusals_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &format!("127.0.0.1:{}", free_port()), "sync");
+    let producer = Producer::new(node.client().await, config());
+    producer
+        .add("events", b"lonely", now_ms(), 7)
+        .await
+        .unwrap();
+    let client = node.client().await;
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = client.total("events", b"lonely").await.unwrap().sum;
+        if seen == 7 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, 7, "the timer never sent the buffered event");
+
+    producer
+        .add("no_such_namespace", b"k", now_ms(), 1)
+        .await
+        .unwrap();
+    producer
+        .add("no_such_namespace", b"k", now_ms(), 1)
+        .await
+        .unwrap();
+    assert!(producer.add("events", b"", now_ms(), 1).await.is_err());
+    let report = producer.flush().await;
+    assert_eq!(
+        report.events_added, 3,
+        "the empty key is refused before it counts"
+    );
+    assert_eq!(report.events_acknowledged, 1);
+    assert_eq!(report.events_failed, 2, "{report:?}");
+}
