@@ -10,7 +10,9 @@
 #   4. reads at QUORUM: total and 30-day stats, p50/p99, 1 and 50 clients,
 #      with Redis GET from the primary for context;
 #   5. the storage engine alone vs RocksDB's merge operator (the engine
-#      bench; ENGINE=0 skips it, it compiles RocksDB once, ~25 min).
+#      bench in its own target dir ROCKS_TARGET; the first run compiles
+#      RocksDB, 25-60 min on 2 cores; ENGINE=0 skips it; ENGINE_FEATURES=
+#      bench-rocksdb,bench-fjall adds fjall).
 # Method (../shared/bench/peers/README.md): every server on CPU 1, the load
 # generators on CPU 0, both in the real-time class when allowed; loopback
 # only; every process started here is stopped by pid. Each row prints
@@ -242,7 +244,7 @@ if wanted engine && [ "$ENGINE" = 1 ]; then
   log "5. storage engine vs RocksDB (merge operator) and fjall"
   command -v clang >/dev/null || dpkg -s libclang-dev >/dev/null 2>&1 || apt-get install -y -qq libclang-dev >/dev/null
   CARGO_TARGET_DIR="${ROCKS_TARGET:-/tmp/rocks-target}" TALLY_BENCH_SCALE="${ENGINE_SCALE:-0.5}" \
-    cli cargo bench -q -p tally-storage --bench engine --features bench-rocksdb,bench-fjall 2>/dev/null \
+    cli cargo bench -q -p tally-storage --bench engine --features "${ENGINE_FEATURES:-bench-rocksdb}" 2>/dev/null \
     | tee "$WORK/engine.txt" >&2
   sed 's/^/engine: /' "$WORK/engine.txt" >>"$OUT"
 fi
