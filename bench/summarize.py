@@ -26,11 +26,11 @@ def main(path):
             name, ops, p50, p99, cpu, note = line.split("|", 5)
             rows[name] = (float(ops), float(p50), float(p99), float(cpu), note)
     print("\n".join(header))
-    print(f"{'row':<34} {'ops/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/op':>10}  note")
+    print(f"{'row':<52} {'ops/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/op':>10}  note")
     for name, (ops, p50, p99, cpu, note) in rows.items():
-        print(f"{name:<34} {ops:>10.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>10.1f}  {note}")
+        print(f"{name:<52} {ops:>10.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>10.1f}  {note}")
     print()
-    print(f"{'ratio tally / peer':<34} {'ops/s':>10} {'p99':>8} {'CPU/op':>10}  goal")
+    print(f"{'ratio tally / peer':<52} {'ops/s':>10} {'p99':>8} {'CPU/op':>10}  goal")
     for workload, (peer, goal, p99_too) in PEERS.items():
         base = rows.get(f"{workload}.{peer}")
         if not base:
@@ -43,13 +43,13 @@ def main(path):
             met = ratio >= goal and (not p99_too or r[2] <= base[2])
             goal_text = f">= {goal:g}x" + (", p99 no worse" if p99_too else "")
             print(
-                f"{name + ' / ' + peer:<34} {ratio:>9.2f}x {r[2] / base[2]:>7.2f}x {cpu:>9.2f}x"
+                f"{name + ' / ' + peer:<52} {ratio:>9.2f}x {r[2] / base[2]:>7.2f}x {cpu:>9.2f}x"
                 f"  {goal_text}: {'met' if met else 'not met'}"
             )
     for name, r in rows.items():
         if name.startswith("reads.tally"):
             verdict = "met" if r[2] <= 1.0 else "not met"
-            print(f"{name + ' p99':<34} {r[2]:>9.3f} ms  goal <= 1 ms: {verdict}")
+            print(f"{name + ' p99':<52} {r[2]:>9.3f} ms  goal <= 1 ms: {verdict}")
     if engine:
         print()
         print("\n".join(engine))
