@@ -22,6 +22,7 @@
 #   bash bench/run.sh                 # DURATION=6, ~4 min plus the engine
 #   DURATION=10 ENGINE=0 bash bench/run.sh
 #   ONLY='single|durable' bash bench/run.sh    # a subset of the workloads
+#   TALLY_BIN=/tmp/old-bin ONLY=durable ENGINE=0 bash bench/run.sh  # another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-6}"
@@ -73,9 +74,15 @@ if [ ! -x "$PEERLOAD" ]; then
   log "building peerload"
   CARGO_TARGET_DIR="$PEERS_TARGET" cargo build --release -q --manifest-path "$PEERS/loadgen/Cargo.toml"
 fi
-log "building tally (release)"
-cargo build --release -q -p tally-node -p tally-client
-BIN="${CARGO_TARGET_DIR:-target}/release"
+# TALLY_BIN=DIR runs the tally and tally-node binaries in DIR instead
+# (A/B of two builds in one session).
+if [ -n "${TALLY_BIN:-}" ]; then
+  BIN="$TALLY_BIN"
+else
+  log "building tally (release)"
+  cargo build --release -q -p tally-node -p tally-client
+  BIN="${CARGO_TARGET_DIR:-target}/release"
+fi
 : > "$OUT"
 echo "# $(date -u +%FT%TZ) $(nproc) cores $(uname -r) duration=${DURATION}s commit=$(git rev-parse --short HEAD)$(git diff --quiet || echo -dirty)" | tee -a "$OUT" >&2
 

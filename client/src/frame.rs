@@ -141,6 +141,10 @@ pub async fn write_queued<W: AsyncWrite + Unpin>(
     let mut sink = FramedWrite::new(writer, FrameCodec::default());
     while let Some(frame) = queue.recv().await {
         sink.feed(frame).await?;
+        // Let the tasks that are ready to run go first: the answers they
+        // are about to queue (often a whole write group's) join this
+        // write instead of costing a syscall each.
+        tokio::task::yield_now().await;
         while let Ok(frame) = queue.try_recv() {
             sink.feed(frame).await?;
         }

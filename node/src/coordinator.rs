@@ -354,9 +354,11 @@ impl Coordinator {
         deadline: Instant,
     ) -> Vec<ItemResult> {
         if self.config.broken == Some(BrokenMode::DoubleApply) {
-            let _ = self.writer.lead(items.clone()).await;
+            let _ = self.writer.lead_durably(items.clone()).await;
         }
-        let led = self.writer.lead(items).await;
+        // In `sync` mode the local fsync runs while the states travel to
+        // the other replicas; the local write counts once it is durable.
+        let (led, durable) = self.writer.lead(items).await;
         if led.cells.is_empty() {
             return led.results;
         }
@@ -383,12 +385,34 @@ impl Coordinator {
                 self.replicator.hint(host, epoch, vec![cells.clone()]);
             }
         }
-        let mut acknowledged = 1;
+        let mut acknowledged = 0;
+        let mut failure = ErrorCode::Timeout;
+        let durable = durable.wait();
+        tokio::pin!(durable);
+        let mut local_pending = true;
         while acknowledged < w {
-            match tokio::time::timeout_at(deadline.into(), answers.next()).await {
-                Ok(Some(Ok(true))) => acknowledged += 1,
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
+            tokio::select! {
+                local = &mut durable, if local_pending => {
+                    local_pending = false;
+                    match local {
+                        Ok(()) => acknowledged += 1,
+                        Err(code) => failure = code,
+                    }
+                }
+                answer = tokio::time::timeout_at(deadline.into(), answers.next()) => match answer {
+                    Ok(Some(Ok(true))) => acknowledged += 1,
+                    Ok(Some(_)) => {}
+                    // No replica answer left: only the local write can still count.
+                    Ok(None) if local_pending => {
+                        match tokio::time::timeout_at(deadline.into(), &mut durable).await {
+                            Ok(Ok(())) => acknowledged += 1,
+                            Ok(Err(code)) => failure = code,
+                            Err(_) => {}
+                        }
+                        break;
+                    }
+                    Ok(None) | Err(_) => break,
+                },
             }
         }
         if acknowledged >= w {
@@ -397,7 +421,7 @@ impl Coordinator {
         led.results
             .into_iter()
             .map(|r| match r {
-                ItemResult::Ok => ItemResult::Indeterminate(ErrorCode::Timeout),
+                ItemResult::Ok => ItemResult::Indeterminate(failure),
                 other => other,
             })
             .collect()

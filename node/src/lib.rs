@@ -59,4 +59,4 @@ pub use store::{
     valid_cell, Clock, CounterStore, Led, OffsetClock, RequestError, StoreLimits, SystemClock,
 };
 pub use topology::{check_still_member, register, Topology};
-pub use write_pipeline::WritePipeline;
+pub use write_pipeline::{Durable, WritePipeline};

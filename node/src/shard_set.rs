@@ -107,15 +107,13 @@ impl ShardSet {
 
     /// Encodes the set.
     pub fn encode(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(2 + self.shards.len() * SHARD_BYTES);
-        buf.extend_from_slice(&(self.shards.len() as u16).to_le_bytes());
-        for s in &self.shards {
-            buf.extend_from_slice(&s.id.to_le_bytes());
-            buf.extend_from_slice(&s.clock.to_le_bytes());
-            buf.extend_from_slice(&s.sum.to_le_bytes());
-            buf.extend_from_slice(&s.count.to_le_bytes());
-        }
-        buf
+        encode_shards(&self.shards)
+    }
+
+    /// The encoding of the set holding only `shard`, without building the
+    /// set (the leader's write path encodes one per cell).
+    pub fn encode_single(shard: &Shard) -> Vec<u8> {
+        encode_shards(std::slice::from_ref(shard))
     }
 
     /// Whether `bytes` is a well-formed encoding (no allocation).
@@ -290,6 +288,20 @@ impl MergeOperator for CounterMerge {
             *older = self.merge(key, older, newer);
         }
     }
+}
+
+/// `count: u16 LE`, then per shard `id | clock | sum | count`, 8 bytes
+/// LE each.
+fn encode_shards(shards: &[Shard]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(2 + shards.len() * SHARD_BYTES);
+    buf.extend_from_slice(&(shards.len() as u16).to_le_bytes());
+    for s in shards {
+        buf.extend_from_slice(&s.id.to_le_bytes());
+        buf.extend_from_slice(&s.clock.to_le_bytes());
+        buf.extend_from_slice(&s.sum.to_le_bytes());
+        buf.extend_from_slice(&s.count.to_le_bytes());
+    }
+    buf
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use tally_client::message::MAX_CELLS;
 use tally_client::{CellState, ErrorCode, Increment, ItemResult, KeyRange, Response};
-use tally_storage::{CompactionFilter, Db, FilterDecision, WriteBatch};
+use tally_storage::{CompactionFilter, Db, FilterDecision, SyncPoint, WriteBatch};
 
 use crate::cell_key;
 use crate::identity::Identity;
@@ -218,6 +218,9 @@ pub fn valid_cell(cell: &CellState) -> bool {
 #[derive(Debug)]
 pub struct CounterStore {
     db: Db,
+    /// `sync` durability: a write is acknowledged only after
+    /// [`CounterStore::wait_durable`].
+    syncs: bool,
     namespaces: Arc<RwLock<Namespaces>>,
     identity: Identity,
     clock: Arc<dyn Clock>,
@@ -297,9 +300,11 @@ impl CounterStore {
             namespaces: namespaces.clone(),
             clock: clock.clone(),
         }));
+        let syncs = opts.durability == tally_storage::Durability::Sync;
         let db = Db::open_with_fs(fs, dir, opts, Arc::new(CounterMerge))?;
         Ok(CounterStore {
             db,
+            syncs,
             namespaces,
             identity,
             clock,
@@ -314,6 +319,21 @@ impl CounterStore {
     /// The storage engine (for metrics and shutdown).
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Whether writes must wait for an fsync ([`CounterStore::wait_durable`])
+    /// before they are acknowledged (`sync` durability).
+    pub fn syncs_writes(&self) -> bool {
+        self.syncs
+    }
+
+    /// Returns once every write up to `point` is durable (an fsync, unless
+    /// another already covered it; at once in `periodic` mode).
+    pub fn wait_durable(&self, point: SyncPoint) -> Result<(), ErrorCode> {
+        self.db.wait_durable(point).map_err(|e| {
+            tracing::warn!(error = %e, "counter write could not be made durable");
+            ErrorCode::Storage
+        })
     }
 
     /// Closes the engine (fsyncs the WAL).
@@ -408,16 +428,27 @@ impl CounterStore {
     /// Invalid items are refused alone; the valid ones are applied
     /// together, atomically.
     pub fn increment(&self, items: &[Increment]) -> Led {
-        let (mut led, _) = self.write_group(&[items], Vec::new());
-        led.pop().unwrap_or_default()
+        let (mut led, written) = self.write_group(&[items], Vec::new());
+        let mut led = led.pop().unwrap_or_default();
+        if let Err(code) = written.and_then(|point| self.wait_durable(point)) {
+            for r in &mut led.results {
+                if *r == ItemResult::Ok {
+                    *r = ItemResult::Indeterminate(code);
+                }
+            }
+            led.cells.clear();
+        }
+        led
     }
 
-    /// One storage write (one WAL record, one fsync in `sync` mode) for
-    /// everything the write pipeline has queued: `leads`, batches this node
-    /// leads (it raises its own shard of each cell), and `merges`, cell
-    /// states from other nodes (replication, hints, read repair) merged
-    /// blindly by the CRDT rule. Returns what each lead did, and whether
-    /// the merges were written (`Err(code)`: maybe not).
+    /// One storage write (one WAL record) for everything the write
+    /// pipeline has queued: `leads`, batches this node leads (it raises its
+    /// own shard of each cell), and `merges`, cell states from other nodes
+    /// (replication, hints, read repair) merged blindly by the CRDT rule.
+    /// Returns what each lead did, and whether the write happened
+    /// (`Err(code)`: maybe not). The write is visible at once but, in
+    /// `sync` mode, durable only after [`CounterStore::wait_durable`] with
+    /// the returned point: the caller acknowledges nothing before.
     ///
     /// Callers validate merge cells first ([`valid_cell`]): one bad cell
     /// would fail the whole write.
@@ -425,7 +456,7 @@ impl CounterStore {
         &self,
         leads: &[&[Increment]],
         merges: Vec<Vec<CellState>>,
-    ) -> (Vec<Led>, Result<(), ErrorCode>) {
+    ) -> (Vec<Led>, Result<SyncPoint, ErrorCode>) {
         let now_ms = self.clock.now_ms();
         let namespaces = self.namespaces.read();
         let mut led: Vec<Led> = leads
@@ -458,12 +489,12 @@ impl CounterStore {
         }
         drop(namespaces);
         if cells.is_empty() && merges.iter().all(|m| m.is_empty()) {
-            return (led, Ok(()));
+            return (led, Ok(SyncPoint::default()));
         }
         let outcome = self.apply(&mut cells, merges);
         for &(b, i) in &valid {
             led[b].results[i] = match &outcome {
-                Ok(()) => ItemResult::Ok,
+                Ok(_) => ItemResult::Ok,
                 Err((code, false)) => ItemResult::Failed(*code),
                 Err((code, true)) => ItemResult::Indeterminate(*code),
             };
@@ -500,19 +531,21 @@ impl CounterStore {
         &self,
         cells: &mut BTreeMap<Vec<u8>, CellUpdate>,
         merges: Vec<Vec<CellState>>,
-    ) -> Result<(), (ErrorCode, bool)> {
+    ) -> Result<SyncPoint, (ErrorCode, bool)> {
         // Locks taken in stripe order, so two groups cannot deadlock.
-        let mut stripes: Vec<usize> = cells.keys().map(|c| stripe_of(c)).collect();
+        let cell_stripes: Vec<usize> = cells.keys().map(|c| stripe_of(c)).collect();
+        let mut stripes = cell_stripes.clone();
         stripes.sort_unstable();
         stripes.dedup();
         let mut guards: Vec<_> = stripes.iter().map(|&s| self.stripes[s].lock()).collect();
-        let guard_of = |stripe: usize| stripes.binary_search(&stripe).ok();
         let shard_id = self.identity.shard_id();
         let mut batch = WriteBatch::new();
+        // (index of the cell's guard, cell, new shard)
         let mut updated = Vec::with_capacity(cells.len());
-        for (cell, update) in cells.iter_mut() {
-            let stripe = stripe_of(cell);
-            let cached = guard_of(stripe).and_then(|g| guards[g].own_shards.get(cell).copied());
+        for ((cell, update), stripe) in cells.iter_mut().zip(cell_stripes) {
+            // Every cell's stripe is locked: the search cannot miss.
+            let g = stripes.binary_search(&stripe).unwrap_or_default();
+            let cached = guards[g].own_shards.get(cell).copied();
             let current = match cached {
                 Some(shard) => Some(shard),
                 None => match self.db.get(cell) {
@@ -538,25 +571,26 @@ impl CounterStore {
                 sum: old.sum.wrapping_add(update.delta),
                 count: old.count + update.events,
             };
-            update.state = ShardSet::single(new).encode();
+            update.state = ShardSet::encode_single(&new);
             batch.merge(cell.clone(), update.state.clone());
-            updated.push((stripe, cell, new));
+            updated.push((g, cell, new));
         }
         for cell in merges.into_iter().flatten() {
             batch.merge(cell.key, cell.value);
         }
-        let written = self.db.write(batch);
-        for (stripe, cell, new) in updated {
-            if let Some(guard) = guard_of(stripe).map(|g| &mut guards[g]) {
-                if written.is_ok() {
-                    if guard.own_shards.len() >= CACHED_SHARDS_PER_STRIPE {
-                        guard.own_shards.clear();
-                    }
-                    guard.own_shards.insert(cell.clone(), new);
-                } else {
-                    // The write may or may not have landed: read it back next time.
-                    guard.own_shards.remove(cell);
+        let written = self.db.write_unsynced(batch);
+        for (g, cell, new) in updated {
+            let own = &mut guards[g].own_shards;
+            if written.is_err() {
+                // The write may or may not have landed: read it back next time.
+                own.remove(cell);
+            } else if let Some(cached) = own.get_mut(cell) {
+                *cached = new;
+            } else {
+                if own.len() >= CACHED_SHARDS_PER_STRIPE {
+                    own.clear();
                 }
+                own.insert(cell.clone(), new);
             }
         }
         written.map_err(|e| {

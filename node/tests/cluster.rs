@@ -201,6 +201,22 @@ async fn a_quorum_read_repairs_a_stale_replica() {
             vec![Outcome::Ok(())]
         );
     }
+    // QUORUM answered after two replicas: let the third one's copy land
+    // before stopping it, so that it is stale by exactly the second round.
+    cluster
+        .wait_until(10, "host 3 to hold the first round", || async {
+            for key in &keys {
+                let views = writer
+                    .inspect_replicas("events", key.as_bytes())
+                    .await
+                    .unwrap();
+                if !agree(&views) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
     cluster.stop(2);
     for key in &keys {
         assert_eq!(

@@ -9,6 +9,9 @@
 //! them to the memtable in order, then wakes the others with the group's
 //! result. Only the leader touches the WAL and the active memtable, so they
 //! need no other lock. A WAL write or fsync error poisons the engine.
+//! `write_unsynced` skips the fsync and returns a `SyncPoint`;
+//! `wait_durable` fsyncs through it later (unless an fsync already did),
+//! so a caller can overlap its next write with the fsync of the last.
 //!
 //! # Read path
 //! A read takes the active memtable, the frozen ones and the current
@@ -106,10 +109,19 @@ struct State {
     version: Arc<Version>,
 }
 
+/// Where a write's WAL record ends: the write is durable once the WAL
+/// numbered `wal` is synced through `end` (see [`Db::write_unsynced`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct SyncPoint {
+    wal: u64,
+    end: u64,
+}
+
 #[derive(Default)]
 struct WriteQueue {
-    pending: Vec<(u64, WriteBatch)>,
-    results: std::collections::HashMap<u64, Result<()>>,
+    /// Ticket, batch, and whether its writer waits for the fsync.
+    pending: Vec<(u64, WriteBatch, bool)>,
+    results: std::collections::HashMap<u64, Result<SyncPoint>>,
     next_ticket: u64,
     leader_active: bool,
 }
@@ -348,7 +360,26 @@ impl Db {
     /// Applies a batch atomically. Returns once the batch is as durable as
     /// [`Options::durability`] promises.
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
-        self.inner.write(batch)
+        self.inner.write(batch, true).map(|_| ())
+    }
+
+    /// Applies a batch atomically like [`Db::write`], but in `sync` mode
+    /// returns once the batch is written to the WAL, before the fsync: it
+    /// is visible to reads but durable only after
+    /// [`Db::wait_durable`] with the returned point. This lets a caller
+    /// prepare its next write while the fsync of this one runs (pipelined
+    /// group commit); one fsync covers every write before it.
+    pub fn write_unsynced(&self, batch: WriteBatch) -> Result<SyncPoint> {
+        self.inner.write(batch, false)
+    }
+
+    /// Returns once everything written up to `point` is as durable as
+    /// [`Options::durability`] promises: in `sync` mode it fsyncs the WAL
+    /// unless an earlier fsync (another caller's, or a rotation's)
+    /// already covered `point`; in `periodic` mode it returns at once. A
+    /// failed fsync poisons the engine, as in [`Db::write`].
+    pub fn wait_durable(&self, point: SyncPoint) -> Result<()> {
+        self.inner.wait_durable(point)
     }
 
     /// Sets one key.
@@ -605,17 +636,17 @@ impl Inner {
         Ok(())
     }
 
-    fn write(&self, batch: WriteBatch) -> Result<()> {
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<SyncPoint> {
         self.validate(&batch)?;
         if batch.is_empty() {
-            return Ok(());
+            return Ok(SyncPoint::default());
         }
         self.check_poisoned()?;
         add(&self.metrics.user_bytes, batch.approximate_size() as u64);
         let mut queue = self.queue.lock();
         let ticket = queue.next_ticket;
         queue.next_ticket += 1;
-        queue.pending.push((ticket, batch));
+        queue.pending.push((ticket, batch, sync));
         loop {
             if let Some(result) = queue.results.remove(&ticket) {
                 return result;
@@ -631,8 +662,10 @@ impl Inner {
         let mut group = Vec::new();
         let mut bytes = 0;
         let mut rest = std::mem::take(&mut queue.pending).into_iter();
-        for (t, b) in rest.by_ref() {
+        let mut sync_group = false;
+        for (t, b, sync) in rest.by_ref() {
             bytes += b.approximate_size();
+            sync_group |= sync;
             group.push((t, b));
             if bytes >= MAX_GROUP_BYTES && group.iter().any(|(t, _)| *t == ticket) {
                 break;
@@ -642,13 +675,13 @@ impl Inner {
         drop(queue);
 
         let tickets: Vec<u64> = group.iter().map(|(t, _)| *t).collect();
-        let result = self.commit_group(group.into_iter().map(|(_, b)| b).collect());
+        let result = self.commit_group(group.into_iter().map(|(_, b)| b).collect(), sync_group);
 
         let mut queue = self.queue.lock();
         for t in tickets {
             if t != ticket {
                 let r = match &result {
-                    Ok(()) => Ok(()),
+                    Ok(point) => Ok(*point),
                     Err(e) => Err(e.duplicate()),
                 };
                 queue.results.insert(t, r);
@@ -659,7 +692,9 @@ impl Inner {
         result
     }
 
-    fn commit_group(&self, group: Vec<WriteBatch>) -> Result<()> {
+    /// Writes one group to the WAL and the memtable; fsyncs first when
+    /// `sync` and the engine is in `sync` mode.
+    fn commit_group(&self, group: Vec<WriteBatch>, sync: bool) -> Result<SyncPoint> {
         let (memtable, wal) = self.make_room()?;
         let mut records = Vec::with_capacity(group.iter().map(|b| b.approximate_size() + 16).sum());
         let mut payload = Vec::new();
@@ -673,17 +708,51 @@ impl Inner {
             return Err(e);
         }
         add(&self.metrics.wal_bytes, records.len() as u64);
-        if self.opts.durability == Durability::Sync {
-            if let Err(e) = wal.sync() {
-                self.poison(&e);
-                return Err(e);
-            }
-            add(&self.metrics.wal_syncs, 1);
+        let point = SyncPoint {
+            wal: wal.number(),
+            end: wal.bytes_written(),
+        };
+        if sync && self.opts.durability == Durability::Sync {
+            self.sync_wal(&wal)?;
         }
         add(&self.metrics.commit_groups, 1);
         add(&self.metrics.batches, group.len() as u64);
         memtable.apply(group.into_iter().flat_map(WriteBatch::into_ops), &*self.op);
-        Ok(())
+        Ok(point)
+    }
+
+    /// Fsyncs `wal` (a no-op when nothing new was written); a failure
+    /// poisons the engine.
+    fn sync_wal(&self, wal: &Wal) -> Result<()> {
+        match wal.sync() {
+            Ok(synced) => {
+                if synced {
+                    add(&self.metrics.wal_syncs, 1);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.poison(&e);
+                Err(e)
+            }
+        }
+    }
+
+    fn wait_durable(&self, point: SyncPoint) -> Result<()> {
+        if self.opts.durability != Durability::Sync || point == SyncPoint::default() {
+            return Ok(());
+        }
+        let wal = self.state.lock().wal.clone();
+        if wal.number() != point.wal {
+            // `point`'s WAL was rotated out, and rotation fsyncs the old
+            // WAL before replacing it, unless that failed and poisoned us.
+            return self.check_poisoned();
+        }
+        if wal.bytes_synced() >= point.end {
+            return Ok(());
+        }
+        self.check_poisoned()?;
+        self.sync_wal(&wal)
     }
 
     /// Returns the memtable and WAL to write to, rotating a full memtable

@@ -66,7 +66,7 @@ mod version;
 mod wal;
 mod write_batch;
 
-pub use db::Db;
+pub use db::{Db, SyncPoint};
 pub use error::{Error, Result};
 pub use fs::{Fs, FsFile};
 pub use lossy_fs::LossyFs;

@@ -23,6 +23,7 @@ pub(crate) fn wal_name(number: u64) -> String {
 /// An open WAL file being appended to.
 #[derive(Debug)]
 pub(crate) struct Wal {
+    number: u64,
     path: PathBuf,
     file: Arc<dyn FsFile>,
     written: AtomicU64,
@@ -39,6 +40,7 @@ impl Wal {
         fs.sync_dir(dir)
             .map_err(|e| Error::io("fsync dir", dir, e))?;
         Ok(Wal {
+            number,
             path,
             file,
             written: AtomicU64::new(0),
@@ -59,6 +61,16 @@ impl Wal {
     /// Bytes appended so far.
     pub(crate) fn bytes_written(&self) -> u64 {
         self.written.load(Ordering::SeqCst)
+    }
+
+    /// The file number.
+    pub(crate) fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// Bytes known to be on disk.
+    pub(crate) fn bytes_synced(&self) -> u64 {
+        self.synced.load(Ordering::SeqCst)
     }
 
     /// Fsyncs everything appended so far; returns false if nothing was new.

@@ -3,7 +3,9 @@
 //! unsynced byte and name is lost, torn tails included), then the engine is
 //! reopened. In `sync` mode every acknowledged batch must survive; in both
 //! modes what survives of each writer is a prefix of its batches, with a
-//! matching counter. `TALLY_POWER_LOSS_SEEDS` sets the number of seeds.
+//! matching counter. The same holds for pipelined writers, which write
+//! with `Db::write_unsynced` and acknowledge after `Db::wait_durable`.
+//! `TALLY_POWER_LOSS_SEEDS` sets the number of seeds.
 
 #![allow(clippy::unwrap_used)]
 
@@ -39,8 +41,22 @@ fn open(fs: &SimFs, durability: Durability) -> Db {
     .unwrap()
 }
 
+/// How the writers acknowledge.
+#[derive(Clone, Copy, PartialEq)]
+enum Ack {
+    /// After `Db::write` returns.
+    OnWrite,
+    /// Pipelined: batch `i` is acknowledged after `Db::wait_durable` on its
+    /// point, which the writer calls only after writing batch `i + 1`.
+    OnWaitDurable,
+}
+
 /// Runs writers until the crash; returns the highest acknowledged batch per writer.
 fn load_then_crash(fs: &SimFs, durability: Durability, seed: u64) -> Vec<i64> {
+    load_then_crash_acking(fs, durability, seed, Ack::OnWrite)
+}
+
+fn load_then_crash_acking(fs: &SimFs, durability: Durability, seed: u64, ack: Ack) -> Vec<i64> {
     let db = Arc::new(open(fs, durability));
     let acked: Arc<Vec<AtomicI64>> = Arc::new((0..WRITERS).map(|_| AtomicI64::new(-1)).collect());
     let writers: Vec<_> = (0..WRITERS)
@@ -53,14 +69,30 @@ fn load_then_crash(fs: &SimFs, durability: Durability, seed: u64) -> Vec<i64> {
                     .unwrap()
                     .map_or(0, |v| AddI64::decode(&v).unwrap());
                 acked[w].store(start - 1, Ordering::SeqCst);
+                let mut previous = None;
                 for i in start.. {
                     let mut batch = WriteBatch::new();
                     batch.put(format!("t{w}/{i:08}"), vec![b'v'; 64]);
                     batch.merge(counter.clone(), AddI64::encode(1).to_vec());
-                    if db.write(batch).is_err() {
-                        return; // the power is out
+                    match ack {
+                        Ack::OnWrite => {
+                            if db.write(batch).is_err() {
+                                return; // the power is out
+                            }
+                            acked[w].store(i, Ordering::SeqCst);
+                        }
+                        Ack::OnWaitDurable => {
+                            let Ok(point) = db.write_unsynced(batch) else {
+                                return;
+                            };
+                            if let Some(point) = previous.replace(point) {
+                                if db.wait_durable(point).is_err() {
+                                    return;
+                                }
+                                acked[w].store(i - 1, Ordering::SeqCst);
+                            }
+                        }
                     }
-                    acked[w].store(i, Ordering::SeqCst);
                 }
             })
         })
@@ -123,6 +155,18 @@ fn sync_mode_loses_no_acknowledged_write_at_power_loss() {
         // Two power losses in a row: the second hits a recovered engine.
         for round in 0..2 {
             let acked = load_then_crash(&fs, Durability::Sync, seed * 2 + round);
+            check(&fs, &acked, true, seed);
+        }
+    }
+}
+
+#[test]
+fn pipelined_sync_loses_nothing_waited_for_at_power_loss() {
+    for seed in 0..seeds() {
+        let fs = SimFs::new();
+        for round in 0..2 {
+            let acked =
+                load_then_crash_acking(&fs, Durability::Sync, seed * 2 + round, Ack::OnWaitDurable);
             check(&fs, &acked, true, seed);
         }
     }
