@@ -131,7 +131,13 @@ pub async fn run(client: Client, args: &BenchArgs, json: bool) -> Result<(), Str
         workers.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64);
             let mut t = Tally::default();
-            let mut next = Instant::now();
+            // With a rate, workers are spread evenly over one interval:
+            // started together they would stay in phase and send in
+            // bursts of `concurrency`, measuring the burst's queue.
+            let mut next = Instant::now()
+                + per_worker_interval.map_or(Duration::ZERO, |every| {
+                    every.mul_f64(w as f64 / args.concurrency as f64)
+                });
             while Instant::now() < deadline {
                 if let Some(every) = per_worker_interval {
                     next += every;
