@@ -36,6 +36,20 @@ pub fn inc(key: &str, delta: i64) -> Increment {
     }
 }
 
+/// Whether a server accepts connections at `addr`. A connect to a
+/// loopback port nobody listens on can succeed by connecting to itself
+/// (TCP simultaneous open, when the kernel picks that very port as the
+/// source): that is not a server.
+fn listening(addr: &str) -> bool {
+    match std::net::TcpStream::connect(addr) {
+        Ok(s) => match (s.local_addr(), s.peer_addr()) {
+            (Ok(local), Ok(peer)) => local != peer,
+            _ => false,
+        },
+        Err(_) => false,
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -63,7 +77,7 @@ impl NodeProcess {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(addr).is_err() {
+        while !listening(addr) {
             assert!(Instant::now() < deadline, "node at {addr} did not come up");
             std::thread::sleep(Duration::from_millis(20));
         }
