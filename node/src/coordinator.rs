@@ -40,6 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::{Either, FutureExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tally_client::{
     token, CellState, Consistency, ErrorCode, Increment, ItemResult, KeyRange, ReplicaView,
@@ -53,7 +54,7 @@ use crate::peers::Peers;
 use crate::query::{self, ReadPlan};
 use crate::replicator::Replicator;
 use crate::shard_set::ShardSet;
-use crate::store::CounterStore;
+use crate::store::{unconfirmed, CounterStore};
 use crate::write_pipeline::WritePipeline;
 
 /// Deliberately wrong behaviour, for proving that the fault-injection
@@ -369,10 +370,19 @@ impl Coordinator {
         };
         let epoch = map.epoch();
         let cells = Arc::new(led.cells);
+        // The acknowledgements that count toward W: this node's own once
+        // its write is durable, and each replica's. A replica that says no
+        // or is not heard from is a timeout; a local fsync failure says so.
+        let replica_ack = |answer: Result<bool, _>| match answer {
+            Ok(true) => Ok(()),
+            _ => Err(ErrorCode::Timeout),
+        };
         let mut answers = FuturesUnordered::new();
+        answers.push(Either::Left(durable.wait()));
         for &host in replicas.iter().filter(|&&h| h != self.self_id) {
             if self.peers.is_up(host) {
-                answers.push(self.replicator.send(host, epoch, cells.clone(), deadline));
+                let answer = self.replicator.send(host, epoch, cells.clone(), deadline);
+                answers.push(Either::Right(answer.map(replica_ack)));
             } else {
                 self.replicator.hint(host, epoch, vec![cells.clone()]);
             }
@@ -387,44 +397,22 @@ impl Coordinator {
         }
         let mut acknowledged = 0;
         let mut failure = ErrorCode::Timeout;
-        let durable = durable.wait();
-        tokio::pin!(durable);
-        let mut local_pending = true;
         while acknowledged < w {
-            tokio::select! {
-                local = &mut durable, if local_pending => {
-                    local_pending = false;
-                    match local {
-                        Ok(()) => acknowledged += 1,
-                        Err(code) => failure = code,
+            match tokio::time::timeout_at(deadline.into(), answers.next()).await {
+                Ok(Some(Ok(()))) => acknowledged += 1,
+                Ok(Some(Err(code))) => {
+                    if code != ErrorCode::Timeout {
+                        failure = code;
                     }
                 }
-                answer = tokio::time::timeout_at(deadline.into(), answers.next()) => match answer {
-                    Ok(Some(Ok(true))) => acknowledged += 1,
-                    Ok(Some(_)) => {}
-                    // No replica answer left: only the local write can still count.
-                    Ok(None) if local_pending => {
-                        match tokio::time::timeout_at(deadline.into(), &mut durable).await {
-                            Ok(Ok(())) => acknowledged += 1,
-                            Ok(Err(code)) => failure = code,
-                            Err(_) => {}
-                        }
-                        break;
-                    }
-                    Ok(None) | Err(_) => break,
-                },
+                Ok(None) | Err(_) => break,
             }
         }
-        if acknowledged >= w {
-            return led.results;
+        let mut results = led.results;
+        if acknowledged < w {
+            unconfirmed(&mut results, failure);
         }
-        led.results
-            .into_iter()
-            .map(|r| match r {
-                ItemResult::Ok => ItemResult::Indeterminate(failure),
-                other => other,
-            })
-            .collect()
+        results
     }
 
     /// Forwards a part to a live replica to lead.

@@ -208,6 +208,17 @@ pub struct Led {
     pub cells: Vec<CellState>,
 }
 
+/// Turns every `Ok` in `results` into `Indeterminate(code)`: the write
+/// happened but did not reach the durability or the acknowledgements an
+/// `Ok` promises.
+pub fn unconfirmed(results: &mut [ItemResult], code: ErrorCode) {
+    for r in results {
+        if *r == ItemResult::Ok {
+            *r = ItemResult::Indeterminate(code);
+        }
+    }
+}
+
 /// Whether a cell state from the network may be merged: a well-formed
 /// cell key and shard set.
 pub fn valid_cell(cell: &CellState) -> bool {
@@ -431,11 +442,7 @@ impl CounterStore {
         let (mut led, written) = self.write_group(&[items], Vec::new());
         let mut led = led.pop().unwrap_or_default();
         if let Err(code) = written.and_then(|point| self.wait_durable(point)) {
-            for r in &mut led.results {
-                if *r == ItemResult::Ok {
-                    *r = ItemResult::Indeterminate(code);
-                }
-            }
+            unconfirmed(&mut led.results, code);
             led.cells.clear();
         }
         led

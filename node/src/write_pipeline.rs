@@ -30,7 +30,7 @@ use tally_client::{CellState, ErrorCode, Increment, ItemResult};
 use tally_storage::SyncPoint;
 use tokio::sync::oneshot;
 
-use crate::store::{CounterStore, Led};
+use crate::store::{unconfirmed, CounterStore, Led};
 
 const MAX_GROUP_REQUESTS: usize = 512;
 const MAX_GROUP_ITEMS: usize = 20_000;
@@ -158,11 +158,7 @@ impl WritePipeline {
     pub async fn lead_durably(&self, items: Vec<Increment>) -> Led {
         let (mut led, durable) = self.lead(items).await;
         if let Err(code) = durable.wait().await {
-            for r in &mut led.results {
-                if *r == ItemResult::Ok {
-                    *r = ItemResult::Indeterminate(code);
-                }
-            }
+            unconfirmed(&mut led.results, code);
         }
         led
     }
