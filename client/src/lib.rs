@@ -15,6 +15,8 @@
 //!   for a few milliseconds and sends the sums in batches.
 //! - [`admin`]: operator requests (join, decommission, namespaces) as JSON
 //!   inside the `Admin` frame.
+//! - [`unused_local_port`]: a loopback port for a node about to be started
+//!   here (the demo, the harnesses), safe from the port-0 races.
 //!
 //! This crate depends on no other tally crate, so that users and the
 //! fault-injection harness can take it alone. The byte layout is specified
@@ -27,6 +29,7 @@ mod config;
 mod connection;
 mod error;
 pub mod frame;
+mod local_port;
 pub mod message;
 mod producer;
 pub mod routing;
@@ -36,6 +39,7 @@ pub use client::{Client, Outcome};
 pub use config::ClientConfig;
 pub use connection::{Connection, Delivery};
 pub use error::{ClientError, ErrorCode};
+pub use local_port::unused_local_port;
 pub use message::{
     CellState, Consistency, Count, Increment, ItemResult, KeyRange, NamespaceInfo, NodeStatus,
     PeerStatus, Point, RepairReport, ReplicaView, Request, Resolution, Response, ShardView,

@@ -47,12 +47,6 @@ pub struct Cluster {
     paused: Vec<bool>,
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill")
         .arg(format!("-{sig}"))
@@ -79,7 +73,7 @@ impl Cluster {
         }
         std::fs::create_dir_all(config.dir.join("nodes")).map_err(|e| e.to_string())?;
         let addrs = (0..config.nodes)
-            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+            .map(|_| tally_client::unused_local_port().map(|p| format!("127.0.0.1:{p}")))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
         let mut links = Vec::new();

@@ -27,13 +27,17 @@ async fn a_killed_node_is_marked_down_everywhere_and_back_up_with_a_new_generati
     let victim = 4; // host 5
     let observers = [0, 1, 2, 3];
     cluster
-        .wait_until(10, "gossip to learn every generation", || async {
+        .wait_for(10, "gossip to learn every generation", || async {
             for &o in &observers {
-                if view(&cluster, o, 5).await.1.is_none() {
-                    return false;
+                let peers = cluster.status(o).await.peers;
+                if peers
+                    .iter()
+                    .any(|p| p.host_id == 5 && p.generation.is_none())
+                {
+                    return Err(format!("(host {} sees {peers:?})", o + 1));
                 }
             }
-            true
+            Ok(())
         })
         .await;
     let old_generation = view(&cluster, 0, 5).await.1.unwrap();

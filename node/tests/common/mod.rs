@@ -50,12 +50,10 @@ fn listening(addr: &str) -> bool {
     }
 }
 
+/// A loopback port for a node to be started (see `unused_local_port` for
+/// why not port 0).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    tally_client::unused_local_port().unwrap()
 }
 
 impl NodeProcess {
@@ -66,7 +64,7 @@ impl NodeProcess {
 
     /// Starts a node with extra flags.
     pub fn start_with(dir: &Path, addr: &str, args: &[String]) -> NodeProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_tally-node"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tally-node"))
             .arg("--data-dir")
             .arg(dir)
             .arg("--listen")
@@ -78,6 +76,9 @@ impl NodeProcess {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while !listening(addr) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("node at {addr} exited while starting: {status}");
+            }
             assert!(Instant::now() < deadline, "node at {addr} did not come up");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -249,9 +250,26 @@ impl Cluster {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
+        self.wait_for(secs, what, || {
+            let holds = check();
+            async move { holds.await.then_some(()).ok_or_else(String::new) }
+        })
+        .await;
+    }
+
+    /// Waits until `check` is `Ok`, or panics after `secs` seconds with the
+    /// last reason it gave.
+    pub async fn wait_for<F, Fut>(&self, secs: u64, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
         let deadline = Instant::now() + Duration::from_secs(secs);
-        while !check().await {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        while let Err(why) = check().await {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what} {why}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

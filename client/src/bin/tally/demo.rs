@@ -53,11 +53,6 @@ fn node_binary() -> Result<PathBuf, String> {
     }
 }
 
-fn free_port() -> Result<u16, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
-}
-
 /// One local node of the demo cluster.
 struct DemoNode {
     host_id: usize,
@@ -143,7 +138,10 @@ fn cluster(dir: &Path) -> Result<(Vec<DemoNode>, String), String> {
     for i in 1..=NODES {
         nodes.push(DemoNode {
             host_id: i,
-            addr: format!("127.0.0.1:{}", free_port()?),
+            addr: format!(
+                "127.0.0.1:{}",
+                tally_client::unused_local_port().map_err(|e| e.to_string())?
+            ),
             dir: dir.join(format!("node{i}")),
             child: None,
         });
