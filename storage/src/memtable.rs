@@ -14,7 +14,11 @@
 //! before the bytes. In the write path's profile a third of the memtable's
 //! time was `memcmp` calls from the tree's searches; counter cell keys
 //! start with an 8-byte token, so nearly every comparison is now one
-//! integer comparison.
+//! integer comparison. Keys of up to 54 bytes are held inside the tree's
+//! nodes: the comparisons that do reach the bytes (cells of one counter
+//! share the token) no longer follow a pointer each. In the engine bench
+//! (three A/B pairs) that made blind increments 8% and point reads 23%
+//! faster.
 
 use std::cmp::Ordering as KeyOrdering;
 use std::collections::BTreeMap;
@@ -26,33 +30,76 @@ use parking_lot::RwLock;
 use crate::entry::Entry;
 use crate::merge::MergeOperator;
 
+/// Key bytes up to this length are held inside the tree's nodes.
+const INLINE_KEY_BYTES: usize = 54;
+
+/// A key's bytes, inline when short: a tree search then compares bytes it
+/// already has in cache instead of following a pointer per comparison
+/// (counter cell keys are about 40 bytes).
+#[derive(Debug, Clone)]
+enum KeyBytes {
+    Inline(u8, [u8; INLINE_KEY_BYTES]),
+    Heap(Box<[u8]>),
+}
+
+impl KeyBytes {
+    fn new(bytes: &[u8]) -> KeyBytes {
+        if bytes.len() <= INLINE_KEY_BYTES {
+            let mut buf = [0u8; INLINE_KEY_BYTES];
+            buf[..bytes.len()].copy_from_slice(bytes);
+            KeyBytes::Inline(bytes.len() as u8, buf)
+        } else {
+            KeyBytes::Heap(bytes.into())
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            KeyBytes::Inline(len, buf) => &buf[..usize::from(*len)],
+            KeyBytes::Heap(bytes) => bytes,
+        }
+    }
+}
+
 /// A memtable key: its first eight bytes (zero-padded) as a big-endian
 /// integer, then the whole key. The prefix never orders two keys against
 /// their bytes (a shorter key pads with zeros, the smallest byte), so
 /// comparing `(prefix, bytes)` orders exactly as comparing the bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct MemKey {
     prefix: u64,
-    bytes: Vec<u8>,
+    bytes: KeyBytes,
 }
 
 impl MemKey {
-    fn new(bytes: Vec<u8>) -> MemKey {
+    fn new(bytes: &[u8]) -> MemKey {
         let mut word = [0u8; 8];
         let n = bytes.len().min(8);
         word[..n].copy_from_slice(&bytes[..n]);
         MemKey {
             prefix: u64::from_be_bytes(word),
-            bytes,
+            bytes: KeyBytes::new(bytes),
         }
     }
+
+    fn bytes(&self) -> &[u8] {
+        self.bytes.as_slice()
+    }
 }
+
+impl PartialEq for MemKey {
+    fn eq(&self, other: &MemKey) -> bool {
+        self.prefix == other.prefix && self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for MemKey {}
 
 impl Ord for MemKey {
     fn cmp(&self, other: &MemKey) -> KeyOrdering {
         self.prefix
             .cmp(&other.prefix)
-            .then_with(|| self.bytes.cmp(&other.bytes))
+            .then_with(|| self.bytes().cmp(other.bytes()))
     }
 }
 
@@ -104,15 +151,15 @@ impl Memtable {
         for (key, entry) in ops {
             // One search when the key is present (the steady state of a
             // counter), two when it is new.
-            let key = MemKey::new(key);
+            let key = MemKey::new(&key);
             match map.get_mut(&key) {
                 Some(existing) => {
                     let before = existing.value.len() as isize;
-                    existing.absorb(&key.bytes, entry, op);
+                    existing.absorb(key.bytes(), entry, op);
                     added += existing.value.len() as isize - before;
                 }
                 None => {
-                    added += Entry::charge(key.bytes.len(), entry.value.len()) as isize;
+                    added += Entry::charge(key.bytes().len(), entry.value.len()) as isize;
                     map.insert(key, entry);
                 }
             }
@@ -127,7 +174,7 @@ impl Memtable {
 
     /// The entry for `key`, if this memtable has one.
     pub(crate) fn get(&self, key: &[u8]) -> Option<Entry> {
-        self.map.read().get(&MemKey::new(key.to_vec())).cloned()
+        self.map.read().get(&MemKey::new(key)).cloned()
     }
 
     /// Copies the entries with keys in `[start, end)`, at most `limit`.
@@ -138,9 +185,9 @@ impl Memtable {
         limit: usize,
     ) -> Vec<(Vec<u8>, Entry)> {
         let map = self.map.read();
-        let start = MemKey::new(start.to_vec());
+        let start = MemKey::new(start);
         let upper = match end {
-            Some(end) => Bound::Excluded(MemKey::new(end.to_vec())),
+            Some(end) => Bound::Excluded(MemKey::new(end)),
             None => Bound::Unbounded,
         };
         if matches!(&upper, Bound::Excluded(end) if *end <= start) {
@@ -148,7 +195,7 @@ impl Memtable {
         }
         map.range((Bound::Included(start), upper))
             .take(limit)
-            .map(|(k, e)| (k.bytes.clone(), e.clone()))
+            .map(|(k, e)| (k.bytes().to_vec(), e.clone()))
             .collect()
     }
 
@@ -161,7 +208,7 @@ impl Memtable {
     ) -> Result<(), E> {
         let map = self.map.read();
         for (key, entry) in map.iter() {
-            visit(&key.bytes, entry)?;
+            visit(key.bytes(), entry)?;
         }
         Ok(())
     }
@@ -172,23 +219,33 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn short_key() -> impl Strategy<Value = Vec<u8>> {
+    fn test_key() -> impl Strategy<Value = Vec<u8>> {
         // Few byte values and lengths around eight, so that prefixes tie,
         // keys are prefixes of each other and zero bytes meet padding.
-        proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(255u8)], 0..12)
+        // Some keys are long enough to be held on the heap, next to
+        // inline ones with the same first bytes.
+        let byte = || prop_oneof![Just(0u8), Just(1u8), Just(255u8)];
+        prop_oneof![
+            3 => proptest::collection::vec(byte(), 0..12),
+            1 => (proptest::collection::vec(byte(), 0..4), 50..60usize).prop_map(|(head, len)| {
+                let mut key = head;
+                key.resize(len, 1);
+                key
+            }),
+        ]
     }
 
     proptest! {
         #[test]
-        fn mem_keys_order_exactly_as_their_bytes(a in short_key(), b in short_key()) {
-            prop_assert_eq!(MemKey::new(a.clone()).cmp(&MemKey::new(b.clone())), a.cmp(&b));
+        fn mem_keys_order_exactly_as_their_bytes(a in test_key(), b in test_key()) {
+            prop_assert_eq!(MemKey::new(&a).cmp(&MemKey::new(&b)), a.cmp(&b));
         }
 
         #[test]
         fn range_returns_the_keys_between_its_bounds(
-            keys in proptest::collection::btree_set(short_key(), 0..40),
-            start in short_key(),
-            end in proptest::option::of(short_key()),
+            keys in proptest::collection::btree_set(test_key(), 0..40),
+            start in test_key(),
+            end in proptest::option::of(test_key()),
         ) {
             let mem = Memtable::new(1);
             mem.apply(
