@@ -262,6 +262,16 @@ impl CompactionFilter for RetentionFilter {
     }
 }
 
+/// `old` raised by one update: the next clock, the sums added.
+fn raised(old: Shard, update: &CellUpdate) -> Shard {
+    Shard {
+        id: old.id,
+        clock: old.clock + 1,
+        sum: old.sum.wrapping_add(update.delta),
+        count: old.count + update.events,
+    }
+}
+
 fn stripe_of(cell: &[u8]) -> usize {
     (crc32fast::hash(cell) as usize) % LOCK_STRIPES
 }
@@ -547,57 +557,71 @@ impl CounterStore {
         let mut guards: Vec<_> = stripes.iter().map(|&s| self.stripes[s].lock()).collect();
         let shard_id = self.identity.shard_id();
         let mut batch = WriteBatch::new();
-        // (index of the cell's guard, cell, new shard)
-        let mut updated = Vec::with_capacity(cells.len());
+        // The cache takes each new shard before the write, in the same
+        // lookup that found the old one: the stripes stay locked until
+        // the write is done, and a failed write takes them out again.
+        let mut guard_of = Vec::with_capacity(cells.len());
+        let mut unreadable = None;
         for ((cell, update), stripe) in cells.iter_mut().zip(cell_stripes) {
             // Every cell's stripe is locked: the search cannot miss.
             let g = stripes.binary_search(&stripe).unwrap_or_default();
-            let cached = guards[g].own_shards.get(cell).copied();
-            let current = match cached {
-                Some(shard) => Some(shard),
-                None => match self.db.get(cell) {
-                    Ok(Some(bytes)) => decode_cell(&bytes)
-                        .map_err(|e| (e.code, false))?
-                        .shard(shard_id),
-                    Ok(None) => None,
-                    Err(e) => {
-                        tracing::error!(error = %e, "reading a counter cell failed");
-                        return Err((ErrorCode::Storage, false));
+            guard_of.push(g);
+            let own = &mut guards[g].own_shards;
+            let new = match own.get_mut(cell) {
+                Some(cached) => {
+                    *cached = raised(*cached, update);
+                    *cached
+                }
+                None => {
+                    let stored = match self.db.get(cell) {
+                        Ok(Some(bytes)) => decode_cell(&bytes)
+                            .map(|set| set.shard(shard_id))
+                            .map_err(|e| e.code),
+                        Ok(None) => Ok(None),
+                        Err(e) => {
+                            tracing::error!(error = %e, "reading a counter cell failed");
+                            Err(ErrorCode::Storage)
+                        }
+                    };
+                    let stored = match stored {
+                        Ok(stored) => stored,
+                        Err(code) => {
+                            unreadable = Some(code);
+                            break;
+                        }
+                    };
+                    let old = stored.unwrap_or(Shard {
+                        id: shard_id,
+                        clock: 0,
+                        sum: 0,
+                        count: 0,
+                    });
+                    let new = raised(old, update);
+                    if own.len() >= CACHED_SHARDS_PER_STRIPE {
+                        own.clear();
                     }
-                },
-            };
-            let old = current.unwrap_or(Shard {
-                id: shard_id,
-                clock: 0,
-                sum: 0,
-                count: 0,
-            });
-            let new = Shard {
-                id: shard_id,
-                clock: old.clock + 1,
-                sum: old.sum.wrapping_add(update.delta),
-                count: old.count + update.events,
+                    own.insert(cell.clone(), new);
+                    new
+                }
             };
             update.state = ShardSet::encode_single(&new);
             batch.merge(cell.clone(), update.state.clone());
-            updated.push((g, cell, new));
+        }
+        if let Some(code) = unreadable {
+            // Nothing is written: the shards raised so far leave the cache.
+            for (cell, g) in cells.keys().zip(guard_of) {
+                guards[g].own_shards.remove(cell);
+            }
+            return Err((code, false));
         }
         for cell in merges.into_iter().flatten() {
             batch.merge(cell.key, cell.value);
         }
         let written = self.db.write_unsynced(batch);
-        for (g, cell, new) in updated {
-            let own = &mut guards[g].own_shards;
-            if written.is_err() {
-                // The write may or may not have landed: read it back next time.
-                own.remove(cell);
-            } else if let Some(cached) = own.get_mut(cell) {
-                *cached = new;
-            } else {
-                if own.len() >= CACHED_SHARDS_PER_STRIPE {
-                    own.clear();
-                }
-                own.insert(cell.clone(), new);
+        if written.is_err() {
+            // The write may or may not have landed: read them back next time.
+            for (cell, g) in cells.keys().zip(guard_of) {
+                guards[g].own_shards.remove(cell);
             }
         }
         written.map_err(|e| {
@@ -890,6 +914,66 @@ mod tests {
             store.read_local(&plan).unwrap(),
             Response::Total(tally_client::Count { sum: 3, count: 1 }),
             "total is kept forever"
+        );
+    }
+
+    #[test]
+    fn a_write_that_stalls_leaves_no_raised_shard_in_the_cache() {
+        let fs = tally_storage::SimFs::new();
+        let opts = tally_storage::Options {
+            // Every write fills the WAL; one frozen memtable may wait.
+            max_wal_bytes: 1,
+            max_immutable_memtables: 1,
+            write_stall_timeout: std::time::Duration::from_millis(50),
+            ..Default::default()
+        };
+        let store = CounterStore::open_with_fs(
+            Arc::new(fs.clone()),
+            std::path::Path::new("/node"),
+            opts,
+            Namespaces::with([Namespace::parse("t", "total").unwrap()]),
+            Identity {
+                host_id: 1,
+                incarnation: 1,
+            },
+            Arc::new(SystemClock),
+            StoreLimits::default(),
+        )
+        .unwrap();
+        let item = |delta| Increment {
+            namespace: "t".into(),
+            key: b"k".to_vec(),
+            timestamp_ms: SystemClock.now_ms(),
+            delta,
+            events: 1,
+            op_id: None,
+        };
+        let total = || {
+            let plan = ReadPlan::total(&store.namespaces(), store.limits(), "t", b"k", 0).unwrap();
+            match store.read_local(&plan).unwrap() {
+                Response::Total(count) => count.sum,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(store.increment(&[item(1)]).results, vec![ItemResult::Ok]);
+        // Flushes now take a second: the next write freezes the memtable,
+        // the one after finds no room and stalls.
+        fs.set_sync_delay(std::time::Duration::from_secs(1));
+        assert_eq!(store.increment(&[item(10)]).results, vec![ItemResult::Ok]);
+        assert_eq!(
+            store.increment(&[item(100)]).results,
+            vec![ItemResult::Failed(ErrorCode::Overloaded)]
+        );
+        fs.set_sync_delay(std::time::Duration::ZERO);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.increment(&[item(1000)]).results != vec![ItemResult::Ok] {
+            assert!(std::time::Instant::now() < deadline, "writes never resumed");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(
+            total(),
+            1011,
+            "the stalled increment of 100 was not counted"
         );
     }
 }
