@@ -573,17 +573,7 @@ impl CounterStore {
                     *cached
                 }
                 None => {
-                    let stored = match self.db.get(cell) {
-                        Ok(Some(bytes)) => decode_cell(&bytes)
-                            .map(|set| set.shard(shard_id))
-                            .map_err(|e| e.code),
-                        Ok(None) => Ok(None),
-                        Err(e) => {
-                            tracing::error!(error = %e, "reading a counter cell failed");
-                            Err(ErrorCode::Storage)
-                        }
-                    };
-                    let stored = match stored {
+                    let stored = match self.stored_shard(cell, shard_id) {
                         Ok(stored) => stored,
                         Err(code) => {
                             unreadable = Some(code);
@@ -607,38 +597,49 @@ impl CounterStore {
             update.state = ShardSet::encode_single(&new);
             batch.merge(cell.clone(), update.state.clone());
         }
-        if let Some(code) = unreadable {
-            // Nothing is written: the shards raised so far leave the cache.
+        let outcome = match unreadable {
+            Some(code) => Err((code, false)),
+            None => {
+                for cell in merges.into_iter().flatten() {
+                    batch.merge(cell.key, cell.value);
+                }
+                self.db.write_unsynced(batch).map_err(|e| {
+                    tracing::warn!(error = %e, "counter write failed");
+                    let maybe_applied = !matches!(
+                        e,
+                        tally_storage::Error::WriteStall { .. }
+                            | tally_storage::Error::Poisoned { .. }
+                            | tally_storage::Error::InvalidArgument(_)
+                    );
+                    let code = if matches!(e, tally_storage::Error::WriteStall { .. }) {
+                        ErrorCode::Overloaded
+                    } else {
+                        ErrorCode::Storage
+                    };
+                    (code, maybe_applied)
+                })
+            }
+        };
+        if outcome.is_err() {
+            // Not written, or not known to be: the raised shards leave the
+            // cache, and the next write reads the cell back.
             for (cell, g) in cells.keys().zip(guard_of) {
                 guards[g].own_shards.remove(cell);
             }
-            return Err((code, false));
         }
-        for cell in merges.into_iter().flatten() {
-            batch.merge(cell.key, cell.value);
-        }
-        let written = self.db.write_unsynced(batch);
-        if written.is_err() {
-            // The write may or may not have landed: read them back next time.
-            for (cell, g) in cells.keys().zip(guard_of) {
-                guards[g].own_shards.remove(cell);
+        outcome
+    }
+
+    /// Shard `shard_id` of `cell` as storage holds it.
+    fn stored_shard(&self, cell: &[u8], shard_id: u64) -> Result<Option<Shard>, ErrorCode> {
+        match self.db.get(cell) {
+            Ok(Some(bytes)) => Ok(decode_cell(&bytes).map_err(|e| e.code)?.shard(shard_id)),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::error!(error = %e, "reading a counter cell failed");
+                Err(ErrorCode::Storage)
             }
         }
-        written.map_err(|e| {
-            tracing::warn!(error = %e, "counter write failed");
-            let maybe_applied = !matches!(
-                e,
-                tally_storage::Error::WriteStall { .. }
-                    | tally_storage::Error::Poisoned { .. }
-                    | tally_storage::Error::InvalidArgument(_)
-            );
-            let code = if matches!(e, tally_storage::Error::WriteStall { .. }) {
-                ErrorCode::Overloaded
-            } else {
-                ErrorCode::Storage
-            };
-            (code, maybe_applied)
-        })
     }
 
     /// The replica's cells in `ranges`, in key order, at most `max_cells`
