@@ -140,7 +140,7 @@ async fn malformed_frames_are_answered_and_the_connection_survives() {
         &format!("127.0.0.1:{}", free_port()),
         "periodic",
     );
-    let mut stream = tokio::net::TcpStream::connect(&node.addr).await.unwrap();
+    let mut stream = node.raw_connection().await;
     stream
         .write_all(&raw_frame(PROTOCOL_VERSION, 7, 11, b"", Some(0xdead_beef)))
         .await
@@ -199,7 +199,7 @@ async fn an_oversized_frame_is_refused_and_the_connection_closed() {
         &format!("127.0.0.1:{}", free_port()),
         "periodic",
     );
-    let mut stream = tokio::net::TcpStream::connect(&node.addr).await.unwrap();
+    let mut stream = node.raw_connection().await;
     stream
         .write_all(&(64u32 << 20).to_be_bytes())
         .await

@@ -36,17 +36,57 @@ pub fn inc(key: &str, delta: i64) -> Increment {
     }
 }
 
-/// Whether a server accepts connections at `addr`. A connect to a
-/// loopback port nobody listens on can succeed by connecting to itself
-/// (TCP simultaneous open, when the kernel picks that very port as the
-/// source): that is not a server.
-fn listening(addr: &str) -> bool {
-    match std::net::TcpStream::connect(addr) {
-        Ok(s) => match (s.local_addr(), s.peer_addr()) {
-            (Ok(local), Ok(peer)) => local != peer,
-            _ => false,
-        },
-        Err(_) => false,
+/// Whether a node at `addr` answers a `Status` request: accepting a TCP
+/// connection is not enough (the kernel completes handshakes for a socket
+/// that has bound and listens before its process serves, and until it
+/// exits). A connect to a loopback port nobody listens on can also
+/// succeed by connecting to itself (TCP simultaneous open, when the
+/// kernel picks that very port as the source): that is not a server.
+fn serving(addr: &str) -> bool {
+    use bytes::BytesMut;
+    use std::io::{Read, Write};
+    use tally_client::frame::{Frame, FrameCodec};
+    use tally_client::{Request, Response};
+    use tokio_util::codec::{Decoder, Encoder};
+
+    let Ok(socket) = addr.parse::<std::net::SocketAddr>() else {
+        return false;
+    };
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&socket, Duration::from_secs(1))
+    else {
+        return false;
+    };
+    if stream.local_addr().ok() == stream.peer_addr().ok() {
+        return false;
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut codec = FrameCodec::default();
+    let mut out = BytesMut::new();
+    let request = Frame {
+        kind: Request::Status.kind(),
+        request_id: 1,
+        body: bytes::Bytes::new(),
+    };
+    if codec.encode(request, &mut out).is_err() || stream.write_all(&out).is_err() {
+        return false;
+    }
+    let mut received = BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match codec.decode(&mut received) {
+            Ok(Some(Ok(frame))) => {
+                return matches!(
+                    Response::decode(frame.kind, &frame.body),
+                    Ok(Response::Status(_))
+                )
+            }
+            Ok(Some(Err(_))) | Err(_) => return false,
+            Ok(None) => {}
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+        }
     }
 }
 
@@ -75,7 +115,7 @@ impl NodeProcess {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !listening(addr) {
+        while !serving(addr) {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("node at {addr} exited while starting: {status}");
             }
@@ -90,9 +130,38 @@ impl NodeProcess {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect(ClientConfig::with_seeds([self.addr.clone()]))
-            .await
-            .unwrap()
+        match Client::connect(ClientConfig::with_seeds([self.addr.clone()])).await {
+            Ok(client) => client,
+            Err(e) => panic!(
+                "connecting to the node at {}: {e} (the node's process: {})",
+                self.addr,
+                self.process_state()
+            ),
+        }
+    }
+
+    /// A bare TCP connection to the node, for tests that write raw bytes.
+    pub async fn raw_connection(&self) -> tokio::net::TcpStream {
+        match tokio::net::TcpStream::connect(&self.addr).await {
+            Ok(stream) => stream,
+            Err(e) => panic!(
+                "connecting to the node at {}: {e} (the node's process: {})",
+                self.addr,
+                self.process_state()
+            ),
+        }
+    }
+
+    /// The node process's state as `/proc` shows it, for failure messages.
+    pub fn process_state(&self) -> String {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
+        match stat
+            .ok()
+            .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()?.to_owned()))
+        {
+            Some(state) => format!("pid {} in state {state}", self.child.id()),
+            None => format!("pid {} gone", self.child.id()),
+        }
     }
 
     /// SIGKILL, then wait.
