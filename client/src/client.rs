@@ -254,8 +254,39 @@ impl Client {
             .collect()
     }
 
-    /// Sends one batch, to the `preferred` nodes first.
+    /// Sends one batch, to the `preferred` nodes first. Items with op ids
+    /// whose outcome is unknown, or refused for a passing reason (their op
+    /// leader down, load), are sent again with backoff, up to
+    /// `max_retries` times: the nodes count each op id once.
     async fn increment_on(&self, items: Vec<Increment>, preferred: &[String]) -> Vec<Outcome<()>> {
+        if items.iter().all(|i| i.op_id.is_none()) {
+            return self.send_increments(items, preferred).await;
+        }
+        let mut outcomes = self.send_increments(items.clone(), preferred).await;
+        for attempt in 0..self.inner.config.max_retries {
+            let again: Vec<usize> = (0..items.len())
+                .filter(|&i| items[i].op_id.is_some() && worth_resending(&outcomes[i]))
+                .collect();
+            if again.is_empty() {
+                break;
+            }
+            tokio::time::sleep(self.inner.backoff(attempt)).await;
+            let part = again.iter().map(|&i| items[i].clone()).collect();
+            let resent = self.send_increments(part, preferred).await;
+            for (i, outcome) in again.into_iter().zip(resent) {
+                outcomes[i] = later_attempt(&outcomes[i], outcome);
+            }
+        }
+        outcomes
+    }
+
+    /// Sends one batch once (the connection-level retries of `execute`
+    /// aside).
+    async fn send_increments(
+        &self,
+        items: Vec<Increment>,
+        preferred: &[String],
+    ) -> Vec<Outcome<()>> {
         let n = items.len();
         let request = Request::Increment {
             consistency: self.inner.config.consistency,
@@ -557,10 +588,10 @@ impl Inner {
             let result = self.attempt(request, preferred, attempt as usize).await;
             let retry = match &result {
                 Ok(Response::Error { code, .. }) => {
-                    code.is_transient() && (request.is_read() || code.nothing_applied())
+                    code.is_transient() && (request.is_idempotent() || code.nothing_applied())
                 }
                 Ok(_) => false,
-                Err(e) => request.is_read() || e.delivery == Delivery::NotSent,
+                Err(e) => request.is_idempotent() || e.delivery == Delivery::NotSent,
             };
             if !retry || attempt >= self.config.max_retries {
                 return result;
@@ -661,5 +692,24 @@ impl Inner {
         );
         *slot = Some(conn.clone());
         Ok(conn)
+    }
+}
+
+/// Whether an op-id increment with this outcome is worth sending again.
+fn worth_resending(outcome: &Outcome<()>) -> bool {
+    match outcome {
+        Outcome::Ok(()) => false,
+        Outcome::Indeterminate(_) => true,
+        Outcome::Failed(ClientError::Node { code, .. }) => code.is_transient(),
+        Outcome::Failed(_) => false,
+    }
+}
+
+/// The outcome of an op-id increment after another attempt: a refusal now
+/// does not undo an earlier attempt that may have been applied.
+fn later_attempt(earlier: &Outcome<()>, now: Outcome<()>) -> Outcome<()> {
+    match (earlier, now) {
+        (Outcome::Indeterminate(e), Outcome::Failed(_)) => Outcome::Indeterminate(e.clone()),
+        (_, now) => now,
     }
 }

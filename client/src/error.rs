@@ -26,6 +26,11 @@ pub enum ErrorCode {
     InvalidRange,
     /// The namespace does not keep that resolution. Nothing read.
     ResolutionNotKept,
+    /// The increment's op id is not live: made longer ago than the node's
+    /// op-id window (10 minutes by default), or too far ahead of its
+    /// clock, so a retry could not be told from a new increment. Nothing
+    /// applied (it may have been counted by an earlier attempt).
+    OpIdExpired,
     /// The node sheds load; retry later with backoff. Nothing applied.
     Overloaded,
     /// The deadline passed; the outcome of a write is unknown.
@@ -64,6 +69,7 @@ impl ErrorCode {
             ErrorCode::TimestampOutOfRange => 13,
             ErrorCode::InvalidRange => 14,
             ErrorCode::ResolutionNotKept => 15,
+            ErrorCode::OpIdExpired => 16,
             ErrorCode::Overloaded => 20,
             ErrorCode::Timeout => 21,
             ErrorCode::Unavailable => 22,
@@ -78,7 +84,7 @@ impl ErrorCode {
 
     /// From the wire value.
     pub fn from_u16(v: u16) -> ErrorCode {
-        const KNOWN: [ErrorCode; 19] = [
+        const KNOWN: [ErrorCode; 20] = [
             ErrorCode::MalformedFrame,
             ErrorCode::UnsupportedVersion,
             ErrorCode::ChecksumMismatch,
@@ -90,6 +96,7 @@ impl ErrorCode {
             ErrorCode::TimestampOutOfRange,
             ErrorCode::InvalidRange,
             ErrorCode::ResolutionNotKept,
+            ErrorCode::OpIdExpired,
             ErrorCode::Overloaded,
             ErrorCode::Timeout,
             ErrorCode::Unavailable,

@@ -15,6 +15,8 @@
 //!   for a few milliseconds and sends the sums in batches.
 //! - [`admin`]: operator requests (join, decommission, namespaces) as JSON
 //!   inside the `Admin` frame.
+//! - [`new_op_id`]: time-ordered operation ids, which make an increment's
+//!   retries safe (counted once).
 //! - [`unused_local_port`]: a loopback port for a node about to be started
 //!   here (the demo, the harnesses), safe from the port-0 races.
 //!
@@ -31,6 +33,7 @@ mod error;
 pub mod frame;
 mod local_port;
 pub mod message;
+mod op_id;
 mod producer;
 pub mod routing;
 pub mod token;
@@ -44,6 +47,7 @@ pub use message::{
     CellState, Consistency, Count, Increment, ItemResult, KeyRange, NamespaceInfo, NodeStatus,
     PeerStatus, Point, RepairReport, ReplicaView, Request, Resolution, Response, ShardView,
 };
+pub use op_id::{new_op_id, op_id_at, op_id_made_ms};
 pub use producer::{Producer, ProducerConfig, ProducerReport};
 pub use routing::{RoutingNode, RoutingRange, RoutingTable};
 pub use token::{token, Token};

@@ -121,7 +121,10 @@ pub struct Increment {
     /// event; an aggregating producer that summed several events of one
     /// cell sends their number, so that counts and averages stay exact.
     pub events: u32,
-    /// A client-chosen id that makes retries of this increment safe.
+    /// An operation id ([`crate::new_op_id`]): the cluster counts the
+    /// increment at most once however often it is sent with this id, and
+    /// exactly once if any attempt was acknowledged, while the id is live
+    /// (10 minutes from its making by default; later, `OpIdExpired`).
     pub op_id: Option<u128>,
 }
 
@@ -783,6 +786,18 @@ impl Request {
             self,
             Request::Increment { .. } | Request::ForwardedIncrement { .. }
         )
+    }
+
+    /// Whether sending this request again cannot count anything twice: a
+    /// read, or increments that all carry op ids (the nodes count each op
+    /// id once).
+    pub fn is_idempotent(&self) -> bool {
+        match self {
+            Request::Increment { items, .. } | Request::ForwardedIncrement { items, .. } => {
+                !items.is_empty() && items.iter().all(|i| i.op_id.is_some())
+            }
+            _ => self.is_read(),
+        }
     }
 
     /// Encodes the body (without the frame header).

@@ -8,6 +8,10 @@
 //! scans); all cells of one key at one resolution are contiguous and in
 //! time order, so a range read is one scan. Flipping the sign bit makes
 //! signed bucket starts sort numerically.
+//!
+//! Keys with [`SYSTEM_MARK`] where a cell has its namespace length are
+//! the node's own records (applied op ids), never cells: no token range,
+//! no scan of cells and no replica message includes them.
 
 use tally_client::{token, Resolution};
 
@@ -109,8 +113,21 @@ pub fn decode(bytes: &[u8]) -> Option<CellKey> {
     })
 }
 
-/// The token a cell key starts with (its partition key's ring position).
+/// Byte 8 of a system key (one that is not a cell: an op id's record,
+/// see `op_window`). A cell has its namespace length there, 1..=64.
+pub const SYSTEM_MARK: u8 = 0xFF;
+
+/// Whether `bytes` is a system key, not a cell: scans of cells skip it.
+pub fn is_system(bytes: &[u8]) -> bool {
+    bytes.get(8) == Some(&SYSTEM_MARK)
+}
+
+/// The token a cell key starts with (its partition key's ring position);
+/// `None` for a system key, which belongs to no token range.
 pub fn token_of(bytes: &[u8]) -> Option<u64> {
+    if is_system(bytes) {
+        return None;
+    }
     Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 

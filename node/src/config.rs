@@ -27,6 +27,12 @@ pub struct NodeConfig {
     pub sync_interval_ms: u64,
     /// How far in the future an increment's timestamp may lie, in seconds.
     pub max_future_skew_s: u64,
+    /// How long an op id stays live after it was made, in seconds: its
+    /// retries count once until then, and are refused after.
+    pub op_window_s: u64,
+    /// Live op ids this node keeps at most (about 50 bytes each); a new op
+    /// id beyond that is refused with `Overloaded`.
+    pub max_op_ids: usize,
     /// Memtable size in MiB (RocksDB's default write buffer). Hot counters
     /// fold in place in the memtable, so a larger one also means fewer
     /// bytes flushed and compacted. The WAL rotates at twice this.
@@ -100,6 +106,8 @@ impl Default for NodeConfig {
             durability: "periodic".into(),
             sync_interval_ms: 10,
             max_future_skew_s: 300,
+            op_window_s: 600,
+            max_op_ids: 2_000_000,
             memtable_mib: 64,
             namespaces: Default::default(),
             max_in_flight_per_connection: 128,
@@ -294,6 +302,10 @@ impl NodeConfig {
     pub fn limits(&self) -> StoreLimits {
         StoreLimits {
             max_future_skew: Duration::from_secs(self.max_future_skew_s),
+            op_window: crate::op_window::OpWindowLimits {
+                span: Duration::from_secs(self.op_window_s),
+                max_ids: self.max_op_ids,
+            },
             ..StoreLimits::default()
         }
     }

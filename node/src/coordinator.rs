@@ -252,18 +252,21 @@ impl Coordinator {
         // orders. The first item's order stands for the group's (it names
         // whom a non-replica forwards to). Groups are few, so a linear
         // search beats hashing.
-        let mut groups: Vec<(ReplicaLists<'_>, Vec<usize>)> = Vec::new();
+        //
+        // Items with an op id are grouped by their op leader as well: each
+        // is led by that one replica only (see `op_leader`).
+        let mut groups: Vec<(Route<'_>, Vec<usize>)> = Vec::new();
         for (i, item) in items.iter().enumerate() {
             match self.store.check(item, now_ms) {
                 Ok(()) => {
                     let t = token(&item.namespace, &item.key).0;
                     let (replicas, pending) = map.write_replicas(t);
-                    match groups
-                        .iter_mut()
-                        .find(|((r, p), _)| same_hosts(r, replicas) && same_hosts(p, pending))
-                    {
+                    let leader = item.op_id.map(|id| op_leader(replicas, id));
+                    match groups.iter_mut().find(|((r, p, l), _)| {
+                        *l == leader && same_hosts(r, replicas) && same_hosts(p, pending)
+                    }) {
                         Some((_, indices)) => indices.push(i),
-                        None => groups.push(((replicas, pending), vec![i])),
+                        None => groups.push(((replicas, pending, leader), vec![i])),
                     }
                 }
                 Err(e) => results[i] = ItemResult::Failed(e.code),
@@ -271,35 +274,30 @@ impl Coordinator {
         }
         if groups.len() == 1 && results.iter().all(|r| *r == ItemResult::Ok) {
             // The common case: every item has the same replicas.
-            let (replicas, pending) = groups.pop().map(|(k, _)| k).unwrap_or_default();
-            let (replicas, pending) = (replicas.to_vec(), pending.to_vec());
+            let route = groups
+                .pop()
+                .map(|(route, _)| owned(route))
+                .unwrap_or_default();
             return self
                 .clone()
-                .run_group(
-                    map.clone(),
-                    (replicas, pending),
-                    items,
-                    consistency,
-                    deadline,
-                    forwarded,
-                )
+                .run_group(map.clone(), route, items, consistency, deadline, forwarded)
                 .await;
         }
         let mut slots: Vec<Option<Increment>> = items.into_iter().map(Some).collect();
-        type Part = (Vec<usize>, (Vec<HostId>, Vec<HostId>), Vec<Increment>);
+        type Part = (Vec<usize>, OwnedRoute, Vec<Increment>);
         let parts: Vec<Part> = groups
             .into_iter()
-            .map(|((replicas, pending), indices)| {
+            .map(|(route, indices)| {
                 let part = indices.iter().filter_map(|&i| slots[i].take()).collect();
-                (indices, (replicas.to_vec(), pending.to_vec()), part)
+                (indices, owned(route), part)
             })
             .collect();
-        let runs = parts.into_iter().map(|(indices, replicas, part)| {
+        let runs = parts.into_iter().map(|(indices, route, part)| {
             let this = self.clone();
             let map = map.clone();
             async move {
                 let r = this
-                    .run_group(map, replicas, part, consistency, deadline, forwarded)
+                    .run_group(map, route, part, consistency, deadline, forwarded)
                     .await;
                 (indices, r)
             }
@@ -312,13 +310,14 @@ impl Coordinator {
         results
     }
 
-    /// `(replicas, pending)`: the natural replicas, which make the quorum,
-    /// and those a topology change in progress adds, which get the write
-    /// too (hinted if down) without counting towards it.
+    /// `(replicas, pending, op_leader)`: the natural replicas, which make
+    /// the quorum; those a topology change in progress adds, which get the
+    /// write too (hinted if down) without counting towards it; and, for
+    /// items with op ids, the one replica that may lead them.
     async fn run_group(
         self: Arc<Self>,
         map: Arc<ClusterMap>,
-        (replicas, pending): (Vec<HostId>, Vec<HostId>),
+        (replicas, pending, op_leader): OwnedRoute,
         items: Vec<Increment>,
         consistency: Consistency,
         deadline: Instant,
@@ -331,6 +330,25 @@ impl Coordinator {
         let live = replicas.iter().filter(|&&h| self.peers.is_up(h)).count();
         if live < w {
             return vec![ItemResult::Failed(ErrorCode::Unavailable); n];
+        }
+        if let Some(leader) = op_leader {
+            // Only the op leader knows whether an op id was applied: if it
+            // is down, nothing is applied (another replica leading could
+            // count a retry of an increment the leader already counted).
+            if leader == self.self_id {
+                return self
+                    .lead(&map, (&replicas, &pending), items, w, deadline)
+                    .await;
+            }
+            if forwarded {
+                return vec![ItemResult::Failed(ErrorCode::StaleRing); n];
+            }
+            if !self.peers.is_up(leader) {
+                return vec![ItemResult::Failed(ErrorCode::Unavailable); n];
+            }
+            return self
+                .forward(&map, &[leader], items, consistency, deadline)
+                .await;
         }
         if replicas.contains(&self.self_id) {
             return self
@@ -803,7 +821,25 @@ pub(crate) fn merge_replicas(
 }
 
 /// A part's natural and pending replicas, as the cluster map lists them.
-type ReplicaLists<'m> = (&'m [HostId], &'m [HostId]);
+/// Where a group of items goes: natural replicas, pending replicas, and
+/// the op leader of items with op ids.
+type Route<'m> = (&'m [HostId], &'m [HostId], Option<HostId>);
+type OwnedRoute = (Vec<HostId>, Vec<HostId>, Option<HostId>);
+
+fn owned((replicas, pending, leader): Route<'_>) -> OwnedRoute {
+    (replicas.to_vec(), pending.to_vec(), leader)
+}
+
+/// The replica that leads every attempt of the increment with op id `id`:
+/// chosen from the replica *set* (by host id, not ring order, which
+/// differs between virtual nodes), by the id's random low bits, so that
+/// op ids spread over the replicas and every coordinator picks the same.
+pub fn op_leader(replicas: &[HostId], id: u128) -> HostId {
+    let mut hosts = replicas.to_vec();
+    hosts.sort_unstable();
+    let i = (id as u64 % hosts.len().max(1) as u64) as usize;
+    hosts.get(i).copied().unwrap_or(HostId(0))
+}
 
 /// Whether two replica lists hold the same hosts, in any order (a list
 /// never repeats a host).

@@ -30,6 +30,7 @@ mod membership;
 pub mod merkle;
 mod metadata;
 mod namespace;
+pub mod op_window;
 mod peers;
 mod query;
 mod raft_link;

@@ -14,7 +14,7 @@
 //! Retention is enforced twice: reads skip buckets past retention, and the
 //! compaction filter drops them from disk.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -30,6 +30,7 @@ use crate::cell_key;
 use crate::identity::Identity;
 use crate::merkle::{self, Leaves};
 use crate::namespace::{Namespace, Namespaces};
+use crate::op_window::{self, OpWindow, OpWindowLimits};
 use crate::query::{self, ReadPlan};
 use crate::shard_set::{CounterMerge, Shard, ShardSet};
 
@@ -101,6 +102,8 @@ pub struct StoreLimits {
     pub max_future_skew: Duration,
     /// Most buckets one range read may return.
     pub max_range_buckets: i64,
+    /// How long op ids stay live, and how many this node keeps.
+    pub op_window: OpWindowLimits,
 }
 
 impl Default for StoreLimits {
@@ -109,6 +112,7 @@ impl Default for StoreLimits {
             max_key_bytes: 1024,
             max_future_skew: Duration::from_secs(300),
             max_range_buckets: 100_000,
+            op_window: OpWindowLimits::default(),
         }
     }
 }
@@ -238,6 +242,11 @@ pub struct CounterStore {
     limits: StoreLimits,
     stripes: Vec<Mutex<Stripe>>,
     increments: AtomicU64,
+    /// The op ids this node led that are still live. Held for a whole
+    /// write group, so that an id is looked up and recorded atomically
+    /// with the write that applies it.
+    ops: Mutex<OpWindow>,
+    duplicates: AtomicU64,
 }
 
 /// Drops buckets past their namespace's retention during compaction.
@@ -245,10 +254,22 @@ pub struct CounterStore {
 struct RetentionFilter {
     namespaces: Arc<RwLock<Namespaces>>,
     clock: Arc<dyn Clock>,
+    op_window: OpWindowLimits,
 }
 
 impl CompactionFilter for RetentionFilter {
     fn decide(&self, key: &[u8], _value: &[u8]) -> FilterDecision {
+        if let Some(id) = op_window::op_of_key(key) {
+            // An op id is refused once it is not live, so its record can go.
+            let now_ms = self.clock.now_ms();
+            return if op_window::made_ms(id).saturating_add(self.op_window.span.as_millis() as i64)
+                < now_ms
+            {
+                FilterDecision::Remove
+            } else {
+                FilterDecision::Keep
+            };
+        }
         let Some(cell) = cell_key::decode(key) else {
             return FilterDecision::Keep;
         };
@@ -274,6 +295,28 @@ fn raised(old: Shard, update: &CellUpdate) -> Shard {
 
 fn stripe_of(cell: &[u8]) -> usize {
     (crc32fast::hash(cell) as usize) % LOCK_STRIPES
+}
+
+/// The op ids recorded in `db` that are live at `now_ms`.
+fn applied_op_ids(db: &Db, limits: OpWindowLimits, now_ms: i64) -> tally_storage::Result<OpWindow> {
+    let mut window = OpWindow::new(limits);
+    let mut ids = Vec::new();
+    db.scan_with(&op_window::OP_KEY_PREFIX, None, |k, _| {
+        if let Some(id) = op_window::op_of_key(k) {
+            if limits.is_live(id, now_ms, i64::MAX) {
+                ids.push(id);
+            }
+        }
+        true
+    })?;
+    // In time order, so that they expire from the front.
+    ids.sort_unstable_by_key(|&id| op_window::made_ms(id));
+    for id in ids {
+        // Past the bound too (it may have been lowered): forgetting a live
+        // id could count its retry twice; new ids wait for room instead.
+        window.restore(id);
+    }
+    Ok(window)
 }
 
 fn decode_cell(value: &[u8]) -> Result<ShardSet, RequestError> {
@@ -320,9 +363,11 @@ impl CounterStore {
         opts.compaction_filter = Some(Arc::new(RetentionFilter {
             namespaces: namespaces.clone(),
             clock: clock.clone(),
+            op_window: limits.op_window,
         }));
         let syncs = opts.durability == tally_storage::Durability::Sync;
         let db = Db::open_with_fs(fs, dir, opts, Arc::new(CounterMerge))?;
+        let ops = Mutex::new(applied_op_ids(&db, limits.op_window, clock.now_ms())?);
         Ok(CounterStore {
             db,
             syncs,
@@ -334,6 +379,8 @@ impl CounterStore {
                 .map(|_| Mutex::new(Stripe::default()))
                 .collect(),
             increments: AtomicU64::new(0),
+            ops,
+            duplicates: AtomicU64::new(0),
         })
     }
 
@@ -370,6 +417,17 @@ impl CounterStore {
     /// Increments applied since start.
     pub fn increments(&self) -> u64 {
         self.increments.load(Ordering::Relaxed)
+    }
+
+    /// Increments since start whose op id had been applied already (each
+    /// counted once, by its first attempt).
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+
+    /// Live op ids this node holds.
+    pub fn live_op_ids(&self) -> usize {
+        self.ops.lock().len()
     }
 
     /// Replaces the namespaces (the metadata created one).
@@ -434,6 +492,21 @@ impl CounterStore {
                 ),
             ));
         }
+        if let Some(id) = item.op_id {
+            let skew = self.limits.max_future_skew.as_millis() as i64;
+            if !self.limits.op_window.is_live(id, now_ms, skew) {
+                return Err(refuse(
+                    ErrorCode::OpIdExpired,
+                    format!(
+                        "op id {id:032x} was made at {} ms, not within {:?} before this node's clock \
+                         nor {:?} after it (op ids carry their making time: see new_op_id)",
+                        op_window::made_ms(id),
+                        self.limits.op_window.span,
+                        self.limits.max_future_skew
+                    ),
+                ));
+            }
+        }
         Ok(ns)
     }
 
@@ -483,6 +556,15 @@ impl CounterStore {
                 cells: Vec::new(),
             })
             .collect();
+        // Op ids: one held already marks a retry, which raises its cells by
+        // nothing, so that this node's current shards go to the replicas
+        // again and the retry's acknowledgement means what the first one
+        // would have; a new one is written with the cells it raised. The
+        // window stays locked until the write is done.
+        let mut ops = self.ops.lock();
+        ops.expire(now_ms);
+        let mut fresh: HashSet<u128> = HashSet::new();
+        let mut retries = 0u64;
         // Same-cell deltas are summed: one shard update per cell per write.
         let mut cells: BTreeMap<Vec<u8>, CellUpdate> = BTreeMap::new();
         let mut valid = Vec::new();
@@ -490,13 +572,28 @@ impl CounterStore {
             for (i, item) in items.iter().enumerate() {
                 match self.check_increment(&namespaces, item, now_ms) {
                     Ok(ns) => {
+                        let retry = match item.op_id {
+                            None => false,
+                            Some(id) if ops.contains(id) || fresh.contains(&id) => true,
+                            Some(id) => {
+                                if !ops.has_room(fresh.len() + 1) {
+                                    led[b].results[i] = ItemResult::Failed(ErrorCode::Overloaded);
+                                    continue;
+                                }
+                                fresh.insert(id);
+                                false
+                            }
+                        };
+                        retries += u64::from(retry);
                         valid.push((b, i));
                         for (res, _) in &ns.resolutions {
                             let bucket = res.bucket_start(item.timestamp_ms);
                             let cell = cell_key::encode(&ns.name, &item.key, *res, bucket);
                             let e = cells.entry(cell).or_default();
-                            e.delta = e.delta.wrapping_add(item.delta);
-                            e.events += u64::from(item.events);
+                            if !retry {
+                                e.delta = e.delta.wrapping_add(item.delta);
+                                e.events += u64::from(item.events);
+                            }
                             e.batches.note(b as u32);
                         }
                     }
@@ -508,7 +605,15 @@ impl CounterStore {
         if cells.is_empty() && merges.iter().all(|m| m.is_empty()) {
             return (led, Ok(SyncPoint::default()));
         }
-        let outcome = self.apply(&mut cells, merges);
+        let outcome = self.apply(&mut cells, merges, &fresh);
+        if !matches!(outcome, Err((_, false))) {
+            // Applied, or maybe: either way a retry must not count again.
+            for id in fresh {
+                // Room was checked above, under the same lock.
+                let _ = ops.insert(id);
+            }
+        }
+        drop(ops);
         for &(b, i) in &valid {
             led[b].results[i] = match &outcome {
                 Ok(_) => ItemResult::Ok,
@@ -518,7 +623,8 @@ impl CounterStore {
         }
         if outcome.is_ok() {
             self.increments
-                .fetch_add(valid.len() as u64, Ordering::Relaxed);
+                .fetch_add(valid.len() as u64 - retries, Ordering::Relaxed);
+            self.duplicates.fetch_add(retries, Ordering::Relaxed);
             // Each batch gets the states of its cells, in key order; the
             // keys move out of the map (copied only for cells shared by
             // several batches).
@@ -542,12 +648,14 @@ impl CounterStore {
     }
 
     /// Raises this node's shard of every cell under the cells' locks, and
-    /// merges `merges`, in one storage write. Fills in each cell's new
-    /// state. `Err((code, maybe_applied))`.
+    /// merges `merges`, in one storage write that also records the op ids
+    /// `applied`. Fills in each cell's new state.
+    /// `Err((code, maybe_applied))`.
     fn apply(
         &self,
         cells: &mut BTreeMap<Vec<u8>, CellUpdate>,
         merges: Vec<Vec<CellState>>,
+        applied: &HashSet<u128>,
     ) -> Result<SyncPoint, (ErrorCode, bool)> {
         // Locks taken in stripe order, so two groups cannot deadlock.
         let cell_stripes: Vec<usize> = cells.keys().map(|c| stripe_of(c)).collect();
@@ -602,6 +710,9 @@ impl CounterStore {
             None => {
                 for cell in merges.into_iter().flatten() {
                     batch.merge(cell.key, cell.value);
+                }
+                for &id in applied {
+                    batch.put(op_window::op_key(id), op_window::OP_VALUE);
                 }
                 self.db.write_unsynced(batch).map_err(|e| {
                     tracing::warn!(error = %e, "counter write failed");
@@ -681,6 +792,9 @@ impl CounterStore {
                 let mut bad = false;
                 self.db
                     .scan_with(&range.start, Some(&range.end), |k, v| {
+                        if cell_key::is_system(k) {
+                            return true;
+                        }
                         if !ShardSet::is_valid(v) {
                             bad = true;
                             return false;
@@ -916,6 +1030,103 @@ mod tests {
             Response::Total(tally_client::Count { sum: 3, count: 1 }),
             "total is kept forever"
         );
+    }
+
+    #[test]
+    fn op_ids_count_once_survive_a_reopen_stay_out_of_cell_scans_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock(std::sync::atomic::AtomicI64::new(100 * DAY)));
+        let limits = StoreLimits {
+            op_window: OpWindowLimits {
+                span: Duration::from_secs(600),
+                max_ids: 3,
+            },
+            ..StoreLimits::default()
+        };
+        let open = || {
+            CounterStore::open(
+                dir.path(),
+                tally_storage::Options {
+                    background_work: false,
+                    ..Default::default()
+                },
+                Namespaces::with([Namespace::parse("t", "total").unwrap()]),
+                Identity {
+                    host_id: 1,
+                    incarnation: 1,
+                },
+                clock.clone(),
+                limits.clone(),
+            )
+            .unwrap()
+        };
+        let id = |n: u128| ((100 * DAY) as u128) << 80 | n;
+        let item = |delta, op: u128| Increment {
+            namespace: "t".into(),
+            key: b"k".to_vec(),
+            timestamp_ms: 100 * DAY,
+            delta,
+            events: 1,
+            op_id: Some(op),
+        };
+        let total = |store: &CounterStore| {
+            let plan = ReadPlan::total(&store.namespaces(), store.limits(), "t", b"k", 0).unwrap();
+            match store.read_local(&plan).unwrap() {
+                Response::Total(count) => (count.sum, count.count),
+                other => panic!("{other:?}"),
+            }
+        };
+        let store = open();
+        // A retry in the same batch and in a later one: counted once.
+        let led = store.increment(&[item(5, id(1)), item(5, id(1))]);
+        assert_eq!(led.results, vec![ItemResult::Ok; 2]);
+        assert_eq!(
+            store.increment(&[item(5, id(1))]).results,
+            vec![ItemResult::Ok]
+        );
+        assert_eq!(total(&store), (5, 1));
+        assert_eq!((store.increments(), store.duplicates()), (1, 2));
+        // The window holds three ids: a fourth waits for room.
+        let led = store.increment(&[item(10, id(2)), item(100, id(3)), item(1000, id(4))]);
+        assert_eq!(
+            led.results,
+            vec![
+                ItemResult::Ok,
+                ItemResult::Ok,
+                ItemResult::Failed(ErrorCode::Overloaded)
+            ]
+        );
+        assert_eq!(total(&store), (115, 3));
+        // The op id records are no cells: a scan of every key sees the one
+        // cell, and cleanup leaves them.
+        let everything = KeyRange {
+            start: Vec::new(),
+            end: vec![0xFF; 64],
+        };
+        assert_eq!(store.read_cells(&[everything], 100).unwrap().len(), 1);
+        assert_eq!(store.merkle_leaves(0, 0, 2).unwrap().len(), 4);
+        drop(store);
+        // Reopened, the window is read back: the retries still count once.
+        let store = open();
+        assert_eq!(store.live_op_ids(), 3);
+        let led = store.increment(&[item(5, id(1)), item(10, id(2)), item(100, id(3))]);
+        assert_eq!(led.results, vec![ItemResult::Ok; 3]);
+        assert_eq!(total(&store), (115, 3));
+        assert_eq!(
+            store.cleanup(|_| false).unwrap(),
+            1,
+            "the cell, not the op ids"
+        );
+        assert!(store.db().get(&op_window::op_key(id(1))).unwrap().is_some());
+        // Eleven minutes on, the ids are refused and compaction drops them.
+        clock.0.store(100 * DAY + 11 * MIN, Ordering::SeqCst);
+        assert_eq!(
+            store.increment(&[item(5, id(1))]).results,
+            vec![ItemResult::Failed(ErrorCode::OpIdExpired)]
+        );
+        store.db().compact().unwrap();
+        assert_eq!(store.db().get(&op_window::op_key(id(1))).unwrap(), None);
+        assert_eq!(store.live_op_ids(), 0);
     }
 
     #[test]

@@ -51,6 +51,11 @@ enum Command {
         /// When it happened: ms since the epoch, `now`, or `-90m` style.
         #[arg(long, default_value = "now", allow_hyphen_values = true)]
         at: String,
+        /// An op id (32 hex digits, as printed), or `new` for a fresh one:
+        /// the cluster counts the increment once however often it is sent
+        /// with this id, for 10 minutes from the id's making.
+        #[arg(long)]
+        op_id: Option<String>,
     },
     /// A counter's all-time total.
     Get {
@@ -213,7 +218,21 @@ fn print_json(value: &impl serde::Serialize) {
 async fn run(cli: Cli) -> Result<(), String> {
     let now = timespec::now_ms();
     match &cli.command {
-        Command::Incr { key, delta, ns, at } => {
+        Command::Incr {
+            key,
+            delta,
+            ns,
+            at,
+            op_id,
+        } => {
+            let op_id =
+                match op_id.as_deref() {
+                    None => None,
+                    Some("new") => Some(tally_client::new_op_id()),
+                    Some(hex) => Some(u128::from_str_radix(hex, 16).map_err(|e| {
+                        format!("--op-id {hex:?}: not 32 hex digits nor `new`: {e}")
+                    })?),
+                };
             let client = connect(&cli).await?;
             let timestamp_ms = timespec::parse(at, now)?;
             let item = Increment {
@@ -222,21 +241,28 @@ async fn run(cli: Cli) -> Result<(), String> {
                 timestamp_ms,
                 delta: *delta,
                 events: 1,
-                op_id: None,
+                op_id,
             };
+            let op_hex = op_id.map(|id| format!("{id:032x}"));
             match client.increment(vec![item]).await.pop() {
                 Some(Outcome::Ok(())) => {
                     if cli.json {
-                        print_json(&serde_json::json!({"ok": true}));
+                        print_json(&serde_json::json!({"ok": true, "op_id": op_hex}));
+                    } else if let Some(hex) = op_hex {
+                        println!("ok (op id {hex})");
                     } else {
                         println!("ok");
                     }
                     Ok(())
                 }
                 Some(Outcome::Failed(e)) => Err(format!("failed (not applied): {e}")),
-                Some(Outcome::Indeterminate(e)) => {
-                    Err(format!("indeterminate (may have been applied): {e}"))
-                }
+                Some(Outcome::Indeterminate(e)) => Err(match op_hex {
+                    Some(hex) => format!(
+                        "indeterminate (may have been applied): {e}; resend with --op-id {hex} \
+                         to count it exactly once"
+                    ),
+                    None => format!("indeterminate (may have been applied): {e}"),
+                }),
                 None => Err("no result".into()),
             }
         }
