@@ -9,18 +9,23 @@
 
 mod common;
 
-use common::{now_ms, Cluster};
+use common::{inc, now_ms, Cluster};
 use tally_client::{new_op_id, op_id_at, ClientError, Consistency, ErrorCode, Increment, Outcome};
 
+/// An increment of `key` by `delta`, now, carrying `op_id`.
 fn op(key: &str, delta: i64, op_id: u128) -> Increment {
     Increment {
-        namespace: "events".into(),
-        key: key.as_bytes().to_vec(),
-        timestamp_ms: now_ms(),
-        delta,
-        events: 1,
         op_id: Some(op_id),
+        ..inc(key, delta)
     }
+}
+
+/// Increment i of `ids` adds i + 1 to key `k{i % 5}`.
+fn five_key_batch(ids: &[u128]) -> Vec<Increment> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, &id)| op(&format!("k{}", i % 5), i as i64 + 1, id))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,11 +36,7 @@ async fn an_op_id_is_counted_once_through_every_coordinator_and_after_kill_9() {
     // twice in one batch through the first.
     for node in 0..3 {
         let client = cluster.client_of(node, Consistency::Quorum).await;
-        let mut batch: Vec<Increment> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, &id)| op(&format!("k{}", i % 5), i as i64 + 1, id))
-            .collect();
+        let mut batch = five_key_batch(&ids);
         if node == 0 {
             batch.extend(batch.clone());
         }
@@ -46,17 +47,7 @@ async fn an_op_id_is_counted_once_through_every_coordinator_and_after_kill_9() {
             node + 1
         );
     }
-    let expected = |k: usize| -> i64 { (0..20).filter(|i| i % 5 == k).map(|i| i as i64 + 1).sum() };
-    let reader = cluster.client(Consistency::All).await;
-    for k in 0..5 {
-        let total = reader
-            .total("events", format!("k{k}").as_bytes())
-            .await
-            .unwrap();
-        assert_eq!(total.sum, expected(k), "k{k}");
-        assert_eq!(total.count, 4, "k{k}: four increments, each counted once");
-    }
-    drop(reader);
+    assert_five_keys_counted_once(&cluster, "after every node coordinated each id").await;
     // The window is on disk: after SIGKILL of every node, retries still
     // meet their ids.
     for i in 0..3 {
@@ -67,23 +58,41 @@ async fn an_op_id_is_counted_once_through_every_coordinator_and_after_kill_9() {
     }
     cluster.wait_all_up().await;
     let client = cluster.client(Consistency::Quorum).await;
-    let batch: Vec<Increment> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, &id)| op(&format!("k{}", i % 5), i as i64 + 1, id))
-        .collect();
     assert!(client
-        .increment(batch)
+        .increment(five_key_batch(&ids))
         .await
         .iter()
         .all(|o| *o == Outcome::Ok(())));
+    assert_five_keys_counted_once(&cluster, "after kill -9 and a retry").await;
+}
+
+/// Keys `{prefix}0..{prefix}{n}` each hold 1, read at ALL.
+async fn assert_each_counted_once(cluster: &Cluster, prefix: &str, n: usize) {
+    let reader = cluster.client(Consistency::All).await;
+    for i in 0..n {
+        let total = reader
+            .total("events", format!("{prefix}{i}").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(total.sum, 1, "{prefix}{i} counted once");
+    }
+}
+
+/// Each key of a `five_key_batch` of 20 ids holds its four increments
+/// once, read at ALL.
+async fn assert_five_keys_counted_once(cluster: &Cluster, when: &str) {
     let reader = cluster.client(Consistency::All).await;
     for k in 0..5 {
         let total = reader
             .total("events", format!("k{k}").as_bytes())
             .await
             .unwrap();
-        assert_eq!(total.sum, expected(k), "k{k} after kill -9 and a retry");
+        let expected: i64 = (0..20).filter(|i| i % 5 == k).map(|i| i as i64 + 1).sum();
+        assert_eq!(
+            (total.sum, total.count),
+            (expected, 4),
+            "k{k} {when}: four increments, each counted once"
+        );
     }
 }
 
@@ -143,14 +152,7 @@ async fn an_increment_whose_op_leader_is_down_is_not_applied_and_its_retry_count
             }
         })
         .await;
-    let reader = cluster.client(Consistency::All).await;
-    for i in 0..ids.len() {
-        let total = reader
-            .total("events", format!("d{i}").as_bytes())
-            .await
-            .unwrap();
-        assert_eq!(total.sum, 1, "d{i} counted once");
-    }
+    assert_each_counted_once(&cluster, "d", ids.len()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,12 +215,5 @@ async fn the_client_resends_unknown_outcomes_of_op_id_increments_and_they_count_
         outcomes.iter().all(|o| *o == Outcome::Ok(())),
         "every increment acknowledged in the end: {outcomes:?}"
     );
-    let reader = cluster.client(Consistency::All).await;
-    for i in 0..items.len() {
-        let total = reader
-            .total("events", format!("r{i}").as_bytes())
-            .await
-            .unwrap();
-        assert_eq!(total.sum, 1, "r{i} counted once");
-    }
+    assert_each_counted_once(&cluster, "r", items.len()).await;
 }
