@@ -79,8 +79,12 @@ struct RunArgs {
     /// power loss (`tally-node --lose-unsynced-writes`).
     #[arg(long)]
     lose_unsynced_writes: bool,
+    /// Increments carry op ids and each is sent twice (a retry after its
+    /// outcome is known): the retries must not count.
+    #[arg(long)]
+    op_ids: bool,
     /// Run the nodes with deliberately wrong behaviour (double-apply,
-    /// ack-without-quorum, drop-hints) to see the checker catch it.
+    /// ack-without-quorum, drop-hints, ignore-op-ids) to see the checker catch it.
     #[arg(long)]
     broken: Option<String>,
     /// Where reports go (one directory per run).
@@ -155,6 +159,7 @@ async fn run_many(args: RunArgs) -> Result<Validity, String> {
                 keys: args.keys.max(1),
                 read_fraction: args.read_fraction,
                 timeout: Duration::from_millis(args.timeout_ms.max(1)),
+                op_ids: args.op_ids,
             },
             nemeses: nemeses.clone(),
             time_limit: Duration::from_secs(args.time_limit),

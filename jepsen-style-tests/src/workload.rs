@@ -7,12 +7,19 @@
 //! bounds exact); reads are QUORUM totals. Outcomes map to the history as
 //! the library reports them: `Ok` -> ok, `Failed` -> fail, `Indeterminate`
 //! -> info; a read that returns no value is a fail (reads change nothing).
+//!
+//! With `op_ids` every increment carries a fresh op id and is sent twice,
+//! the second time after the first's outcome is known, as a producer
+//! that lost an answer retries: the operation is one increment of its
+//! delta whatever the sends did, so a node that counts the retry again
+//! reads above what is possible. Its outcome is ok when either send was
+//! acknowledged, fail when both failed (nothing applied), else info.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use tally_client::{Client, Increment, Outcome};
+use tally_client::{new_op_id, Client, Increment, Outcome};
 
 use crate::history::{History, OpKind, OpType};
 
@@ -29,6 +36,8 @@ pub struct WorkloadConfig {
     pub read_fraction: f64,
     /// Time a client waits for an answer.
     pub timeout: Duration,
+    /// Increments carry op ids and are each sent twice.
+    pub op_ids: bool,
 }
 
 /// The counters' names.
@@ -76,16 +85,70 @@ pub async fn client_loop(
                 timestamp_ms: now_ms(),
                 delta,
                 events: 1,
-                op_id: None,
+                op_id: config.op_ids.then(new_op_id),
             };
-            let outcome = client.increment(vec![item]).await.pop();
-            let (ty, error) = match outcome {
-                Some(Outcome::Ok(())) => (OpType::Ok, None),
-                Some(Outcome::Failed(e)) => (OpType::Fail, Some(e.to_string())),
-                Some(Outcome::Indeterminate(e)) => (OpType::Info, Some(e.to_string())),
-                None => (OpType::Info, Some("no outcome".into())),
-            };
+            let sends = if config.op_ids { 2 } else { 1 };
+            let mut outcome = (OpType::Fail, None);
+            for _ in 0..sends {
+                let sent = client.increment(vec![item.clone()]).await.pop();
+                outcome = combined(outcome, sent);
+            }
+            let (ty, error) = outcome;
             history.complete(process, id, ty, OpKind::Incr, key, Some(delta), error);
         }
+    }
+}
+
+/// The outcome of an operation sent once more, given its outcome so far
+/// (`Fail` before the first send): acknowledged once is acknowledged;
+/// failed is only what failed every time.
+fn combined(
+    so_far: (OpType, Option<String>),
+    sent: Option<Outcome<()>>,
+) -> (OpType, Option<String>) {
+    let this = match sent {
+        Some(Outcome::Ok(())) => (OpType::Ok, None),
+        Some(Outcome::Failed(e)) => (OpType::Fail, Some(e.to_string())),
+        Some(Outcome::Indeterminate(e)) => (OpType::Info, Some(e.to_string())),
+        None => (OpType::Info, Some("no outcome".into())),
+    };
+    match (so_far.0, this.0) {
+        (OpType::Ok, _) => so_far,
+        (_, OpType::Ok) | (OpType::Fail, _) => this,
+        _ => so_far,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_client::{ClientError, ErrorCode};
+
+    fn failed() -> Option<Outcome<()>> {
+        Some(Outcome::Failed(ClientError::Node {
+            code: ErrorCode::Unavailable,
+            message: "down".into(),
+        }))
+    }
+
+    fn unknown() -> Option<Outcome<()>> {
+        Some(Outcome::Indeterminate(ClientError::Timeout(
+            std::time::Duration::from_secs(1),
+        )))
+    }
+
+    #[test]
+    fn an_operation_is_ok_if_any_send_was_and_failed_only_if_every_send_failed() {
+        let start = || (OpType::Fail, None);
+        let after = |sends: Vec<Option<Outcome<()>>>| sends.into_iter().fold(start(), combined).0;
+        assert_eq!(after(vec![Some(Outcome::Ok(()))]), OpType::Ok);
+        assert_eq!(after(vec![failed()]), OpType::Fail);
+        assert_eq!(after(vec![unknown()]), OpType::Info);
+        assert_eq!(after(vec![failed(), failed()]), OpType::Fail);
+        assert_eq!(after(vec![failed(), unknown()]), OpType::Info);
+        assert_eq!(after(vec![unknown(), failed()]), OpType::Info);
+        assert_eq!(after(vec![unknown(), Some(Outcome::Ok(()))]), OpType::Ok);
+        assert_eq!(after(vec![Some(Outcome::Ok(())), failed()]), OpType::Ok);
+        assert_eq!(after(vec![Some(Outcome::Ok(())), None]), OpType::Ok);
     }
 }

@@ -81,6 +81,27 @@ fn the_real_nodes_are_valid_under_partitions_kills_and_pauses() {
 }
 
 #[test]
+fn retried_op_ids_count_once_under_kills_and_pauses() {
+    let (code, summary) = run(&["--time-limit", "10", "--nemesis", "kill,pause", "--op-ids"]);
+    assert_eq!(code, 0, "{summary}");
+}
+
+#[test]
+fn counting_a_retried_op_id_again_is_caught() {
+    let (code, summary) = run(&[
+        "--time-limit",
+        "5",
+        "--nemesis",
+        "none",
+        "--op-ids",
+        "--broken",
+        "ignore-op-ids",
+    ]);
+    assert_eq!(code, 1, "{summary}");
+    assert!(summary.contains("read-above-possible"), "{summary}");
+}
+
+#[test]
 fn a_node_losing_unsynced_writes_converges_after_repair() {
     // Power-loss-like kills over many keys with few reads: nothing but
     // anti-entropy would bring every replica back in line.

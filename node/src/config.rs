@@ -92,7 +92,8 @@ pub struct NodeConfig {
     /// fault-injection harness only.
     pub lose_unsynced_writes: bool,
     /// Deliberately wrong behaviour for the fault-injection harness's
-    /// self-tests (`double-apply`, `ack-without-quorum`, `drop-hints`).
+    /// self-tests (`double-apply`, `ack-without-quorum`, `drop-hints`,
+    /// `ignore-op-ids`).
     /// Never set this on a real cluster.
     pub broken: Option<String>,
 }

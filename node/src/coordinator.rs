@@ -69,17 +69,22 @@ pub enum BrokenMode {
     AckWithoutQuorum,
     /// Hints are never stored (nor recovered cells hinted).
     DropHints,
+    /// Op ids are dropped on arrival: a retried increment counts again.
+    IgnoreOpIds,
 }
 
 impl BrokenMode {
-    /// Parses `double-apply`, `ack-without-quorum` or `drop-hints`.
+    /// Parses `double-apply`, `ack-without-quorum`, `drop-hints` or
+    /// `ignore-op-ids`.
     pub fn parse(name: &str) -> Result<BrokenMode, String> {
         match name {
             "double-apply" => Ok(BrokenMode::DoubleApply),
             "ack-without-quorum" => Ok(BrokenMode::AckWithoutQuorum),
             "drop-hints" => Ok(BrokenMode::DropHints),
+            "ignore-op-ids" => Ok(BrokenMode::IgnoreOpIds),
             other => Err(format!(
-                "unknown broken mode {other:?} (double-apply, ack-without-quorum, drop-hints)"
+                "unknown broken mode {other:?} \
+                 (double-apply, ack-without-quorum, drop-hints, ignore-op-ids)"
             )),
         }
     }
@@ -238,9 +243,12 @@ impl Coordinator {
         self: &Arc<Self>,
         consistency: Consistency,
         timeout_ms: u32,
-        items: Vec<Increment>,
+        mut items: Vec<Increment>,
         forwarded: bool,
     ) -> Vec<ItemResult> {
+        if self.config.broken == Some(BrokenMode::IgnoreOpIds) {
+            items.iter_mut().for_each(|item| item.op_id = None);
+        }
         let deadline = self.write_deadline(timeout_ms);
         let map = self.metadata.map();
         let now_ms = self.store.clock().now_ms();

@@ -84,7 +84,7 @@ struct Args {
     #[arg(long)]
     lose_unsynced_writes: bool,
     /// Deliberately wrong behaviour, for the harness's self-tests only:
-    /// double-apply, ack-without-quorum or drop-hints.
+    /// double-apply, ack-without-quorum, drop-hints or ignore-op-ids.
     #[arg(long)]
     broken: Option<String>,
 }
