@@ -17,7 +17,9 @@
 # generators on CPU 0, both in the real-time class when allowed; loopback
 # only; every process started here is stopped by pid. Each row prints
 # throughput, p50/p99 and the servers' CPU per operation; ratio rows are
-# tally / peer from the same run.
+# tally / peer from the same run. Rows ending `_1cell` use the namespace
+# `totals` (one all-time counter per increment, as Redis's INCR keeps)
+# instead of the default's four rollups.
 #
 #   bash bench/run.sh                 # DURATION=6, ~4 min plus the engine
 #   DURATION=10 ENGINE=0 bash bench/run.sh
@@ -130,13 +132,17 @@ EOF
 # --- tally -------------------------------------------------------------------
 T=(7481 7482 7483)
 SEEDS="127.0.0.1:${T[0]},127.0.0.1:${T[1]},127.0.0.1:${T[2]}"
-# tally_cluster DURABILITY: 3 fresh nodes, RF=3.
+# tally_cluster DURABILITY: 3 fresh nodes, RF=3, with the default namespace
+# `events` (minute, hour, day, total: 4 cells per increment) and `totals`
+# (one all-time cell per increment: the work of Redis's INCR, replicated).
 tally_cluster() {
   local i members="1=127.0.0.1:${T[0]},2=127.0.0.1:${T[1]},3=127.0.0.1:${T[2]}"
   rm -rf "$WORK"/tally-*
+  printf '[namespaces]\ntotals = "total"\n' >"$WORK/tally.toml"
   for i in 0 1 2; do
-    RUST_LOG=warn srv "$BIN/tally-node" --listen "127.0.0.1:${T[$i]}" --data-dir "$WORK/tally-$i" \
-      --host-id $((i + 1)) --members "$members" --durability "$1" 2>"$WORK/tally-$i.log"
+    RUST_LOG=warn srv "$BIN/tally-node" --config "$WORK/tally.toml" --listen "127.0.0.1:${T[$i]}" \
+      --data-dir "$WORK/tally-$i" --host-id $((i + 1)) --members "$members" --durability "$1" \
+      2>"$WORK/tally-$i.log"
   done
   for i in 0 1 2; do wait_port "${T[$i]}"; done
   for _ in $(seq 1 100); do
@@ -175,6 +181,7 @@ if wanted single; then
   stop_servers
   tally_cluster periodic
   tally_bench "single.tally" --concurrency 50 --batch 1 --keys 100000 --zipf 0
+  tally_bench "single.tally_1cell" --concurrency 50 --batch 1 --keys 100000 --zipf 0 --ns totals
   stop_servers
 fi
 
@@ -208,6 +215,7 @@ EOF
   stop_servers
   tally_cluster periodic
   tally_bench "batched.tally_batch16" --concurrency 50 --batch 16 --keys 100000 --zipf 0
+  tally_bench "batched.tally_batch16_1cell" --concurrency 50 --batch 16 --keys 100000 --zipf 0 --ns totals
   tally_bench "batched.tally_batch256" --concurrency 50 --batch 256 --keys 100000 --zipf 0
   tally_bench "batched.tally_producer_uniform" --concurrency 50 --producer --keys 100000 --zipf 0
   tally_bench "batched.tally_producer_zipf" --concurrency 50 --producer --keys 100000 --zipf 0.99
@@ -223,6 +231,7 @@ if wanted durable; then
   tally_cluster sync
   tally_bench "durable.tally" --concurrency 50 --batch 1 --keys 100000 --zipf 0
   tally_bench "durable.tally_batch16" --concurrency 50 --batch 16 --keys 100000 --zipf 0
+  tally_bench "durable.tally_batch16_1cell" --concurrency 50 --batch 16 --keys 100000 --zipf 0 --ns totals
   stop_servers
 fi
 
