@@ -703,7 +703,7 @@ impl CounterStore {
                 }
             };
             update.state = ShardSet::encode_single(&new);
-            batch.merge(cell.clone(), update.state.clone());
+            batch.merge(cell, &update.state);
         }
         let outcome = match unreadable {
             Some(code) => Err((code, false)),

@@ -45,12 +45,12 @@ use crate::merger::Merger;
 use crate::metrics::{add, Metrics, MetricsSnapshot};
 use crate::options::{Durability, Options};
 use crate::real_fs::RealFs;
-use crate::record_log::{encode_record, MAX_PAYLOAD_LEN};
+use crate::record_log::MAX_PAYLOAD_LEN;
 use crate::table::Table;
 use crate::table_builder::{TableBuilder, TableSummary};
 use crate::version::{FileMeta, LiveTable, Version, NUM_LEVELS};
 use crate::wal::{self, Wal};
-use crate::write_batch::WriteBatch;
+use crate::write_batch::{Op, WriteBatch};
 
 /// A commit group stops growing at this many bytes.
 const MAX_GROUP_BYTES: usize = 4 << 20;
@@ -255,7 +255,7 @@ impl Db {
                 &dir.join(wal::wal_name(n)),
                 i + 1 == wals.len(),
                 |batch| {
-                    memtable.apply(batch.into_ops(), &*op);
+                    memtable.apply(batch.ops(), &*op);
                     if memtable.approximate_bytes() >= opts.memtable_bytes {
                         recovered_tables.push(write_l0(&fs, dir, &opts, &next_number, &memtable)?);
                         memtable.try_for_each(|k, _| {
@@ -612,7 +612,7 @@ impl Inner {
                 MAX_PAYLOAD_LEN / 2
             )));
         }
-        for (key, entry) in batch.ops() {
+        for Op { kind, key, value } in batch.ops() {
             if key.is_empty() || key.len() > self.opts.max_key_bytes {
                 return Err(Error::InvalidArgument(format!(
                     "key of {} bytes: keys must be 1..={} bytes",
@@ -620,17 +620,15 @@ impl Inner {
                     self.opts.max_key_bytes
                 )));
             }
-            if entry.value.len() > self.opts.max_value_bytes {
+            if value.len() > self.opts.max_value_bytes {
                 return Err(Error::InvalidArgument(format!(
                     "value of {} bytes exceeds {} bytes",
-                    entry.value.len(),
+                    value.len(),
                     self.opts.max_value_bytes
                 )));
             }
-            if entry.kind == Kind::Merge {
-                self.op
-                    .check(&entry.value)
-                    .map_err(Error::InvalidArgument)?;
+            if kind == Kind::Merge {
+                self.op.check(value).map_err(Error::InvalidArgument)?;
             }
         }
         Ok(())
@@ -697,11 +695,8 @@ impl Inner {
     fn commit_group(&self, group: Vec<WriteBatch>, sync: bool) -> Result<SyncPoint> {
         let (memtable, wal) = self.make_room()?;
         let mut records = Vec::with_capacity(group.iter().map(|b| b.approximate_size() + 16).sum());
-        let mut payload = Vec::new();
         for batch in &group {
-            payload.clear();
-            batch.encode(&mut payload);
-            encode_record(&mut records, &payload);
+            batch.encode_record(&mut records);
         }
         if let Err(e) = wal.append(&records) {
             self.poison(&e);
@@ -717,7 +712,7 @@ impl Inner {
         }
         add(&self.metrics.commit_groups, 1);
         add(&self.metrics.batches, group.len() as u64);
-        memtable.apply(group.into_iter().flat_map(WriteBatch::into_ops), &*self.op);
+        memtable.apply(group.iter().flat_map(WriteBatch::ops), &*self.op);
         Ok(point)
     }
 

@@ -12,6 +12,19 @@ pub(crate) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
+/// `v` as a LEB128 varint in a buffer of its own: `(bytes, len)`.
+pub(crate) fn varint_bytes(mut v: u64) -> ([u8; 10], usize) {
+    let mut out = [0u8; 10];
+    let mut n = 0;
+    while v >= 0x80 {
+        out[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    out[n] = v as u8;
+    (out, n + 1)
+}
+
 /// Appends a varint length followed by the bytes.
 pub(crate) fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
     put_varint(buf, bytes.len() as u64);
@@ -93,6 +106,8 @@ mod tests {
             let mut d = Decoder::new(&buf);
             prop_assert_eq!(d.varint(), Some(v));
             prop_assert!(d.is_empty());
+            let (bytes, len) = varint_bytes(v);
+            prop_assert_eq!(&bytes[..len], &buf[..]);
         }
 
         #[test]

@@ -44,6 +44,7 @@ impl Entry {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn merge(value: Vec<u8>) -> Entry {
         Entry {
             kind: Kind::Merge,
@@ -66,6 +67,26 @@ impl Entry {
                 Kind::Put | Kind::Merge => op.merge_into(key, &mut self.value, &newer.value),
                 Kind::Delete => *self = Entry::put(newer.value),
             },
+        }
+    }
+
+    /// [`Entry::absorb`] of an op borrowed from a write batch: a merge
+    /// folds into this entry's value in place, allocating nothing.
+    pub(crate) fn absorb_op(
+        &mut self,
+        key: &[u8],
+        kind: Kind,
+        value: &[u8],
+        op: &dyn MergeOperator,
+    ) {
+        match (kind, self.kind) {
+            (Kind::Delete, _) => *self = Entry::delete(),
+            (Kind::Merge, Kind::Put | Kind::Merge) => op.merge_into(key, &mut self.value, value),
+            (Kind::Put, _) | (Kind::Merge, Kind::Delete) => {
+                self.kind = Kind::Put;
+                self.value.clear();
+                self.value.extend_from_slice(value);
+            }
         }
     }
 

@@ -36,6 +36,7 @@ use parking_lot::RwLock;
 
 use crate::entry::Entry;
 use crate::merge::MergeOperator;
+use crate::write_batch::Op;
 
 /// Key bytes up to this length are held inline (in the group's vector).
 const INLINE_KEY_BYTES: usize = 54;
@@ -115,18 +116,20 @@ enum Group {
 }
 
 impl Group {
-    fn one(key: &[u8], entry: Entry) -> Group {
-        Group::Few(vec![(KeyBytes::new(key), entry)])
+    fn one(write: Op<'_>) -> Group {
+        Group::Few(vec![(KeyBytes::new(write.key), new_entry(write))])
     }
 
-    /// Folds `entry` into the entry of `key` or adds it; the memory this
+    /// Folds `write` into the entry of its key or adds it; the memory this
     /// added (negative when a value shrank).
-    fn apply(&mut self, key: &[u8], entry: Entry, op: &dyn MergeOperator) -> isize {
+    fn apply(&mut self, write: Op<'_>, op: &dyn MergeOperator) -> isize {
+        let key = write.key;
+        let added = Entry::charge(key.len(), write.value.len()) as isize;
         match self {
             Group::Few(entries) => match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
-                Ok(i) => absorb(&mut entries[i].1, key, entry, op),
+                Ok(i) => absorb(&mut entries[i].1, write, op),
                 Err(i) => {
-                    let added = Entry::charge(key.len(), entry.value.len()) as isize;
+                    let entry = new_entry(write);
                     if entries.len() < FEW {
                         entries.insert(i, (KeyBytes::new(key), entry));
                     } else {
@@ -139,10 +142,9 @@ impl Group {
                 }
             },
             Group::Many(tree) => match tree.get_mut(key) {
-                Some(existing) => absorb(existing, key, entry, op),
+                Some(existing) => absorb(existing, write, op),
                 None => {
-                    let added = Entry::charge(key.len(), entry.value.len()) as isize;
-                    tree.insert(KeyBytes::new(key), entry);
+                    tree.insert(KeyBytes::new(key), new_entry(write));
                     added
                 }
             },
@@ -175,9 +177,18 @@ impl Group {
     }
 }
 
-fn absorb(existing: &mut Entry, key: &[u8], entry: Entry, op: &dyn MergeOperator) -> isize {
+/// The entry a write makes of a key the memtable does not hold yet.
+fn new_entry(write: Op<'_>) -> Entry {
+    Entry {
+        kind: write.kind,
+        value: write.value.to_vec(),
+    }
+}
+
+/// Folds `write` into `existing` in place; the bytes this added.
+fn absorb(existing: &mut Entry, write: Op<'_>, op: &dyn MergeOperator) -> isize {
     let before = existing.value.len() as isize;
-    existing.absorb(key, entry, op);
+    existing.absorb_op(write.key, write.kind, write.value, op);
     existing.value.len() as isize - before
 }
 
@@ -231,22 +242,22 @@ impl Memtable {
     }
 
     /// Applies a sequence of writes under one lock acquisition.
-    pub(crate) fn apply(
+    pub(crate) fn apply<'a>(
         &self,
-        ops: impl IntoIterator<Item = (Vec<u8>, Entry)>,
+        writes: impl IntoIterator<Item = Op<'a>>,
         op: &dyn MergeOperator,
     ) {
         let mut map = self.map.write();
         let mut added = 0isize;
-        for (key, entry) in ops {
+        for write in writes {
             // One outer search whether the key's group exists or not.
-            match map.entry(prefix_of(&key)) {
+            match map.entry(prefix_of(write.key)) {
                 btree_map::Entry::Occupied(mut group) => {
-                    added += group.get_mut().apply(&key, entry, op);
+                    added += group.get_mut().apply(write, op);
                 }
                 btree_map::Entry::Vacant(slot) => {
-                    added += Entry::charge(key.len(), entry.value.len()) as isize;
-                    slot.insert(Group::one(&key, entry));
+                    added += Entry::charge(write.key.len(), write.value.len()) as isize;
+                    slot.insert(Group::one(write));
                 }
             }
         }
@@ -301,6 +312,7 @@ impl Memtable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::Kind;
     use proptest::prelude::*;
 
     fn test_key() -> impl Strategy<Value = Vec<u8>> {
@@ -333,6 +345,14 @@ mod tests {
         prop_oneof![test_key(), crowded_key()]
     }
 
+    fn op_of((key, entry): &(Vec<u8>, Entry)) -> Op<'_> {
+        Op {
+            kind: entry.kind,
+            key,
+            value: &entry.value,
+        }
+    }
+
     fn write() -> impl Strategy<Value = (Vec<u8>, Entry)> {
         let entry = prop_oneof![
             1 => (-5i64..5).prop_map(|v| Entry::put(v.to_le_bytes().to_vec())),
@@ -350,7 +370,11 @@ mod tests {
             .map(|i| [&[7u8; 8][..], &i.to_be_bytes()].concat())
             .collect();
         mem.apply(
-            keys.iter().map(|k| (k.clone(), Entry::put(vec![1]))),
+            keys.iter().map(|k| Op {
+                kind: Kind::Put,
+                key: k,
+                value: &[1],
+            }),
             &crate::merge::AddI64,
         );
         assert!(matches!(
@@ -386,7 +410,7 @@ mod tests {
                         }
                     }
                 }
-                mem.apply(batch, &crate::merge::AddI64);
+                mem.apply(batch.iter().map(op_of), &crate::merge::AddI64);
             }
             let mut seen = Vec::new();
             mem.try_for_each(|k, e| {
@@ -413,7 +437,11 @@ mod tests {
         ) {
             let mem = Memtable::new(1);
             mem.apply(
-                keys.iter().map(|k| (k.clone(), Entry::put(vec![1]))),
+                keys.iter().map(|k| Op {
+                kind: Kind::Put,
+                key: k,
+                value: &[1],
+            }),
                 &crate::merge::AddI64,
             );
             let got: Vec<Vec<u8>> = mem

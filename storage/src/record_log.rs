@@ -27,14 +27,25 @@ pub(crate) const MAX_PAYLOAD_LEN: usize = 64 << 20;
 
 /// Appends one framed record to `buf`.
 pub(crate) fn encode_record(buf: &mut Vec<u8>, payload: &[u8]) {
-    debug_assert!(!payload.is_empty() && payload.len() <= MAX_PAYLOAD_LEN);
-    let len = (payload.len() as u32).to_le_bytes();
+    encode_record_parts(buf, &[payload]);
+}
+
+/// [`encode_record`] of the payload `parts` concatenated, without
+/// concatenating them first.
+pub(crate) fn encode_record_parts(buf: &mut Vec<u8>, parts: &[&[u8]]) {
+    let payload_len: usize = parts.iter().map(|p| p.len()).sum();
+    debug_assert!(payload_len > 0 && payload_len <= MAX_PAYLOAD_LEN);
+    let len = (payload_len as u32).to_le_bytes();
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&len);
-    hasher.update(payload);
+    for part in parts {
+        hasher.update(part);
+    }
     buf.extend_from_slice(&hasher.finalize().to_le_bytes());
     buf.extend_from_slice(&len);
-    buf.extend_from_slice(payload);
+    for part in parts {
+        buf.extend_from_slice(part);
+    }
 }
 
 /// The valid record at `offset`, if there is one: returns its payload range.

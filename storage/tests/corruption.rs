@@ -38,10 +38,10 @@ type Model = BTreeMap<Vec<u8>, i64>;
 fn batch(i: usize, model: &mut Model) -> WriteBatch {
     let mut b = WriteBatch::new();
     let counter = format!("counter{}", i % 5).into_bytes();
-    b.merge(counter.clone(), AddI64::encode(i as i64 + 1).to_vec());
+    b.merge(counter.clone(), AddI64::encode(i as i64 + 1));
     *model.entry(counter).or_insert(0) += i as i64 + 1;
     let plain = format!("plain{i:04}").into_bytes();
-    b.put(plain.clone(), AddI64::encode(i as i64 * 7).to_vec());
+    b.put(plain.clone(), AddI64::encode(i as i64 * 7));
     model.insert(plain, i as i64 * 7);
     b
 }

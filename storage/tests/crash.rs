@@ -58,7 +58,7 @@ fn child(dir: &Path, sync: bool) {
                 for i in start.. {
                     let mut batch = tally_storage::WriteBatch::new();
                     batch.put(format!("t{w}/{i:08}"), vec![b'x'; 100]);
-                    batch.merge(counter.clone(), AddI64::encode(1).to_vec());
+                    batch.merge(counter.clone(), AddI64::encode(1));
                     db.write(batch).unwrap();
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "ack {w} {i}").unwrap();

@@ -207,8 +207,8 @@ fn bad_arguments_are_rejected_and_change_nothing() {
         Err(Error::InvalidArgument(_))
     ));
     let mut batch = tally_storage::WriteBatch::new();
-    batch.merge(b"good".to_vec(), AddI64::encode(1).to_vec());
-    batch.merge(b"good".to_vec(), b"bad".to_vec());
+    batch.merge(b"good", AddI64::encode(1));
+    batch.merge(b"good", b"bad");
     assert!(matches!(db.write(batch), Err(Error::InvalidArgument(_))));
     assert_eq!(
         count(&db, b"good"),

@@ -89,7 +89,7 @@ fn open_sync(fs: &SimFs) -> Db {
 
 fn one(key: &str) -> WriteBatch {
     let mut batch = WriteBatch::new();
-    batch.merge(key.as_bytes().to_vec(), AddI64::encode(1).to_vec());
+    batch.merge(key.as_bytes(), AddI64::encode(1));
     batch
 }
 

@@ -101,7 +101,7 @@ fn run(ops: Vec<Op>, background: bool) {
                 for (k, d) in items {
                     match d {
                         Some(d) => {
-                            batch.merge(key(k), AddI64::encode(d).to_vec());
+                            batch.merge(key(k), AddI64::encode(d));
                             let e = model.entry(key(k)).or_insert(0);
                             *e = e.wrapping_add(d);
                         }

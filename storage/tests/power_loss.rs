@@ -73,7 +73,7 @@ fn load_then_crash_acking(fs: &SimFs, durability: Durability, seed: u64, ack: Ac
                 for i in start.. {
                     let mut batch = WriteBatch::new();
                     batch.put(format!("t{w}/{i:08}"), vec![b'v'; 64]);
-                    batch.merge(counter.clone(), AddI64::encode(1).to_vec());
+                    batch.merge(counter.clone(), AddI64::encode(1));
                     match ack {
                         Ack::OnWrite => {
                             if db.write(batch).is_err() {
