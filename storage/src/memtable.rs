@@ -345,6 +345,16 @@ mod tests {
         prop_oneof![test_key(), crowded_key()]
     }
 
+    /// Puts the value `[1]` under each of `keys`.
+    fn put_ones<'a>(mem: &Memtable, keys: impl IntoIterator<Item = &'a Vec<u8>>) {
+        let ops = keys.into_iter().map(|k| Op {
+            kind: Kind::Put,
+            key: k,
+            value: &[1],
+        });
+        mem.apply(ops, &crate::merge::AddI64);
+    }
+
     fn op_of((key, entry): &(Vec<u8>, Entry)) -> Op<'_> {
         Op {
             kind: entry.kind,
@@ -369,14 +379,7 @@ mod tests {
             .rev()
             .map(|i| [&[7u8; 8][..], &i.to_be_bytes()].concat())
             .collect();
-        mem.apply(
-            keys.iter().map(|k| Op {
-                kind: Kind::Put,
-                key: k,
-                value: &[1],
-            }),
-            &crate::merge::AddI64,
-        );
+        put_ones(&mem, &keys);
         assert!(matches!(
             mem.map.read().get(&prefix_of(&keys[0])),
             Some(Group::Many(tree)) if tree.len() == 200
@@ -436,14 +439,7 @@ mod tests {
             limit in 0usize..200,
         ) {
             let mem = Memtable::new(1);
-            mem.apply(
-                keys.iter().map(|k| Op {
-                kind: Kind::Put,
-                key: k,
-                value: &[1],
-            }),
-                &crate::merge::AddI64,
-            );
+            put_ones(&mem, &keys);
             let got: Vec<Vec<u8>> = mem
                 .range(&start, end.as_deref(), limit)
                 .into_iter()
