@@ -249,17 +249,31 @@ impl Memtable {
     ) {
         let mut map = self.map.write();
         let mut added = 0isize;
+        // The group of the previous write: a batch holds a counter's cells
+        // side by side (one per rollup, in key order), so most writes find
+        // their group without an outer search.
+        let mut last: Option<(u64, &mut Group)> = None;
         for write in writes {
+            let prefix = prefix_of(write.key);
+            if let Some((last_prefix, group)) = &mut last {
+                if *last_prefix == prefix {
+                    added += group.apply(write, op);
+                    continue;
+                }
+            }
             // One outer search whether the key's group exists or not.
-            match map.entry(prefix_of(write.key)) {
-                btree_map::Entry::Occupied(mut group) => {
-                    added += group.get_mut().apply(write, op);
+            let group = match map.entry(prefix) {
+                btree_map::Entry::Occupied(slot) => {
+                    let group = slot.into_mut();
+                    added += group.apply(write, op);
+                    group
                 }
                 btree_map::Entry::Vacant(slot) => {
                     added += Entry::charge(write.key.len(), write.value.len()) as isize;
-                    slot.insert(Group::one(write));
+                    slot.insert(Group::one(write))
                 }
-            }
+            };
+            last = Some((prefix, group));
         }
         if added >= 0 {
             self.bytes.fetch_add(added as usize, Ordering::Relaxed);
