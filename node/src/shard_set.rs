@@ -179,30 +179,63 @@ impl ShardSet {
         Some(out)
     }
 
-    /// Merges `newer` into `older` without allocating when both hold the
-    /// same shard ids (the common case: a cell's replicas exchanging newer
-    /// states of the same shards). Returns `false`, changing nothing, when
-    /// the ids differ or either input is malformed.
-    pub fn merge_in_place(older: &mut [u8], newer: &[u8]) -> bool {
-        if older.len() != newer.len() || older.len() < 2 || older[..2] != newer[..2] {
-            return false;
-        }
+    /// Merges `newer` into `older`, in `older`'s buffer: shards it holds
+    /// already are overwritten where `newer`'s are newer, and shards it
+    /// lacks are merged in from the back, so no other buffer is needed (a
+    /// replica merging one leader's shard into a cell that holds several is
+    /// the common case). Returns `false`, changing nothing, when either
+    /// input is malformed or the merge would exceed [`MAX_SHARDS`].
+    pub fn merge_in_place(older: &mut Vec<u8>, newer: &[u8]) -> bool {
         if !Self::is_valid(older) || !Self::is_valid(newer) {
             return false;
         }
-        let same_ids = older[2..]
-            .chunks_exact(SHARD_BYTES)
-            .zip(newer[2..].chunks_exact(SHARD_BYTES))
-            .all(|(a, b)| shard_id(a) == shard_id(b));
-        if !same_ids {
+        let slot = |i: usize| 2 + i * SHARD_BYTES;
+        let n_old = (older.len() - 2) / SHARD_BYTES;
+        let n_new = (newer.len() - 2) / SHARD_BYTES;
+        // How many of `newer`'s ids `older` lacks (both lists are sorted).
+        let (mut i, mut added) = (0, 0);
+        for j in 0..n_new {
+            let id = shard_id(&newer[slot(j)..]);
+            while i < n_old && shard_id(&older[slot(i)..]) < id {
+                i += 1;
+            }
+            if i < n_old && shard_id(&older[slot(i)..]) == id {
+                i += 1;
+            } else {
+                added += 1;
+            }
+        }
+        let total = n_old + added;
+        if total > MAX_SHARDS {
             return false;
         }
-        for (a, b) in older[2..]
-            .chunks_exact_mut(SHARD_BYTES)
-            .zip(newer[2..].chunks_exact(SHARD_BYTES))
-        {
-            if decode_shard(b).newer_than(&decode_shard(a)) {
-                a.copy_from_slice(b);
+        older.resize(slot(total), 0);
+        older[..2].copy_from_slice(&(total as u16).to_le_bytes());
+        // From the back, `k` the next slot to fill and `i` how many of
+        // older's shards are still to place: `k >= i` throughout, so a
+        // shard is moved before its slot is written; once `newer` runs
+        // out, `k == i` and the shards below are in place already.
+        let (mut i, mut k) = (n_old, total);
+        for j in (0..n_new).rev() {
+            let y = &newer[slot(j)..slot(j + 1)];
+            let id = shard_id(y);
+            while i > 0 && shard_id(&older[slot(i - 1)..]) > id {
+                i -= 1;
+                k -= 1;
+                if k != i {
+                    older.copy_within(slot(i)..slot(i + 1), slot(k));
+                }
+            }
+            k -= 1;
+            if i > 0 && shard_id(&older[slot(i - 1)..]) == id {
+                i -= 1;
+                if decode_shard(y).newer_than(&decode_shard(&older[slot(i)..])) {
+                    older[slot(k)..slot(k + 1)].copy_from_slice(y);
+                } else if k != i {
+                    older.copy_within(slot(i)..slot(i + 1), slot(k));
+                }
+            } else {
+                older[slot(k)..slot(k + 1)].copy_from_slice(y);
             }
         }
         true
@@ -363,16 +396,39 @@ mod tests {
         }
 
         #[test]
-        fn merging_in_place_equals_merging(a in shard_set(), b in shard_set(), same_ids in any::<bool>()) {
-            // Half the cases share ids (the in-place path), half do not.
-            let b = if same_ids {
-                ShardSet { shards: a.shards.iter().zip(b.shards.iter().cycle()).map(|(x, y)| Shard { id: x.id, ..*y }).collect() }
-            } else {
-                b
+        fn merging_in_place_equals_merging(
+            a in shard_set(),
+            b in shard_set(),
+            ids in 0..3u8,
+            keep in proptest::collection::vec(any::<bool>(), 8),
+        ) {
+            // Some cases have `b` hold `a`'s ids, some a subset of them (a
+            // replica merging one leader's shard), some ids of its own.
+            let b = match ids {
+                0 => ShardSet { shards: a.shards.iter().zip(b.shards.iter().cycle()).map(|(x, y)| Shard { id: x.id, ..*y }).collect() },
+                1 => ShardSet { shards: a.shards.iter().zip(b.shards.iter().cycle()).zip(&keep).filter(|(_, k)| **k).map(|((x, y), _)| Shard { id: x.id, ..*y }).collect() },
+                _ => b,
             };
+            let mut bytes = a.encode();
+            prop_assert!(ShardSet::merge_in_place(&mut bytes, &b.encode()));
+            prop_assert_eq!(&bytes, &merged(&a, &b).encode());
             let mut bytes = a.encode();
             CounterMerge.merge_into(b"k", &mut bytes, &b.encode());
             prop_assert_eq!(ShardSet::decode(&bytes), Some(merged(&a, &b)));
+        }
+
+        #[test]
+        fn merging_in_place_leaves_malformed_input_alone(a in shard_set(), garbage in proptest::collection::vec(any::<u8>(), 0..70)) {
+            let mut bytes = a.encode();
+            if !ShardSet::is_valid(&garbage) {
+                prop_assert!(!ShardSet::merge_in_place(&mut bytes, &garbage));
+                prop_assert_eq!(&bytes, &a.encode());
+            }
+            let mut garbage_older = garbage.clone();
+            if !ShardSet::is_valid(&garbage) {
+                prop_assert!(!ShardSet::merge_in_place(&mut garbage_older, &a.encode()));
+                prop_assert_eq!(garbage_older, garbage);
+            }
         }
 
         #[test]
