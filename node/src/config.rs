@@ -37,6 +37,9 @@ pub struct NodeConfig {
     /// fold in place in the memtable, so a larger one also means fewer
     /// bytes flushed and compacted. The WAL rotates at twice this.
     pub memtable_mib: usize,
+    /// Memory for SSTable data blocks recently read, in MiB (0: none; reads
+    /// then go through the OS page cache with a `pread` per block).
+    pub block_cache_mib: usize,
     /// Extra namespaces: name = "minute:7d, hour:90d, day:forever, total".
     pub namespaces: std::collections::BTreeMap<String, String>,
     /// Requests one connection may have in flight before the node stops
@@ -110,6 +113,7 @@ impl Default for NodeConfig {
             op_window_s: 600,
             max_op_ids: 2_000_000,
             memtable_mib: 64,
+            block_cache_mib: 64,
             namespaces: Default::default(),
             max_in_flight_per_connection: 128,
             advertise: None,
@@ -285,6 +289,7 @@ impl NodeConfig {
             durability: self.durability().unwrap_or_default(),
             memtable_bytes: self.memtable_mib.max(1) << 20,
             max_wal_bytes: (self.memtable_mib.max(1) as u64) << 21,
+            block_cache_bytes: self.block_cache_mib << 20,
             ..tally_storage::Options::default()
         }
     }

@@ -23,6 +23,7 @@
 
 use std::sync::Arc;
 
+use crate::block_cache::Fill;
 use crate::cursor::{Cursor, LevelCursor, TableCursor};
 use crate::entry::Kind;
 use crate::error::Result;
@@ -147,11 +148,11 @@ fn input_cursors(plan: &Plan) -> Result<Vec<Box<dyn Cursor>>> {
         if level == 0 {
             tables.sort_by_key(|t| std::cmp::Reverse(t.meta.number));
             for t in tables {
-                cursors.push(Box::new(TableCursor::new(t.table.clone(), &[], None)?));
+                cursors.push(Box::new(TableCursor::new(t.table.clone(), &[], None, Fill::No)?));
             }
         } else if !tables.is_empty() {
             tables.sort_by(|a, b| a.meta.smallest.cmp(&b.meta.smallest));
-            cursors.push(Box::new(LevelCursor::new(tables, &[], None)?));
+            cursors.push(Box::new(LevelCursor::new(tables, &[], None, Fill::No)?));
         }
     }
     Ok(cursors)

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::block::BlockEntries;
+use crate::block_cache::Fill;
 use crate::entry::{Entry, Kind};
 use crate::error::{Error, Result};
 use crate::table::Table;
@@ -61,8 +62,9 @@ struct Slot {
 /// Over one table's entries in `[start, end)`.
 pub(crate) struct TableCursor {
     table: Arc<Table>,
+    fill: Fill,
     /// The current block's body (crc checked and stripped).
-    block: Vec<u8>,
+    block: Arc<[u8]>,
     block_offset: u64,
     slot: Option<Slot>,
     next_block: usize,
@@ -73,12 +75,19 @@ pub(crate) struct TableCursor {
 }
 
 impl TableCursor {
-    /// Positions at the first key `>= start`.
-    pub(crate) fn new(table: Arc<Table>, start: &[u8], end: Option<&[u8]>) -> Result<TableCursor> {
+    /// Positions at the first key `>= start`; `fill` says whether the
+    /// blocks it reads stay in the block cache.
+    pub(crate) fn new(
+        table: Arc<Table>,
+        start: &[u8],
+        end: Option<&[u8]>,
+        fill: Fill,
+    ) -> Result<TableCursor> {
         let first_block = table.first_block_at_or_after(start);
         let mut cursor = TableCursor {
             table,
-            block: Vec::new(),
+            fill,
+            block: Arc::from(&[][..]),
             block_offset: 0,
             slot: None,
             next_block: first_block,
@@ -104,7 +113,7 @@ impl TableCursor {
         if self.next_block >= self.table.block_count() {
             return Ok(());
         }
-        let (offset, body) = self.table.read_block_body(self.next_block)?;
+        let (offset, body) = self.table.block(self.next_block, self.fill)?;
         self.end_in_block = self
             .end
             .as_deref()
@@ -197,6 +206,7 @@ pub(crate) struct LevelCursor {
     tables: std::vec::IntoIter<Arc<LiveTable>>,
     current: Option<TableCursor>,
     end: Option<Vec<u8>>,
+    fill: Fill,
 }
 
 impl LevelCursor {
@@ -204,11 +214,13 @@ impl LevelCursor {
         tables: Vec<Arc<LiveTable>>,
         start: &[u8],
         end: Option<&[u8]>,
+        fill: Fill,
     ) -> Result<LevelCursor> {
         let mut cursor = LevelCursor {
             tables: tables.into_iter(),
             current: None,
             end: end.map(<[u8]>::to_vec),
+            fill,
         };
         cursor.open_next(start)?;
         Ok(cursor)
@@ -218,7 +230,8 @@ impl LevelCursor {
     fn open_next(&mut self, start: &[u8]) -> Result<()> {
         self.current = None;
         for table in self.tables.by_ref() {
-            let cursor = TableCursor::new(table.table.clone(), start, self.end.as_deref())?;
+            let cursor =
+                TableCursor::new(table.table.clone(), start, self.end.as_deref(), self.fill)?;
             if cursor.current().is_some() {
                 self.current = Some(cursor);
                 return Ok(());

@@ -42,6 +42,7 @@ use crate::manifest::{Manifest, ManifestState, VersionEdit};
 use crate::memtable::Memtable;
 use crate::merge::MergeOperator;
 use crate::merger::Merger;
+use crate::block_cache::{BlockCache, Fill};
 use crate::metrics::{add, Metrics, MetricsSnapshot};
 use crate::options::{Durability, Options};
 use crate::real_fs::RealFs;
@@ -86,7 +87,9 @@ struct Inner {
     poisoned: AtomicBool,
     poison_reason: Mutex<Option<String>>,
     shutdown: AtomicBool,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
+    /// Data blocks recently read by users, shared by every table.
+    block_cache: Arc<BlockCache>,
     /// Keys replayed from the WAL at open, until taken.
     recovered_keys: Mutex<Vec<Vec<u8>>>,
     _lock: Box<dyn Any + Send + Sync>,
@@ -219,10 +222,12 @@ impl Db {
         }
 
         // Open and verify every live table.
+        let metrics = Arc::new(Metrics::default());
+        let cache = Arc::new(BlockCache::new(opts.block_cache_bytes, metrics.clone()));
         let mut version = Version::default();
         let mut live = Vec::new();
         for (level, meta) in state.files.values() {
-            live.push((*level, Arc::new(open_table(&*fs, dir, meta.clone())?)));
+            live.push((*level, Arc::new(open_table(&*fs, dir, meta.clone(), &cache)?)));
         }
 
         // Replay every WAL the manifest does not cover, batch by batch, into
@@ -257,7 +262,7 @@ impl Db {
                 |batch| {
                     memtable.apply(batch.ops(), &*op);
                     if memtable.approximate_bytes() >= opts.memtable_bytes {
-                        recovered_tables.push(write_l0(&fs, dir, &opts, &next_number, &memtable)?);
+                        recovered_tables.push(write_l0(&fs, dir, &opts, &next_number, &memtable, &cache)?);
                         memtable.try_for_each(|k, _| {
                             recovered_keys.push(k.to_vec());
                             Ok::<(), Error>(())
@@ -270,7 +275,7 @@ impl Db {
         });
         let replayed = replayed.and_then(|()| {
             if !memtable.is_empty() {
-                recovered_tables.push(write_l0(&fs, dir, &opts, &next_number, &memtable)?);
+                recovered_tables.push(write_l0(&fs, dir, &opts, &next_number, &memtable, &cache)?);
                 memtable.try_for_each(|k, _| {
                     recovered_keys.push(k.to_vec());
                     Ok::<(), Error>(())
@@ -339,7 +344,8 @@ impl Db {
             poisoned: AtomicBool::new(false),
             poison_reason: Mutex::new(None),
             shutdown: AtomicBool::new(false),
-            metrics: Metrics::default(),
+            metrics,
+            block_cache: cache,
             recovered_keys: Mutex::new(recovered_keys),
             _lock: lock,
         });
@@ -532,13 +538,18 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
         .map_err(|e| Error::io("spawn thread", PathBuf::from(name), e))
 }
 
-fn open_table(fs: &dyn Fs, dir: &Path, meta: FileMeta) -> Result<LiveTable> {
+fn open_table(
+    fs: &dyn Fs,
+    dir: &Path,
+    meta: FileMeta,
+    cache: &Arc<BlockCache>,
+) -> Result<LiveTable> {
     let path = dir.join(table_name(meta.number));
     if !fs.exists(&path) {
         return Err(Error::MissingFile { file: path });
     }
     let file = fs.open(&path).map_err(|e| Error::io("open", &path, e))?;
-    let table = Table::open(path.clone(), file)?;
+    let table = Table::open(path.clone(), meta.number, file, cache.clone())?;
     if table.entries() != meta.entries {
         return Err(Error::corruption(
             &path,
@@ -559,6 +570,7 @@ fn write_l0(
     opts: &Options,
     numbers: &AtomicU64,
     mem: &Memtable,
+    cache: &Arc<BlockCache>,
 ) -> Result<LiveTable> {
     let number = numbers.fetch_add(1, Ordering::SeqCst);
     let path = dir.join(table_name(number));
@@ -569,7 +581,7 @@ fn write_l0(
         return Err(e);
     }
     let summary = builder.finish()?;
-    open_table(&**fs, dir, meta_of(number, summary))
+    open_table(&**fs, dir, meta_of(number, summary), cache)
 }
 
 fn meta_of(number: u64, s: TableSummary) -> FileMeta {
@@ -883,6 +895,7 @@ impl Inner {
                 &self.opts,
                 &self.next_file_number,
                 &mem,
+                &self.block_cache,
             )?;
             add(&self.metrics.flushes, 1);
             add(&self.metrics.flush_bytes, table.meta.size);
@@ -1077,12 +1090,12 @@ impl Inner {
             t.meta.largest.as_slice() >= start && (end.is_none() || t.meta.smallest.as_slice() < hi)
         };
         for table in version.levels[0].iter().filter(|t| meets(t)) {
-            cursors.push(Box::new(TableCursor::new(table.table.clone(), start, end)?));
+            cursors.push(Box::new(TableCursor::new(table.table.clone(), start, end, Fill::Yes)?));
         }
         for level in &version.levels[1..] {
             let tables: Vec<Arc<LiveTable>> = level.iter().filter(|t| meets(t)).cloned().collect();
             if !tables.is_empty() {
-                cursors.push(Box::new(LevelCursor::new(tables, start, end)?));
+                cursors.push(Box::new(LevelCursor::new(tables, start, end, Fill::Yes)?));
             }
         }
         Merger::new(cursors, self.op.clone())
@@ -1176,7 +1189,12 @@ impl CompactionOutput<'_> {
     fn finish_table(&mut self) -> Result<()> {
         if let Some((number, builder)) = self.builder.take() {
             let summary = builder.finish()?;
-            let table = open_table(&*self.inner.fs, &self.inner.dir, meta_of(number, summary))?;
+            let table = open_table(
+                &*self.inner.fs,
+                &self.inner.dir,
+                meta_of(number, summary),
+                &self.inner.block_cache,
+            )?;
             self.outputs.push(Arc::new(table));
         }
         Ok(())

@@ -42,6 +42,7 @@
 //! ```
 
 mod block;
+mod block_cache;
 mod bloom;
 mod compaction;
 mod cursor;

@@ -52,6 +52,12 @@ metrics! {
     gets,
     /// SSTable lookups skipped thanks to bloom filters.
     bloom_skips,
+    /// Data blocks found in the block cache.
+    block_cache_hits,
+    /// Data blocks read from their files.
+    block_cache_misses,
+    /// Data blocks put in the block cache (compaction's reads are not).
+    block_cache_adds,
 }
 
 impl MetricsSnapshot {

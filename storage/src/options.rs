@@ -46,6 +46,8 @@ pub struct Options {
     pub block_bytes: usize,
     /// Bloom filter bits per key (~1% false positives at 10).
     pub bloom_bits_per_key: usize,
+    /// Memory for verified data blocks read by users (0: no cache).
+    pub block_cache_bytes: usize,
     /// SSTables written by compaction are cut at this size.
     pub target_file_bytes: u64,
     /// Target size of level 1; each deeper level is 10x larger.
@@ -80,6 +82,7 @@ impl Default for Options {
             max_immutable_memtables: 2,
             block_bytes: 4096,
             bloom_bits_per_key: 10,
+            block_cache_bytes: 64 << 20,
             target_file_bytes: 16 << 20,
             level1_bytes: 64 << 20,
             l0_compaction_trigger: 4,

@@ -2,7 +2,8 @@
 //!
 //! Opening reads and verifies the footer, the bloom filter and the index and
 //! keeps them in memory; data blocks are read on demand with positional
-//! reads and verified against their crc every time. Every length and offset
+//! reads, verified against their crc, and kept in the engine's
+//! [`BlockCache`] for the next read. Every length and offset
 //! read from the file is bounds-checked: damaged bytes give `Corruption`,
 //! never a panic and never a wrong value.
 
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::block::{decode_index, unseal, BlockEntries, BlockHandle, IndexEntry};
+use crate::block_cache::{BlockCache, Fill};
 use crate::bloom::Bloom;
 use crate::decoder::Decoder;
 use crate::entry::Entry;
@@ -21,7 +23,10 @@ use crate::table_builder::{FOOTER_LEN, TABLE_FORMAT_VERSION, TABLE_MAGIC};
 #[derive(Debug)]
 pub(crate) struct Table {
     path: PathBuf,
+    /// The file number: the block cache's name for this table.
+    number: u64,
     file: Arc<dyn FsFile>,
+    cache: Arc<BlockCache>,
     index: Vec<IndexEntry>,
     bloom: Bloom,
     entries: u64,
@@ -45,7 +50,12 @@ fn read_block(file: &dyn FsFile, path: &Path, handle: BlockHandle) -> Result<Vec
 
 impl Table {
     /// Opens and verifies an SSTable's footer, bloom filter and index.
-    pub(crate) fn open(path: PathBuf, file: Arc<dyn FsFile>) -> Result<Table> {
+    pub(crate) fn open(
+        path: PathBuf,
+        number: u64,
+        file: Arc<dyn FsFile>,
+        cache: Arc<BlockCache>,
+    ) -> Result<Table> {
         let size = file.size().map_err(|e| Error::io("stat", &path, e))?;
         if size < FOOTER_LEN as u64 {
             return Err(Error::corruption(
@@ -123,7 +133,9 @@ impl Table {
         }
         Ok(Table {
             path,
+            number,
             file,
+            cache,
             index,
             bloom,
             entries,
@@ -145,13 +157,12 @@ impl Table {
 
     /// The entry for `key`, if this table has one (call `may_contain` first).
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
-        let block_idx = self.index.partition_point(|e| e.last_key.as_slice() < key);
-        let Some(entry) = self.index.get(block_idx) else {
+        let block_idx = self.first_block_at_or_after(key);
+        if block_idx >= self.block_count() {
             return Ok(None);
-        };
-        let raw = read_block(&*self.file, &self.path, entry.handle)?;
-        let body = unseal(&self.path, entry.handle.offset, &raw)?;
-        for item in BlockEntries::new(&self.path, entry.handle.offset, body) {
+        }
+        let (offset, body) = self.block(block_idx, Fill::Yes)?;
+        for item in BlockEntries::new(&self.path, offset, &body) {
             let (k, kind, v) = item?;
             if k == key {
                 return Ok(Some(Entry {
@@ -188,13 +199,19 @@ impl Table {
         self.index.get(i).is_some_and(|e| e.last_key == key)
     }
 
-    /// Reads data block `i`, checks its crc, and returns its offset and body.
-    pub(crate) fn read_block_body(&self, i: usize) -> Result<(u64, Vec<u8>)> {
+    /// Data block `i`'s offset and body: from the cache, or read, checked
+    /// against its crc and (with `Fill::Yes`) cached.
+    pub(crate) fn block(&self, i: usize, fill: Fill) -> Result<(u64, Arc<[u8]>)> {
         let handle = self.index[i].handle;
-        let mut raw = read_block(&*self.file, &self.path, handle)?;
-        let body_len = unseal(&self.path, handle.offset, &raw)?.len();
-        raw.truncate(body_len);
-        Ok((handle.offset, raw))
+        if let Some(body) = self.cache.get(self.number, handle.offset) {
+            return Ok((handle.offset, body));
+        }
+        let raw = read_block(&*self.file, &self.path, handle)?;
+        let body: Arc<[u8]> = unseal(&self.path, handle.offset, &raw)?.into();
+        if fill == Fill::Yes {
+            self.cache.insert(self.number, handle.offset, body.clone());
+        }
+        Ok((handle.offset, body))
     }
 }
 
@@ -224,9 +241,10 @@ mod tests {
                 file.append(&crc.to_le_bytes()).unwrap();
                 file.append(&TABLE_MAGIC.to_le_bytes()).unwrap();
             }
-            if let Ok(table) = Table::open(path.to_path_buf(), fs.open(path).unwrap()) {
+            let cache = Arc::new(BlockCache::new(1 << 20, Default::default()));
+            if let Ok(table) = Table::open(path.to_path_buf(), 1, fs.open(path).unwrap(), cache) {
                 for i in 0..table.block_count() {
-                    let _ = table.read_block_body(i);
+                    let _ = table.block(i, Fill::Yes);
                 }
                 let _ = table.get(b"key");
             }
