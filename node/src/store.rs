@@ -780,6 +780,7 @@ impl CounterStore {
         max_cells: usize,
     ) -> Result<Option<Vec<CellState>>, RequestError> {
         let mut out = Vec::new();
+        let mut spans: Vec<(&[u8], Option<&[u8]>)> = Vec::new();
         for range in ranges {
             if query::is_point(range) {
                 if let Some(value) = self.db.get(&range.start).map_err(storage_error)? {
@@ -791,31 +792,38 @@ impl CounterStore {
                         value,
                     });
                 }
-            } else {
-                let mut bad = false;
-                self.db
-                    .scan_with(&range.start, Some(&range.end), |k, v| {
-                        if cell_key::is_system(k) {
-                            return true;
-                        }
-                        if !ShardSet::is_valid(v) {
-                            bad = true;
-                            return false;
-                        }
-                        out.push(CellState {
-                            key: k.to_vec(),
-                            value: v.to_vec(),
-                        });
-                        out.len() <= max_cells
-                    })
-                    .map_err(storage_error)?;
-                if bad {
-                    return Err(malformed_cell());
+            } else if range.start < range.end {
+                spans.push((&range.start, Some(&range.end)));
+            }
+        }
+        if out.len() > max_cells {
+            return Ok(None);
+        }
+        // The ranges of one plan are disjoint; in key order they make one
+        // pass over each table.
+        spans.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut bad = false;
+        self.db
+            .scan_ranges_with(&spans, |k, v| {
+                if cell_key::is_system(k) {
+                    return true;
                 }
-            }
-            if out.len() > max_cells {
-                return Ok(None);
-            }
+                if !ShardSet::is_valid(v) {
+                    bad = true;
+                    return false;
+                }
+                out.push(CellState {
+                    key: k.to_vec(),
+                    value: v.to_vec(),
+                });
+                out.len() <= max_cells
+            })
+            .map_err(storage_error)?;
+        if bad {
+            return Err(malformed_cell());
+        }
+        if out.len() > max_cells {
+            return Ok(None);
         }
         Ok(Some(out))
     }

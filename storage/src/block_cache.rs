@@ -194,7 +194,10 @@ mod tests {
         // One hot block, read between every insert of many cold ones.
         cache.insert(1, 0, body(4096, 9));
         for i in 1..2000u64 {
-            assert!(cache.get(1, 0).is_some(), "hot block evicted after {i} inserts");
+            assert!(
+                cache.get(1, 0).is_some(),
+                "hot block evicted after {i} inserts"
+            );
             cache.insert(2, i * 4096, body(4096, 0));
             assert!(cache.bytes() <= SHARDS * 4096 * 4);
         }

@@ -148,7 +148,12 @@ fn input_cursors(plan: &Plan) -> Result<Vec<Box<dyn Cursor>>> {
         if level == 0 {
             tables.sort_by_key(|t| std::cmp::Reverse(t.meta.number));
             for t in tables {
-                cursors.push(Box::new(TableCursor::new(t.table.clone(), &[], None, Fill::No)?));
+                cursors.push(Box::new(TableCursor::new(
+                    t.table.clone(),
+                    &[],
+                    None,
+                    Fill::No,
+                )?));
             }
         } else if !tables.is_empty() {
             tables.sort_by(|a, b| a.meta.smallest.cmp(&b.meta.smallest));

@@ -6,6 +6,12 @@
 //! key and a value for each would cost more than reading them. A table
 //! cursor keeps the current data block in one buffer and hands out slices
 //! of it, so iterating a table allocates once per block, not per entry.
+//!
+//! A cursor is bounded by an end key and can be sent forward to a later
+//! range with [`Cursor::seek`]: a 30-day stats read is five ranges of one
+//! counter's cells, which sit in the same block or two of each table, and
+//! a seek within the current block costs neither an index search nor a
+//! block fetch.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,23 +23,38 @@ use crate::error::{Error, Result};
 use crate::table::Table;
 use crate::version::LiveTable;
 
-/// A forward cursor over sorted entries with unique keys.
+/// A forward cursor over sorted entries with unique keys, below an end
+/// key.
 pub(crate) trait Cursor: Send {
-    /// The current entry, or `None` once exhausted.
+    /// The current entry, or `None` once exhausted or at the end key.
     fn current(&self) -> Option<(&[u8], Kind, &[u8])>;
     /// Moves to the next entry.
     fn advance(&mut self) -> Result<()>;
+    /// Moves forward to the first entry `>= start` (never back: `start` is
+    /// at least the previous end key) and bounds the cursor at `end`.
+    fn seek(&mut self, start: &[u8], end: Option<&[u8]>) -> Result<()>;
 }
 
-/// Over owned entries (a copied memtable range).
+/// Whether `key` is at or past `end`.
+fn at_end(key: &[u8], end: Option<&[u8]>) -> bool {
+    end.is_some_and(|end| key >= end)
+}
+
+/// Over owned entries (copied memtable ranges).
 pub(crate) struct VecCursor {
     entries: Vec<(Vec<u8>, Entry)>,
     at: usize,
+    end: Option<Vec<u8>>,
 }
 
 impl VecCursor {
-    pub(crate) fn new(entries: Vec<(Vec<u8>, Entry)>) -> VecCursor {
-        VecCursor { entries, at: 0 }
+    /// Over `entries`, sorted, below `end`.
+    pub(crate) fn new(entries: Vec<(Vec<u8>, Entry)>, end: Option<&[u8]>) -> VecCursor {
+        VecCursor {
+            entries,
+            at: 0,
+            end: end.map(<[u8]>::to_vec),
+        }
     }
 }
 
@@ -41,11 +62,19 @@ impl Cursor for VecCursor {
     fn current(&self) -> Option<(&[u8], Kind, &[u8])> {
         self.entries
             .get(self.at)
+            .filter(|(k, _)| !at_end(k, self.end.as_deref()))
             .map(|(k, e)| (k.as_slice(), e.kind, e.value.as_slice()))
     }
 
     fn advance(&mut self) -> Result<()> {
         self.at += 1;
+        Ok(())
+    }
+
+    fn seek(&mut self, start: &[u8], end: Option<&[u8]>) -> Result<()> {
+        self.at += self.entries[self.at.min(self.entries.len())..]
+            .partition_point(|(k, _)| k.as_slice() < start);
+        self.end = end.map(<[u8]>::to_vec);
         Ok(())
     }
 }
@@ -66,12 +95,16 @@ pub(crate) struct TableCursor {
     /// The current block's body (crc checked and stripped).
     block: Arc<[u8]>,
     block_offset: u64,
+    /// The current entry; kept when it is at or past `end`, so that a
+    /// seek can go on from it.
     slot: Option<Slot>,
     next_block: usize,
     end: Option<Vec<u8>>,
     /// Whether the current block reaches `end` (only then are keys compared
     /// with it).
     end_in_block: bool,
+    /// Whether the current entry is at or past `end`.
+    past_end: bool,
 }
 
 impl TableCursor {
@@ -83,29 +116,28 @@ impl TableCursor {
         end: Option<&[u8]>,
         fill: Fill,
     ) -> Result<TableCursor> {
-        let first_block = table.first_block_at_or_after(start);
         let mut cursor = TableCursor {
             table,
             fill,
             block: Arc::from(&[][..]),
             block_offset: 0,
             slot: None,
-            next_block: first_block,
-            end: end.map(<[u8]>::to_vec),
+            next_block: 0,
+            end: None,
             end_in_block: false,
+            past_end: false,
         };
-        cursor.load_next_block()?;
-        while let Some((key, _, _)) = cursor.current() {
-            if key >= start {
-                break;
-            }
-            cursor.advance()?;
-        }
+        cursor.seek(start, end)?;
         Ok(cursor)
     }
 
     fn path(&self) -> &Path {
         self.table.path()
+    }
+
+    /// The current entry's key, whether or not it is past `end`.
+    fn key(&self) -> Option<&[u8]> {
+        self.slot.map(|slot| &self.block[slot.key.0..slot.key.1])
     }
 
     fn load_next_block(&mut self) -> Result<()> {
@@ -114,15 +146,11 @@ impl TableCursor {
             return Ok(());
         }
         let (offset, body) = self.table.block(self.next_block, self.fill)?;
-        self.end_in_block = self
-            .end
-            .as_deref()
-            .is_some_and(|end| !self.table.block_ends_before(self.next_block, end));
         self.next_block += 1;
         self.block = body;
         self.block_offset = offset;
         self.slot = self.parse_at(0)?;
-        self.check_end();
+        self.note_end();
         Ok(())
     }
 
@@ -145,30 +173,26 @@ impl TableCursor {
         }))
     }
 
+    /// Works out `end_in_block` for the current block and `past_end` for
+    /// the current entry.
+    fn note_end(&mut self) {
+        let block = self.next_block.wrapping_sub(1);
+        self.end_in_block = self
+            .end
+            .as_deref()
+            .is_some_and(|end| !self.table.block_ends_before(block, end));
+        self.check_end();
+    }
+
     fn check_end(&mut self) {
-        if !self.end_in_block {
-            return;
-        }
-        if let (Some(end), Some((key, _, _))) = (self.end.as_deref(), self.current()) {
-            if key >= end {
-                self.slot = None;
-                self.next_block = usize::MAX;
-            }
-        }
-    }
-}
-
-impl Cursor for TableCursor {
-    fn current(&self) -> Option<(&[u8], Kind, &[u8])> {
-        let slot = self.slot?;
-        Some((
-            &self.block[slot.key.0..slot.key.1],
-            slot.kind,
-            &self.block[slot.value.0..slot.value.1],
-        ))
+        self.past_end = self.end_in_block
+            && self
+                .key()
+                .is_some_and(|key| at_end(key, self.end.as_deref()));
     }
 
-    fn advance(&mut self) -> Result<()> {
+    /// The next entry, whatever `end` says.
+    fn step(&mut self) -> Result<()> {
         let Some(slot) = self.slot else { return Ok(()) };
         match self.parse_at(slot.next)? {
             Some(next) => {
@@ -201,9 +225,49 @@ impl Cursor for TableCursor {
     }
 }
 
+impl Cursor for TableCursor {
+    fn current(&self) -> Option<(&[u8], Kind, &[u8])> {
+        if self.past_end {
+            return None;
+        }
+        let slot = self.slot?;
+        Some((
+            &self.block[slot.key.0..slot.key.1],
+            slot.kind,
+            &self.block[slot.value.0..slot.value.1],
+        ))
+    }
+
+    fn advance(&mut self) -> Result<()> {
+        if self.past_end {
+            return Ok(());
+        }
+        self.step()
+    }
+
+    fn seek(&mut self, start: &[u8], end: Option<&[u8]>) -> Result<()> {
+        self.end = end.map(<[u8]>::to_vec);
+        // Stay in the current block when `start` is not past its last key;
+        // otherwise the index names the block to go to.
+        let in_block =
+            self.slot.is_some() && !self.table.block_ends_before(self.next_block - 1, start);
+        if !in_block {
+            self.next_block = self.table.first_block_at_or_after(start);
+            self.load_next_block()?;
+        }
+        self.note_end();
+        while self.key().is_some_and(|key| key < start) {
+            self.step()?;
+        }
+        Ok(())
+    }
+}
+
 /// Over the tables of one sorted level, in key order.
 pub(crate) struct LevelCursor {
-    tables: std::vec::IntoIter<Arc<LiveTable>>,
+    tables: Vec<Arc<LiveTable>>,
+    /// The table `current` is over.
+    at: usize,
     current: Option<TableCursor>,
     end: Option<Vec<u8>>,
     fill: Fill,
@@ -217,26 +281,27 @@ impl LevelCursor {
         fill: Fill,
     ) -> Result<LevelCursor> {
         let mut cursor = LevelCursor {
-            tables: tables.into_iter(),
+            tables,
+            at: 0,
             current: None,
-            end: end.map(<[u8]>::to_vec),
+            end: None,
             fill,
         };
-        cursor.open_next(start)?;
+        cursor.seek(start, end)?;
         Ok(cursor)
     }
 
-    /// Opens tables until one has an entry (or none are left).
-    fn open_next(&mut self, start: &[u8]) -> Result<()> {
-        self.current = None;
-        for table in self.tables.by_ref() {
-            let cursor =
-                TableCursor::new(table.table.clone(), start, self.end.as_deref(), self.fill)?;
-            if cursor.current().is_some() {
-                self.current = Some(cursor);
-                return Ok(());
-            }
-        }
+    /// Opens table `at` at `start` (none past the last table).
+    fn open(&mut self, start: &[u8]) -> Result<()> {
+        self.current = match self.tables.get(self.at) {
+            Some(table) => Some(TableCursor::new(
+                table.table.clone(),
+                start,
+                self.end.as_deref(),
+                self.fill,
+            )?),
+            None => None,
+        };
         Ok(())
     }
 }
@@ -251,9 +316,26 @@ impl Cursor for LevelCursor {
             return Ok(());
         };
         cursor.advance()?;
-        if cursor.current().is_none() {
-            self.open_next(&[])?;
+        // A table run out (not stopped at `end`) hands over to the next.
+        if cursor.key().is_none() {
+            self.at += 1;
+            self.open(&[])?;
         }
         Ok(())
+    }
+
+    fn seek(&mut self, start: &[u8], end: Option<&[u8]>) -> Result<()> {
+        self.end = end.map(<[u8]>::to_vec);
+        // The first table from here whose keys reach `start` (the tables
+        // do not overlap).
+        let skip = self.tables[self.at.min(self.tables.len())..]
+            .partition_point(|t| t.meta.largest.as_slice() < start);
+        match self.current.as_mut() {
+            Some(cursor) if skip == 0 => cursor.seek(start, end),
+            _ => {
+                self.at += skip;
+                self.open(start)
+            }
+        }
     }
 }

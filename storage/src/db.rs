@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::block_cache::{BlockCache, Fill};
 use crate::bloom::hash64;
 use crate::compaction::{self, OutputSink, Plan};
 use crate::cursor::{Cursor, LevelCursor, TableCursor, VecCursor};
@@ -42,7 +43,6 @@ use crate::manifest::{Manifest, ManifestState, VersionEdit};
 use crate::memtable::Memtable;
 use crate::merge::MergeOperator;
 use crate::merger::Merger;
-use crate::block_cache::{BlockCache, Fill};
 use crate::metrics::{add, Metrics, MetricsSnapshot};
 use crate::options::{Durability, Options};
 use crate::real_fs::RealFs;
@@ -227,7 +227,10 @@ impl Db {
         let mut version = Version::default();
         let mut live = Vec::new();
         for (level, meta) in state.files.values() {
-            live.push((*level, Arc::new(open_table(&*fs, dir, meta.clone(), &cache)?)));
+            live.push((
+                *level,
+                Arc::new(open_table(&*fs, dir, meta.clone(), &cache)?),
+            ));
         }
 
         // Replay every WAL the manifest does not cover, batch by batch, into
@@ -262,7 +265,14 @@ impl Db {
                 |batch| {
                     memtable.apply(batch.ops(), &*op);
                     if memtable.approximate_bytes() >= opts.memtable_bytes {
-                        recovered_tables.push(write_l0(&fs, dir, &opts, &next_number, &memtable, &cache)?);
+                        recovered_tables.push(write_l0(
+                            &fs,
+                            dir,
+                            &opts,
+                            &next_number,
+                            &memtable,
+                            &cache,
+                        )?);
                         memtable.try_for_each(|k, _| {
                             recovered_keys.push(k.to_vec());
                             Ok::<(), Error>(())
@@ -424,7 +434,7 @@ impl Db {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
         if limit > 0 {
-            self.inner.scan_with(start, end, |key, value| {
+            self.inner.scan_ranges_with(&[(start, end)], |key, value| {
                 out.push((key.to_vec(), value.to_vec()));
                 out.len() < limit
             })?;
@@ -442,7 +452,21 @@ impl Db {
         end: Option<&[u8]>,
         visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
-        self.inner.scan_with(start, end, visit)
+        self.inner.scan_ranges_with(&[(start, end)], visit)
+    }
+
+    /// [`Db::scan_with`] over several ranges `[start, end)` in one pass:
+    /// each table is searched once and its cursor moves on from range to
+    /// range (a range in the block the last one ended in costs no index
+    /// search). The ranges must be sorted, each starting at or after the
+    /// previous one's end (`InvalidArgument` otherwise); `visit` returning
+    /// `false` ends the whole scan.
+    pub fn scan_ranges_with(
+        &self,
+        ranges: &[(&[u8], Option<&[u8]>)],
+        visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.inner.scan_ranges_with(ranges, visit)
     }
 
     /// Freezes the active memtable and waits until every frozen memtable is
@@ -1064,12 +1088,22 @@ impl Inner {
         Ok(resolve_newest_first(key, found, &*self.op))
     }
 
-    fn scan_with(
+    fn scan_ranges_with(
         &self,
-        start: &[u8],
-        end: Option<&[u8]>,
+        ranges: &[(&[u8], Option<&[u8]>)],
         mut visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
+        let sorted = ranges
+            .windows(2)
+            .all(|w| w[0].1.is_some_and(|end| end <= w[1].0));
+        if !sorted {
+            return Err(Error::InvalidArgument(
+                "scan ranges must be sorted, each starting at or after the previous end".into(),
+            ));
+        }
+        let (Some(&(start, first_end)), Some(&(_, end))) = (ranges.first(), ranges.last()) else {
+            return Ok(());
+        };
         let (active, immutables, version) = {
             let state = self.state.lock();
             (
@@ -1078,11 +1112,15 @@ impl Inner {
                 state.version.clone(),
             )
         };
+        // Cursors over the first range, later sent forward to each next one.
         let mut cursors: Vec<Box<dyn Cursor>> = Vec::new();
         for mem in std::iter::once(&active).chain(immutables.iter().rev()) {
-            let entries = mem.range(start, end, usize::MAX);
+            let mut entries = Vec::new();
+            for &(from, to) in ranges {
+                entries.extend(mem.range(from, to, usize::MAX));
+            }
             if !entries.is_empty() {
-                cursors.push(Box::new(VecCursor::new(entries)));
+                cursors.push(Box::new(VecCursor::new(entries, first_end)));
             }
         }
         let hi = end.unwrap_or(&[]);
@@ -1090,16 +1128,40 @@ impl Inner {
             t.meta.largest.as_slice() >= start && (end.is_none() || t.meta.smallest.as_slice() < hi)
         };
         for table in version.levels[0].iter().filter(|t| meets(t)) {
-            cursors.push(Box::new(TableCursor::new(table.table.clone(), start, end, Fill::Yes)?));
+            cursors.push(Box::new(TableCursor::new(
+                table.table.clone(),
+                start,
+                first_end,
+                Fill::Yes,
+            )?));
         }
         for level in &version.levels[1..] {
             let tables: Vec<Arc<LiveTable>> = level.iter().filter(|t| meets(t)).cloned().collect();
             if !tables.is_empty() {
-                cursors.push(Box::new(LevelCursor::new(tables, start, end, Fill::Yes)?));
+                cursors.push(Box::new(LevelCursor::new(
+                    tables,
+                    start,
+                    first_end,
+                    Fill::Yes,
+                )?));
             }
         }
-        Merger::new(cursors, self.op.clone())
-            .visit(|key, kind, value| Ok(kind == Kind::Delete || visit(key, value)))
+        let mut merger = Merger::new(cursors, self.op.clone());
+        for (i, &(from, to)) in ranges.iter().enumerate() {
+            if i > 0 {
+                merger.seek(from, to)?;
+            }
+            let mut stopped = false;
+            merger.visit(|key, kind, value| {
+                let go = kind == Kind::Delete || visit(key, value);
+                stopped = !go;
+                Ok(go)
+            })?;
+            if stopped {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn flush_loop(&self) {

@@ -27,6 +27,12 @@ impl Merger {
         Merger { cursors, op }
     }
 
+    /// Sends every cursor forward to `start`, bounded at `end` (see
+    /// [`Cursor::seek`]).
+    pub(crate) fn seek(&mut self, start: &[u8], end: Option<&[u8]>) -> Result<()> {
+        self.cursors.iter_mut().try_for_each(|c| c.seek(start, end))
+    }
+
     /// Calls `visit(key, kind, value)` for each key in order with its entry
     /// merged across cursors (still `Merge` if no cursor held a complete
     /// entry). `visit` returns `Ok(false)` to stop.

@@ -20,8 +20,11 @@ fn opts(block_cache_bytes: usize) -> Options {
 fn filled(dir: &std::path::Path, cache: usize) -> Db {
     let db = Db::open(dir, opts(cache), Arc::new(AddI64)).unwrap();
     for i in 0..2000u32 {
-        db.merge(format!("key{i:05}").as_bytes(), &AddI64::encode(i64::from(i)))
-            .unwrap();
+        db.merge(
+            format!("key{i:05}").as_bytes(),
+            &AddI64::encode(i64::from(i)),
+        )
+        .unwrap();
     }
     db.flush().unwrap();
     db
@@ -44,7 +47,10 @@ fn blocks_read_by_users_are_read_from_the_file_once() {
     let first = db.metrics();
     assert!(first.block_cache_misses > 0);
     assert_eq!(sum_of_scan(&db), want);
-    assert_eq!(db.get(b"key00150").unwrap(), Some(AddI64::encode(150).to_vec()));
+    assert_eq!(
+        db.get(b"key00150").unwrap(),
+        Some(AddI64::encode(150).to_vec())
+    );
     let again = db.metrics();
     assert_eq!(
         again.block_cache_misses, first.block_cache_misses,
@@ -60,10 +66,16 @@ fn compaction_reads_do_not_fill_the_cache() {
     db.merge(b"key00000", &AddI64::encode(1)).unwrap();
     db.compact().unwrap();
     let m = db.metrics();
-    assert!(m.compaction_read_bytes > 0 && m.block_cache_misses > 0, "the compaction read blocks");
+    assert!(
+        m.compaction_read_bytes > 0 && m.block_cache_misses > 0,
+        "the compaction read blocks"
+    );
     assert_eq!(m.block_cache_adds, 0, "and kept none");
     assert_eq!(sum_of_scan(&db), (100..200).sum::<i64>());
-    assert!(db.metrics().block_cache_adds > 0, "a user's scan keeps its blocks");
+    assert!(
+        db.metrics().block_cache_adds > 0,
+        "a user's scan keeps its blocks"
+    );
 }
 
 #[test]

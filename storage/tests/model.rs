@@ -20,6 +20,8 @@ enum Op {
     Batch(Vec<(u8, Option<i64>)>),
     Get(u8),
     Scan(u8, u8),
+    /// Sorted range bounds, taken in pairs, and how many entries to take.
+    ScanRanges(Vec<u8>, usize),
     Flush,
     Compact,
     CompactPending,
@@ -39,7 +41,12 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         4 => k.clone().prop_map(Op::Delete),
         4 => proptest::collection::vec((k.clone(), proptest::option::of(-5i64..5)), 1..20).prop_map(Op::Batch),
         10 => k.clone().prop_map(Op::Get),
-        4 => (k.clone(), k).prop_map(|(a, b)| Op::Scan(a.min(b), a.max(b))),
+        4 => (k.clone(), k.clone()).prop_map(|(a, b)| Op::Scan(a.min(b), a.max(b))),
+        4 => (proptest::collection::vec(k, 1..5), 0usize..50).prop_map(|(bounds, take)| {
+            let mut bounds: Vec<u8> = bounds.into_iter().flat_map(|b| [b, b.saturating_add(1 + b % 7)]).collect();
+            bounds.sort_unstable();
+            Op::ScanRanges(bounds, take)
+        }),
         2 => Just(Op::Flush),
         1 => Just(Op::Compact),
         2 => Just(Op::CompactPending),
@@ -53,7 +60,7 @@ fn small_options(background: bool) -> Options {
         durability: Durability::Sync,
         memtable_bytes: 4096,
         block_bytes: 256,
-        target_file_bytes: 2048,
+        target_file_bytes: 512,
         level1_bytes: 8192,
         l0_compaction_trigger: 2,
         l0_slowdown_trigger: 3,
@@ -132,6 +139,26 @@ fn run(ops: Vec<Op>, background: bool) {
                     .map(|(k, v)| (k.clone(), *v))
                     .collect();
                 assert_eq!(got, want, "scan {a}..{b}");
+            }
+            Op::ScanRanges(bounds, take) => {
+                let keys: Vec<Vec<u8>> = bounds.iter().map(|&b| key(b)).collect();
+                let ranges: Vec<(&[u8], Option<&[u8]>)> = keys
+                    .chunks(2)
+                    .map(|pair| (pair[0].as_slice(), Some(pair[1].as_slice())))
+                    .collect();
+                let mut got: Vec<(Vec<u8>, i64)> = Vec::new();
+                db.scan_ranges_with(&ranges, |k, v| {
+                    got.push((k.to_vec(), AddI64::decode(v).unwrap()));
+                    got.len() < take
+                })
+                .unwrap();
+                let want: Vec<(Vec<u8>, i64)> = keys
+                    .chunks(2)
+                    .flat_map(|pair| model.range(pair[0].clone()..pair[1].clone()))
+                    .map(|(k, v)| (k.clone(), *v))
+                    .take(take.max(1))
+                    .collect();
+                assert_eq!(got, want, "scan ranges {bounds:?}, taking {take}");
             }
             Op::Flush => db.flush().unwrap(),
             Op::Compact => db.compact().unwrap(),
