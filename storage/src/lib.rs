@@ -51,6 +51,7 @@ mod decoder;
 mod entry;
 mod error;
 mod fs;
+mod key_prefix;
 mod lossy_fs;
 mod manifest;
 mod memtable;

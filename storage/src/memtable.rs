@@ -23,9 +23,8 @@
 //! past [`FEW`] entries (the op-id keys all share one prefix, by the
 //! million) becomes a tree of its own.
 //!
-//! A shorter key pads its prefix with zeros, the smallest byte, so the
-//! prefix never orders two keys against their bytes: walking the groups
-//! in prefix order and each group in byte order visits keys in byte order.
+//! Walking the groups in prefix order and each group in byte order visits
+//! keys in byte order (see [`crate::key_prefix`]).
 
 use std::cmp::Ordering as KeyOrdering;
 use std::collections::{btree_map, BTreeMap};
@@ -35,6 +34,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::RwLock;
 
 use crate::entry::Entry;
+use crate::key_prefix::prefix_of;
 use crate::merge::MergeOperator;
 use crate::write_batch::Op;
 
@@ -96,14 +96,6 @@ impl std::borrow::Borrow<[u8]> for KeyBytes {
     fn borrow(&self) -> &[u8] {
         self.as_slice()
     }
-}
-
-/// A key's first eight bytes (zero-padded) as a big-endian integer.
-fn prefix_of(key: &[u8]) -> u64 {
-    let mut word = [0u8; 8];
-    let n = key.len().min(8);
-    word[..n].copy_from_slice(&key[..n]);
-    u64::from_be_bytes(word)
 }
 
 /// The entries whose keys share one prefix, in key order.

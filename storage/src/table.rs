@@ -17,6 +17,7 @@ use crate::decoder::Decoder;
 use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::fs::FsFile;
+use crate::key_prefix::prefix_of;
 use crate::table_builder::{FOOTER_LEN, TABLE_FORMAT_VERSION, TABLE_MAGIC};
 
 /// An open SSTable.
@@ -28,6 +29,9 @@ pub(crate) struct Table {
     file: Arc<dyn FsFile>,
     cache: Arc<BlockCache>,
     index: Vec<IndexEntry>,
+    /// Each index entry's last key's [`prefix_of`], packed: the index
+    /// search compares these first.
+    index_prefixes: Vec<u64>,
     bloom: Bloom,
     entries: u64,
 }
@@ -136,6 +140,7 @@ impl Table {
             number,
             file,
             cache,
+            index_prefixes: index.iter().map(|e| prefix_of(&e.last_key)).collect(),
             index,
             bloom,
             entries,
@@ -184,7 +189,12 @@ impl Table {
 
     /// The first data block whose last key is `>= key`.
     pub(crate) fn first_block_at_or_after(&self, key: &[u8]) -> usize {
-        self.index.partition_point(|e| e.last_key.as_slice() < key)
+        // Blocks ending in a smaller prefix end below `key`, a larger one
+        // above it; only those ending in `key`'s own prefix need bytes.
+        let prefix = prefix_of(key);
+        let lo = self.index_prefixes.partition_point(|&p| p < prefix);
+        let ties = self.index_prefixes[lo..].partition_point(|&p| p == prefix);
+        lo + self.index[lo..lo + ties].partition_point(|e| e.last_key.as_slice() < key)
     }
 
     /// Whether every key of block `i` is below `key`.
@@ -223,6 +233,31 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        /// The index search by packed prefixes finds the block the plain
+        /// search of whole keys finds, with keys that tie on their first
+        /// eight bytes, are shorter than eight, or are prefixes of others.
+        #[test]
+        fn the_prefix_search_agrees_with_the_key_search(
+            keys in proptest::collection::btree_set(proptest::collection::vec(0u8..3, 0..12), 1..200),
+            probes in proptest::collection::vec(proptest::collection::vec(0u8..3, 0..12), 1..50),
+        ) {
+            let fs: Arc<dyn Fs> = Arc::new(SimFs::new());
+            fs.create_dir_all(Path::new("/t")).unwrap();
+            let path = PathBuf::from("/t/000001.sst");
+            let mut builder = crate::table_builder::TableBuilder::create(fs.clone(), path.clone(), 64, 10).unwrap();
+            for key in &keys {
+                builder.add(key, crate::entry::Kind::Put, b"v").unwrap();
+            }
+            builder.finish().unwrap();
+            let cache = Arc::new(BlockCache::new(0, Default::default()));
+            let table = Table::open(path.clone(), 1, fs.open(&path).unwrap(), cache).unwrap();
+            prop_assert!(table.block_count() > 1 || keys.len() < 40, "several blocks");
+            for probe in probes.iter().chain(&keys) {
+                let want = table.index.partition_point(|e| e.last_key.as_slice() < probe.as_slice());
+                prop_assert_eq!(table.first_block_at_or_after(probe), want);
+            }
+        }
+
         /// Whatever bytes a file holds, opening it as a table and reading
         /// every block never panics.
         #[test]
