@@ -184,7 +184,7 @@ impl ShardSet {
     /// lacks are merged in from the back, so no other buffer is needed (a
     /// replica merging one leader's shard into a cell that holds several is
     /// the common case). Returns `false`, changing nothing, when either
-    /// input is malformed or the merge would exceed [`MAX_SHARDS`].
+    /// input is malformed or the merge would exceed `MAX_SHARDS`.
     pub fn merge_in_place(older: &mut Vec<u8>, newer: &[u8]) -> bool {
         if !Self::is_valid(older) || !Self::is_valid(newer) {
             return false;
