@@ -17,7 +17,6 @@
 //! scan would push out the blocks readers want.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -49,7 +48,7 @@ pub(crate) struct BlockCache {
 
 #[derive(Debug, Default)]
 struct Shard {
-    blocks: HashMap<BlockKey, Cached, BuildHasherDefault<BlockKeyHasher>>,
+    blocks: HashMap<BlockKey, Cached>,
     /// The CLOCK: keys in insertion order, the hand at the front.
     clock: VecDeque<BlockKey>,
     bytes: usize,
@@ -59,35 +58,6 @@ struct Shard {
 struct Cached {
     body: Arc<[u8]>,
     referenced: AtomicBool,
-}
-
-/// A multiply-and-mix hash of the two integers of a [`BlockKey`] (SipHash
-/// was most of a lookup's cost). The keys are file numbers and offsets the
-/// engine chose, not input from outside.
-#[derive(Debug, Default)]
-struct BlockKeyHasher(u64);
-
-impl Hasher for BlockKeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-
-    fn finish(&self) -> u64 {
-        // murmur3's fmix64, so that the low bits (bucket) and the top
-        // seven (tag) both depend on every input bit.
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
-    }
 }
 
 impl BlockCache {
