@@ -251,11 +251,12 @@ impl Cursor for TableCursor {
         // otherwise the index names the block to go to.
         let in_block =
             self.slot.is_some() && !self.table.block_ends_before(self.next_block - 1, start);
-        if !in_block {
+        if in_block {
+            self.note_end();
+        } else {
             self.next_block = self.table.first_block_at_or_after(start);
             self.load_next_block()?;
         }
-        self.note_end();
         while self.key().is_some_and(|key| key < start) {
             self.step()?;
         }
