@@ -303,10 +303,12 @@ impl Client {
                 .into_iter()
                 .map(|r| match r {
                     ItemResult::Ok => Outcome::Ok(()),
-                    ItemResult::Failed(code) => {
+                    ItemResult::Failed(code) if code.nothing_applied() => {
                         Outcome::Failed(node_error(code, "increment not applied"))
                     }
-                    ItemResult::Indeterminate(code) => {
+                    // A code that does not say "nothing applied" wins over
+                    // the tag: the safe reading is "maybe".
+                    ItemResult::Failed(code) | ItemResult::Indeterminate(code) => {
                         Outcome::Indeterminate(node_error(code, "increment may have been applied"))
                     }
                 })

@@ -31,6 +31,11 @@ pub enum ErrorCode {
     /// clock, so a retry could not be told from a new increment. Nothing
     /// applied (it may have been counted by an earlier attempt).
     OpIdExpired,
+    /// The increment would take a counter past what it can hold: its sum
+    /// past the `i64` range, or its shard's version clock past 2^62; or a
+    /// read's sum over shards or buckets is past the `i64` range. Nothing
+    /// applied (nothing read).
+    Overflow,
     /// The node sheds load; retry later with backoff. Nothing applied.
     Overloaded,
     /// The deadline passed; the outcome of a write is unknown.
@@ -50,6 +55,9 @@ pub enum ErrorCode {
     Storage,
     /// A bug or an unexpected condition on the node.
     Internal,
+    /// The node that led the write stopped answering after the request
+    /// reached it (connection lost): whether it applied is unknown.
+    PeerLost,
     /// A code this client does not know (from a newer node).
     Unknown(u16),
 }
@@ -70,6 +78,7 @@ impl ErrorCode {
             ErrorCode::InvalidRange => 14,
             ErrorCode::ResolutionNotKept => 15,
             ErrorCode::OpIdExpired => 16,
+            ErrorCode::Overflow => 17,
             ErrorCode::Overloaded => 20,
             ErrorCode::Timeout => 21,
             ErrorCode::Unavailable => 22,
@@ -78,13 +87,14 @@ impl ErrorCode {
             ErrorCode::Forbidden => 25,
             ErrorCode::Storage => 30,
             ErrorCode::Internal => 31,
+            ErrorCode::PeerLost => 32,
             ErrorCode::Unknown(c) => c,
         }
     }
 
     /// From the wire value.
     pub fn from_u16(v: u16) -> ErrorCode {
-        const KNOWN: [ErrorCode; 20] = [
+        const KNOWN: [ErrorCode; 22] = [
             ErrorCode::MalformedFrame,
             ErrorCode::UnsupportedVersion,
             ErrorCode::ChecksumMismatch,
@@ -97,6 +107,7 @@ impl ErrorCode {
             ErrorCode::InvalidRange,
             ErrorCode::ResolutionNotKept,
             ErrorCode::OpIdExpired,
+            ErrorCode::Overflow,
             ErrorCode::Overloaded,
             ErrorCode::Timeout,
             ErrorCode::Unavailable,
@@ -105,6 +116,7 @@ impl ErrorCode {
             ErrorCode::Forbidden,
             ErrorCode::Storage,
             ErrorCode::Internal,
+            ErrorCode::PeerLost,
         ];
         KNOWN
             .into_iter()
@@ -118,7 +130,11 @@ impl ErrorCode {
     pub fn nothing_applied(self) -> bool {
         !matches!(
             self,
-            ErrorCode::Timeout | ErrorCode::Storage | ErrorCode::Internal | ErrorCode::Unknown(_)
+            ErrorCode::Timeout
+                | ErrorCode::Storage
+                | ErrorCode::Internal
+                | ErrorCode::PeerLost
+                | ErrorCode::Unknown(_)
         )
     }
 

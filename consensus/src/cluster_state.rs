@@ -17,6 +17,8 @@
 //! - a node of another cluster (wrong name) is refused;
 //! - one topology change at a time: a join or a leave in progress refuses
 //!   another one until it finishes (or is rolled back);
+//! - a member leaves in two steps, never one: `StartLeave` (only while
+//!   enough normal members remain) then `Remove` (only of a leaving one);
 //! - a token belongs to one member.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -321,14 +323,25 @@ impl ClusterState {
                 Some(state) => refused(format!("host {host} is {state:?}: nothing to abort")),
                 None => refused(format!("host {host} is not a member")),
             },
+            // Only a leave ends in a removal: `StartLeave` checked the
+            // one-change-at-a-time and enough-members rules and made the
+            // next owners pending replicas, and the leader streams their
+            // ranges before it proposes this. A normal or joining member is
+            // never removed in one step, whoever asks.
             Command::Remove { host } => match self.members.get_mut(host) {
-                Some(m) if m.state != MemberState::Left => {
+                Some(m) if m.state == MemberState::Leaving => {
                     m.state = MemberState::Left;
                     m.tokens.clear();
                     self.banned.insert(*host);
                     self.bump(None)
                 }
-                Some(_) => refused(format!("host {host} already left")),
+                Some(m) if m.state == MemberState::Left => {
+                    refused(format!("host {host} already left"))
+                }
+                Some(m) => refused(format!(
+                    "host {host} is {:?}: only a leaving member is removed (decommission it, or removenode it once it is down)",
+                    m.state
+                )),
                 None => refused(format!("host {host} is not a member")),
             },
             Command::CreateNamespace { name, spec } => {
@@ -444,9 +457,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn bootstrap() -> Command {
+        bootstrap_rf(1)
+    }
+
+    fn bootstrap_rf(replication_factor: usize) -> Command {
         Command::Bootstrap {
             cluster_name: "c".into(),
-            replication_factor: 1,
+            replication_factor,
             address: "a1".into(),
             rack: None,
             tokens: vec![10],
@@ -552,9 +569,74 @@ mod tests {
         let three = host_of(&s.apply(&join("a2", 20)));
         assert_eq!(three, 3, "the address may come back, the id may not");
         s.apply(&Command::FinishJoin { host: three });
+        s.apply(&Command::StartLeave { host: three });
         s.apply(&Command::Remove { host: three });
         assert!(s.cluster_map().unwrap().member(HostId(3)).is_none());
         assert_eq!(host_of(&s.apply(&join("a5", 50))), 4);
+    }
+
+    #[test]
+    fn only_a_leaving_member_is_removed() {
+        let mut s = ClusterState::default();
+        s.apply(&bootstrap_rf(2));
+        for (a, t) in [("a2", 20), ("a3", 30), ("a4", 40)] {
+            let h = host_of(&s.apply(&join(a, t)));
+            s.apply(&Command::FinishJoin { host: h });
+        }
+        let before = s.clone();
+        for host in 1..=4 {
+            assert!(
+                matches!(
+                    s.apply(&Command::Remove { host }),
+                    CommandResult::Refused { .. }
+                ),
+                "a normal member removed in one step"
+            );
+        }
+        assert_eq!(s, before, "refusals change nothing");
+        let five = host_of(&s.apply(&join("a5", 50)));
+        assert!(matches!(
+            s.apply(&Command::Remove { host: five }),
+            CommandResult::Refused { .. }
+        ));
+        s.apply(&Command::Abort { host: five });
+        assert!(matches!(
+            s.apply(&Command::StartLeave { host: 2 }),
+            CommandResult::Applied { .. }
+        ));
+        assert!(
+            matches!(
+                s.apply(&Command::StartLeave { host: 3 }),
+                CommandResult::Refused { .. }
+            ),
+            "one leave at a time"
+        );
+        assert!(matches!(
+            s.apply(&Command::Remove { host: 2 }),
+            CommandResult::Applied { .. }
+        ));
+        assert!(matches!(
+            s.apply(&Command::StartLeave { host: 3 }),
+            CommandResult::Applied { .. }
+        ));
+        assert!(matches!(
+            s.apply(&Command::Remove { host: 3 }),
+            CommandResult::Applied { .. }
+        ));
+        assert!(
+            matches!(
+                s.apply(&Command::StartLeave { host: 4 }),
+                CommandResult::Refused { .. }
+            ),
+            "two normal members keep RF 2: no further leave"
+        );
+        assert_eq!(
+            s.members
+                .values()
+                .filter(|m| m.state == MemberState::Normal)
+                .count(),
+            2
+        );
     }
 
     proptest! {

@@ -475,9 +475,11 @@ impl Coordinator {
                 Ok(_) => return vec![ItemResult::Indeterminate(ErrorCode::Internal); n],
                 Err((_, tally_client::Delivery::NotSent)) => continue,
                 Err((e, tally_client::Delivery::MaybeSent)) => {
+                    // The leader may have applied it: the code must say
+                    // "unknown" too (a client trusts either).
                     let code = match e {
                         tally_client::ClientError::Timeout(_) => ErrorCode::Timeout,
-                        _ => ErrorCode::Unavailable,
+                        _ => ErrorCode::PeerLost,
                     };
                     return vec![ItemResult::Indeterminate(code); n];
                 }

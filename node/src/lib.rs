@@ -48,7 +48,7 @@ pub use hints::{Hint, HintCounts, HintMerge, HintStore};
 pub use identity::Identity;
 pub use membership::Membership;
 pub use metadata::{FollowedMetadata, Metadata, StaticMetadata};
-pub use namespace::{Namespace, Namespaces, DEFAULT_NAMESPACE};
+pub use namespace::{Namespace, Namespaces, DEFAULT_NAMESPACE, DEFAULT_SPEC};
 pub use peers::{PeerConfig, Peers};
 pub use query::{cover, ReadPlan};
 pub use raft_link::RaftLink;

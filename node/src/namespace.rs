@@ -1,9 +1,10 @@
 //! Namespaces: which resolutions a family of counters keeps, and for how
 //! long.
 //!
-//! Written like `minute:7d, hour:90d, day:forever, total`. Until cluster
-//! metadata (Raft) manages them, namespaces come from the node's config;
-//! the default namespace `events` exists so nothing needs setup.
+//! Written like `minute:7d, hour:90d, day:forever, total`. Namespaces come
+//! from the cluster metadata (Raft) and from the node's config; the default
+//! namespace `events` exists so nothing needs setup. A namespace is never
+//! redefined once it exists: its cells were written under its resolutions.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,6 +25,10 @@ pub const DEFAULT_NAMESPACE: &str = "events";
 /// The default namespace's spec.
 pub const DEFAULT_SPEC: &str = "minute:7d, hour:90d, day:forever, total";
 
+/// The longest retention a spec may give (longer is `forever`): keeps
+/// every bucket arithmetic in milliseconds far from `i64::MAX`.
+pub const MAX_RETENTION_YEARS: u64 = 10_000;
+
 /// Whether `name` is a valid namespace name.
 pub fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
@@ -37,20 +42,28 @@ fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
         return Ok(None);
     }
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("bad retention {s:?}"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        "w" => n * 7 * 86_400,
-        "y" => n * 365 * 86_400,
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad retention {s:?} (at most {MAX_RETENTION_YEARS}y)"))?;
+    let unit_secs: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        "y" => 365 * 86_400,
         _ => {
             return Err(format!(
                 "bad retention unit in {s:?} (use s, m, h, d, w, y or forever)"
             ))
         }
     };
+    let secs = n
+        .checked_mul(unit_secs)
+        .filter(|secs| *secs <= MAX_RETENTION_YEARS * 365 * 86_400)
+        .ok_or_else(|| {
+            format!("retention {s:?} is longer than {MAX_RETENTION_YEARS}y (use forever)")
+        })?;
     if secs == 0 {
         return Err(format!("retention {s:?} must be positive"));
     }
@@ -114,6 +127,32 @@ impl Namespace {
             }
             _ => false,
         }
+    }
+
+    /// The spec this namespace parses from, in its own words
+    /// (`minute:7d, hour:90d, day:forever, total`).
+    pub fn spec(&self) -> String {
+        let retention = |t: &Option<Duration>| match t {
+            None => "forever".to_owned(),
+            Some(t) => {
+                let secs = t.as_secs();
+                let unit = [(86_400, "d"), (3600, "h"), (60, "m")]
+                    .into_iter()
+                    .find(|(n, _)| secs % n == 0);
+                match unit {
+                    Some((n, u)) => format!("{}{u}", secs / n),
+                    None => format!("{secs}s"),
+                }
+            }
+        };
+        self.resolutions
+            .iter()
+            .map(|(r, t)| match (r, t) {
+                (Resolution::Total, None) => r.to_string(),
+                _ => format!("{r}:{}", retention(t)),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The wire description.
@@ -182,5 +221,37 @@ mod tests {
         assert!(Namespace::parse("ok", "minute:7x").is_err());
         assert!(Namespace::parse("ok", "").is_err());
         assert!(Namespace::parse("ok", "hour,hour").is_err());
+    }
+
+    #[test]
+    fn retention_never_wraps() {
+        // Once 213503982334602d wrapped to 17 h, and 9223372036854776s
+        // overflowed the millisecond arithmetic of expiry.
+        for spec in [
+            "minute:213503982334602d",
+            "minute:9223372036854776s",
+            "minute:18446744073709551615s",
+            "minute:18446744073709551616s",
+            "minute:10001y",
+        ] {
+            let e = Namespace::parse("ok", spec).unwrap_err();
+            assert!(e.contains("retention"), "{spec}: {e}");
+        }
+        let ns = Namespace::parse("ok", "minute:10000y").unwrap();
+        let a_thousand_years_ms = 1000 * 365 * 86_400 * 1000;
+        assert!(!ns.expired(Resolution::Minute, 0, a_thousand_years_ms));
+        assert!(ns.expired(Resolution::Minute, 0, i64::MAX));
+    }
+
+    #[test]
+    fn a_spec_reads_back_as_itself() {
+        for spec in [DEFAULT_SPEC, "minute:90m, hour:36h, total", "minute:45s"] {
+            let ns = Namespace::parse("ok", spec).unwrap();
+            assert_eq!(Namespace::parse("ok", &ns.spec()).unwrap(), ns, "{spec}");
+        }
+        assert_eq!(
+            Namespace::parse("ok", DEFAULT_SPEC).unwrap().spec(),
+            DEFAULT_SPEC
+        );
     }
 }

@@ -220,28 +220,35 @@ impl ReadPlan {
         cells: impl IntoIterator<Item = (&'a [u8], &'a ShardSet)>,
         now_ms: i64,
     ) -> Response {
-        let mut total = Count::default();
+        let (mut sum, mut count) = (0i128, 0u128);
         let mut read = 0u32;
         let mut points = Vec::new();
         for (key, set) in cells {
             read += 1;
             match self.answer {
                 Answer::Total | Answer::Stats => {
-                    total.sum = total.sum.wrapping_add(set.sum());
-                    total.count = total.count.wrapping_add(set.count());
+                    sum += set.sum();
+                    count += set.count();
                 }
                 Answer::Points => {
                     let bucket = cell_key::bucket_of(key).unwrap_or(0);
                     if !self.namespace.expired(self.resolution, bucket, now_ms) {
+                        let Some((sum, count)) = narrowed(set.sum(), set.count()) else {
+                            return overflow(bucket);
+                        };
                         points.push(Point {
                             bucket_start_ms: bucket,
-                            sum: set.sum(),
-                            count: set.count(),
+                            sum,
+                            count,
                         });
                     }
                 }
             }
         }
+        let total = match narrowed(sum, count) {
+            Some((sum, count)) => Count { sum, count },
+            None => return overflow(i64::MIN),
+        };
         match self.answer {
             Answer::Total => Response::Total(total),
             Answer::Stats => Response::Stats {
@@ -250,6 +257,26 @@ impl ReadPlan {
             },
             Answer::Points => Response::Range(points),
         }
+    }
+}
+
+/// A widened sum and count back in the wire's range, if they fit.
+fn narrowed(sum: i128, count: u128) -> Option<(i64, u64)> {
+    Some((i64::try_from(sum).ok()?, u64::try_from(count).ok()?))
+}
+
+/// The answer to a read whose sum does not fit the wire's `i64`: an error,
+/// never a wrapped number. `bucket` names the bucket (`i64::MIN`: the total
+/// over the range).
+fn overflow(bucket: i64) -> Response {
+    let what = if bucket == i64::MIN {
+        "the sum over the range".to_owned()
+    } else {
+        format!("the bucket at {bucket} ms")
+    };
+    Response::Error {
+        code: ErrorCode::Overflow,
+        message: format!("{what} is outside the i64 range the protocol carries"),
     }
 }
 

@@ -43,6 +43,11 @@ pub struct ShardSet {
 }
 
 const SHARD_BYTES: usize = 32;
+/// The highest clock a shard may carry. Clocks rise by one per update, so
+/// no owner comes near it (2^62 updates); a state from the network above it
+/// is refused, so that a forged one cannot leave `clock + 1` no room and
+/// freeze the owner's shard.
+pub const MAX_CLOCK: u64 = 1 << 62;
 /// Most shards a cell may hold (one per replica incarnation that led it).
 pub const MAX_SHARDS: usize = 4096;
 
@@ -67,18 +72,25 @@ impl ShardSet {
             .map(|i| self.shards[i])
     }
 
-    /// Sum of all shards (wrapping, like the per-shard sums).
-    pub fn sum(&self) -> i64 {
-        self.shards
-            .iter()
-            .fold(0i64, |acc, s| acc.wrapping_add(s.sum))
+    /// Sum of all shards, widened: a shard's sum never leaves the `i64`
+    /// range, but the cell's may (readers refuse that rather than wrap).
+    pub fn sum(&self) -> i128 {
+        self.shards.iter().map(|s| i128::from(s.sum)).sum()
     }
 
-    /// Number of increments over all shards.
-    pub fn count(&self) -> u64 {
-        self.shards
-            .iter()
-            .fold(0u64, |acc, s| acc.wrapping_add(s.count))
+    /// Number of increments over all shards, widened like [`ShardSet::sum`].
+    pub fn count(&self) -> u128 {
+        self.shards.iter().map(|s| u128::from(s.count)).sum()
+    }
+
+    /// Whether every shard of an encoded set leaves its clock room to rise
+    /// (at most [`MAX_CLOCK`]); `bytes` must be valid.
+    pub fn clocks_have_room(bytes: &[u8]) -> bool {
+        bytes
+            .get(2..)
+            .unwrap_or_default()
+            .chunks_exact(SHARD_BYTES)
+            .all(|c| word(c, 1) <= MAX_CLOCK)
     }
 
     /// Merges `other` into `self`.

@@ -32,7 +32,7 @@ use crate::merkle::{self, Leaves};
 use crate::namespace::{Namespace, Namespaces};
 use crate::op_window::{self, OpWindow, OpWindowLimits};
 use crate::query::{self, ReadPlan};
-use crate::shard_set::{CounterMerge, Shard, ShardSet};
+use crate::shard_set::{CounterMerge, Shard, ShardSet, MAX_CLOCK};
 
 /// Where time comes from (injected, so tests can move it).
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
@@ -163,7 +163,8 @@ impl Hasher for CellHasher {
 /// the shard state it produced.
 #[derive(Debug, Default)]
 struct CellUpdate {
-    delta: i64,
+    /// Widened: a write group's deltas never overflow while summed.
+    delta: i128,
     events: u64,
     state: Vec<u8>,
     /// The lead batches touching the cell, in order, each once.
@@ -226,7 +227,9 @@ pub fn unconfirmed(results: &mut [ItemResult], code: ErrorCode) {
 /// Whether a cell state from the network may be merged: a well-formed
 /// cell key and shard set.
 pub fn valid_cell(cell: &CellState) -> bool {
-    cell_key::is_valid(&cell.key) && ShardSet::is_valid(&cell.value)
+    cell_key::is_valid(&cell.key)
+        && ShardSet::is_valid(&cell.value)
+        && ShardSet::clocks_have_room(&cell.value)
 }
 
 /// Counters of one node.
@@ -283,14 +286,30 @@ impl CompactionFilter for RetentionFilter {
     }
 }
 
-/// `old` raised by one update: the next clock, the sums added.
-fn raised(old: Shard, update: &CellUpdate) -> Shard {
-    Shard {
+/// `old` raised by one update: the next clock, the sums added; `None`
+/// when the sum would leave the `i64` range or the clock pass
+/// [`MAX_CLOCK`] (never wrapped: a wrapped shard would lose against the
+/// one the replicas hold, and the increment would count nowhere).
+fn raised(old: Shard, update: &CellUpdate) -> Option<Shard> {
+    Some(Shard {
         id: old.id,
-        clock: old.clock + 1,
-        sum: old.sum.wrapping_add(update.delta),
-        count: old.count + update.events,
-    }
+        clock: old.clock.checked_add(1).filter(|c| *c <= MAX_CLOCK)?,
+        sum: i64::try_from(i128::from(old.sum) + update.delta).ok()?,
+        count: old.count.checked_add(update.events)?,
+    })
+}
+
+/// Why [`CounterStore::apply`] wrote nothing (or may not have).
+#[derive(Debug)]
+enum Applied {
+    /// Nothing written: these cells' shards cannot take their updates
+    /// (sum past the `i64` range, or clock past [`MAX_CLOCK`]).
+    Overflow(HashSet<Vec<u8>>),
+    /// The write failed; `maybe_applied` when it may have reached the WAL.
+    Failed {
+        code: ErrorCode,
+        maybe_applied: bool,
+    },
 }
 
 /// A cell's lock stripe, from its counter's token (the key's first eight
@@ -551,7 +570,6 @@ impl CounterStore {
         merges: Vec<Vec<CellState>>,
     ) -> (Vec<Led>, Result<SyncPoint, ErrorCode>) {
         let now_ms = self.clock.now_ms();
-        let namespaces = self.namespaces.read();
         let mut led: Vec<Led> = leads
             .iter()
             .map(|b| Led {
@@ -566,49 +584,82 @@ impl CounterStore {
         // window stays locked until the write is done.
         let mut ops = self.ops.lock();
         ops.expire(now_ms);
-        let mut fresh: HashSet<u128> = HashSet::new();
-        let mut retries = 0u64;
-        // Same-cell deltas are summed: one shard update per cell per write.
-        let mut cells: BTreeMap<Vec<u8>, CellUpdate> = BTreeMap::new();
-        let mut valid = Vec::new();
-        for (b, items) in leads.iter().enumerate() {
-            for (i, item) in items.iter().enumerate() {
-                match self.check_increment(&namespaces, item, now_ms) {
-                    Ok(ns) => {
-                        let retry = match item.op_id {
-                            None => false,
-                            Some(id) if ops.contains(id) || fresh.contains(&id) => true,
-                            Some(id) => {
-                                if !ops.has_room(fresh.len() + 1) {
-                                    led[b].results[i] = ItemResult::Failed(ErrorCode::Overloaded);
-                                    continue;
-                                }
-                                fresh.insert(id);
-                                false
-                            }
-                        };
-                        retries += u64::from(retry);
-                        valid.push((b, i));
-                        for (res, _) in &ns.resolutions {
-                            let bucket = res.bucket_start(item.timestamp_ms);
-                            let cell = cell_key::encode(&ns.name, &item.key, *res, bucket);
-                            let e = cells.entry(cell).or_default();
-                            if !retry {
-                                e.delta = e.delta.wrapping_add(item.delta);
-                                e.events += u64::from(item.events);
-                            }
-                            e.batches.note(b as u32);
-                        }
+        // Items refused because they would overflow a cell: the group is
+        // built again without them (rare: a sum near the i64 bounds).
+        let mut overflowing: HashSet<(usize, usize)> = HashSet::new();
+        let (cells, valid, fresh, retries, outcome) = loop {
+            let mut fresh: HashSet<u128> = HashSet::new();
+            let mut retries = 0u64;
+            // Same-cell deltas are summed: one shard update per cell per write.
+            let mut cells: BTreeMap<Vec<u8>, CellUpdate> = BTreeMap::new();
+            let mut valid = Vec::new();
+            let namespaces = self.namespaces.read();
+            for (b, items) in leads.iter().enumerate() {
+                for (i, item) in items.iter().enumerate() {
+                    if overflowing.contains(&(b, i)) {
+                        led[b].results[i] = ItemResult::Failed(ErrorCode::Overflow);
+                        continue;
                     }
-                    Err(e) => led[b].results[i] = ItemResult::Failed(e.code),
+                    match self.check_increment(&namespaces, item, now_ms) {
+                        Ok(ns) => {
+                            let retry = match item.op_id {
+                                None => false,
+                                Some(id) if ops.contains(id) || fresh.contains(&id) => true,
+                                Some(id) => {
+                                    if !ops.has_room(fresh.len() + 1) {
+                                        led[b].results[i] =
+                                            ItemResult::Failed(ErrorCode::Overloaded);
+                                        continue;
+                                    }
+                                    fresh.insert(id);
+                                    false
+                                }
+                            };
+                            retries += u64::from(retry);
+                            valid.push((b, i));
+                            for (res, _) in &ns.resolutions {
+                                let bucket = res.bucket_start(item.timestamp_ms);
+                                let cell = cell_key::encode(&ns.name, &item.key, *res, bucket);
+                                let e = cells.entry(cell).or_default();
+                                if !retry {
+                                    e.delta += i128::from(item.delta);
+                                    e.events += u64::from(item.events);
+                                }
+                                e.batches.note(b as u32);
+                            }
+                        }
+                        Err(e) => led[b].results[i] = ItemResult::Failed(e.code),
+                    }
                 }
             }
-        }
-        drop(namespaces);
-        if cells.is_empty() && merges.iter().all(|m| m.is_empty()) {
-            return (led, Ok(SyncPoint::default()));
-        }
-        let outcome = self.apply(&mut cells, merges, &fresh);
+            drop(namespaces);
+            if cells.is_empty() && merges.iter().all(|m| m.is_empty()) {
+                return (led, Ok(SyncPoint::default()));
+            }
+            match self.apply(&mut cells, &merges, &fresh) {
+                Err(Applied::Overflow(bad)) => {
+                    let namespaces = self.namespaces.read();
+                    for &(b, i) in &valid {
+                        let item = &leads[b][i];
+                        let Some(ns) = namespaces.get(&item.namespace) else {
+                            continue;
+                        };
+                        let touches = ns.resolutions.iter().any(|(res, _)| {
+                            let bucket = res.bucket_start(item.timestamp_ms);
+                            bad.contains(&cell_key::encode(&ns.name, &item.key, *res, bucket))
+                        });
+                        if touches {
+                            overflowing.insert((b, i));
+                        }
+                    }
+                }
+                Err(Applied::Failed {
+                    code,
+                    maybe_applied,
+                }) => break (cells, valid, fresh, retries, Err((code, maybe_applied))),
+                Ok(point) => break (cells, valid, fresh, retries, Ok(point)),
+            }
+        };
         if !matches!(outcome, Err((_, false))) {
             // Applied, or maybe: either way a retry must not count again.
             for id in fresh {
@@ -657,9 +708,9 @@ impl CounterStore {
     fn apply(
         &self,
         cells: &mut BTreeMap<Vec<u8>, CellUpdate>,
-        merges: Vec<Vec<CellState>>,
+        merges: &[Vec<CellState>],
         applied: &HashSet<u128>,
-    ) -> Result<SyncPoint, (ErrorCode, bool)> {
+    ) -> Result<SyncPoint, Applied> {
         // Locks taken in stripe order, so two groups cannot deadlock.
         let cell_stripes: Vec<usize> = cells.keys().map(|c| stripe_of(c)).collect();
         let mut stripes = cell_stripes.clone();
@@ -673,16 +724,23 @@ impl CounterStore {
         // the write is done, and a failed write takes them out again.
         let mut guard_of = Vec::with_capacity(cells.len());
         let mut unreadable = None;
+        let mut overflowing = HashSet::new();
         for ((cell, update), stripe) in cells.iter_mut().zip(cell_stripes) {
             // Every cell's stripe is locked: the search cannot miss.
             let g = stripes.binary_search(&stripe).unwrap_or_default();
             guard_of.push(g);
             let own = &mut guards[g].own_shards;
             let new = match own.get_mut(cell) {
-                Some(cached) => {
-                    *cached = raised(*cached, update);
-                    *cached
-                }
+                Some(cached) => match raised(*cached, update) {
+                    Some(new) => {
+                        *cached = new;
+                        new
+                    }
+                    None => {
+                        overflowing.insert(cell.clone());
+                        continue;
+                    }
+                },
                 None => {
                     let stored = match self.stored_shard(cell, shard_id) {
                         Ok(stored) => stored,
@@ -697,7 +755,10 @@ impl CounterStore {
                         sum: 0,
                         count: 0,
                     });
-                    let new = raised(old, update);
+                    let Some(new) = raised(old, update) else {
+                        overflowing.insert(cell.clone());
+                        continue;
+                    };
                     if own.len() >= CACHED_SHARDS_PER_STRIPE {
                         own.clear();
                     }
@@ -709,10 +770,14 @@ impl CounterStore {
             batch.merge(cell, &update.state);
         }
         let outcome = match unreadable {
-            Some(code) => Err((code, false)),
+            Some(code) => Err(Applied::Failed {
+                code,
+                maybe_applied: false,
+            }),
+            None if !overflowing.is_empty() => Err(Applied::Overflow(overflowing)),
             None => {
-                for cell in merges.into_iter().flatten() {
-                    batch.merge(cell.key, cell.value);
+                for cell in merges.iter().flatten() {
+                    batch.merge(&cell.key, &cell.value);
                 }
                 for &id in applied {
                     batch.put(op_window::op_key(id), op_window::OP_VALUE);
@@ -730,7 +795,10 @@ impl CounterStore {
                     } else {
                         ErrorCode::Storage
                     };
-                    (code, maybe_applied)
+                    Applied::Failed {
+                        code,
+                        maybe_applied,
+                    }
                 })
             }
         };
@@ -1138,6 +1206,121 @@ mod tests {
         store.db().compact().unwrap();
         assert_eq!(store.db().get(&op_window::op_key(id(1))).unwrap(), None);
         assert_eq!(store.live_op_ids(), 0);
+    }
+
+    #[test]
+    fn sums_and_clocks_never_wrap_and_an_increment_that_cannot_raise_its_shard_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Identity {
+            host_id: 1,
+            incarnation: 1,
+        };
+        let store = CounterStore::open(
+            dir.path(),
+            tally_storage::Options::default(),
+            Namespaces::with([Namespace::parse("t", "minute:1d, total").unwrap()]),
+            identity,
+            Arc::new(SystemClock),
+            StoreLimits::default(),
+        )
+        .unwrap();
+        let item = |key: &str, delta| Increment {
+            namespace: "t".into(),
+            key: key.as_bytes().to_vec(),
+            timestamp_ms: SystemClock.now_ms(),
+            delta,
+            events: 1,
+            op_id: None,
+        };
+        let total = |key: &str| {
+            let plan = ReadPlan::total(&store.namespaces(), store.limits(), "t", key.as_bytes(), 0)
+                .unwrap();
+            store.read_local(&plan).unwrap()
+        };
+        let sum_of = |key: &str| match total(key) {
+            Response::Total(count) => count.sum,
+            other => panic!("{other:?}"),
+        };
+        let overflow = vec![ItemResult::Failed(ErrorCode::Overflow)];
+
+        // A sum at i64::MAX takes no more; once it wrapped to i64::MIN.
+        assert_eq!(
+            store.increment(&[item("k", i64::MAX)]).results,
+            vec![ItemResult::Ok]
+        );
+        assert_eq!(store.increment(&[item("k", 1)]).results, overflow);
+        assert_eq!(
+            sum_of("k"),
+            i64::MAX,
+            "the refused increment changed nothing"
+        );
+        assert_eq!(
+            store.increment(&[item("k", -1)]).results,
+            vec![ItemResult::Ok]
+        );
+        // In one batch only the items of the cell that overflows are
+        // refused; a batch's deltas are summed without wrapping (two
+        // i64::MIN once summed to 0 and were acknowledged as no change).
+        let led = store.increment(&[item("k", 5), item("other", 7)]);
+        assert_eq!(
+            led.results,
+            vec![ItemResult::Failed(ErrorCode::Overflow), ItemResult::Ok]
+        );
+        let led = store.increment(&[item("k", i64::MIN), item("k", i64::MIN)]);
+        assert_eq!(led.results, [overflow.clone(), overflow.clone()].concat());
+        let led = store.increment(&[item("k", i64::MIN), item("k", i64::MAX)]);
+        assert_eq!(led.results, vec![ItemResult::Ok, ItemResult::Ok]);
+        assert_eq!(sum_of("k"), i64::MAX - 2);
+        assert_eq!(sum_of("other"), 7);
+
+        // A forged state that leaves this node's shard no clock room is
+        // refused on the wire; one already stored makes increments fail,
+        // never be acknowledged and counted nowhere.
+        let now = SystemClock.now_ms();
+        let cell = |key: &str| {
+            cell_key::encode(
+                "t",
+                key.as_bytes(),
+                Resolution::Total,
+                Resolution::Total.bucket_start(now),
+            )
+        };
+        let forged = |key: &str, clock| CellState {
+            key: cell(key),
+            value: ShardSet::encode_single(&Shard {
+                id: identity.shard_id(),
+                clock,
+                sum: 0,
+                count: 0,
+            }),
+        };
+        assert!(!valid_cell(&forged("c", u64::MAX)));
+        assert!(!valid_cell(&forged("c", MAX_CLOCK + 1)));
+        assert!(valid_cell(&forged("c", MAX_CLOCK)));
+        let (_, written) = store.write_group(&[], vec![vec![forged("c", MAX_CLOCK)]]);
+        written.unwrap();
+        assert_eq!(store.increment(&[item("c", 1)]).results, overflow);
+        assert_eq!(sum_of("c"), 0);
+
+        // Two shards whose sum leaves the i64 range: the read says so.
+        let shard = |id, sum| Shard {
+            id,
+            clock: 1,
+            sum,
+            count: 1,
+        };
+        let mut set = ShardSet::single(shard(7 << 32, i64::MAX));
+        set.merge(&ShardSet::single(shard(8 << 32, i64::MAX)));
+        let big = CellState {
+            key: cell("big"),
+            value: set.encode(),
+        };
+        let (_, written) = store.write_group(&[], vec![vec![big]]);
+        written.unwrap();
+        match total("big") {
+            Response::Error { code, .. } => assert_eq!(code, ErrorCode::Overflow),
+            other => panic!("a wrapped sum was answered: {other:?}"),
+        }
     }
 
     #[test]

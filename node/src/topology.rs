@@ -49,6 +49,9 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 const SERIALIZED_WAIT: Duration = Duration::from_secs(600);
 /// How long streaming waits for every live node to route by the new ring.
 const SETTLE_WAIT: Duration = Duration::from_secs(30);
+/// How long the leader waits for a node to answer before it lets it vote
+/// or serve reads.
+const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 /// The node's view of, and hand in, the cluster's topology.
 #[derive(Debug)]
@@ -209,6 +212,14 @@ impl Topology {
         }
         let mut namespaces: Vec<Namespace> = self.configured.clone();
         for (name, spec) in &state.namespaces {
+            // A metadata entry never redefines the built-in or a configured
+            // namespace (older leaders let one through).
+            if name == crate::namespace::DEFAULT_NAMESPACE
+                || self.configured.iter().any(|n| n.name == *name)
+            {
+                tracing::warn!(%name, %spec, "the metadata redefines a configured namespace; keeping the configured one");
+                continue;
+            }
             match Namespace::parse(name, spec) {
                 Ok(ns) => namespaces.push(ns),
                 Err(e) => {
@@ -343,10 +354,6 @@ impl Topology {
         {
             AdminReply::Done { epoch, .. } => {
                 tracing::info!(epoch, "join finished; this node now serves reads");
-                Ok(())
-            }
-            AdminReply::Refused { reason } => {
-                tracing::warn!(%reason, "finishing the join was refused");
                 Ok(())
             }
             other => Err(format!("finishing the join: {other:?}")),
@@ -489,10 +496,28 @@ impl Topology {
                 )
             }
             AdminRequest::AddToGroup { host_id, address } => {
-                if !state.members.contains_key(&host_id) {
-                    return AdminReply::Refused {
-                        reason: format!("host {host_id} is not registered"),
-                    };
+                match state.members.get(&host_id) {
+                    None => {
+                        return AdminReply::Refused {
+                            reason: format!("host {host_id} is not registered"),
+                        }
+                    }
+                    Some(m) if m.state == MemberState::Left => {
+                        return AdminReply::Refused {
+                            reason: format!("host {host_id} left the cluster"),
+                        }
+                    }
+                    Some(m) if m.address != address => {
+                        return AdminReply::Refused {
+                            reason: format!("host {host_id} is registered at {}", m.address),
+                        }
+                    }
+                    Some(_) => {}
+                }
+                // A voter that never answers would cost the group its
+                // majority: only a node that answers as this host joins it.
+                if let Err(reason) = self.answers_as(host_id, &address).await {
+                    return AdminReply::Refused { reason };
                 }
                 let (current, _) = self.group.members();
                 let voters = state.choose_voters(&current);
@@ -504,11 +529,34 @@ impl Topology {
                     Err(e) => AdminReply::Failed { reason: e },
                 }
             }
-            AdminRequest::FinishJoin { host_id } => reply_of(
-                self.group
-                    .propose(Command::FinishJoin { host: host_id })
-                    .await,
-            ),
+            AdminRequest::FinishJoin { host_id } => {
+                // Reads switch to the new node with this step: it must be
+                // alive and hold its ranges, whoever asks.
+                let Some(member) = state.members.get(&host_id) else {
+                    return AdminReply::Refused {
+                        reason: format!("host {host_id} is not a member"),
+                    };
+                };
+                if member.state != MemberState::Joining {
+                    return AdminReply::Refused {
+                        reason: format!("host {host_id} is {:?}, not joining", member.state),
+                    };
+                }
+                if let Err(reason) = self.answers_as(host_id, &member.address).await {
+                    return AdminReply::Refused { reason };
+                }
+                let joining = HostId(host_id);
+                if let Err(e) = self.stream(|r| r.replicas.contains(&joining)).await {
+                    return AdminReply::Refused {
+                        reason: format!("the ranges host {host_id} gains are not streamed: {e}"),
+                    };
+                }
+                reply_of(
+                    self.group
+                        .propose(Command::FinishJoin { host: host_id })
+                        .await,
+                )
+            }
             AdminRequest::StartLeave { host_id } => reply_of(
                 self.group
                     .propose(Command::StartLeave { host: host_id })
@@ -518,6 +566,30 @@ impl Topology {
                 reply_of(self.group.propose(Command::Abort { host: host_id }).await)
             }
             AdminRequest::Remove { host_id } => {
+                // The state machine removes only a leaving member; the
+                // leader also checks that its ranges reached their next
+                // owners (a second pass after the leave's own stream costs
+                // one Merkle exchange per range), whoever asks.
+                match state.members.get(&host_id).map(|m| m.state) {
+                    Some(MemberState::Leaving) => {}
+                    Some(other) => {
+                        return AdminReply::Refused {
+                            reason: format!("host {host_id} is {other:?}: only a leaving member is removed (decommission it, or removenode it once it is down)"),
+                        }
+                    }
+                    None => {
+                        return AdminReply::Refused {
+                            reason: format!("host {host_id} is not a member"),
+                        }
+                    }
+                }
+                if let Err(e) = self.stream(|_| true).await {
+                    return AdminReply::Failed {
+                        reason: format!(
+                            "the ranges of host {host_id} are not streamed: {e} (it stays leaving)"
+                        ),
+                    };
+                }
                 let reply = reply_of(self.group.propose(Command::Remove { host: host_id }).await);
                 if let AdminReply::Done { .. } = reply {
                     let (current, _) = self.group.members();
@@ -529,8 +601,34 @@ impl Topology {
                 reply
             }
             AdminRequest::CreateNamespace { name, spec } => {
-                if let Err(e) = Namespace::parse(&name, &spec) {
-                    return AdminReply::Refused { reason: e };
+                let wanted = match Namespace::parse(&name, &spec) {
+                    Ok(ns) => ns,
+                    Err(e) => return AdminReply::Refused { reason: e },
+                };
+                let existing = match self.coordinator.store().namespaces_read().get(&name) {
+                    Some(ns) => Some(ns.clone()),
+                    None => state
+                        .namespaces
+                        .get(&name)
+                        .and_then(|s| Namespace::parse(&name, s).ok()),
+                };
+                if let Some(existing) = existing {
+                    // Creating what exists is a no-op when it is the same
+                    // definition; anything else would change how stored
+                    // cells are read, so it is refused.
+                    return if existing == wanted {
+                        AdminReply::Done {
+                            epoch: state.epoch,
+                            host_id: None,
+                        }
+                    } else {
+                        AdminReply::Refused {
+                            reason: format!(
+                                "namespace {name:?} exists as {:?}; a namespace is never redefined",
+                                existing.spec()
+                            ),
+                        }
+                    };
                 }
                 reply_of(
                     self.group
@@ -541,6 +639,23 @@ impl Topology {
             other => AdminReply::Failed {
                 reason: format!("{other:?} is not a leader request"),
             },
+        }
+    }
+
+    /// Whether the node at `address` answers, and as host `host_id`.
+    async fn answers_as(&self, host_id: u64, address: &str) -> Result<(), String> {
+        match self
+            .link
+            .call(address, &tally_client::Request::Status, ANSWER_WAIT)
+            .await
+        {
+            Ok(tally_client::Response::Status(s)) if s.node_id == host_id => Ok(()),
+            Ok(tally_client::Response::Status(s)) => Err(format!(
+                "the node at {address} is host {}, not {host_id}",
+                s.node_id
+            )),
+            Ok(other) => Err(format!("the node at {address} answered {other:?}")),
+            Err(e) => Err(format!("host {host_id} does not answer at {address}: {e}")),
         }
     }
 

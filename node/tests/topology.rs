@@ -469,3 +469,152 @@ async fn killing_the_metadata_leader_during_a_join_leaves_a_whole_ring() {
     let _ = c4.kill();
     let _ = c4.wait();
 }
+
+/// The internal steps of a join or a leave, sent by anyone, are refused
+/// unless the metadata's rules allow them: a normal member is never
+/// removed in one step, a phantom never finishes a join nor votes, and a
+/// namespace that exists (the default one included) is never redefined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_steps_and_redefinitions_are_refused_whoever_sends_them() {
+    let root = tempfile::tempdir().unwrap();
+    let a1 = addr();
+    let _n1 = NodeProcess::start_with(
+        &root.path().join("n1"),
+        &a1,
+        &args(&["--init", "--replication-factor", "2"]),
+    );
+    wait_state(&a1, 1, "normal").await;
+    let n2 = join(&root.path().join("n2"), &a1, 2).await;
+    let a2 = n2.addr.clone();
+    let client = Client::connect(ClientConfig::with_seeds([a1.clone(), a2.clone()]))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut acked = 0;
+    while acked < 50 {
+        match client.increment(vec![inc("kept", 1)]).await.pop() {
+            Some(Outcome::Ok(())) => acked += 1,
+            other => assert!(Instant::now() < deadline, "{other:?}"),
+        }
+    }
+
+    let refused = |reply: AdminReply, what: &str| match reply {
+        AdminReply::Refused { reason } => reason,
+        other => panic!("{what} was not refused: {other:?}"),
+    };
+    // Remove of live, normal members, through either node.
+    let reason = refused(
+        admin(&a1, AdminRequest::Remove { host_id: 2 }).await,
+        "Remove 2",
+    );
+    assert!(reason.contains("only a leaving member"), "{reason}");
+    refused(
+        admin(&a2, AdminRequest::Remove { host_id: 1 }).await,
+        "Remove 1",
+    );
+    let v = view(&a1).await;
+    assert_eq!(state_of(&v, 1), Some("normal"));
+    assert_eq!(state_of(&v, 2), Some("normal"));
+
+    // A phantom registers (nothing checks its address yet), but it never
+    // votes and never serves reads.
+    let phantom = format!("127.0.0.1:{}", free_port());
+    let host = match admin(
+        &a2,
+        AdminRequest::Register {
+            cluster_name: v.cluster_name.clone().unwrap(),
+            address: phantom.clone(),
+            rack: None,
+        },
+    )
+    .await
+    {
+        AdminReply::Done {
+            host_id: Some(h), ..
+        } => h,
+        other => panic!("{other:?}"),
+    };
+    let reason = refused(
+        admin(
+            &a1,
+            AdminRequest::AddToGroup {
+                host_id: host,
+                address: phantom.clone(),
+            },
+        )
+        .await,
+        "AddToGroup of a phantom",
+    );
+    assert!(reason.contains("does not answer"), "{reason}");
+    refused(
+        admin(
+            &a1,
+            AdminRequest::AddToGroup {
+                host_id: host,
+                address: a2.clone(),
+            },
+        )
+        .await,
+        "AddToGroup at another member's address",
+    );
+    let reason = refused(
+        admin(&a1, AdminRequest::FinishJoin { host_id: host }).await,
+        "FinishJoin of a phantom",
+    );
+    assert!(reason.contains("does not answer"), "{reason}");
+    assert_eq!(state_of(&view(&a1).await, host), Some("joining"));
+    match admin(&a1, AdminRequest::Abort { host_id: host }).await {
+        AdminReply::Done { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !view(&a1).await.voters.contains(&host),
+        "a phantom never votes"
+    );
+
+    // The default namespace, and one made through the metadata: the same
+    // definition again is a no-op, another one is refused.
+    let create = |name: &str, spec: &str| AdminRequest::CreateNamespace {
+        name: name.into(),
+        spec: spec.into(),
+    };
+    let reason = refused(
+        admin(&a1, create("events", "minute:1d")).await,
+        "redefining events",
+    );
+    assert!(reason.contains("never redefined"), "{reason}");
+    assert!(matches!(
+        admin(&a1, create("events", tally_node::DEFAULT_SPEC)).await,
+        AdminReply::Done { .. }
+    ));
+    assert!(matches!(
+        admin(&a2, create("views", "hour:30d, total")).await,
+        AdminReply::Done { .. }
+    ));
+    assert!(matches!(
+        admin(&a1, create("views", "hour:30d,total")).await,
+        AdminReply::Done { .. }
+    ));
+    refused(
+        admin(&a1, create("views", "minute:1d")).await,
+        "redefining views",
+    );
+
+    // Every acknowledged increment is still there, and hour reads work.
+    let mut all = ClientConfig::with_seeds([a1.clone(), a2.clone()]);
+    all.consistency = Consistency::All;
+    let all = Client::connect(all).await.unwrap();
+    assert_eq!(all.total("events", b"kept").await.unwrap().sum, 50);
+    let now = common::now_ms();
+    let hours = all
+        .range(
+            "events",
+            b"kept",
+            tally_client::Resolution::Hour,
+            now - 7_200_000,
+            now + 3_600_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(hours.iter().map(|p| p.sum).sum::<i64>(), 50);
+}

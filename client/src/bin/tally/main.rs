@@ -564,7 +564,28 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
+/// A reader that stops reading (`tally status | head -1`) closes the
+/// pipe: the next print fails with EPIPE and `println!` panics. That is
+/// the reader's choice, not an error: exit quietly, as a process killed by
+/// SIGPIPE would. Every other panic keeps the default report.
+fn exit_quietly_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() {
+    exit_quietly_on_closed_stdout();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

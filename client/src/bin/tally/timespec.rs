@@ -25,7 +25,11 @@ pub fn parse(s: &str, now: i64) -> Result<i64, String> {
             "d" => 86_400_000,
             _ => return Err(format!("bad time unit in {s:?} (use s, m, h or d)")),
         };
-        return Ok(now - n * ms);
+        return n
+            .checked_mul(ms)
+            .and_then(|back| now.checked_sub(back))
+            .filter(|t| *t >= 0)
+            .ok_or_else(|| format!("time {s:?} is before 1970"));
     }
     s.parse()
         .map_err(|_| format!("bad time {s:?}: use now, -90m, -3d or milliseconds since the epoch"))
@@ -50,4 +54,22 @@ pub fn format(ms: i64) -> String {
         rem / 3600,
         rem % 3600 / 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_times_never_wrap() {
+        let now = 1_800_000_000_000;
+        assert_eq!(parse("-90m", now), Ok(now - 90 * 60_000));
+        assert_eq!(parse("now", now), Ok(now));
+        // Once -4611686018427387904s wrapped around to now.
+        for s in ["-4611686018427387904s", "-9223372036854775807d", "-30000d"] {
+            let e = parse(s, now).unwrap_err();
+            assert!(e.contains("before 1970"), "{s}: {e}");
+        }
+        assert!(parse("-99999999999999999999s", now).is_err());
+    }
 }

@@ -1,0 +1,85 @@
+//! The `tally` CLI against a real `tally-node` process.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The node binary next to the CLI, built if this test runs alone.
+fn node_bin() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_tally")).with_file_name("tally-node");
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "tally-node", "--bin", "tally-node"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building tally-node failed");
+    }
+    path
+}
+
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_node(dir: &std::path::Path) -> (Node, String) {
+    let addr = format!("127.0.0.1:{}", tally_client::unused_local_port().unwrap());
+    let child = Command::new(node_bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", &addr])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let node = Node(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tally(&addr, &["status"]).0 != Some(0) {
+        assert!(Instant::now() < deadline, "the node never answered status");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (node, addr)
+}
+
+/// Runs the CLI; its exit code, stdout and stderr.
+fn tally(addr: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .arg(format!("--addr={addr}"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_reader_that_closes_the_pipe_ends_the_cli_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, addr) = start_node(dir.path());
+    for args in [&["status"][..], &["status", "--json"], &["ns", "list"]] {
+        // Stdout is a pipe whose reader is gone before the CLI writes
+        // (`tally status | head -0`).
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
+            .arg(format!("--addr={addr}"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}
