@@ -94,6 +94,10 @@ pub struct NodeConfig {
     /// them as a power loss would (`tally_storage::LossyFs`): for the
     /// fault-injection harness only.
     pub lose_unsynced_writes: bool,
+    /// Drop a damaged WAL tail instead of refusing to start, and start a
+    /// new incarnation (`tally-node --salvage-wal`: for one start, after
+    /// storage named the damage).
+    pub salvage_wal: bool,
     /// Deliberately wrong behaviour for the fault-injection harness's
     /// self-tests (`double-apply`, `ack-without-quorum`, `drop-hints`,
     /// `ignore-op-ids`).
@@ -135,6 +139,7 @@ impl Default for NodeConfig {
             phi_threshold: 8.0,
             test_hooks: false,
             lose_unsynced_writes: false,
+            salvage_wal: false,
             broken: None,
         }
     }
@@ -290,6 +295,7 @@ impl NodeConfig {
             memtable_bytes: self.memtable_mib.max(1) << 20,
             max_wal_bytes: (self.memtable_mib.max(1) as u64) << 21,
             block_cache_bytes: self.block_cache_mib << 20,
+            salvage_wal_tail: self.salvage_wal,
             ..tally_storage::Options::default()
         }
     }

@@ -93,6 +93,16 @@ impl Identity {
         Ok(identity)
     }
 
+    /// Forgets that the last stop was clean, so that the next
+    /// [`Identity::load_or_create`] raises the incarnation.
+    pub fn forget_clean_shutdown(dir: &Path) -> std::io::Result<()> {
+        match fs::remove_file(dir.join("CLEAN_SHUTDOWN")) {
+            Ok(()) => File::open(dir)?.sync_all(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Records a clean shutdown (after the storage engine closed).
     pub fn mark_clean_shutdown(dir: &Path) -> std::io::Result<()> {
         File::create(dir.join("CLEAN_SHUTDOWN"))?.sync_all()?;

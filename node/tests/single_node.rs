@@ -191,3 +191,74 @@ async fn clean_restart_keeps_data_and_shard_identity() {
     assert!(client.increment(vec![inc("k", now_ms(), 2)]).await[0].is_ok());
     assert_eq!(client.total("events", b"k").await.unwrap().sum, 7);
 }
+
+/// After a clean stop the WAL holds no torn write: a damaged record is
+/// corruption, and the node refuses to start naming the file, instead of
+/// serving less than it acknowledged under the same shard. An operator who
+/// accepts the loss starts it once with `--salvage-wal`: the records
+/// before the damage are kept and the node writes a new shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_wal_after_a_clean_stop_refuses_to_start_until_salvaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut node = NodeProcess::start(dir.path(), &addr, "sync");
+    let client = node.client().await;
+    for _ in 0..3 {
+        let r = client.increment(vec![inc("k", now_ms(), 1)]).await.pop();
+        assert!(matches!(r, Some(Outcome::Ok(()))), "{r:?}");
+    }
+    drop(client);
+    node.terminate();
+    assert!(dir.path().join("CLEAN_SHUTDOWN").exists());
+    let incarnation = || {
+        let text = std::fs::read_to_string(dir.path().join("IDENTITY")).unwrap();
+        text.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u32>()
+            .unwrap()
+    };
+    let before = incarnation();
+
+    // One byte of the last increment's record flipped.
+    let storage = dir.path().join("storage");
+    let wal = std::fs::read_dir(&storage)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .max()
+        .unwrap();
+    let mut bytes = std::fs::read(&wal).unwrap();
+    let at = bytes.len() - 40;
+    bytes[at] ^= 0x10;
+    std::fs::write(&wal, &bytes).unwrap();
+
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_tally-node"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", &addr])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "started over a damaged WAL");
+    let name = wal.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(stderr.contains(&name), "the error names the file: {stderr}");
+    assert!(
+        bytes == std::fs::read(&wal).unwrap(),
+        "a refused start changes nothing"
+    );
+
+    let node = NodeProcess::start_with(
+        dir.path(),
+        &addr,
+        &["--durability".into(), "sync".into(), "--salvage-wal".into()],
+    );
+    let client = node.client().await;
+    assert_eq!(client.total("events", b"k").await.unwrap().sum, 2);
+    assert_eq!(
+        incarnation(),
+        before + 1,
+        "a salvaged node writes a new shard"
+    );
+}

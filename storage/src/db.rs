@@ -262,6 +262,7 @@ impl Db {
                 &*fs,
                 &dir.join(wal::wal_name(n)),
                 i + 1 == wals.len(),
+                opts.salvage_wal_tail,
                 |batch| {
                     memtable.apply(batch.ops(), &*op);
                     if memtable.approximate_bytes() >= opts.memtable_bytes {
@@ -530,8 +531,14 @@ impl Db {
         self.shutdown()
     }
 
+    /// Stops the background threads and ends the WAL with the clean-close
+    /// record, fsynced. A poisoned engine is not closed cleanly: it says so
+    /// (its caller must not record a clean stop). Only the first call does
+    /// anything.
     fn shutdown(&mut self) -> Result<()> {
-        self.inner.shutdown.store(true, Ordering::SeqCst);
+        if self.inner.shutdown.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
         {
             let _state = self.inner.state.lock();
             self.inner.state_changed.notify_all();
@@ -539,11 +546,13 @@ impl Db {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        if self.inner.poisoned.load(Ordering::SeqCst) {
-            return Ok(());
-        }
+        self.inner.check_poisoned()?;
         let wal = self.inner.state.lock().wal.clone();
-        wal.sync().map(|_| ())
+        let closed = wal.append(&wal::close_record()).and_then(|()| wal.sync());
+        if let Err(e) = &closed {
+            self.inner.poison(e);
+        }
+        closed.map(|_| ())
     }
 }
 

@@ -71,6 +71,11 @@ pub struct Options {
     /// only through [`crate::Db::flush`] and [`crate::Db::compact`] (for
     /// deterministic tests).
     pub background_work: bool,
+    /// Recovery keeps the records of the newest WAL before its first
+    /// damaged one and drops the rest, instead of refusing to open. For an
+    /// operator who accepts that loss (after a clean close, damage is
+    /// otherwise corruption); every drop is logged with file and offset.
+    pub salvage_wal_tail: bool,
 }
 
 impl Default for Options {
@@ -93,6 +98,7 @@ impl Default for Options {
             max_value_bytes: 1 << 20,
             compaction_filter: None,
             background_work: true,
+            salvage_wal_tail: false,
         }
     }
 }

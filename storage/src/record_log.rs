@@ -79,6 +79,16 @@ pub(crate) struct LogContents<'a> {
 /// Splits a log file's bytes into records; see the module docs for the
 /// torn-tail rule.
 pub(crate) fn read_log<'a>(file: &Path, data: &'a [u8]) -> Result<LogContents<'a>> {
+    read_log_as(file, data, false)
+}
+
+/// [`read_log`], or with `salvage` the valid records before the first bad
+/// one, whatever follows it (an operator's choice to drop a damaged tail).
+pub(crate) fn read_log_as<'a>(
+    file: &Path,
+    data: &'a [u8],
+    salvage: bool,
+) -> Result<LogContents<'a>> {
     let mut records = Vec::new();
     let mut offset = 0usize;
     while offset < data.len() {
@@ -89,9 +99,12 @@ pub(crate) fn read_log<'a>(file: &Path, data: &'a [u8]) -> Result<LogContents<'a
             }
             None => {
                 // Is there any valid record later? Then this is not a tail.
-                if let Some(later) =
+                let later = if salvage {
+                    None
+                } else {
                     (offset + 1..data.len()).find(|&o| record_at(data, o).is_some())
-                {
+                };
+                if let Some(later) = later {
                     return Err(Error::corruption(
                         file,
                         offset as u64,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::fs::{Fs, FsFile};
 use crate::manifest::read_whole;
-use crate::record_log::read_log;
+use crate::record_log::read_log_as;
 use crate::write_batch::WriteBatch;
 
 pub(crate) fn wal_name(number: u64) -> String {
@@ -87,24 +87,46 @@ impl Wal {
     }
 }
 
+/// Appends the record a clean close ends the WAL with: an empty batch.
+/// After it, damage to any earlier record has a valid record after it, so
+/// recovery calls it corruption instead of taking it for a torn write.
+pub(crate) fn close_record() -> Vec<u8> {
+    let mut record = Vec::new();
+    WriteBatch::new().encode_record(&mut record);
+    record
+}
+
 /// Reads back the batches of a WAL file in order, handing each to `apply`.
 /// A torn tail is accepted only when `is_last` (older WALs were fsynced
-/// whole before the next one started). Every record is checked before any
-/// is applied, so a damaged WAL applies nothing.
+/// whole before the next one started), and logged with its file and
+/// offset; a bad record with a valid one after it is corruption (a clean
+/// close leaves one, [`close_record`]) unless `salvage` drops it and all
+/// after it. Every record is checked before any is applied, so a damaged
+/// WAL applies nothing.
 pub(crate) fn replay(
     fs: &dyn Fs,
     path: &Path,
     is_last: bool,
+    salvage: bool,
     mut apply: impl FnMut(WriteBatch) -> Result<()>,
 ) -> Result<()> {
     let data = read_whole(fs, path)?;
-    let contents = read_log(path, &data)?;
-    if let (Some(offset), false) = (contents.torn_tail_at, is_last) {
-        return Err(Error::corruption(
-            path,
+    let contents = read_log_as(path, &data, salvage && is_last)?;
+    match (contents.torn_tail_at, is_last) {
+        (Some(offset), false) => {
+            return Err(Error::corruption(
+                path,
+                offset,
+                "damaged record in a WAL that is not the newest",
+            ))
+        }
+        (Some(offset), true) => tracing::warn!(
+            file = %path.display(),
             offset,
-            "damaged record in a WAL that is not the newest",
-        ));
+            bytes_dropped = data.len() as u64 - offset,
+            "the newest WAL ends in a damaged record: dropped as a write torn by a crash"
+        ),
+        (None, _) => {}
     }
     for (offset, payload) in contents.records {
         let batch = WriteBatch::decode(payload)

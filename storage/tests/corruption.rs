@@ -68,9 +68,19 @@ fn only_file(fs: &SimFs, suffix: &str) -> PathBuf {
     files[0].clone()
 }
 
-/// A closed engine whose data is all in one WAL, plus the model after each
-/// prefix of the history and the WAL's length after each batch.
-fn wal_fixture(batches: usize) -> (SimFs, PathBuf, Vec<Model>, Vec<usize>) {
+/// An engine whose data is all in one WAL: the disk as a crash left it
+/// (every write synced, no clean close) and as a clean close left it, plus
+/// the model after each prefix of the history and the WAL's length after
+/// each batch.
+struct WalFixture {
+    crashed: SimFs,
+    closed: SimFs,
+    wal: PathBuf,
+    prefixes: Vec<Model>,
+    ends: Vec<usize>,
+}
+
+fn wal_fixture(batches: usize) -> WalFixture {
     let fs = SimFs::new();
     let db = open(&fs).unwrap();
     let wal = only_file(&fs, ".log");
@@ -82,17 +92,30 @@ fn wal_fixture(batches: usize) -> (SimFs, PathBuf, Vec<Model>, Vec<usize>) {
         prefixes.push(model.clone());
         ends.push(fs.read_all(&wal).unwrap().len());
     }
+    let crashed = fs.deep_copy();
     db.close().unwrap();
-    (fs, wal, prefixes, ends)
+    WalFixture {
+        crashed,
+        closed: fs,
+        wal,
+        prefixes,
+        ends,
+    }
 }
 
 #[test]
 fn wal_bit_flip_at_every_offset_is_detected_or_a_torn_tail() {
     let batches = 10;
-    let (fs, wal, prefixes, ends) = wal_fixture(batches);
+    let WalFixture {
+        crashed,
+        wal,
+        prefixes,
+        ends,
+        ..
+    } = wal_fixture(batches);
     let last_record_start = ends[batches - 1];
     for offset in 0..ends[batches] {
-        let damaged = fs.deep_copy();
+        let damaged = crashed.deep_copy();
         damaged
             .corrupt_byte(&wal, offset, 1 << (offset % 8))
             .unwrap();
@@ -124,12 +147,81 @@ fn wal_bit_flip_at_every_offset_is_detected_or_a_torn_tail() {
     }
 }
 
+/// After a clean close no record is a torn write: damage to any of them is
+/// corruption, named with file and offset (once the last one was dropped
+/// silently). Damage to the close record itself loses nothing. An operator
+/// may salvage the records before the damage.
+#[test]
+fn after_a_clean_close_a_damaged_last_record_is_corruption_unless_salvaged() {
+    let batches = 10;
+    let WalFixture {
+        closed,
+        wal,
+        prefixes,
+        ends,
+        ..
+    } = wal_fixture(batches);
+    let len = closed.read_all(&wal).unwrap().len();
+    assert!(
+        len > ends[batches],
+        "a clean close ends the WAL with a record"
+    );
+    for offset in 0..len {
+        let damaged = closed.deep_copy();
+        damaged
+            .corrupt_byte(&wal, offset, 1 << (offset % 8))
+            .unwrap();
+        match open(&damaged) {
+            Err(Error::Corruption {
+                file, offset: at, ..
+            }) => {
+                assert!(
+                    offset < ends[batches],
+                    "offset {offset}: the close record holds no data"
+                );
+                assert_eq!(file, wal);
+                assert!(at as usize <= offset, "offset {offset}: named {at}");
+                let first_bad = ends.iter().filter(|&&end| end <= offset).count() - 1;
+                let salvaged = Db::open_with_fs(
+                    Arc::new(damaged.deep_copy()),
+                    Path::new(DIR),
+                    Options {
+                        salvage_wal_tail: true,
+                        ..options()
+                    },
+                    Arc::new(AddI64),
+                )
+                .unwrap();
+                assert_eq!(
+                    contents(&salvaged).unwrap(),
+                    prefixes[first_bad],
+                    "offset {offset}: salvage keeps the records before the damage"
+                );
+            }
+            Err(e) => panic!("offset {offset}: unexpected error {e}"),
+            Ok(db) => {
+                assert!(
+                    offset >= ends[batches],
+                    "offset {offset}: damage after a clean close went unnoticed"
+                );
+                assert_eq!(contents(&db).unwrap(), prefixes[batches]);
+            }
+        }
+    }
+}
+
 #[test]
 fn wal_truncated_at_every_length_recovers_the_complete_records() {
     let batches = 10;
-    let (fs, wal, prefixes, ends) = wal_fixture(batches);
+    let WalFixture {
+        crashed,
+        wal,
+        prefixes,
+        ends,
+        ..
+    } = wal_fixture(batches);
     for len in 0..=ends[batches] {
-        let damaged = fs.deep_copy();
+        let damaged = crashed.deep_copy();
         damaged.truncate(&wal, len).unwrap();
         let db = open(&damaged).unwrap_or_else(|e| panic!("length {len}: {e}"));
         let complete = ends.iter().filter(|&&end| end <= len).count() - 1;

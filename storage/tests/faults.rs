@@ -95,7 +95,9 @@ fn failed_fsync_poisons_and_is_never_retried() {
         other => panic!("expected Poisoned, got {other:?}"),
     }
     assert!(matches!(db.flush(), Err(Error::Poisoned { .. })));
-    drop(db);
+    // A poisoned engine does not close cleanly (its caller must not record
+    // a clean stop).
+    assert!(matches!(db.close(), Err(Error::Poisoned { .. })));
     fs.crash(1);
     let db = open_with(&fs, options()).unwrap();
     assert_eq!(

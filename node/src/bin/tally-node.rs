@@ -83,6 +83,13 @@ struct Args {
     /// test mode for the harness). Never on a real cluster.
     #[arg(long)]
     lose_unsynced_writes: bool,
+    /// Start once after storage refused to open over a damaged WAL record:
+    /// keep the records before it, drop it and all after it (logged with
+    /// file and offset), and start a new incarnation of this node's shard.
+    /// Acknowledged increments in the dropped records are lost on this node
+    /// (replicas that hold them give them back through repair).
+    #[arg(long)]
+    salvage_wal: bool,
     /// Deliberately wrong behaviour, for the harness's self-tests only:
     /// double-apply, ack-without-quorum, drop-hints or ignore-op-ids.
     #[arg(long)]
@@ -142,6 +149,9 @@ fn load(args: &Args) -> Result<NodeConfig, String> {
     }
     if args.lose_unsynced_writes {
         config.lose_unsynced_writes = true;
+    }
+    if args.salvage_wal {
+        config.salvage_wal = true;
     }
     if let Some(v) = &args.broken {
         config.broken = Some(v.clone());
@@ -219,6 +229,14 @@ fn run(config: NodeConfig) -> Result<(), String> {
     let runtime = runtime.build().map_err(|e| format!("runtime: {e}"))?;
     let link = RaftLink::new();
     let (host_id, mode) = runtime.block_on(host_id_of(&config, &link))?;
+    if config.salvage_wal {
+        // Records this node's shard was raised by may be dropped: write a
+        // new shard, as after a crash (trap (b)).
+        Identity::forget_clean_shutdown(&config.data_dir).map_err(|e| format!("identity: {e}"))?;
+        tracing::warn!(
+            "salvaging: damaged WAL records are dropped, and this node starts a new incarnation"
+        );
+    }
     let identity = Identity::load_or_create(&config.data_dir, host_id)
         .map_err(|e| format!("identity: {e}"))?;
     let self_id = HostId(u64::from(identity.host_id));
