@@ -3,16 +3,23 @@
 //!
 //! The consensus crate opens no sockets (it depends on storage only): the
 //! node implements [`RaftTransport`] over its own framed protocol, and the
-//! tests over an in-memory registry. A transport failure is reported to
-//! openraft as a network error (it retries with backoff); an error the
-//! remote Raft returned is passed back as a remote error.
+//! tests over an in-memory registry. A transport failure (no connection,
+//! no answer in time) is reported to openraft as `Unreachable`, the one
+//! error after which it backs off ([`NetworkClient`]'s backoff, doubling
+//! up to [`MAX_BACKOFF`]) instead of retrying at once: a voter that is down
+//! for good, the ordinary state of a dead node awaiting removal, must not
+//! spin the leader. An error the remote Raft returned is passed back as a
+//! remote error.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -42,6 +49,17 @@ pub enum RaftReply {
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     /// To `Snapshot`.
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+}
+
+/// The first wait before retrying an unreachable node.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait before retrying an unreachable node.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The waits before each retry of an unreachable node: doubling from
+/// [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`].
+pub fn backoff_waits() -> impl Iterator<Item = Duration> {
+    std::iter::successors(Some(FIRST_BACKOFF), |w| Some((*w * 2).min(MAX_BACKOFF)))
 }
 
 /// A boxed future of a transport call.
@@ -110,18 +128,19 @@ impl NetworkClient {
         option: &RPCOption,
     ) -> Result<RaftReply, RPCError<NodeId, BasicNode, E>> {
         let net = |e: String| RPCError::Network(NetworkError::new(&TransportError(e)));
+        let unreachable = |e: String| RPCError::Unreachable(Unreachable::new(&TransportError(e)));
         let payload = serde_json::to_vec(rpc).map_err(|e| net(e.to_string()))?;
         let call = self.transport.call(self.target, &self.address, payload);
         let bytes = tokio::time::timeout(option.hard_ttl(), call)
             .await
             .map_err(|_| {
-                net(format!(
+                unreachable(format!(
                     "no answer from node {} within {:?}",
                     self.target,
                     option.hard_ttl()
                 ))
             })?
-            .map_err(net)?;
+            .map_err(unreachable)?;
         serde_json::from_slice(&bytes).map_err(|e| net(format!("bad reply: {e}")))
     }
 }
@@ -133,6 +152,10 @@ fn unexpected<E: std::error::Error>(target: NodeId) -> RPCError<NodeId, BasicNod
 }
 
 impl RaftNetwork<TypeConfig> for NetworkClient {
+    fn backoff(&self) -> Backoff {
+        Backoff::new(backoff_waits())
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

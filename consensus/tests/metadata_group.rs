@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ use tally_consensus::{
 struct Registry {
     groups: Mutex<HashMap<u64, MetadataGroup>>,
     down: Mutex<HashSet<u64>>,
+    /// Calls made to a node while it was down.
+    calls_to_down: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -28,6 +31,7 @@ impl RaftTransport for InMemory {
     fn call<'a>(&'a self, target: u64, _address: &'a str, payload: Vec<u8>) -> TransportFuture<'a> {
         Box::pin(async move {
             if self.0.down.lock().unwrap().contains(&target) {
+                self.0.calls_to_down.fetch_add(1, Ordering::Relaxed);
                 return Err(format!("node {target} is down"));
             }
             let group = self.0.groups.lock().unwrap().get(&target).cloned();
@@ -201,4 +205,47 @@ async fn members_agree_survive_a_lost_leader_and_recover_from_disk() {
     .await;
     assert_eq!(*restarted.state(), *survivors[0].state());
     assert!(restarted.state().members.contains_key(&4));
+}
+
+/// A voter that is down for good is retried with backoff, not in a loop:
+/// once a leader spun 5,000-15,000 AppendEntries a second on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_that_stays_down_is_retried_with_backoff() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let registry = Arc::new(Registry::default());
+    let mut members = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        members.push(open(&registry, i as u64 + 1, dir.path()).await);
+    }
+    members[0].initialize("n1").await.unwrap();
+    wait_for("node 1 to lead", || members[0].leader() == Some(1)).await;
+    for id in [2, 3] {
+        let voters = (1..=id).collect();
+        members[0]
+            .add_member(id, &format!("n{id}"), voters)
+            .await
+            .unwrap();
+    }
+    registry.down.lock().unwrap().insert(3);
+    let started = Instant::now();
+    for i in 0..5 {
+        let r = propose(&registry, join(&format!("a{i}"), 100 + i)).await;
+        assert!(matches!(
+            r,
+            CommandResult::Applied { .. } | CommandResult::Refused { .. }
+        ));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = registry.calls_to_down.load(Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    // Backoff doubles from 100 ms to 2 s: about a dozen tries in 3 s.
+    assert!(
+        calls as f64 / secs < 20.0,
+        "{calls} calls to a down voter in {secs:.1} s"
+    );
+    assert!(calls > 0, "the leader never tried the down voter");
+    // It still comes back: replication resumes once it answers.
+    registry.down.lock().unwrap().remove(&3);
+    let target = members[0].state().epoch;
+    wait_for("node 3 to catch up", || members[2].state().epoch == target).await;
 }
