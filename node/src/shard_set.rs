@@ -84,7 +84,7 @@ impl ShardSet {
     }
 
     /// Whether every shard of an encoded set leaves its clock room to rise
-    /// (at most [`MAX_CLOCK`]); `bytes` must be valid.
+    /// (at most `MAX_CLOCK`); `bytes` must be valid.
     pub fn clocks_have_room(bytes: &[u8]) -> bool {
         bytes
             .get(2..)
