@@ -45,6 +45,22 @@ pub struct NodeConfig {
     /// Requests one connection may have in flight before the node stops
     /// reading from it (back-pressure).
     pub max_in_flight_per_connection: usize,
+    /// Open connections at most (lowered at start to fit the process's
+    /// file descriptor limit, with room kept for storage files).
+    pub max_connections: usize,
+    /// Requests in flight over all connections; past it, `Overloaded`.
+    pub max_in_flight: usize,
+    /// MiB of requests and answers held for all connections; past it,
+    /// `Overloaded`.
+    pub max_buffered_mib: usize,
+    /// A connection with no request for this long is closed, in seconds.
+    pub idle_timeout_s: u64,
+    /// A request frame must arrive whole within this long of its first
+    /// byte, in seconds; slower, the connection is closed.
+    pub frame_timeout_s: u64,
+    /// Answers a client does not read for this long close its connection,
+    /// in seconds.
+    pub write_timeout_s: u64,
     /// The address other nodes and clients use (default: `listen`).
     pub advertise: Option<String>,
     /// Cluster members as `host_id=address`, this node included. Empty: a
@@ -120,6 +136,12 @@ impl Default for NodeConfig {
             block_cache_mib: 64,
             namespaces: Default::default(),
             max_in_flight_per_connection: 128,
+            max_connections: 10_000,
+            max_in_flight: 4_096,
+            max_buffered_mib: 256,
+            idle_timeout_s: 600,
+            frame_timeout_s: 30,
+            write_timeout_s: 30,
             advertise: None,
             members: Vec::new(),
             replication_factor: 3,
@@ -170,8 +192,20 @@ impl NodeConfig {
         if self.host_id == 0 {
             return Err("host_id must be at least 1".into());
         }
-        if self.max_in_flight_per_connection == 0 {
-            return Err("max_in_flight_per_connection must be at least 1".into());
+        if self.max_in_flight_per_connection == 0
+            || self.max_connections == 0
+            || self.max_in_flight == 0
+            || self.max_buffered_mib == 0
+        {
+            return Err(
+                "max_in_flight_per_connection, max_connections, max_in_flight and max_buffered_mib must be at least 1"
+                    .into(),
+            );
+        }
+        if self.idle_timeout_s == 0 || self.frame_timeout_s == 0 || self.write_timeout_s == 0 {
+            return Err(
+                "idle_timeout_s, frame_timeout_s and write_timeout_s must be positive".into(),
+            );
         }
         if self.read_timeout_ms == 0 || self.hint_window_s == 0 {
             return Err("read_timeout_ms and hint_window_s must be positive".into());
@@ -285,6 +319,20 @@ impl NodeConfig {
             other => Err(format!(
                 "durability must be \"sync\" or \"periodic\", not {other:?}"
             )),
+        }
+    }
+
+    /// The bounds on connections, before fitting them to the process's
+    /// file descriptor limit.
+    pub fn server_limits(&self) -> crate::ServerLimits {
+        crate::ServerLimits {
+            max_connections: self.max_connections,
+            max_in_flight_per_connection: self.max_in_flight_per_connection,
+            max_in_flight: self.max_in_flight,
+            max_buffered_bytes: self.max_buffered_mib.saturating_mul(1 << 20),
+            idle_timeout: Duration::from_secs(self.idle_timeout_s),
+            frame_timeout: Duration::from_secs(self.frame_timeout_s),
+            write_timeout: Duration::from_secs(self.write_timeout_s),
         }
     }
 

@@ -20,6 +20,7 @@
 //!
 //! Not yet: exactly-once op ids, `cleanup` (their issues).
 
+mod admission;
 pub mod cell_key;
 mod config;
 mod coordinator;
@@ -42,6 +43,7 @@ mod store;
 mod topology;
 mod write_pipeline;
 
+pub use admission::{Admission, ServerLimits};
 pub use config::NodeConfig;
 pub use coordinator::{needed, BrokenMode, Coordinator, CoordinatorConfig};
 pub use hints::{Hint, HintCounts, HintMerge, HintStore};

@@ -1,10 +1,18 @@
 //! The TCP server: clients and other nodes speak the same framed protocol.
 //!
 //! One task per connection reads frames; each request runs in its own task,
-//! so a connection can pipeline. A connection has at most `max_in_flight`
-//! requests running: past that the node stops reading from it, and TCP
-//! pushes back on the sender. Responses go through one writer task per
-//! connection.
+//! so a connection can pipeline. A connection has at most
+//! `max_in_flight_per_connection` requests running: past that the node
+//! stops reading from it, and TCP pushes back on the sender. Responses go
+//! through one writer task per connection.
+//!
+//! Careless and hostile clients are bounded ([`Admission`]): connections,
+//! requests in flight and bytes held are counted node-wide, and a request
+//! without room is answered `Overloaded` before any work is queued for it.
+//! A connection is closed when it is idle too long, when a frame arrives
+//! too slowly (slowloris), or when its answers are not read; the reads
+//! still running for it are stopped then, so a client that went away
+//! leaves no queue of work behind.
 //!
 //! Client requests go to the [`Coordinator`]; internal ones (replica
 //! reads) are served from this node's storage after checking the sender's
@@ -20,13 +28,23 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::BytesMut;
-use futures_util::StreamExt;
-use tally_client::frame::{write_queued, Frame, FrameCodec, HEADER_BYTES, MAX_FRAME_BYTES};
+use futures_util::SinkExt;
+use tally_client::frame::{
+    parse_frame, BadFrame, Frame, FrameCodec, HEADER_BYTES, MAX_FRAME_BYTES,
+};
 use tally_client::{ErrorCode, NodeStatus, Request, Response};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
-use tokio_util::codec::FramedRead;
+use tokio::task::JoinSet;
+use tokio_util::codec::{Encoder, FramedWrite};
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::{Admission, HeldBytes, Refusal, RequestSlot};
 
 use crate::coordinator::Coordinator;
 use crate::membership::Membership;
@@ -48,7 +66,9 @@ pub struct Server {
     test_clock: Option<Arc<OffsetClock>>,
     address: String,
     started: Instant,
-    max_in_flight: usize,
+    admission: Arc<Admission>,
+    /// When `accept` last failed (ms since start), for the log's rate.
+    accept_errors: AtomicU64,
 }
 
 fn error_response(e: RequestError) -> Response {
@@ -75,7 +95,7 @@ impl Server {
         topology: Option<Arc<Topology>>,
         test_clock: Option<Arc<OffsetClock>>,
         address: String,
-        max_in_flight: usize,
+        admission: Arc<Admission>,
     ) -> Arc<Server> {
         Arc::new(Server {
             repairer,
@@ -85,11 +105,13 @@ impl Server {
             test_clock,
             address,
             started: Instant::now(),
-            max_in_flight,
+            admission,
+            accept_errors: AtomicU64::new(0),
         })
     }
 
-    /// Accepts connections until `shutdown` resolves.
+    /// Accepts connections until `shutdown` resolves. Past the connection
+    /// limit a new connection is answered `Overloaded` and closed.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
@@ -100,15 +122,25 @@ impl Server {
             tokio::select! {
                 _ = &mut shutdown => return,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let server = self.clone();
-                        tokio::spawn(async move {
-                            server.connection(stream).await;
-                            tracing::debug!(%peer, "connection closed");
-                        });
-                    }
+                    Ok((stream, peer)) => match self.admission.connection() {
+                        Ok(slot) => {
+                            let server = self.clone();
+                            tokio::spawn(async move {
+                                server.connection(stream).await;
+                                drop(slot);
+                                tracing::debug!(%peer, "connection closed");
+                            });
+                        }
+                        Err(why) => {
+                            tokio::spawn(refuse_connection(stream, why));
+                        }
+                    },
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
+                        // Out of descriptors (EMFILE) or a connection reset
+                        // while queued: wait a little rather than spin.
+                        warn_rate_limited(&self.accept_errors, || {
+                            tracing::warn!(error = %e, "accept failed")
+                        });
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     }
                 },
@@ -116,53 +148,147 @@ impl Server {
         }
     }
 
+    /// Serves one connection: reads frames while the connection has fewer
+    /// than its in-flight limit running and the node's budget has room,
+    /// runs each request in its own task, and writes answers through one
+    /// writer. The connection ends when the peer goes, is idle too long,
+    /// sends a frame too slowly, or does not read its answers; reads still
+    /// running for it are then stopped.
     async fn connection(self: Arc<Self>, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
+        let limits = *self.admission.limits();
         let (read_half, write_half) = stream.into_split();
-        let mut reader = FramedRead::new(read_half, FrameCodec::default());
-        let (out, responses) = mpsc::channel::<Frame>(self.max_in_flight);
-        // A failed write means the client is gone; the reader sees it too.
-        let writer_task = tokio::spawn(write_queued(responses, write_half));
-        let permits = Arc::new(Semaphore::new(self.max_in_flight));
-        while let Some(item) = reader.next().await {
-            let frame = match item {
-                Ok(Ok(frame)) => frame,
-                Ok(Err(bad)) => {
+        let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
+        let (out, responses) = mpsc::channel::<Outgoing>(limits.max_in_flight_per_connection + 1);
+        let gone = CancellationToken::new();
+        let writer_task = tokio::spawn(write_answers(
+            responses,
+            write_half,
+            limits.write_timeout,
+            gone.clone(),
+        ));
+        let permits = Arc::new(Semaphore::new(limits.max_in_flight_per_connection));
+        // Reads are stopped when the connection ends; writes run to the end
+        // (their outcome is already decided by the time anyone could ask).
+        let mut reads = JoinSet::new();
+        loop {
+            while reads.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                () = gone.cancelled() => break,
+            };
+            let started = tokio::select! {
+                r = tokio::time::timeout(limits.idle_timeout, reader.fill_buf()) => r,
+                () = gone.cancelled() => break,
+            };
+            match started {
+                Ok(Ok(buf)) if !buf.is_empty() => {}
+                Ok(_) => break, // the peer closed, or the socket failed
+                Err(_) => {
+                    tracing::debug!("closing a connection idle for {:?}", limits.idle_timeout);
+                    break;
+                }
+            }
+            let incoming = tokio::select! {
+                r = tokio::time::timeout(limits.frame_timeout, read_frame(&mut reader, &self.admission)) => r,
+                () = gone.cancelled() => break,
+            };
+            let incoming = match incoming {
+                Ok(Ok(incoming)) => incoming,
+                Ok(Err(ReadError::Io)) => break,
+                Ok(Err(ReadError::TooLarge(len))) => {
+                    // The stream cannot be resynchronized.
+                    let response = Response::Error {
+                        code: ErrorCode::FrameTooLarge,
+                        message: format!(
+                            "frame of {len} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"
+                        ),
+                    };
+                    let _ = send(&out, &self.admission, 0, 0, &response).await;
+                    break;
+                }
+                Err(_) => {
+                    tracing::debug!(
+                        "closing a connection whose frame took over {:?}",
+                        limits.frame_timeout
+                    );
+                    break;
+                }
+            };
+            let (frame, slot) = match incoming {
+                Incoming::Frame(frame, slot) => (frame, slot),
+                Incoming::Bad(bad) => {
                     let response = Response::Error {
                         code: bad.code,
                         message: bad.reason,
                     };
-                    if send(&out, bad.request_id, 0, &response).await.is_err() {
+                    if send(&out, &self.admission, bad.request_id, 0, &response)
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                     continue;
                 }
-                Err(e) => {
-                    // Oversized frame or I/O error: the stream cannot be trusted.
+                Incoming::Refused {
+                    request_id,
+                    kind,
+                    why,
+                } => {
                     let response = Response::Error {
-                        code: ErrorCode::FrameTooLarge,
-                        message: e.to_string(),
+                        code: ErrorCode::Overloaded,
+                        message: format!("{why}; retry with backoff"),
                     };
-                    let _ = send(&out, 0, 0, &response).await;
-                    break;
+                    if send(&out, &self.admission, request_id, kind, &response)
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    continue;
                 }
             };
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break;
-            };
-            let (server, out) = (self.clone(), out.clone());
-            tokio::spawn(async move {
-                let response = match Request::decode(frame.kind, &frame.body) {
-                    Ok(request) => server.handle(request).await,
-                    Err(e) => Response::Error {
+            let request = match Request::decode(frame.kind, &frame.body) {
+                Ok(request) => request,
+                Err(e) => {
+                    let response = Response::Error {
                         code: e.code,
                         message: e.reason,
-                    },
-                };
-                let _ = send(&out, frame.request_id, frame.kind, &response).await;
-                drop(permit);
-            });
+                    };
+                    if send(
+                        &out,
+                        &self.admission,
+                        frame.request_id,
+                        frame.kind,
+                        &response,
+                    )
+                    .await
+                    .is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            drop(frame.body);
+            let abortable = is_pure_read(&request);
+            let (server, out) = (self.clone(), out.clone());
+            let (request_id, kind) = (frame.request_id, frame.kind);
+            let task = async move {
+                let response = server.handle(request).await;
+                let _ = send(&out, &server.admission, request_id, kind, &response).await;
+                drop((permit, slot));
+            };
+            if abortable {
+                reads.spawn(task);
+            } else {
+                tokio::spawn(task);
+            }
         }
+        reads.abort_all();
         drop(out);
         let _ = writer_task.await;
     }
@@ -291,18 +417,14 @@ impl Server {
                 if theirs < epoch {
                     return stale_ring(theirs, epoch);
                 }
-                let store = store.clone();
-                match tokio::task::spawn_blocking(move || {
+                match crate::store::heavy_read(store, move |store| {
                     store.merkle_leaves(start_token, end_token, depth)
                 })
                 .await
+                .and_then(|r| r)
                 {
-                    Ok(Ok(hashes)) => Response::Hashes(hashes),
-                    Ok(Err(e)) => error_response(e),
-                    Err(e) => Response::Error {
-                        code: ErrorCode::Internal,
-                        message: format!("tree task failed: {e}"),
-                    },
+                    Ok(hashes) => Response::Hashes(hashes),
+                    Err(e) => error_response(e),
                 }
             }
             Request::Repair => match self.repairer.repair_all().await {
@@ -403,8 +525,185 @@ impl Server {
     }
 }
 
+/// A response frame on its way out, and the bytes it holds of the node's
+/// budget until it is written.
+type Outgoing = (Frame, HeldBytes);
+
+/// Reads are buffered this much per connection.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+
+/// What reading a frame gave.
+enum Incoming {
+    /// A whole frame, and its share of the node's budget.
+    Frame(Frame, RequestSlot),
+    /// A frame whose boundary is intact but whose header is bad.
+    Bad(BadFrame),
+    /// A frame the node has no room for: read and dropped, to be answered
+    /// `Overloaded`.
+    Refused {
+        request_id: u64,
+        kind: u8,
+        why: Refusal,
+    },
+}
+
+/// Why a connection cannot go on reading.
+enum ReadError {
+    /// The socket failed or closed mid-frame.
+    Io,
+    /// A length over the limit: the stream cannot be resynchronized.
+    TooLarge(usize),
+}
+
+/// Reads one frame. Its bytes are taken from the node's budget before
+/// they are buffered: a frame without room is read through a small buffer
+/// and dropped, so that many slow, large frames cannot fill memory.
+async fn read_frame(
+    reader: &mut BufReader<OwnedReadHalf>,
+    admission: &Arc<Admission>,
+) -> Result<Incoming, ReadError> {
+    let len = reader.read_u32().await.map_err(|_| ReadError::Io)? as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(ReadError::TooLarge(len));
+    }
+    let slot = match admission.request(len + 4) {
+        Ok(slot) => slot,
+        Err(why) => {
+            let mut header = [0u8; HEADER_BYTES];
+            let head = len.min(HEADER_BYTES);
+            reader
+                .read_exact(&mut header[..head])
+                .await
+                .map_err(|_| ReadError::Io)?;
+            let rest = (len - head) as u64;
+            let skipped = tokio::io::copy(&mut reader.take(rest), &mut tokio::io::sink())
+                .await
+                .map_err(|_| ReadError::Io)?;
+            if skipped < rest {
+                return Err(ReadError::Io);
+            }
+            let (kind, request_id) = if head == HEADER_BYTES {
+                let mut id = [0u8; 8];
+                id.copy_from_slice(&header[2..10]);
+                (header[1], u64::from_le_bytes(id))
+            } else {
+                (0, 0)
+            };
+            return Ok(Incoming::Refused {
+                request_id,
+                kind,
+                why,
+            });
+        }
+    };
+    let mut raw = BytesMut::zeroed(len);
+    reader
+        .read_exact(&mut raw)
+        .await
+        .map_err(|_| ReadError::Io)?;
+    Ok(match parse_frame(raw) {
+        Ok(frame) => Incoming::Frame(frame, slot),
+        Err(bad) => Incoming::Bad(bad),
+    })
+}
+
+/// Requests that change nothing: stopped when their connection ends.
+fn is_pure_read(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Total { .. }
+            | Request::Range { .. }
+            | Request::Stats { .. }
+            | Request::ReplicaRead { .. }
+            | Request::MerkleTree { .. }
+            | Request::InspectReplicas { .. }
+            | Request::Routing
+            | Request::Ping
+            | Request::Status
+            | Request::ListNamespaces
+            | Request::DescribeNamespace { .. }
+    )
+}
+
+/// Writes the answers arriving on `queue`, a burst at a time with one
+/// flush. A burst that cannot be written within `write_timeout` (the peer
+/// does not read) or a failed write ends the connection: `gone` is
+/// cancelled, which stops its reader and its reads.
+async fn write_answers(
+    mut queue: mpsc::Receiver<Outgoing>,
+    writer: OwnedWriteHalf,
+    write_timeout: std::time::Duration,
+    gone: CancellationToken,
+) {
+    let mut sink = FramedWrite::new(writer, FrameCodec::default());
+    let mut held = Vec::new();
+    while let Some((frame, bytes)) = queue.recv().await {
+        let burst = async {
+            sink.feed(frame).await?;
+            held.push(bytes);
+            // Let the tasks that are ready to run go first: the answers
+            // they are about to queue (often a whole write group's) join
+            // this write instead of costing a syscall each.
+            tokio::task::yield_now().await;
+            while let Ok((frame, bytes)) = queue.try_recv() {
+                sink.feed(frame).await?;
+                held.push(bytes);
+            }
+            sink.flush().await
+        };
+        match tokio::time::timeout(write_timeout, burst).await {
+            Ok(Ok(())) => held.clear(),
+            Ok(Err(_)) => break,
+            Err(_) => {
+                tracing::debug!(
+                    "closing a connection that did not read its answers for {write_timeout:?}"
+                );
+                break;
+            }
+        }
+    }
+    gone.cancel();
+}
+
+/// Answers a connection the node has no room for, and closes it.
+async fn refuse_connection(stream: TcpStream, why: Refusal) {
+    let response = Response::Error {
+        code: ErrorCode::Overloaded,
+        message: format!("{why}; retry with backoff"),
+    };
+    let mut body = BytesMut::new();
+    let kind = response.encode_body(0, &mut body);
+    let mut bytes = BytesMut::new();
+    let frame = Frame {
+        kind,
+        request_id: 0,
+        body: body.freeze(),
+    };
+    if FrameCodec::default().encode(frame, &mut bytes).is_ok() {
+        let mut stream = stream;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&bytes)).await;
+    }
+}
+
+/// Logs through `log` at most once a second per call site's counter.
+fn warn_rate_limited(last_ms: &AtomicU64, log: impl FnOnce()) {
+    let now_ms = START.elapsed().as_millis() as u64;
+    let last = last_ms.load(Ordering::Relaxed);
+    if (last == 0 || now_ms.saturating_sub(last) >= 1000)
+        && last_ms
+            .compare_exchange(last, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        log();
+    }
+}
+
+static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
 async fn send(
-    out: &mpsc::Sender<Frame>,
+    out: &mpsc::Sender<Outgoing>,
+    admission: &Arc<Admission>,
     request_id: u64,
     request_kind: u8,
     response: &Response,
@@ -422,11 +721,15 @@ async fn send(
         body.clear();
         kind = too_big.encode_body(request_kind, &mut body);
     }
-    out.send(Frame {
-        kind,
-        request_id,
-        body: body.freeze(),
-    })
+    let held = admission.hold(body.len() + HEADER_BYTES + 4);
+    out.send((
+        Frame {
+            kind,
+            request_id,
+            body: body.freeze(),
+        },
+        held,
+    ))
     .await
     .map_err(|_| ())
 }

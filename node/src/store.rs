@@ -250,6 +250,10 @@ pub struct CounterStore {
     /// with the write that applies it.
     ops: Mutex<OpWindow>,
     duplicates: AtomicU64,
+    /// Reads too large for an async worker run on the blocking pool, this
+    /// many at a time (a few clients' range reads must not take every
+    /// core, nor start hundreds of threads).
+    heavy_reads: tokio::sync::Semaphore,
 }
 
 /// Drops buckets past their namespace's retention during compaction.
@@ -403,6 +407,9 @@ impl CounterStore {
             increments: AtomicU64::new(0),
             ops,
             duplicates: AtomicU64::new(0),
+            heavy_reads: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            ),
         })
     }
 
@@ -784,12 +791,7 @@ impl CounterStore {
                 }
                 self.db.write_unsynced(batch).map_err(|e| {
                     tracing::warn!(error = %e, "counter write failed");
-                    let maybe_applied = !matches!(
-                        e,
-                        tally_storage::Error::WriteStall { .. }
-                            | tally_storage::Error::Poisoned { .. }
-                            | tally_storage::Error::InvalidArgument(_)
-                    );
+                    let maybe_applied = !e.nothing_written();
                     let code = if matches!(e, tally_storage::Error::WriteStall { .. }) {
                         ErrorCode::Overloaded
                     } else {
@@ -913,10 +915,27 @@ pub async fn read_cells_async(
     if let Some(cells) = store.read_cells_up_to(&ranges, INLINE_READ_CELLS)? {
         return Ok(cells);
     }
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || store.read_cells(&ranges, MAX_CELLS))
+    heavy_read(store, move |store| store.read_cells(&ranges, MAX_CELLS))
         .await
-        .map_err(|e| refuse(ErrorCode::Internal, format!("read task failed: {e}")))?
+        .and_then(|r| r)
+}
+
+/// Runs `read` on the blocking pool once one of the store's heavy-read
+/// slots is free. Cancel-safe: a caller that goes away before its turn
+/// never starts the read.
+pub async fn heavy_read<T: Send + 'static>(
+    store: &Arc<CounterStore>,
+    read: impl FnOnce(&CounterStore) -> T + Send + 'static,
+) -> Result<T, RequestError> {
+    let _slot = store
+        .heavy_reads
+        .acquire()
+        .await
+        .map_err(|_| refuse(ErrorCode::ShuttingDown, "the store is closing"))?;
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || read(&store))
+        .await
+        .map_err(|e| refuse(ErrorCode::Internal, format!("read task failed: {e}")))
 }
 
 impl CounterStore {

@@ -867,6 +867,14 @@ impl Inner {
         let number = self.next_file_number.fetch_add(1, Ordering::SeqCst);
         let wal = match Wal::create(&*self.fs, &self.dir, number) {
             Ok(wal) => wal,
+            // No file was made (out of file descriptors, or of space for a
+            // name): nothing is lost, the active memtable and its WAL stay,
+            // and the next write tries again. Anything else (the directory
+            // fsync) poisons.
+            Err(e) if e.nothing_written() => {
+                tracing::warn!(error = %e, "could not start a new WAL; writes wait for it");
+                return Err(e);
+            }
             Err(e) => {
                 self.poison(&e);
                 return Err(e);

@@ -104,6 +104,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the failed call certainly wrote nothing: back-pressure, a
+    /// poisoned or invalid request, or a file that could not be created
+    /// (out of file descriptors), all refused before any byte of the
+    /// caller's write reached a file.
+    pub fn nothing_written(&self) -> bool {
+        match self {
+            Error::WriteStall { .. } | Error::Poisoned { .. } | Error::InvalidArgument(_) => true,
+            Error::Io { op, .. } => *op == "create",
+            _ => false,
+        }
+    }
+
     /// Wraps an `io::Error`, turning ENOSPC into [`Error::NoSpace`].
     pub(crate) fn io(op: &'static str, file: impl Into<PathBuf>, source: io::Error) -> Error {
         let file = file.into();

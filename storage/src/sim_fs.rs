@@ -8,7 +8,8 @@
 //! reopen the engine on the same `SimFs` and check what survived.
 //!
 //! It also injects the faults a real disk produces rarely: a full disk
-//! (`set_capacity`) and a failing fsync (`fail_syncs`).
+//! (`set_capacity`), a failing fsync (`fail_syncs`) and a process out of
+//! file descriptors (`fail_creates`).
 
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,6 +36,7 @@ struct Shared {
     used_bytes: AtomicU64,
     capacity_bytes: AtomicU64,
     fail_syncs: AtomicBool,
+    fail_creates: AtomicBool,
     /// Extra latency of every `sync`, in microseconds (a slow disk).
     sync_delay_micros: AtomicU64,
     /// Bumped by every crash; handles from an older epoch fail with EIO.
@@ -214,6 +216,12 @@ impl SimFs {
         self.shared.fail_syncs.store(fail, Ordering::SeqCst);
     }
 
+    /// Makes every file creation fail with EMFILE, as in a process out of
+    /// file descriptors (or succeed again).
+    pub fn fail_creates(&self, fail: bool) {
+        self.shared.fail_creates.store(fail, Ordering::SeqCst);
+    }
+
     /// Makes every file `sync` take `delay` longer (a slow disk).
     pub fn set_sync_delay(&self, delay: std::time::Duration) {
         self.shared
@@ -332,6 +340,10 @@ impl Fs for SimFs {
     }
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn FsFile>> {
+        if self.shared.fail_creates.load(Ordering::SeqCst) {
+            // EMFILE: the process has no file descriptor left.
+            return Err(io::Error::from_raw_os_error(24));
+        }
         let mut names = self.shared.names.lock();
         if !names.dirs.contains(&parent(path)) {
             return Err(not_found(&parent(path)));

@@ -307,3 +307,40 @@ fn hot_key_increments_cannot_grow_the_wal_without_bound() {
     assert!(wal_bytes <= 3 * (17 << 10), "WAL holds {wal_bytes} bytes");
     assert_eq!(count(&db, b"hot"), Some(5_000));
 }
+
+/// A process out of file descriptors cannot start a new WAL: the writes
+/// that needed one fail and write nothing, the engine is not poisoned, and
+/// once descriptors are free again writes go on (once every write failed
+/// until a restart).
+#[test]
+fn a_wal_that_cannot_be_created_fails_writes_without_poisoning() {
+    let fs = SimFs::new();
+    let opts = Options {
+        max_wal_bytes: 1 << 10,
+        ..options()
+    };
+    let db = open_with(&fs, opts.clone()).unwrap();
+    let mut acknowledged = 0;
+    fs.fail_creates(true);
+    let mut refused = 0;
+    for _ in 0..200 {
+        match db.merge(b"k", &AddI64::encode(1)) {
+            Ok(()) => acknowledged += 1,
+            Err(e) => {
+                assert!(e.nothing_written(), "{e}");
+                assert!(matches!(e, Error::Io { op: "create", .. }), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "no write needed a new WAL");
+    fs.fail_creates(false);
+    for _ in 0..200 {
+        db.merge(b"k", &AddI64::encode(1)).unwrap();
+        acknowledged += 1;
+    }
+    assert_eq!(count(&db, b"k"), Some(acknowledged));
+    db.close().unwrap();
+    let db = open_with(&fs, opts).unwrap();
+    assert_eq!(count(&db, b"k"), Some(acknowledged));
+}

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use clap::Parser;
 use tally_consensus::{GroupConfig, HostId, MetadataGroup};
 use tally_node::{
-    check_still_member, handoff, register, Clock, Coordinator, CounterStore, FollowedMetadata,
-    HintStore, Identity, Membership, Metadata, NodeConfig, OffsetClock, PeerConfig, Peers,
-    RaftLink, Repairer, Server, StaticMetadata, SystemClock, Topology, WritePipeline,
+    check_still_member, handoff, register, Admission, Clock, Coordinator, CounterStore,
+    FollowedMetadata, HintStore, Identity, Membership, Metadata, NodeConfig, OffsetClock,
+    PeerConfig, Peers, RaftLink, Repairer, Server, ServerLimits, StaticMetadata, SystemClock,
+    Topology, WritePipeline,
 };
 
 /// jemalloc instead of the system allocator: glibc's malloc was a fifth
@@ -218,9 +219,31 @@ async fn host_id_of(config: &NodeConfig, link: &RaftLink) -> Result<(u32, Mode),
     Ok((id, mode))
 }
 
+/// Raises the soft limit on open files to the hard one where allowed, and
+/// fits the connection limit below it.
+fn fitted_limits(config: &NodeConfig) -> ServerLimits {
+    let fds = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(fds) => fds,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read or raise the open-file limit; assuming 1024");
+            1024
+        }
+    };
+    let limits = config.server_limits().fitted_to(fds);
+    if limits.max_connections < config.max_connections {
+        tracing::warn!(
+            open_files = fds,
+            max_connections = limits.max_connections,
+            "the open-file limit caps connections below max_connections (raise it with ulimit -n)"
+        );
+    }
+    limits
+}
+
 fn run(config: NodeConfig) -> Result<(), String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    let limits = fitted_limits(&config);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if config.worker_threads > 0 {
@@ -378,7 +401,7 @@ fn run(config: NodeConfig) -> Result<(), String> {
             topology.clone(),
             config.test_hooks.then(|| clock.clone()),
             address,
-            config.max_in_flight_per_connection,
+            Admission::new(limits),
         );
         if let (Some(topology), Mode::Raft { init, seed }) = (&topology, &mode) {
             tokio::spawn(topology.clone().follow());
