@@ -46,6 +46,7 @@ pub use local_port::unused_local_port;
 pub use message::{
     CellState, Consistency, Count, Increment, ItemResult, KeyRange, NamespaceInfo, NodeStatus,
     PeerStatus, Point, RepairReport, ReplicaView, Request, Resolution, Response, ShardView,
+    StorageHealth,
 };
 pub use op_id::{new_op_id, op_id_at, op_id_made_ms};
 pub use producer::{Producer, ProducerConfig, ProducerReport};

@@ -170,7 +170,7 @@ pub struct NodeStatus {
     pub address: String,
     /// Increments applied since start.
     pub increments: u64,
-    /// Bytes of SSTables on disk.
+    /// Bytes of SSTables and write-ahead logs on disk (counters and hints).
     pub disk_bytes: u64,
     /// The cluster metadata epoch this node routes with.
     pub epoch: u64,
@@ -188,8 +188,51 @@ pub struct NodeStatus {
     pub repair_ranges_done: u32,
     /// Token ranges the running repair covers.
     pub repair_ranges_total: u32,
+    /// Whether this node's storage takes writes.
+    pub storage: StorageHealth,
+    /// Why it does not (empty when it does): the failure and its file.
+    pub storage_error: String,
+    /// Bytes of write-ahead log on disk (counted in `disk_bytes` too): a
+    /// restart needs about this much free space to recover.
+    pub wal_bytes: u64,
+    /// Open client and peer connections.
+    pub connections: u32,
+    /// Connections and requests answered `Overloaded` since start.
+    pub overloaded: u64,
     /// The other nodes, as this node sees them.
     pub peers: Vec<PeerStatus>,
+}
+
+/// Whether a node's storage takes writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageHealth {
+    /// It does.
+    Ok,
+    /// A write or fsync failed: reads work, writes fail until the node
+    /// restarts (`storage_error` says why).
+    Poisoned,
+    /// The disk filled: free space, then restart the node.
+    DiskFull,
+}
+
+impl StorageHealth {
+    fn code(self) -> u8 {
+        match self {
+            StorageHealth::Ok => 0,
+            StorageHealth::Poisoned => 1,
+            StorageHealth::DiskFull => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<StorageHealth> {
+        match code {
+            0 => Some(StorageHealth::Ok),
+            1 => Some(StorageHealth::Poisoned),
+            2 => Some(StorageHealth::DiskFull),
+            _ => None,
+        }
+    }
 }
 
 /// How one node sees another (from its connections; gossip refines it).
@@ -1057,6 +1100,11 @@ impl Response {
                 buf.put_u64_le(s.read_repairs);
                 buf.put_u32_le(s.repair_ranges_done);
                 buf.put_u32_le(s.repair_ranges_total);
+                buf.put_u8(s.storage.code());
+                put_string32(buf, &s.storage_error);
+                buf.put_u64_le(s.wal_bytes);
+                buf.put_u32_le(s.connections);
+                buf.put_u64_le(s.overloaded);
                 buf.put_u32_le(s.peers.len() as u32);
                 for p in &s.peers {
                     buf.put_u64_le(p.host_id);
@@ -1196,6 +1244,15 @@ impl Response {
                 read_repairs: r.u64()?,
                 repair_ranges_done: r.u32()?,
                 repair_ranges_total: r.u32()?,
+                storage: {
+                    let code = r.u8()?;
+                    StorageHealth::from_code(code)
+                        .ok_or_else(|| malformed(format!("unknown storage health {code}")))?
+                },
+                storage_error: r.string32()?,
+                wal_bytes: r.u64()?,
+                connections: r.u32()?,
+                overloaded: r.u64()?,
                 peers: {
                     let n = r.count(8 + 4 + 1 + 24)?;
                     let mut peers = Vec::with_capacity(n);

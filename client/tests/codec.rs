@@ -10,7 +10,7 @@ use tally_client::frame::{parse_frame, Frame, FrameCodec, HEADER_BYTES};
 use tally_client::{
     CellState, Consistency, Count, ErrorCode, Increment, ItemResult, KeyRange, NamespaceInfo,
     NodeStatus, PeerStatus, Point, ReplicaView, Request, Resolution, Response, RoutingNode,
-    RoutingRange, RoutingTable, ShardView,
+    RoutingRange, RoutingTable, ShardView, StorageHealth,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -302,6 +302,15 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
                     read_repairs: h[5],
                     repair_ranges_done: 1,
                     repair_ranges_total: 2,
+                    storage: match h[0] % 3 {
+                        0 => StorageHealth::Ok,
+                        1 => StorageHealth::Poisoned,
+                        _ => StorageHealth::DiskFull,
+                    },
+                    storage_error: "no space left on device".repeat((h[4] % 2) as usize),
+                    wal_bytes: h[1],
+                    connections: h[2] as u32,
+                    overloaded: h[3],
                     peers,
                 })
             )),

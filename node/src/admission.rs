@@ -63,7 +63,7 @@ pub const RESERVED_FDS: u64 = 512;
 
 impl ServerLimits {
     /// These limits with `max_connections` lowered, if needed, to fit a
-    /// process allowed `fd_limit` open files with [`RESERVED_FDS`] (at most
+    /// process allowed `fd_limit` open files with `RESERVED_FDS` (at most
     /// half of them) and a quarter of the rest kept for storage.
     pub fn fitted_to(mut self, fd_limit: u64) -> ServerLimits {
         let spare = fd_limit.saturating_sub(RESERVED_FDS.min(fd_limit / 2));

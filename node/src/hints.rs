@@ -306,7 +306,12 @@ impl HintStore {
         Ok(n)
     }
 
-    /// Counters since start.
+    /// The engine holding the hints (its disk use and health).
+    pub fn storage(&self) -> &Db {
+        &self.db
+    }
+
+    /// Hints written, replayed and dropped since start.
     pub fn counts(&self) -> HintCounts {
         HintCounts {
             written: self.written.load(Ordering::Relaxed),

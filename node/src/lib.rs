@@ -27,6 +27,7 @@ mod coordinator;
 pub mod handoff;
 mod hints;
 mod identity;
+mod log_limit;
 mod membership;
 pub mod merkle;
 mod metadata;

@@ -210,7 +210,11 @@ impl Replicator {
         tokio::task::spawn_blocking(move || {
             let chunks: Vec<&[CellState]> = cells.iter().map(|c| c.as_slice()).collect();
             if let Err(e) = hints.store(host, epoch, &chunks) {
-                tracing::error!(target = host.0, error = %e, "storing a hint failed");
+                static FAILED: crate::log_limit::LogLimit =
+                    crate::log_limit::LogLimit::every(std::time::Duration::from_secs(1));
+                if let Some(held_back) = FAILED.allow() {
+                    tracing::error!(target = host.0, error = %e, held_back, "storing a hint failed");
+                }
             }
         });
     }

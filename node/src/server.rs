@@ -26,16 +26,15 @@
 //! after an error frame, since the stream cannot be resynchronized.
 
 use std::sync::Arc;
-use std::time::Instant;
-
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::SinkExt;
 use tally_client::frame::{
     parse_frame, BadFrame, Frame, FrameCodec, HEADER_BYTES, MAX_FRAME_BYTES,
 };
-use tally_client::{ErrorCode, NodeStatus, Request, Response};
+use tally_client::{ErrorCode, NodeStatus, Request, Response, StorageHealth};
+use tally_storage::Health;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -45,6 +44,7 @@ use tokio_util::codec::{Encoder, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, HeldBytes, Refusal, RequestSlot};
+use crate::log_limit::LogLimit;
 
 use crate::coordinator::Coordinator;
 use crate::membership::Membership;
@@ -67,8 +67,6 @@ pub struct Server {
     address: String,
     started: Instant,
     admission: Arc<Admission>,
-    /// When `accept` last failed (ms since start), for the log's rate.
-    accept_errors: AtomicU64,
 }
 
 fn error_response(e: RequestError) -> Response {
@@ -106,7 +104,6 @@ impl Server {
             address,
             started: Instant::now(),
             admission,
-            accept_errors: AtomicU64::new(0),
         })
     }
 
@@ -138,10 +135,11 @@ impl Server {
                     Err(e) => {
                         // Out of descriptors (EMFILE) or a connection reset
                         // while queued: wait a little rather than spin.
-                        warn_rate_limited(&self.accept_errors, || {
-                            tracing::warn!(error = %e, "accept failed")
-                        });
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        static ACCEPT_ERRORS: LogLimit = LogLimit::every(Duration::from_secs(1));
+                        if let Some(held_back) = ACCEPT_ERRORS.allow() {
+                            tracing::warn!(error = %e, held_back, "accept failed");
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
             }
@@ -486,19 +484,29 @@ impl Server {
 
     async fn status(&self) -> Response {
         let coordinator = self.coordinator.clone();
-        let (hints_pending, disk_bytes) = tokio::task::spawn_blocking(move || {
-            let pending = coordinator.hints().pending().unwrap_or(u64::MAX);
-            let disk: u64 = coordinator
-                .store()
-                .db()
-                .level_summary()
-                .iter()
-                .map(|(_, bytes)| bytes)
-                .sum();
-            (pending, disk)
+        let (hints_pending, disk_bytes, wal_bytes) = tokio::task::spawn_blocking(move || {
+            let hints = coordinator.hints();
+            let pending = hints.pending().unwrap_or(u64::MAX);
+            let counters = coordinator.store().db();
+            let wal = counters.wal_bytes() + hints.storage().wal_bytes();
+            let disk = counters.disk_bytes() + hints.storage().disk_bytes();
+            (pending, disk, wal)
         })
         .await
-        .unwrap_or((u64::MAX, 0));
+        .unwrap_or((u64::MAX, 0, 0));
+        // The counters' engine first: hints are worth less than counts.
+        let (storage, storage_error) = match (
+            self.coordinator.store().db().health(),
+            self.coordinator.hints().storage().health(),
+        ) {
+            (Health::DiskFull { reason }, _) | (Health::Ok, Health::DiskFull { reason }) => {
+                (StorageHealth::DiskFull, reason)
+            }
+            (Health::Poisoned { reason }, _) | (Health::Ok, Health::Poisoned { reason }) => {
+                (StorageHealth::Poisoned, reason)
+            }
+            (Health::Ok, Health::Ok) => (StorageHealth::Ok, String::new()),
+        };
         let store = self.coordinator.store();
         let counts = self.coordinator.hints().counts();
         Response::Status(NodeStatus {
@@ -516,6 +524,11 @@ impl Server {
             read_repairs: self.coordinator.read_repairs(),
             repair_ranges_done: self.repairer.progress().0,
             repair_ranges_total: self.repairer.progress().1,
+            storage,
+            storage_error,
+            wal_bytes,
+            connections: self.admission.connections().min(u32::MAX as usize) as u32,
+            overloaded: self.admission.refused(),
             peers: {
                 let mut peers = self.coordinator.peers().statuses();
                 self.membership.annotate(&mut peers);
@@ -632,7 +645,7 @@ fn is_pure_read(request: &Request) -> bool {
 async fn write_answers(
     mut queue: mpsc::Receiver<Outgoing>,
     writer: OwnedWriteHalf,
-    write_timeout: std::time::Duration,
+    write_timeout: Duration,
     gone: CancellationToken,
 ) {
     let mut sink = FramedWrite::new(writer, FrameCodec::default());
@@ -685,21 +698,6 @@ async fn refuse_connection(stream: TcpStream, why: Refusal) {
             tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&bytes)).await;
     }
 }
-
-/// Logs through `log` at most once a second per call site's counter.
-fn warn_rate_limited(last_ms: &AtomicU64, log: impl FnOnce()) {
-    let now_ms = START.elapsed().as_millis() as u64;
-    let last = last_ms.load(Ordering::Relaxed);
-    if (last == 0 || now_ms.saturating_sub(last) >= 1000)
-        && last_ms
-            .compare_exchange(last, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        log();
-    }
-}
-
-static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
 
 async fn send(
     out: &mpsc::Sender<Outgoing>,

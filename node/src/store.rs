@@ -28,6 +28,7 @@ use tally_storage::{CompactionFilter, Db, FilterDecision, SyncPoint, WriteBatch}
 
 use crate::cell_key;
 use crate::identity::Identity;
+use crate::log_limit::LogLimit;
 use crate::merkle::{self, Leaves};
 use crate::namespace::{Namespace, Namespaces};
 use crate::op_window::{self, OpWindow, OpWindowLimits};
@@ -428,7 +429,10 @@ impl CounterStore {
     /// another already covered it; at once in `periodic` mode).
     pub fn wait_durable(&self, point: SyncPoint) -> Result<(), ErrorCode> {
         self.db.wait_durable(point).map_err(|e| {
-            tracing::warn!(error = %e, "counter write could not be made durable");
+            static NOT_DURABLE: LogLimit = LogLimit::every(Duration::from_secs(1));
+            if let Some(held_back) = NOT_DURABLE.allow() {
+                tracing::warn!(error = %e, held_back, "counter write could not be made durable");
+            }
             ErrorCode::Storage
         })
     }
@@ -790,7 +794,10 @@ impl CounterStore {
                     batch.put(op_window::op_key(id), op_window::OP_VALUE);
                 }
                 self.db.write_unsynced(batch).map_err(|e| {
-                    tracing::warn!(error = %e, "counter write failed");
+                    static FAILED: LogLimit = LogLimit::every(Duration::from_secs(1));
+                    if let Some(held_back) = FAILED.allow() {
+                        tracing::warn!(error = %e, held_back, "counter write failed");
+                    }
                     let maybe_applied = !e.nothing_written();
                     let code = if matches!(e, tally_storage::Error::WriteStall { .. }) {
                         ErrorCode::Overloaded
@@ -820,7 +827,10 @@ impl CounterStore {
             Ok(Some(bytes)) => Ok(decode_cell(&bytes).map_err(|e| e.code)?.shard(shard_id)),
             Ok(None) => Ok(None),
             Err(e) => {
-                tracing::error!(error = %e, "reading a counter cell failed");
+                static UNREADABLE: LogLimit = LogLimit::every(Duration::from_secs(1));
+                if let Some(held_back) = UNREADABLE.allow() {
+                    tracing::error!(error = %e, held_back, "reading a counter cell failed");
+                }
                 Err(ErrorCode::Storage)
             }
         }

@@ -55,6 +55,25 @@ use crate::write_batch::{Op, WriteBatch};
 
 /// A commit group stops growing at this many bytes.
 const MAX_GROUP_BYTES: usize = 4 << 20;
+/// Whether an engine takes writes ([`Db::health`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// It does.
+    Ok,
+    /// A write or fsync failed (see [`Error::Poisoned`]): reads work,
+    /// writes fail until the engine is reopened.
+    Poisoned {
+        /// The failure, with its file.
+        reason: String,
+    },
+    /// Poisoned by a full disk: free space (about [`Db::wal_bytes`] more
+    /// than the data needs) and reopen.
+    DiskFull {
+        /// The failure, with its file.
+        reason: String,
+    },
+}
+
 /// Wait before retrying a background job that failed without poisoning.
 const BACKGROUND_RETRY: Duration = Duration::from_secs(1);
 
@@ -86,6 +105,8 @@ struct Inner {
     next_file_number: AtomicU64,
     poisoned: AtomicBool,
     poison_reason: Mutex<Option<String>>,
+    /// The first failure that poisoned the engine was a full disk.
+    poisoned_by_full_disk: AtomicBool,
     shutdown: AtomicBool,
     metrics: Arc<Metrics>,
     /// Data blocks recently read by users, shared by every table.
@@ -354,6 +375,7 @@ impl Db {
             next_file_number: next_number,
             poisoned: AtomicBool::new(false),
             poison_reason: Mutex::new(None),
+            poisoned_by_full_disk: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             metrics,
             block_cache: cache,
@@ -525,6 +547,42 @@ impl Db {
             .collect()
     }
 
+    /// Bytes on disk: tables and WAL files.
+    pub fn disk_bytes(&self) -> u64 {
+        let tables: u64 = self.level_summary().iter().map(|(_, bytes)| bytes).sum();
+        tables + self.wal_bytes()
+    }
+
+    /// Whether the engine takes writes, and if not, why.
+    pub fn health(&self) -> Health {
+        if !self.inner.poisoned.load(Ordering::SeqCst) {
+            return Health::Ok;
+        }
+        let reason = self.inner.poison_reason.lock().clone().unwrap_or_default();
+        if self.inner.poisoned_by_full_disk.load(Ordering::SeqCst) {
+            Health::DiskFull { reason }
+        } else {
+            Health::Poisoned { reason }
+        }
+    }
+
+    /// Bytes of the WAL files on disk (the active one and those of frozen
+    /// memtables not yet flushed). Recovery writes them out as tables
+    /// before it deletes them, so a restart needs about this much free
+    /// space.
+    pub fn wal_bytes(&self) -> u64 {
+        let dir = &self.inner.dir;
+        let Ok(names) = self.inner.fs.list(dir) else {
+            return 0;
+        };
+        names
+            .iter()
+            .filter(|n| matches!(classify(n), FileKind::Wal(_)))
+            .filter_map(|n| self.inner.fs.open(&dir.join(n)).ok())
+            .filter_map(|f| f.size().ok())
+            .sum()
+    }
+
     /// Stops background work and fsyncs the WAL. Dropping the `Db` does the
     /// same but cannot report an error.
     pub fn close(mut self) -> Result<()> {
@@ -642,6 +700,8 @@ impl Inner {
             let mut reason = self.poison_reason.lock();
             if reason.is_none() {
                 *reason = Some(error.to_string());
+                self.poisoned_by_full_disk
+                    .store(matches!(error, Error::NoSpace { .. }), Ordering::SeqCst);
             }
         }
         self.poisoned.store(true, Ordering::SeqCst);

@@ -68,7 +68,7 @@ mod version;
 mod wal;
 mod write_batch;
 
-pub use db::{Db, SyncPoint};
+pub use db::{Db, Health, SyncPoint};
 pub use error::{Error, Result};
 pub use fs::{Fs, FsFile};
 pub use lossy_fs::LossyFs;

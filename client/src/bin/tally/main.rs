@@ -471,6 +471,18 @@ async fn run(cli: Cli) -> Result<(), String> {
                     s.disk_bytes as f64 / (1 << 20) as f64
                 );
                 println!(
+                    "storage: {}{}; WAL {:.1} MiB; {} connections, {} overloaded",
+                    topology::health_word(s.storage),
+                    if s.storage_error.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", s.storage_error)
+                    },
+                    s.wal_bytes as f64 / (1 << 20) as f64,
+                    s.connections,
+                    s.overloaded
+                );
+                println!(
                     "hints: {} pending, {} written, {} replayed, {} dropped; read repairs: {} cells",
                     s.hints_pending, s.hints_written, s.hints_replayed, s.hints_dropped, s.read_repairs
                 );

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use tally_client::admin::{AdminReply, AdminRequest, ClusterView};
-use tally_client::{Client, ClientConfig, NodeStatus};
+use tally_client::{Client, ClientConfig, NodeStatus, StorageHealth};
 
 use crate::print_json;
 
@@ -137,6 +137,10 @@ struct Row {
     up: bool,
     state: String,
     load_bytes: Option<u64>,
+    /// As the member reports it (`None`: not reached).
+    storage: Option<StorageHealth>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    storage_error: String,
     tokens: usize,
     ownership: f64,
     rack: Option<String>,
@@ -152,13 +156,15 @@ pub async fn status(view: &ClusterView, local: &NodeStatus, json: bool) -> Resul
     for m in view.members.iter().filter(|m| m.state != "left") {
         let up = m.host_id == local.node_id
             || local.peers.iter().any(|p| p.host_id == m.host_id && p.up);
-        let load = if up {
+        let reported = if m.host_id == local.node_id {
+            Some(local.clone())
+        } else if up {
             let mut config = ClientConfig::with_seeds([m.address.clone()]);
             config.request_timeout = Duration::from_millis(500);
             config.max_retries = 0;
             config.token_aware = false;
             match Client::connect(config).await {
-                Ok(c) => c.status().await.ok().map(|s| s.disk_bytes),
+                Ok(c) => c.status().await.ok(),
                 Err(_) => None,
             }
         } else {
@@ -169,7 +175,9 @@ pub async fn status(view: &ClusterView, local: &NodeStatus, json: bool) -> Resul
             address: m.address.clone(),
             up,
             state: m.state.clone(),
-            load_bytes: load,
+            load_bytes: reported.as_ref().map(|s| s.disk_bytes),
+            storage: reported.as_ref().map(|s| s.storage),
+            storage_error: reported.map(|s| s.storage_error).unwrap_or_default(),
             tokens: m.tokens.len(),
             ownership: m.ownership,
             rack: m.rack.clone(),
@@ -196,8 +204,8 @@ pub async fn status(view: &ClusterView, local: &NodeStatus, json: bool) -> Resul
     );
     println!("Status=Up/Down  State=Normal/Joining/Leaving");
     println!(
-        "{:<3} {:<22} {:>10} {:>6} {:>8} {:>7} {:<8} {:<7}",
-        "--", "address", "load", "tokens", "owns", "host id", "rack", "raft"
+        "{:<3} {:<22} {:>10} {:<9} {:>6} {:>8} {:>7} {:<8} {:<7}",
+        "--", "address", "load", "storage", "tokens", "owns", "host id", "rack", "raft"
     );
     for r in &rows {
         let status = if r.up { 'U' } else { 'D' };
@@ -211,9 +219,10 @@ pub async fn status(view: &ClusterView, local: &NodeStatus, json: bool) -> Resul
             (false, false) => "learner",
         };
         println!(
-            "{status}{state}  {:<22} {:>10} {:>6} {:>7.1}% {:>7} {:<8} {:<7}",
+            "{status}{state}  {:<22} {:>10} {:<9} {:>6} {:>7.1}% {:>7} {:<8} {:<7}",
             r.address,
             load,
+            r.storage.map_or("?", health_word),
             r.tokens,
             r.ownership * 100.0,
             r.host_id,
@@ -221,5 +230,17 @@ pub async fn status(view: &ClusterView, local: &NodeStatus, json: bool) -> Resul
             raft
         );
     }
+    for r in rows.iter().filter(|r| !r.storage_error.is_empty()) {
+        println!("host {} storage: {}", r.host_id, r.storage_error);
+    }
     Ok(())
+}
+
+/// A storage health for a table cell.
+pub fn health_word(health: StorageHealth) -> &'static str {
+    match health {
+        StorageHealth::Ok => "ok",
+        StorageHealth::Poisoned => "POISONED",
+        StorageHealth::DiskFull => "DISK FULL",
+    }
 }
