@@ -586,6 +586,10 @@ impl Inner {
             delivery: Delivery::NotSent,
         })?;
         let mut attempt = 0;
+        // Whether an earlier attempt may have reached a node: then a later
+        // "nothing applied" speaks only for itself, and the request's
+        // outcome is unknown.
+        let mut maybe_sent = false;
         loop {
             let result = self.attempt(request, preferred, attempt as usize).await;
             let retry = match &result {
@@ -596,8 +600,13 @@ impl Inner {
                 Err(e) => request.is_idempotent() || e.delivery == Delivery::NotSent,
             };
             if !retry || attempt >= self.config.max_retries {
-                return result;
+                return if maybe_sent && !request.is_read() {
+                    after_maybe_sent(result)
+                } else {
+                    result
+                };
             }
+            maybe_sent |= matches!(&result, Err(e) if e.delivery == Delivery::MaybeSent);
             tokio::time::sleep(self.backoff(attempt)).await;
             attempt += 1;
         }
@@ -713,5 +722,31 @@ fn later_attempt(earlier: &Outcome<()>, now: Outcome<()>) -> Outcome<()> {
     match (earlier, now) {
         (Outcome::Indeterminate(e), Outcome::Failed(_)) => Outcome::Indeterminate(e.clone()),
         (_, now) => now,
+    }
+}
+
+/// The last attempt's result of a write an earlier attempt may have
+/// applied: whatever it refuses as "nothing applied" may have been
+/// applied by that earlier attempt, so it is unknown instead.
+fn after_maybe_sent(result: Result<Response, AttemptError>) -> Result<Response, AttemptError> {
+    match result {
+        Ok(Response::Increment(results)) => Ok(Response::Increment(
+            results
+                .into_iter()
+                .map(|r| match r {
+                    ItemResult::Failed(code) => ItemResult::Indeterminate(code),
+                    other => other,
+                })
+                .collect(),
+        )),
+        Ok(Response::Error { code, message }) => Err(AttemptError {
+            error: ClientError::Node { code, message },
+            delivery: Delivery::MaybeSent,
+        }),
+        Ok(other) => Ok(other),
+        Err(e) => Err(AttemptError {
+            error: e.error,
+            delivery: Delivery::MaybeSent,
+        }),
     }
 }

@@ -426,6 +426,14 @@ pub enum Request {
     },
     /// Liveness probe. Answered with `Ack`.
     Ping,
+    /// Internal: the live op ids this replica holds as applied by host
+    /// `leader` (they travel with the states that leader replicates). A
+    /// leader restarted after an unclean stop learns its window back with
+    /// it. Answered with `OpIds`.
+    LedOpIds {
+        /// The op leader's host id.
+        leader: u64,
+    },
     /// Internal: the Merkle leaves of the replica's cells with tokens in
     /// `(start_token, end_token]` (wrapping): `2^depth` hashes. Answered
     /// with `Hashes`.
@@ -508,6 +516,8 @@ pub enum Response {
     Admin(Vec<u8>),
     /// Merkle leaf hashes (`MerkleTree`).
     Hashes(Vec<u64>),
+    /// Op ids (`LedOpIds`).
+    OpIds(Vec<u128>),
     /// What a repair did.
     RepairReport(RepairReport),
     /// The request failed as a whole.
@@ -540,6 +550,7 @@ pub(crate) mod kind {
     pub const REPAIR: u8 = 0x11;
     pub const RAFT: u8 = 0x12;
     pub const ADMIN: u8 = 0x13;
+    pub const LED_OP_IDS: u8 = 0x14;
     pub const RESPONSE: u8 = 0x80;
     pub const ERROR: u8 = 0xFF;
 }
@@ -820,6 +831,7 @@ impl Request {
             Request::Repair => kind::REPAIR,
             Request::Raft { .. } => kind::RAFT,
             Request::Admin { .. } => kind::ADMIN,
+            Request::LedOpIds { .. } => kind::LED_OP_IDS,
         }
     }
 
@@ -941,6 +953,7 @@ impl Request {
                 put_bytes32(buf, payload);
             }
             Request::AdjustClock { offset_ms } => buf.put_i64_le(*offset_ms),
+            Request::LedOpIds { leader } => buf.put_u64_le(*leader),
             Request::Raft { payload } | Request::Admin { payload } => put_bytes32(buf, payload),
         }
     }
@@ -1010,6 +1023,7 @@ impl Request {
                 key: r.bytes16()?.to_vec(),
             },
             kind::PING => Request::Ping,
+            kind::LED_OP_IDS => Request::LedOpIds { leader: r.u64()? },
             kind::GOSSIP => Request::Gossip {
                 from: r.u64()?,
                 payload: r.bytes32()?.to_vec(),
@@ -1123,6 +1137,12 @@ impl Response {
                 buf.put_u32_le(hashes.len() as u32);
                 for h in hashes {
                     buf.put_u64_le(*h);
+                }
+            }
+            Response::OpIds(ids) => {
+                buf.put_u32_le(ids.len() as u32);
+                for id in ids {
+                    buf.put_u128_le(*id);
                 }
             }
             Response::RepairReport(r) => {
@@ -1278,6 +1298,14 @@ impl Response {
                     hashes.push(r.u64()?);
                 }
                 Response::Hashes(hashes)
+            }
+            kind::LED_OP_IDS => {
+                let n = r.count(16)?;
+                let mut ids = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ids.push(r.u128()?);
+                }
+                Response::OpIds(ids)
             }
             kind::REPAIR => Response::RepairReport(RepairReport {
                 ranges: r.u32()?,

@@ -93,6 +93,12 @@ impl Identity {
         Ok(identity)
     }
 
+    /// Whether a node already ran from `dir` and did not stop cleanly (a
+    /// crash, a kill, a power loss): then its WAL may have lost records.
+    pub fn stopped_uncleanly(dir: &Path) -> bool {
+        dir.join("IDENTITY").exists() && !dir.join("CLEAN_SHUTDOWN").exists()
+    }
+
     /// Forgets that the last stop was clean, so that the next
     /// [`Identity::load_or_create`] raises the incarnation.
     pub fn forget_clean_shutdown(dir: &Path) -> std::io::Result<()> {

@@ -47,6 +47,46 @@ pub fn op_of_key(key: &[u8]) -> Option<u128> {
     Some(u128::from_be_bytes(id.try_into().ok()?))
 }
 
+/// Byte 9 of a led-op record's key ([`led_op_key`]); an op id's own key
+/// has the top byte of a millisecond time there, 0 for millennia.
+const LED_OP_MARK: u8 = 0xFE;
+/// Length of a led-op record's key.
+pub const LED_OP_KEY_BYTES: usize = OP_KEY_PREFIX.len() + 1 + 8 + 16;
+/// What a led-op record holds: an empty shard set, so that every path a
+/// cell state takes (replication, hints, merges) carries it unchanged.
+pub const LED_OP_VALUE: [u8; 2] = [0, 0];
+
+/// The system key under which a replica records that host `leader`
+/// applied op id `id`: `0xFF x 9 | 0xFE | leader (8 bytes BE) | id (16
+/// bytes BE)`. The leader sends these records with the states the op
+/// raised, so that a leader whose own record was lost (a power loss in
+/// `periodic` mode) can learn it back ([`led_op_prefix`]).
+pub fn led_op_key(leader: u64, id: u128) -> [u8; LED_OP_KEY_BYTES] {
+    let mut key = [0xFF; LED_OP_KEY_BYTES];
+    let at = OP_KEY_PREFIX.len();
+    key[at] = LED_OP_MARK;
+    key[at + 1..at + 9].copy_from_slice(&leader.to_be_bytes());
+    key[at + 9..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The prefix of every led-op record of host `leader`.
+pub fn led_op_prefix(leader: u64) -> Vec<u8> {
+    led_op_key(leader, 0)[..OP_KEY_PREFIX.len() + 9].to_vec()
+}
+
+/// The leader and op id of a led-op record's key.
+pub fn led_op_of_key(key: &[u8]) -> Option<(u64, u128)> {
+    let rest = key.strip_prefix(&OP_KEY_PREFIX[..])?;
+    let (&mark, rest) = rest.split_first()?;
+    if mark != LED_OP_MARK || rest.len() != 24 {
+        return None;
+    }
+    let leader = u64::from_be_bytes(rest[..8].try_into().ok()?);
+    let id = u128::from_be_bytes(rest[8..].try_into().ok()?);
+    Some((leader, id))
+}
+
 /// When op id `id` was made, in ms since the Unix epoch.
 pub fn made_ms(id: u128) -> i64 {
     (id >> 80) as i64
@@ -252,5 +292,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn led_op_keys_round_trip_and_never_pass_for_cells_or_own_records() {
+        let id = (1_800_000_000_000u128 << 80) | 12345;
+        let key = led_op_key(7, id);
+        assert_eq!(led_op_of_key(&key), Some((7, id)));
+        assert!(key.starts_with(&led_op_prefix(7)));
+        assert!(!key.starts_with(&led_op_prefix(8)));
+        assert!(crate::cell_key::is_system(&key));
+        assert!(!crate::cell_key::is_valid(&key));
+        assert_eq!(op_of_key(&key), None);
+        assert_eq!(led_op_of_key(&op_key(id)), None);
+        assert_eq!(led_op_of_key(&key[..key.len() - 1]), None);
     }
 }

@@ -406,6 +406,15 @@ impl Server {
                 coordinator.inspect(&namespace, &key).await
             }
             Request::Ping => Response::Ack,
+            Request::LedOpIds { leader } => {
+                match crate::store::heavy_read(store, move |store| store.led_op_ids(leader))
+                    .await
+                    .and_then(|r| r)
+                {
+                    Ok(ids) => Response::OpIds(ids),
+                    Err(e) => error_response(e),
+                }
+            }
             Request::MerkleTree {
                 epoch: theirs,
                 start_token,
@@ -632,6 +641,7 @@ fn is_pure_read(request: &Request) -> bool {
             | Request::InspectReplicas { .. }
             | Request::Routing
             | Request::Ping
+            | Request::LedOpIds { .. }
             | Request::Status
             | Request::ListNamespaces
             | Request::DescribeNamespace { .. }

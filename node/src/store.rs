@@ -228,6 +228,9 @@ pub fn unconfirmed(results: &mut [ItemResult], code: ErrorCode) {
 /// Whether a cell state from the network may be merged: a well-formed
 /// cell key and shard set.
 pub fn valid_cell(cell: &CellState) -> bool {
+    if op_window::led_op_of_key(&cell.key).is_some() {
+        return cell.value == op_window::LED_OP_VALUE;
+    }
     cell_key::is_valid(&cell.key)
         && ShardSet::is_valid(&cell.value)
         && ShardSet::clocks_have_room(&cell.value)
@@ -255,6 +258,11 @@ pub struct CounterStore {
     /// many at a time (a few clients' range reads must not take every
     /// core, nor start hundreds of threads).
     heavy_reads: tokio::sync::Semaphore,
+    /// Set after an unclean stop until this node has learned back, from
+    /// the other replicas, the op ids its previous incarnation applied:
+    /// op ids made at or before this time (ms) that it does not hold are
+    /// refused meanwhile (see [`CounterStore::start_relearning`]).
+    relearning_before_ms: Mutex<Option<i64>>,
 }
 
 /// Drops buckets past their namespace's retention during compaction.
@@ -267,8 +275,11 @@ struct RetentionFilter {
 
 impl CompactionFilter for RetentionFilter {
     fn decide(&self, key: &[u8], _value: &[u8]) -> FilterDecision {
-        if let Some(id) = op_window::op_of_key(key) {
-            // An op id is refused once it is not live, so its record can go.
+        let op =
+            op_window::op_of_key(key).or_else(|| op_window::led_op_of_key(key).map(|(_, id)| id));
+        if let Some(id) = op {
+            // An op id is refused once it is not live, so its records (the
+            // leader's, and the ones replicas keep for it) can go.
             let now_ms = self.clock.now_ms();
             return if op_window::made_ms(id).saturating_add(self.op_window.span.as_millis() as i64)
                 < now_ms
@@ -411,6 +422,7 @@ impl CounterStore {
             heavy_reads: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             ),
+            relearning_before_ms: Mutex::new(None),
         })
     }
 
@@ -598,6 +610,7 @@ impl CounterStore {
         // Items refused because they would overflow a cell: the group is
         // built again without them (rare: a sum near the i64 bounds).
         let mut overflowing: HashSet<(usize, usize)> = HashSet::new();
+        let relearning_before_ms = *self.relearning_before_ms.lock();
         let (cells, valid, fresh, retries, outcome) = loop {
             let mut fresh: HashSet<u128> = HashSet::new();
             let mut retries = 0u64;
@@ -616,6 +629,16 @@ impl CounterStore {
                             let retry = match item.op_id {
                                 None => false,
                                 Some(id) if ops.contains(id) || fresh.contains(&id) => true,
+                                // Maybe applied by the previous incarnation,
+                                // whose record of it was lost: not until the
+                                // other replicas told.
+                                Some(id)
+                                    if relearning_before_ms
+                                        .is_some_and(|t| op_window::made_ms(id) <= t) =>
+                                {
+                                    led[b].results[i] = ItemResult::Failed(ErrorCode::Unavailable);
+                                    continue;
+                                }
                                 Some(id) => {
                                     if !ops.has_room(fresh.len() + 1) {
                                         led[b].results[i] =
@@ -708,8 +731,90 @@ impl CounterStore {
                     value: update.state,
                 });
             }
+            // The op ids travel with the states they raised (a retry's
+            // too), so that the other replicas can tell this node which
+            // ones it applied should it lose its own record.
+            let leader = u64::from(self.identity.host_id);
+            for &(b, i) in &valid {
+                if let Some(id) = leads[b][i].op_id {
+                    led[b].cells.push(CellState {
+                        key: op_window::led_op_key(leader, id).to_vec(),
+                        value: op_window::LED_OP_VALUE.to_vec(),
+                    });
+                }
+            }
         }
         (led, outcome.map_err(|(code, _)| code))
+    }
+
+    /// The live op ids this replica holds as applied by host `leader`.
+    pub fn led_op_ids(&self, leader: u64) -> Result<Vec<u128>, RequestError> {
+        let now_ms = self.clock.now_ms();
+        let skew = self.limits.max_future_skew.as_millis() as i64;
+        let prefix = op_window::led_op_prefix(leader);
+        let mut ids = Vec::new();
+        self.db
+            .scan_with(&prefix, None, |k, _| {
+                if !k.starts_with(&prefix) {
+                    return false;
+                }
+                if let Some((_, id)) = op_window::led_op_of_key(k) {
+                    if self.limits.op_window.is_live(id, now_ms, skew) {
+                        ids.push(id);
+                    }
+                }
+                true
+            })
+            .map_err(storage_error)?;
+        Ok(ids)
+    }
+
+    /// After an unclean stop: until [`CounterStore::finish_relearning`],
+    /// op ids made at or before `before_ms` that this node does not hold
+    /// are refused with `Unavailable` (nothing applied; the client retries
+    /// with backoff). The previous incarnation may have applied one and
+    /// lost its record with an unsynced WAL tail, while the other replicas
+    /// already hold the states it raised: counting it again would count it
+    /// twice.
+    pub fn start_relearning(&self, before_ms: i64) {
+        *self.relearning_before_ms.lock() = Some(before_ms);
+    }
+
+    /// Whether op ids are still being learned back.
+    pub fn relearning(&self) -> bool {
+        self.relearning_before_ms.lock().is_some()
+    }
+
+    /// Adds op ids another replica holds as applied by this node to the
+    /// window, durably (one write), so that their retries count nothing.
+    pub fn learn_op_ids(&self, ids: &[u128]) -> Result<usize, RequestError> {
+        let now_ms = self.clock.now_ms();
+        let skew = self.limits.max_future_skew.as_millis() as i64;
+        let mut ops = self.ops.lock();
+        let mut batch = WriteBatch::new();
+        let mut learned = Vec::new();
+        for &id in ids {
+            if self.limits.op_window.is_live(id, now_ms, skew) && !ops.contains(id) {
+                batch.put(op_window::op_key(id), op_window::OP_VALUE);
+                learned.push(id);
+            }
+        }
+        if learned.is_empty() {
+            return Ok(0);
+        }
+        let point = self.db.write_unsynced(batch).map_err(storage_error)?;
+        self.wait_durable(point)
+            .map_err(|code| refuse(code, "learned op ids not durable"))?;
+        for &id in &learned {
+            // Past the bound too: forgetting an applied id could count it twice.
+            ops.restore(id);
+        }
+        Ok(learned.len())
+    }
+
+    /// Ends [`CounterStore::start_relearning`]: every other replica told.
+    pub fn finish_relearning(&self) {
+        *self.relearning_before_ms.lock() = None;
     }
 
     /// Raises this node's shard of every cell under the cells' locks, and

@@ -217,3 +217,49 @@ async fn the_client_resends_unknown_outcomes_of_op_id_increments_and_they_count_
     );
     assert_each_counted_once(&cluster, "r", items.len()).await;
 }
+
+/// A power loss at an op leader (kill -9 with `--lose-unsynced-writes`,
+/// in `periodic` mode with no fsync before it) loses the window entries in
+/// its WAL tail, while the other replicas hold the states those ops
+/// raised. The restarted leader learns its ops back from them before it
+/// leads an op id made before its restart, so the retries count once
+/// (once they counted twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_count_once_after_a_power_loss_at_their_op_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    // Nothing reaches the disk before the power loss.
+    std::fs::write(&config, "sync_interval_ms = 600000\n").unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let mut cluster = Cluster::start(3, 3, &["--lose-unsynced-writes", "--config", &config]).await;
+    let ids: Vec<u128> = (0..30).map(|_| new_op_id()).collect();
+    let batch = || -> Vec<Increment> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, &id)| op(&format!("p{i}"), 1, id))
+            .collect()
+    };
+    let client = cluster.client_of(1, Consistency::Quorum).await;
+    let outcomes = client.increment(batch()).await;
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::Ok(())),
+        "{outcomes:?}"
+    );
+    // Host 1 leads the ids whose low bits are 0 mod 3.
+    let led_by_1 = ids
+        .iter()
+        .filter(|&&id| (id as u64).is_multiple_of(3))
+        .count();
+    assert!(led_by_1 > 0, "no id led by host 1");
+
+    cluster.kill9(0);
+    cluster.restart(0);
+    cluster.wait_all_up().await;
+    let client = cluster.client(Consistency::Quorum).await;
+    let outcomes = client.increment(batch()).await;
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::Ok(())),
+        "{outcomes:?}"
+    );
+    assert_each_counted_once(&cluster, "p", ids.len()).await;
+}

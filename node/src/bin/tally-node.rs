@@ -12,10 +12,10 @@ use std::sync::Arc;
 use clap::Parser;
 use tally_consensus::{GroupConfig, HostId, MetadataGroup};
 use tally_node::{
-    check_still_member, handoff, register, Admission, Clock, Coordinator, CounterStore,
-    FollowedMetadata, HintStore, Identity, Membership, Metadata, NodeConfig, OffsetClock,
-    PeerConfig, Peers, RaftLink, Repairer, Server, ServerLimits, StaticMetadata, SystemClock,
-    Topology, WritePipeline,
+    check_still_member, handoff, register, relearn_op_ids, Admission, Clock, Coordinator,
+    CounterStore, FollowedMetadata, HintStore, Identity, Membership, Metadata, NodeConfig,
+    OffsetClock, PeerConfig, Peers, RaftLink, Repairer, Server, ServerLimits, StaticMetadata,
+    SystemClock, Topology, WritePipeline,
 };
 
 /// jemalloc instead of the system allocator: glibc's malloc was a fifth
@@ -260,6 +260,7 @@ fn run(config: NodeConfig) -> Result<(), String> {
             "salvaging: damaged WAL records are dropped, and this node starts a new incarnation"
         );
     }
+    let unclean = Identity::stopped_uncleanly(&config.data_dir);
     let identity = Identity::load_or_create(&config.data_dir, host_id)
         .map_err(|e| format!("identity: {e}"))?;
     let self_id = HostId(u64::from(identity.host_id));
@@ -348,6 +349,16 @@ fn run(config: NodeConfig) -> Result<(), String> {
             config.coordinator(),
         );
         tokio::spawn(peers.clone().probe_forever());
+        if unclean {
+            // Op ids made before now (plus the skew a client clock may
+            // have) may have been applied by the previous incarnation.
+            let window = config.limits().op_window.span;
+            let before_ms = clock
+                .now_ms()
+                .saturating_add(config.limits().max_future_skew.as_millis() as i64);
+            store.start_relearning(before_ms);
+            tokio::spawn(relearn_op_ids(coordinator.clone(), before_ms, window));
+        }
         // The generation is the start time: it grows across restarts.
         let generation = SystemClock.now_ms().max(1) as u64;
         let membership = Membership::new(
