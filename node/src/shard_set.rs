@@ -44,9 +44,9 @@ pub struct ShardSet {
 
 const SHARD_BYTES: usize = 32;
 /// The highest clock a shard may carry. Clocks rise by one per update, so
-/// no owner comes near it (2^62 updates); a state from the network above it
-/// is refused, so that a forged one cannot leave `clock + 1` no room and
-/// freeze the owner's shard.
+/// no owner comes near it (2^62 updates); a state from the network at or
+/// above it is refused, so that a forged one cannot leave `clock + 1` no
+/// room and freeze the owner's shard.
 pub const MAX_CLOCK: u64 = 1 << 62;
 /// Most shards a cell may hold (one per replica incarnation that led it).
 pub const MAX_SHARDS: usize = 4096;
@@ -84,13 +84,13 @@ impl ShardSet {
     }
 
     /// Whether every shard of an encoded set leaves its clock room to rise
-    /// (at most `MAX_CLOCK`); `bytes` must be valid.
+    /// (below `MAX_CLOCK`); `bytes` must be valid.
     pub fn clocks_have_room(bytes: &[u8]) -> bool {
         bytes
             .get(2..)
             .unwrap_or_default()
             .chunks_exact(SHARD_BYTES)
-            .all(|c| word(c, 1) <= MAX_CLOCK)
+            .all(|c| word(c, 1) < MAX_CLOCK)
     }
 
     /// Merges `other` into `self`.
