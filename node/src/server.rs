@@ -44,9 +44,8 @@ use tokio_util::codec::{Encoder, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, HeldBytes, Refusal, RequestSlot};
-use crate::log_limit::LogLimit;
-
 use crate::coordinator::Coordinator;
+use crate::log_limit::LogLimit;
 use crate::membership::Membership;
 use crate::query::ReadPlan;
 use crate::repair::Repairer;
