@@ -9,10 +9,6 @@
 //! - [`PhiAccrual`]: the failure detector.
 //! - [`simulation::Simulation`]: a seeded in-process network of gossipers.
 //! - [`codec`]: the byte encoding of messages, for the node's transport.
-//!
-//! Not yet: confirmation of a conviction by indirect probes (SWIM), the
-//! local-health pause guard and tombstones for nodes that left; the gossip
-//! issue tracks them.
 
 pub mod codec;
 mod error;

@@ -17,10 +17,6 @@
 //!   directory with SVG plots.
 //! - [`run::run`]: one run, end to end. The `jepsen-style-tests` binary is
 //!   its command line (`run`, `analyze`).
-//!
-//! Not yet: a storage mode that loses unsynced writes at a kill, wiping and
-//! replacing a node (needs topology changes), and exactly-once checks (op
-//! ids are not deduplicated yet).
 
 pub mod checker;
 pub mod cluster;

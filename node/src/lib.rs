@@ -15,10 +15,10 @@
 //!   by [`cell_key`], valued by the CRDT [`ShardSet`]; [`ReadPlan`]: a read
 //!   as key ranges and its answer from cells; [`WritePipeline`]: the one
 //!   write thread.
-//! - [`Server`]: the TCP front end. [`NodeConfig`]: settings.
-//!   [`Identity`]: host id and incarnation (which shard this node writes).
-//!
-//! Not yet: exactly-once op ids, `cleanup` (their issues).
+//! - [`Server`]: the TCP front end, within the node-wide bounds of
+//!   [`Admission`]. [`NodeConfig`]: settings. [`Identity`]: host id and
+//!   incarnation (which shard this node writes); after an unclean stop
+//!   [`relearn_op_ids`] learns the op ids it led back from the replicas.
 
 mod admission;
 pub mod cell_key;

@@ -1,8 +1,8 @@
 //! A real `tally-node` on a real file system that fills up (a small tmpfs
 //! in a private mount namespace, so no root is needed): `status` says the
-//! disk is full and why, counts the WAL, the log does not flood, and the
-//! documented recovery (free space, restart) keeps every acknowledged
-//! increment.
+//! disk is full and why, counts the WAL, the log does not flood (and, in
+//! a file, carries no colour codes), and the documented recovery (free
+//! space, restart) keeps every acknowledged increment.
 
 #![allow(clippy::unwrap_used)]
 
@@ -103,6 +103,10 @@ async fn a_full_disk_shows_in_status_and_a_restart_with_space_keeps_every_acknow
         "disk_bytes counts the WAL"
     );
     let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains('\u{1b}'),
+        "a log written to a file carries no colour codes"
+    );
     let lines = text.matches("counter write failed").count();
     assert!(lines <= 20, "{lines} log lines for {failed} failed writes");
 

@@ -17,8 +17,7 @@
 //! kill -9 of a real process loses what a power loss would.
 //!
 //! Not here (non-goals for now): snapshots and transactions, column
-//! families, prefix compression in blocks, a block cache (reads go through
-//! the OS page cache), and subcompactions.
+//! families, prefix compression in blocks, and subcompactions.
 //!
 //! The byte layouts of the WAL, SSTables and manifest are in
 //! `docs/format.md`.

@@ -464,6 +464,9 @@ fn main() {
                 .unwrap_or_else(|_| "info,openraft=warn,openraft::replication=off".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: a log file or a pipe
+        // gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     if args.exit_with_stdin {
