@@ -82,7 +82,7 @@ if [ -n "${TALLY_BIN:-}" ]; then
   BIN="$TALLY_BIN"
 else
   log "building tally (release)"
-  cargo build --release -q -p tally-node -p tally-client
+  cargo build --release -q -p tally-node -p tally-cli
   BIN="${CARGO_TARGET_DIR:-target}/release"
 fi
 : > "$OUT"
