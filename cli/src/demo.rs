@@ -140,7 +140,7 @@ fn cluster(dir: &Path) -> Result<(Vec<DemoNode>, String), String> {
             host_id: i,
             addr: format!(
                 "127.0.0.1:{}",
-                tally_client::unused_local_port().map_err(|e| e.to_string())?
+                tally_testkit::unused_local_port().map_err(|e| e.to_string())?
             ),
             dir: dir.join(format!("node{i}")),
             child: None,

@@ -2,22 +2,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The node binary next to the CLI, built if this test runs alone.
-fn node_bin() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_tally")).with_file_name("tally-node");
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "tally-node", "--bin", "tally-node"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building tally-node failed");
-    }
-    path
-}
 
 struct Node(Child);
 
@@ -29,8 +15,8 @@ impl Drop for Node {
 }
 
 fn start_node(dir: &std::path::Path) -> (Node, String) {
-    let addr = format!("127.0.0.1:{}", tally_client::unused_local_port().unwrap());
-    let child = Command::new(node_bin())
+    let addr = format!("127.0.0.1:{}", tally_testkit::unused_local_port().unwrap());
+    let child = Command::new(tally_testkit::node_bin())
         .arg("--data-dir")
         .arg(dir)
         .args(["--listen", &addr])

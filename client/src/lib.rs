@@ -17,8 +17,6 @@
 //!   inside the `Admin` frame.
 //! - [`new_op_id`]: time-ordered operation ids, which make an increment's
 //!   retries safe (counted once).
-//! - [`unused_local_port`]: a loopback port for a node about to be started
-//!   here (the demo, the harnesses), safe from the port-0 races.
 //!
 //! This crate depends on no other tally crate, so that users and the
 //! fault-injection harness can take it alone. The byte layout is specified
@@ -31,7 +29,6 @@ mod config;
 mod connection;
 mod error;
 pub mod frame;
-mod local_port;
 pub mod message;
 mod op_id;
 mod producer;
@@ -42,7 +39,6 @@ pub use client::{Client, Outcome};
 pub use config::ClientConfig;
 pub use connection::{Connection, Delivery};
 pub use error::{ClientError, ErrorCode};
-pub use local_port::unused_local_port;
 pub use message::{
     CellState, Consistency, Count, Increment, ItemResult, KeyRange, NamespaceInfo, NodeStatus,
     PeerStatus, Point, RepairReport, ReplicaView, Request, Resolution, Response, ShardView,

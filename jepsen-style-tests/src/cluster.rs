@@ -73,7 +73,7 @@ impl Cluster {
         }
         std::fs::create_dir_all(config.dir.join("nodes")).map_err(|e| e.to_string())?;
         let addrs = (0..config.nodes)
-            .map(|_| tally_client::unused_local_port().map(|p| format!("127.0.0.1:{p}")))
+            .map(|_| tally_testkit::unused_local_port().map(|p| format!("127.0.0.1:{p}")))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
         let mut links = Vec::new();

@@ -15,19 +15,6 @@ fn harness() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_jepsen-style-tests"))
 }
 
-/// The node binary next to the harness, built if this test runs alone.
-fn node_bin() -> PathBuf {
-    let path = harness().with_file_name("tally-node");
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "tally-node", "--bin", "tally-node"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building tally-node failed");
-    }
-    path
-}
-
 /// Runs the harness; returns its exit code and summary.
 fn run(args: &[&str]) -> (i32, String) {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -38,7 +25,7 @@ fn run(args: &[&str]) -> (i32, String) {
         .arg("--out")
         .arg(out.path())
         .arg("--node-bin")
-        .arg(node_bin())
+        .arg(tally_testkit::node_bin())
         .args(["--seed", "42"])
         .output()
         .unwrap();

@@ -1,0 +1,22 @@
+//! tally-testkit: real `tally-node` processes on this machine, for the
+//! tests of every crate, the harness and the local demo.
+//!
+//! - [`NodeProcess`]: one node on a data directory and a loopback port,
+//!   ready once it answers `Status`, killed when dropped;
+//!   [`node_bin`] finds the binary.
+//! - [`Cluster`]: several nodes with a static member list.
+//! - [`unused_local_port`]: a port for a node about to start (not port 0,
+//!   see there).
+//!
+//! Test tooling: a failure here is a failed test, so it panics with what
+//! it saw instead of returning errors.
+
+#![allow(clippy::unwrap_used)]
+
+mod cluster;
+mod port;
+mod process;
+
+pub use cluster::Cluster;
+pub use port::unused_local_port;
+pub use process::{free_port, inc, node_bin, now_ms, NodeProcess};
