@@ -10,6 +10,7 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::error::ErrorCode;
+use crate::routing::{RoutingNode, RoutingRange, RoutingTable};
 
 /// Consistency level of one request (how many replicas must answer).
 #[derive(
@@ -505,7 +506,7 @@ pub enum Response {
     /// Cells in key order (`ReplicaRead`).
     Cells(Vec<CellState>),
     /// The routing table.
-    Routing(crate::routing::RoutingTable),
+    Routing(RoutingTable),
     /// Each replica's copy of a cell (`InspectReplicas`).
     Replicas(Vec<ReplicaView>),
     /// A gossip reply (encoded by the gossip crate).
@@ -572,7 +573,7 @@ fn unknown_kind(what: &str, kind: u8) -> DecodeError {
     }
 }
 
-pub(crate) fn malformed(reason: impl Into<String>) -> DecodeError {
+fn malformed(reason: impl Into<String>) -> DecodeError {
     DecodeError {
         code: ErrorCode::MalformedFrame,
         reason: reason.into(),
@@ -795,7 +796,68 @@ fn get_cells(r: &mut Reader<'_>) -> Result<Vec<CellState>, DecodeError> {
     Ok(cells)
 }
 
-pub(crate) fn put_string32(buf: &mut BytesMut, s: &str) {
+/// A [`RoutingTable`] on the wire (docs/protocol.md, Routing).
+fn put_routing(buf: &mut BytesMut, table: &RoutingTable) {
+    buf.put_u64_le(table.epoch);
+    buf.put_u32_le(table.replication_factor);
+    buf.put_u32_le(table.nodes.len() as u32);
+    for n in &table.nodes {
+        buf.put_u64_le(n.host_id);
+        put_string32(buf, &n.address);
+    }
+    buf.put_u32_le(table.ranges.len() as u32);
+    for r in &table.ranges {
+        buf.put_u64_le(r.end_token);
+        buf.put_u8(r.replicas.len() as u8);
+        for h in &r.replicas {
+            buf.put_u64_le(*h);
+        }
+    }
+}
+
+fn get_routing(r: &mut Reader<'_>) -> Result<RoutingTable, DecodeError> {
+    let epoch = r.u64()?;
+    let replication_factor = r.u32()?;
+    let n = r.count(12)?;
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        nodes.push(RoutingNode {
+            host_id: r.u64()?,
+            address: r.string32()?,
+        });
+    }
+    let m = r.count(9)?;
+    let mut ranges: Vec<RoutingRange> = Vec::with_capacity(m);
+    for _ in 0..m {
+        let end_token = r.u64()?;
+        if ranges
+            .last()
+            .is_some_and(|last| last.end_token >= end_token)
+        {
+            return Err(malformed("routing ranges are not sorted by token"));
+        }
+        let k = r.u8()? as usize;
+        if k > crate::routing::MAX_REPLICAS {
+            return Err(malformed(format!("{k} replicas in one range")));
+        }
+        let mut replicas = Vec::with_capacity(k);
+        for _ in 0..k {
+            replicas.push(r.u64()?);
+        }
+        ranges.push(RoutingRange {
+            end_token,
+            replicas,
+        });
+    }
+    Ok(RoutingTable {
+        epoch,
+        replication_factor,
+        nodes,
+        ranges,
+    })
+}
+
+fn put_string32(buf: &mut BytesMut, s: &str) {
     buf.put_u32_le(s.len() as u32);
     buf.put_slice(s.as_bytes());
 }
@@ -1154,7 +1216,7 @@ impl Response {
                 buf.put_u64_le(r.elapsed_ms);
             }
             Response::Cells(cells) => put_cells(buf, cells),
-            Response::Routing(table) => table.encode(buf),
+            Response::Routing(table) => put_routing(buf, table),
             Response::Replicas(views) => {
                 buf.put_u32_le(views.len() as u32);
                 for v in views {
@@ -1320,7 +1382,7 @@ impl Response {
             kind::RAFT => Response::Raft(r.bytes32()?.to_vec()),
             kind::ADMIN => Response::Admin(r.bytes32()?.to_vec()),
             kind::REPLICA_READ => Response::Cells(get_cells(&mut r)?),
-            kind::ROUTING => Response::Routing(crate::routing::RoutingTable::decode(&mut r)?),
+            kind::ROUTING => Response::Routing(get_routing(&mut r)?),
             kind::INSPECT_REPLICAS => {
                 let n = r.count(8 + 4 + 1 + 4)?;
                 let mut views = Vec::with_capacity(n);

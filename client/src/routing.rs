@@ -10,9 +10,6 @@
 //! a client refreshes it periodically and any node can still coordinate a
 //! request for any key, so a stale table costs a hop, never correctness.
 
-use bytes::{BufMut, BytesMut};
-
-use crate::message::{malformed, put_string32, DecodeError, Reader};
 use crate::token::Token;
 
 /// A node in the routing table.
@@ -47,7 +44,8 @@ pub struct RoutingTable {
 }
 
 /// Most replicas one range may list.
-const MAX_REPLICAS: usize = 16;
+/// Most replicas one range may list on the wire.
+pub const MAX_REPLICAS: usize = 16;
 
 impl RoutingTable {
     /// The replicas of `token`, primary first (empty for an empty table).
@@ -65,66 +63,6 @@ impl RoutingTable {
             .iter()
             .find(|n| n.host_id == host_id)
             .map(|n| n.address.as_str())
-    }
-
-    pub(crate) fn encode(&self, buf: &mut BytesMut) {
-        buf.put_u64_le(self.epoch);
-        buf.put_u32_le(self.replication_factor);
-        buf.put_u32_le(self.nodes.len() as u32);
-        for n in &self.nodes {
-            buf.put_u64_le(n.host_id);
-            put_string32(buf, &n.address);
-        }
-        buf.put_u32_le(self.ranges.len() as u32);
-        for r in &self.ranges {
-            buf.put_u64_le(r.end_token);
-            buf.put_u8(r.replicas.len() as u8);
-            for h in &r.replicas {
-                buf.put_u64_le(*h);
-            }
-        }
-    }
-
-    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<RoutingTable, DecodeError> {
-        let epoch = r.u64()?;
-        let replication_factor = r.u32()?;
-        let n = r.count(12)?;
-        let mut nodes = Vec::with_capacity(n);
-        for _ in 0..n {
-            nodes.push(RoutingNode {
-                host_id: r.u64()?,
-                address: r.string32()?,
-            });
-        }
-        let m = r.count(9)?;
-        let mut ranges: Vec<RoutingRange> = Vec::with_capacity(m);
-        for _ in 0..m {
-            let end_token = r.u64()?;
-            if ranges
-                .last()
-                .is_some_and(|last| last.end_token >= end_token)
-            {
-                return Err(malformed("routing ranges are not sorted by token"));
-            }
-            let k = r.u8()? as usize;
-            if k > MAX_REPLICAS {
-                return Err(malformed(format!("{k} replicas in one range")));
-            }
-            let mut replicas = Vec::with_capacity(k);
-            for _ in 0..k {
-                replicas.push(r.u64()?);
-            }
-            ranges.push(RoutingRange {
-                end_token,
-                replicas,
-            });
-        }
-        Ok(RoutingTable {
-            epoch,
-            replication_factor,
-            nodes,
-            ranges,
-        })
     }
 }
 

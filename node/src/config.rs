@@ -8,8 +8,8 @@ use tally_consensus::{ClusterMap, HostId};
 
 use crate::coordinator::{BrokenMode, CoordinatorConfig};
 use crate::handoff::ReplayConfig;
+use crate::limits::StoreLimits;
 use crate::namespace::{Namespace, Namespaces};
-use crate::store::StoreLimits;
 
 /// Node settings (the TOML file's shape).
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]

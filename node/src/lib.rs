@@ -27,6 +27,7 @@ mod coordinator;
 pub mod handoff;
 mod hints;
 mod identity;
+mod limits;
 mod log_limit;
 mod membership;
 pub mod merkle;
@@ -50,6 +51,7 @@ pub use config::NodeConfig;
 pub use coordinator::{needed, BrokenMode, Coordinator, CoordinatorConfig};
 pub use hints::{Hint, HintCounts, HintMerge, HintStore};
 pub use identity::Identity;
+pub use limits::{RequestError, StoreLimits};
 pub use membership::Membership;
 pub use metadata::{FollowedMetadata, Metadata, StaticMetadata};
 pub use namespace::{Namespace, Namespaces, DEFAULT_NAMESPACE, DEFAULT_SPEC};
@@ -61,8 +63,6 @@ pub use repair::Repairer;
 pub use replicator::{Replicator, ReplicatorConfig};
 pub use server::Server;
 pub use shard_set::{CounterMerge, Shard, ShardSet};
-pub use store::{
-    valid_cell, Clock, CounterStore, Led, OffsetClock, RequestError, StoreLimits, SystemClock,
-};
+pub use store::{valid_cell, Clock, CounterStore, Led, OffsetClock, SystemClock};
 pub use topology::{check_still_member, register, Topology};
 pub use write_pipeline::{Durable, WritePipeline};

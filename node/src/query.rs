@@ -12,9 +12,9 @@
 use tally_client::{token, Count, ErrorCode, KeyRange, Point, Resolution, Response, Token};
 
 use crate::cell_key;
+use crate::limits::{refuse, RequestError, StoreLimits};
 use crate::namespace::{Namespace, Namespaces};
 use crate::shard_set::ShardSet;
-use crate::store::{refuse, RequestError, StoreLimits};
 
 /// What a plan answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

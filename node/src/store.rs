@@ -28,6 +28,7 @@ use tally_storage::{CompactionFilter, Db, FilterDecision, SyncPoint, WriteBatch}
 
 use crate::cell_key;
 use crate::identity::Identity;
+use crate::limits::{refuse, RequestError, StoreLimits};
 use crate::log_limit::LogLimit;
 use crate::merkle::{self, Leaves};
 use crate::namespace::{Namespace, Namespaces};
@@ -74,47 +75,6 @@ impl Clock for OffsetClock {
         SystemClock
             .now_ms()
             .saturating_add(self.offset_ms.load(Ordering::Relaxed))
-    }
-}
-
-/// A request the store refuses, with the code to answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code:?}: {message}")]
-pub struct RequestError {
-    /// The wire code.
-    pub code: ErrorCode,
-    /// Details.
-    pub message: String,
-}
-
-pub(crate) fn refuse(code: ErrorCode, message: impl Into<String>) -> RequestError {
-    RequestError {
-        code,
-        message: message.into(),
-    }
-}
-
-/// Limits on what one request may ask.
-#[derive(Debug, Clone)]
-pub struct StoreLimits {
-    /// Largest accepted key.
-    pub max_key_bytes: usize,
-    /// How far in the future a timestamp may lie.
-    pub max_future_skew: Duration,
-    /// Most buckets one range read may return.
-    pub max_range_buckets: i64,
-    /// How long op ids stay live, and how many this node keeps.
-    pub op_window: OpWindowLimits,
-}
-
-impl Default for StoreLimits {
-    fn default() -> Self {
-        StoreLimits {
-            max_key_bytes: 1024,
-            max_future_skew: Duration::from_secs(300),
-            max_range_buckets: 100_000,
-            op_window: OpWindowLimits::default(),
-        }
     }
 }
 

@@ -281,9 +281,10 @@ mod tests {
 
     use super::*;
     use crate::identity::Identity;
+    use crate::limits::StoreLimits;
     use crate::namespace::{Namespace, Namespaces};
     use crate::query::ReadPlan;
-    use crate::store::{StoreLimits, SystemClock};
+    use crate::store::SystemClock;
 
     fn open(fs: &SimFs, incarnation: u32) -> Arc<CounterStore> {
         let opts = Options {
