@@ -172,6 +172,14 @@ enum NsAction {
         /// Resolutions and retention, e.g. `minute:7d,hour:90d,day:2y,total`.
         spec: String,
     },
+    /// Changes a namespace's retention or adds resolutions (never drops
+    /// one: its cells were written under it).
+    Alter {
+        /// The namespace.
+        name: String,
+        /// The new spec, e.g. `minute:14d,hour:90d,day:2y,total`.
+        spec: String,
+    },
 }
 
 fn consistency(name: &str) -> Result<Consistency, String> {
@@ -394,6 +402,15 @@ async fn run(cli: Cli) -> Result<(), String> {
                 spec: spec.clone(),
             };
             topology::request(first(&cli), request, "namespace creation", cli.json).await
+        }
+        Command::Ns {
+            action: Some(NsAction::Alter { name, spec }),
+        } => {
+            let request = tally_client::admin::AdminRequest::AlterNamespace {
+                name: name.clone(),
+                spec: spec.clone(),
+            };
+            topology::request(first(&cli), request, "namespace change", cli.json).await
         }
         Command::Ns { action } => {
             let client = connect(&cli).await?;

@@ -73,6 +73,14 @@ pub enum AdminRequest {
         /// Resolutions and retention, e.g. `minute:7d,hour:90d,total`.
         spec: String,
     },
+    /// Changes a namespace's retention or adds resolutions to it: every
+    /// resolution it keeps must stay (its cells were written under them).
+    AlterNamespace {
+        /// The namespace.
+        name: String,
+        /// Its new spec, e.g. `minute:14d,hour:90d,day:forever,total`.
+        spec: String,
+    },
     /// Drops the cells of ranges this node no longer replicates.
     Cleanup,
 }

@@ -610,6 +610,7 @@ fn admin_payloads_parse_as_the_page_writes_them() {
         r#"{"Remove": {"host_id": 2}}"#,
         r#"{"Abort": {"host_id": 4}}"#,
         r#"{"CreateNamespace": {"name": "views", "spec": "minute:7d, hour:90d, total"}}"#,
+        r#"{"AlterNamespace": {"name": "views", "spec": "minute:14d, hour:90d, total"}}"#,
         r#""Cleanup""#,
     ];
     for json in page {

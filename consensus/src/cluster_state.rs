@@ -109,6 +109,14 @@ pub enum Command {
         /// Resolutions and retention, e.g. `minute:7d, hour:90d, total`.
         spec: String,
     },
+    /// Changes an existing namespace's definition (the proposer checked
+    /// that the change keeps every resolution it had).
+    AlterNamespace {
+        /// The namespace.
+        name: String,
+        /// Its new spec.
+        spec: String,
+    },
 }
 
 /// What applying a command did.
@@ -356,6 +364,13 @@ impl ClusterState {
                 self.namespaces.insert(name.clone(), spec.clone());
                 self.bump(None)
             }
+            Command::AlterNamespace { name, spec } => match self.namespaces.get_mut(name) {
+                Some(current) => {
+                    *current = spec.clone();
+                    self.bump(None)
+                }
+                None => refused(format!("namespace {name:?} does not exist")),
+            },
         }
     }
 
@@ -637,6 +652,25 @@ mod tests {
                 .count(),
             2
         );
+    }
+
+    #[test]
+    fn only_an_existing_namespace_is_altered() {
+        let mut s = ClusterState::default();
+        s.apply(&bootstrap());
+        let alter = Command::AlterNamespace {
+            name: "views".into(),
+            spec: "hour:60d, total".into(),
+        };
+        let before = s.clone();
+        assert!(matches!(s.apply(&alter), CommandResult::Refused { .. }));
+        assert_eq!(s, before);
+        s.apply(&Command::CreateNamespace {
+            name: "views".into(),
+            spec: "hour:30d, total".into(),
+        });
+        assert!(matches!(s.apply(&alter), CommandResult::Applied { .. }));
+        assert_eq!(s.namespaces["views"], "hour:60d, total");
     }
 
     proptest! {

@@ -636,6 +636,46 @@ impl Topology {
                         .await,
                 )
             }
+            AdminRequest::AlterNamespace { name, spec } => {
+                let wanted = match Namespace::parse(&name, &spec) {
+                    Ok(ns) => ns,
+                    Err(e) => return AdminReply::Refused { reason: e },
+                };
+                let Some(current) = state
+                    .namespaces
+                    .get(&name)
+                    .and_then(|s| Namespace::parse(&name, s).ok())
+                else {
+                    return AdminReply::Refused {
+                        reason: format!(
+                            "namespace {name:?} is not one the cluster created (the built-in and configured ones change in the nodes' config)"
+                        ),
+                    };
+                };
+                if let Some((dropped, _)) =
+                    current.resolutions.iter().find(|(r, _)| !wanted.keeps(*r))
+                {
+                    return AdminReply::Refused {
+                        reason: format!(
+                            "namespace {name:?} keeps {dropped}: a change may alter retention or add resolutions, never drop one"
+                        ),
+                    };
+                }
+                if current == wanted {
+                    return AdminReply::Done {
+                        epoch: state.epoch,
+                        host_id: None,
+                    };
+                }
+                reply_of(
+                    self.group
+                        .propose(Command::AlterNamespace {
+                            name,
+                            spec: wanted.spec(),
+                        })
+                        .await,
+                )
+            }
             other => AdminReply::Failed {
                 reason: format!("{other:?} is not a leader request"),
             },

@@ -599,6 +599,41 @@ async fn internal_steps_and_redefinitions_are_refused_whoever_sends_them() {
         admin(&a1, create("views", "minute:1d")).await,
         "redefining views",
     );
+    // An explicit change that keeps every resolution is taken; one that
+    // drops a resolution, or touches the built-in namespace, is not.
+    let alter = |name: &str, spec: &str| AdminRequest::AlterNamespace {
+        name: name.into(),
+        spec: spec.into(),
+    };
+    assert!(matches!(
+        admin(&a2, alter("views", "minute:1d, hour:60d, total")).await,
+        AdminReply::Done { .. }
+    ));
+    let reason = refused(
+        admin(&a1, alter("views", "minute:1d, total")).await,
+        "dropping hour",
+    );
+    assert!(reason.contains("never drop"), "{reason}");
+    refused(
+        admin(&a1, alter("events", tally_node::DEFAULT_SPEC)).await,
+        "altering events",
+    );
+    refused(
+        admin(&a1, alter("nope", "total")).await,
+        "altering a missing namespace",
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let described = client.describe_namespace("views").await.unwrap();
+        if described.resolutions.len() == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the change never reached the client's node: {described:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Every acknowledged increment is still there, and hour reads work.
     let mut all = ClientConfig::with_seeds([a1.clone(), a2.clone()]);
