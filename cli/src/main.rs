@@ -434,7 +434,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                         .resolutions
                         .iter()
                         .map(|(r, t)| match t {
-                            Some(ms) => format!("{r}:{}d", ms / 86_400_000),
+                            Some(ms) => format!("{r}:{}", timespec::retention(*ms)),
                             None => format!("{r}:forever"),
                         })
                         .collect();

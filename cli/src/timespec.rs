@@ -56,6 +56,18 @@ pub fn format(ms: i64) -> String {
     )
 }
 
+/// A retention in milliseconds in the largest unit that divides it
+/// (`7d`, `36h`, `90m`, `45s`), as a namespace spec writes it.
+pub fn retention(ms: u64) -> String {
+    let secs = ms / 1000;
+    [(86_400, "d"), (3600, "h"), (60, "m")]
+        .into_iter()
+        .find(|(n, _)| secs % n == 0 && secs > 0)
+        .map_or(format!("{secs}s"), |(n, unit)| {
+            format!("{}{unit}", secs / n)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +83,13 @@ mod tests {
             assert!(e.contains("before 1970"), "{s}: {e}");
         }
         assert!(parse("-99999999999999999999s", now).is_err());
+    }
+
+    #[test]
+    fn retention_reads_as_the_spec_wrote_it() {
+        assert_eq!(retention(7 * 86_400_000), "7d");
+        assert_eq!(retention(36 * 3_600_000), "36h");
+        assert_eq!(retention(90 * 60_000), "90m");
+        assert_eq!(retention(45_000), "45s");
     }
 }
