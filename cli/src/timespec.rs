@@ -62,7 +62,7 @@ pub fn retention(ms: u64) -> String {
     let secs = ms / 1000;
     [(86_400, "d"), (3600, "h"), (60, "m")]
         .into_iter()
-        .find(|(n, _)| secs % n == 0 && secs > 0)
+        .find(|(n, _)| secs > 0 && secs.is_multiple_of(*n))
         .map_or(format!("{secs}s"), |(n, unit)| {
             format!("{}{unit}", secs / n)
         })
