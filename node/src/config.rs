@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use tally_consensus::{ClusterMap, HostId};
 
-use crate::coordinator::{BrokenMode, CoordinatorConfig};
+use crate::coordinator::CoordinatorConfig;
+use crate::fault_modes::BrokenMode;
 use crate::handoff::ReplayConfig;
 use crate::limits::StoreLimits;
 use crate::namespace::{Namespace, Namespaces};

@@ -48,6 +48,7 @@ use tally_client::{
 };
 use tally_consensus::{ClusterMap, HostId};
 
+use crate::fault_modes::BrokenMode;
 use crate::hints::HintStore;
 use crate::metadata::Metadata;
 use crate::peers::Peers;
@@ -56,39 +57,6 @@ use crate::replicator::Replicator;
 use crate::shard_set::ShardSet;
 use crate::store::{unconfirmed, CounterStore};
 use crate::write_pipeline::WritePipeline;
-
-/// Deliberately wrong behaviour, for proving that the fault-injection
-/// harness catches it. Never for production: the node logs an error at
-/// start when one is set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BrokenMode {
-    /// The leader applies every increment twice.
-    DoubleApply,
-    /// Writes are acknowledged after the leader's own write, whatever the
-    /// consistency level asked.
-    AckWithoutQuorum,
-    /// Hints are never stored (nor recovered cells hinted).
-    DropHints,
-    /// Op ids are dropped on arrival: a retried increment counts again.
-    IgnoreOpIds,
-}
-
-impl BrokenMode {
-    /// Parses `double-apply`, `ack-without-quorum`, `drop-hints` or
-    /// `ignore-op-ids`.
-    pub fn parse(name: &str) -> Result<BrokenMode, String> {
-        match name {
-            "double-apply" => Ok(BrokenMode::DoubleApply),
-            "ack-without-quorum" => Ok(BrokenMode::AckWithoutQuorum),
-            "drop-hints" => Ok(BrokenMode::DropHints),
-            "ignore-op-ids" => Ok(BrokenMode::IgnoreOpIds),
-            other => Err(format!(
-                "unknown broken mode {other:?} \
-                 (double-apply, ack-without-quorum, drop-hints, ignore-op-ids)"
-            )),
-        }
-    }
-}
 
 /// How the coordinator waits and repairs.
 #[derive(Debug, Clone)]

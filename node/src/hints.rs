@@ -31,8 +31,8 @@ use tally_client::CellState;
 use tally_consensus::HostId;
 use tally_storage::{CompactionFilter, Db, FilterDecision, MergeOperator, WriteBatch};
 
+use crate::clock::Clock;
 use crate::shard_set::ShardSet;
-use crate::store::Clock;
 
 const HEADER_BYTES: usize = 16;
 

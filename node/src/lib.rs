@@ -22,8 +22,10 @@
 
 mod admission;
 pub mod cell_key;
+mod clock;
 mod config;
 mod coordinator;
+mod fault_modes;
 pub mod handoff;
 mod hints;
 mod identity;
@@ -47,8 +49,10 @@ mod topology;
 mod write_pipeline;
 
 pub use admission::{Admission, ServerLimits};
+pub use clock::{Clock, OffsetClock, SystemClock};
 pub use config::NodeConfig;
-pub use coordinator::{needed, BrokenMode, Coordinator, CoordinatorConfig};
+pub use coordinator::{needed, Coordinator, CoordinatorConfig};
+pub use fault_modes::BrokenMode;
 pub use hints::{Hint, HintCounts, HintMerge, HintStore};
 pub use identity::Identity;
 pub use limits::{RequestError, StoreLimits};
@@ -63,6 +67,6 @@ pub use repair::Repairer;
 pub use replicator::{Replicator, ReplicatorConfig};
 pub use server::Server;
 pub use shard_set::{CounterMerge, Shard, ShardSet};
-pub use store::{valid_cell, Clock, CounterStore, Led, OffsetClock, SystemClock};
+pub use store::{valid_cell, CounterStore, Led};
 pub use topology::{check_still_member, register, Topology};
 pub use write_pipeline::{Durable, WritePipeline};

@@ -44,13 +44,14 @@ use tokio_util::codec::{Encoder, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, HeldBytes, Refusal, RequestSlot};
+use crate::clock::OffsetClock;
 use crate::coordinator::Coordinator;
 use crate::limits::RequestError;
 use crate::log_limit::LogLimit;
 use crate::membership::Membership;
 use crate::query::ReadPlan;
 use crate::repair::Repairer;
-use crate::store::{valid_cell, OffsetClock};
+use crate::store::valid_cell;
 use crate::topology::Topology;
 use tally_client::admin::{AdminReply, AdminRequest};
 

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use tally_client::{CellState, ErrorCode, Increment, ItemResult, KeyRange, Respon
 use tally_storage::{CompactionFilter, Db, FilterDecision, SyncPoint, WriteBatch};
 
 use crate::cell_key;
+use crate::clock::Clock;
 use crate::identity::Identity;
 use crate::limits::{refuse, RequestError, StoreLimits};
 use crate::log_limit::LogLimit;
@@ -35,48 +36,6 @@ use crate::namespace::{Namespace, Namespaces};
 use crate::op_window::{self, OpWindow, OpWindowLimits};
 use crate::query::{self, ReadPlan};
 use crate::shard_set::{CounterMerge, Shard, ShardSet, MAX_CLOCK};
-
-/// Where time comes from (injected, so tests can move it).
-pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
-    /// Milliseconds since the Unix epoch.
-    fn now_ms(&self) -> i64;
-}
-
-/// The machine's wall clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    #[allow(clippy::disallowed_methods)] // the one place that reads the wall clock
-    fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
-    }
-}
-
-/// The machine's clock shifted by an adjustable offset: the clock nemesis
-/// of the fault-injection harness moves it (`AdjustClock`, only on nodes
-/// started with `--test-hooks`).
-#[derive(Debug, Default)]
-pub struct OffsetClock {
-    offset_ms: AtomicI64,
-}
-
-impl OffsetClock {
-    /// Sets the offset from the machine's clock.
-    pub fn set_offset_ms(&self, offset_ms: i64) {
-        self.offset_ms.store(offset_ms, Ordering::Relaxed);
-    }
-}
-
-impl Clock for OffsetClock {
-    fn now_ms(&self) -> i64 {
-        SystemClock
-            .now_ms()
-            .saturating_add(self.offset_ms.load(Ordering::Relaxed))
-    }
-}
 
 const LOCK_STRIPES: usize = 4096;
 /// Own shards remembered per stripe (about a million cells in all).
@@ -1095,6 +1054,7 @@ fn malformed_cell() -> RequestError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SystemClock;
 
     #[test]
     fn a_cell_names_each_of_its_batches_once_in_order() {

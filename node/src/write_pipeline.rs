@@ -280,11 +280,11 @@ mod tests {
     use tally_storage::{Durability, Options, SimFs};
 
     use super::*;
+    use crate::clock::SystemClock;
     use crate::identity::Identity;
     use crate::limits::StoreLimits;
     use crate::namespace::{Namespace, Namespaces};
     use crate::query::ReadPlan;
-    use crate::store::SystemClock;
 
     fn open(fs: &SimFs, incarnation: u32) -> Arc<CounterStore> {
         let opts = Options {
@@ -335,7 +335,7 @@ mod tests {
         }
     }
 
-    use crate::store::Clock;
+    use crate::clock::Clock;
 
     #[tokio::test]
     async fn a_lead_is_answered_before_its_fsync_and_durable_after() {
