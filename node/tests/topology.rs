@@ -68,6 +68,19 @@ async fn wait_state(addr: &str, host: u64, state: &str) {
     }
 }
 
+/// Starts the first node of a new cluster (`--init`) in `root/n1` with
+/// replication factor `rf`; waits until it is normal.
+async fn bootstrap(root: &Path, rf: usize) -> (NodeProcess, String) {
+    let a1 = addr();
+    let n1 = NodeProcess::start_with(
+        &root.join("n1"),
+        &a1,
+        &args(&["--init", "--replication-factor", &rf.to_string()]),
+    );
+    wait_state(&a1, 1, "normal").await;
+    (n1, a1)
+}
+
 /// Starts a joining node; waits until it is normal in `seed`'s metadata.
 async fn join(dir: &Path, seed: &str, expect_host: u64) -> NodeProcess {
     let a = addr();
@@ -137,13 +150,7 @@ async fn check_totals(addr: &str, ledger: &Ledger) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ring_grows_and_shrinks_under_load_without_losing_or_doubling_counts() {
     let root = tempfile::tempdir().unwrap();
-    let a1 = addr();
-    let n1 = NodeProcess::start_with(
-        &root.path().join("n1"),
-        &a1,
-        &args(&["--init", "--replication-factor", "3"]),
-    );
-    wait_state(&a1, 1, "normal").await;
+    let (n1, a1) = bootstrap(root.path(), 3).await;
     let n2 = join(&root.path().join("n2"), &a1, 2).await;
     let mut n3 = Some(join(&root.path().join("n3"), &a1, 3).await);
     let v = view(&a1).await;
@@ -383,13 +390,7 @@ async fn joins_are_serialized_a_wrong_cluster_is_refused_and_decommission_moves_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_metadata_leader_during_a_join_leaves_a_whole_ring() {
     let root = tempfile::tempdir().unwrap();
-    let a1 = addr();
-    let mut n1 = NodeProcess::start_with(
-        &root.path().join("n1"),
-        &a1,
-        &args(&["--init", "--replication-factor", "3"]),
-    );
-    wait_state(&a1, 1, "normal").await;
+    let (mut n1, a1) = bootstrap(root.path(), 3).await;
     let n2 = join(&root.path().join("n2"), &a1, 2).await;
     let n3 = join(&root.path().join("n3"), &a1, 3).await;
     // Enough data that streaming takes a moment.
@@ -477,13 +478,7 @@ async fn killing_the_metadata_leader_during_a_join_leaves_a_whole_ring() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_steps_and_redefinitions_are_refused_whoever_sends_them() {
     let root = tempfile::tempdir().unwrap();
-    let a1 = addr();
-    let _n1 = NodeProcess::start_with(
-        &root.path().join("n1"),
-        &a1,
-        &args(&["--init", "--replication-factor", "2"]),
-    );
-    wait_state(&a1, 1, "normal").await;
+    let (_n1, a1) = bootstrap(root.path(), 2).await;
     let n2 = join(&root.path().join("n2"), &a1, 2).await;
     let a2 = n2.addr.clone();
     let client = Client::connect(ClientConfig::with_seeds([a1.clone(), a2.clone()]))
@@ -674,13 +669,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_voter_does_not_spin_the_metadata_leader() {
     let root = tempfile::tempdir().unwrap();
-    let a1 = addr();
-    let n1 = NodeProcess::start_with(
-        &root.path().join("n1"),
-        &a1,
-        &args(&["--init", "--replication-factor", "3"]),
-    );
-    wait_state(&a1, 1, "normal").await;
+    let (n1, a1) = bootstrap(root.path(), 3).await;
     let n2 = join(&root.path().join("n2"), &a1, 2).await;
     let mut n3 = join(&root.path().join("n3"), &a1, 3).await;
     let deadline = Instant::now() + Duration::from_secs(30);
