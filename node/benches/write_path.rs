@@ -47,7 +47,7 @@ const DAY_MS: i64 = 24 * 3600 * 1000;
 
 /// The storage settings a node runs with by default (`periodic`).
 fn options() -> Options {
-    NodeConfig::default().storage_options()
+    NodeConfig::default().storage.options()
 }
 
 fn open_store(dir: &Path, host_id: u32) -> CounterStore {

@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The bounds on connections, for [`Admission`] and the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerLimits {
     /// Open client and peer connections at most.
     pub max_connections: usize,
@@ -32,14 +33,18 @@ pub struct ServerLimits {
     /// Requests in flight over all connections.
     pub max_in_flight: usize,
     /// Bytes of requests and responses held for all connections.
+    #[serde(rename = "max_buffered_mib", with = "crate::units::mib")]
     pub max_buffered_bytes: usize,
     /// A connection with no request for this long is closed.
+    #[serde(rename = "idle_timeout_s", with = "crate::units::secs")]
     pub idle_timeout: Duration,
     /// A request frame must arrive whole within this long of its first
     /// byte (a slow sender holds a buffer and a connection).
+    #[serde(rename = "frame_timeout_s", with = "crate::units::secs")]
     pub frame_timeout: Duration,
     /// A response that cannot be written for this long (the client does
     /// not read) closes the connection.
+    #[serde(rename = "write_timeout_s", with = "crate::units::secs")]
     pub write_timeout: Duration,
 }
 

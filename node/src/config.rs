@@ -1,69 +1,109 @@
 //! [`NodeConfig`]: a node's settings, from TOML and command-line flags,
 //! with embedded defaults so that `tally-node` runs with no config at all.
+//!
+//! The file has a few top-level keys (where the node listens and keeps its
+//! data) and one section per part of the node. Each section is the
+//! settings type that part reads ([`StoreLimits`], [`ServerLimits`],
+//! [`CoordinatorConfig`], [`HintConfig`], ...), so its `Default` is the
+//! only statement of its defaults, and names (durability, broken modes)
+//! become enums when the file is read, not when they are used:
+//!
+//! ```toml
+//! listen = "127.0.0.1:7400"
+//! data_dir = "tally-data"
+//!
+//! [cluster]             # host_id, members, replication_factor, init, seed, rack, vnodes, name
+//! [storage]             # durability, sync_interval_ms, memtable_mib, block_cache_mib, salvage_wal
+//! [limits]              # max_key_bytes, max_future_skew_s, max_range_buckets
+//! [limits.op_window]    # span_s, max_ids
+//! [coordinator]         # read_timeout_ms, default_write_timeout_ms, ...
+//! [connections]         # max_connections, max_in_flight, max_buffered_mib, timeouts
+//! [hints]               # enabled, replay, window_s, replay_cells_per_s, ...
+//! [gossip]              # interval_ms, phi_threshold
+//! [namespaces]          # name = "minute:7d, hour:90d, day:forever, total"
+//! [test]                # hooks, lose_unsynced_writes, broken (never on a real cluster)
+//! ```
+//!
+//! Flags overlay the file through [`NodeConfig::load`]: each is a dotted
+//! path and a value, set in the file's table before it is read, so a flag
+//! and a file key are checked by the same code.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tally_consensus::{ClusterMap, HostId};
 
+use crate::admission::ServerLimits;
 use crate::coordinator::CoordinatorConfig;
 use crate::fault_modes::BrokenMode;
-use crate::handoff::ReplayConfig;
+use crate::handoff::HintConfig;
 use crate::limits::StoreLimits;
 use crate::namespace::{Namespace, Namespaces};
 
 /// Node settings (the TOML file's shape).
-#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
-    /// Address to serve clients on (`host:port`). Loopback by default.
+    /// Address to serve clients and peers on (`host:port`). Loopback by
+    /// default.
     pub listen: String,
-    /// Where the node keeps its data.
-    pub data_dir: PathBuf,
-    /// This node's host id (until cluster metadata assigns ids).
-    pub host_id: u32,
-    /// `sync` (fsync before acknowledging) or `periodic`.
-    pub durability: String,
-    /// Background fsync interval in `periodic` mode, in milliseconds.
-    pub sync_interval_ms: u64,
-    /// How far in the future an increment's timestamp may lie, in seconds.
-    pub max_future_skew_s: u64,
-    /// How long an op id stays live after it was made, in seconds: its
-    /// retries count once until then, and are refused after.
-    pub op_window_s: u64,
-    /// Live op ids this node keeps at most (about 50 bytes each); a new op
-    /// id beyond that is refused with `Overloaded`.
-    pub max_op_ids: usize,
-    /// Memtable size in MiB (RocksDB's default write buffer). Hot counters
-    /// fold in place in the memtable, so a larger one also means fewer
-    /// bytes flushed and compacted. The WAL rotates at twice this.
-    pub memtable_mib: usize,
-    /// Memory for SSTable data blocks recently read, in MiB (0: none; reads
-    /// then go through the OS page cache with a `pread` per block).
-    pub block_cache_mib: usize,
-    /// Extra namespaces: name = "minute:7d, hour:90d, day:forever, total".
-    pub namespaces: std::collections::BTreeMap<String, String>,
-    /// Requests one connection may have in flight before the node stops
-    /// reading from it (back-pressure).
-    pub max_in_flight_per_connection: usize,
-    /// Open connections at most (lowered at start to fit the process's
-    /// file descriptor limit, with room kept for storage files).
-    pub max_connections: usize,
-    /// Requests in flight over all connections; past it, `Overloaded`.
-    pub max_in_flight: usize,
-    /// MiB of requests and answers held for all connections; past it,
-    /// `Overloaded`.
-    pub max_buffered_mib: usize,
-    /// A connection with no request for this long is closed, in seconds.
-    pub idle_timeout_s: u64,
-    /// A request frame must arrive whole within this long of its first
-    /// byte, in seconds; slower, the connection is closed.
-    pub frame_timeout_s: u64,
-    /// Answers a client does not read for this long close its connection,
-    /// in seconds.
-    pub write_timeout_s: u64,
     /// The address other nodes and clients use (default: `listen`).
     pub advertise: Option<String>,
+    /// Where the node keeps its data.
+    pub data_dir: PathBuf,
+    /// Threads serving the network (0: one per core). Several nodes
+    /// sharing few cores (tests, benchmarks on one machine) want 1.
+    pub worker_threads: usize,
+    /// Who the cluster is and how this node enters it.
+    pub cluster: ClusterConfig,
+    /// The storage engine.
+    pub storage: StorageConfig,
+    /// What one request may ask, and the op-id window.
+    pub limits: StoreLimits,
+    /// How requests wait for replicas and repair them.
+    pub coordinator: CoordinatorConfig,
+    /// Bounds on connections and what they may make the node hold.
+    pub connections: ServerLimits,
+    /// Hinted handoff.
+    pub hints: HintConfig,
+    /// Gossip and its failure detector.
+    pub gossip: GossipSettings,
+    /// Extra namespaces: name = "minute:7d, hour:90d, day:forever, total".
+    pub namespaces: BTreeMap<String, String>,
+    /// Test modes for the fault-injection harness; never on a real
+    /// cluster.
+    pub test: TestConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: "127.0.0.1:7400".into(),
+            advertise: None,
+            data_dir: PathBuf::from("tally-data"),
+            worker_threads: 0,
+            cluster: ClusterConfig::default(),
+            storage: StorageConfig::default(),
+            limits: StoreLimits::default(),
+            coordinator: CoordinatorConfig::default(),
+            connections: ServerLimits::default(),
+            hints: HintConfig::default(),
+            gossip: GossipSettings::default(),
+            namespaces: BTreeMap::new(),
+            test: TestConfig::default(),
+        }
+    }
+}
+
+/// `[cluster]`: who the cluster is and how this node enters it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's host id with static `members` (Raft-agreed metadata
+    /// assigns ids itself).
+    pub host_id: u32,
     /// Cluster members as `host_id=address`, this node included. Empty: a
     /// one-node cluster of this node alone (replication factor 1).
     pub members: Vec<String>,
@@ -77,95 +117,143 @@ pub struct NodeConfig {
     /// and tokens through the metadata and streams its ranges. Ignored
     /// once the data directory holds metadata.
     pub seed: Option<String>,
-    /// This node's rack (voters and, later, replicas spread over racks).
+    /// This node's rack (voters spread over racks).
     pub rack: Option<String>,
     /// Tokens (virtual nodes) per member.
     pub vnodes: usize,
     /// The cluster's name; it seeds the token allocator, so every member
     /// must use the same one.
-    pub cluster_name: String,
-    /// Store hints for replicas that miss a write.
-    pub hinted_handoff: bool,
-    /// Deliver stored hints once their target is back.
-    pub hint_replay: bool,
-    /// Hints older than this are dropped, in seconds (default 3 h).
-    pub hint_window_s: u64,
-    /// Throttle of hint replay, in cells per second per target.
-    pub hint_replay_cells_per_s: u64,
-    /// Deadline of a read, in milliseconds.
-    pub read_timeout_ms: u64,
-    /// One ONE read in this many repairs the other replicas in the
-    /// background (0: never).
-    pub one_read_repair_every: u64,
-    /// Threads serving the network (0: one per core). Several nodes
-    /// sharing few cores (tests, benchmarks on one machine) want 1.
-    pub worker_threads: usize,
-    /// Time between gossip rounds, in milliseconds.
-    pub gossip_interval_ms: u64,
-    /// Suspicion (phi) at which gossip marks a peer down.
-    pub phi_threshold: f64,
-    /// Accept test hooks (`AdjustClock`): for the fault-injection harness
-    /// only.
-    pub test_hooks: bool,
-    /// Keep unsynced storage writes in memory, so that a kill -9 loses
-    /// them as a power loss would (`tally_storage::LossyFs`): for the
-    /// fault-injection harness only.
-    pub lose_unsynced_writes: bool,
-    /// Drop a damaged WAL tail instead of refusing to start, and start a
-    /// new incarnation (`tally-node --salvage-wal`: for one start, after
-    /// storage named the damage).
-    pub salvage_wal: bool,
-    /// Deliberately wrong behaviour for the fault-injection harness's
-    /// self-tests (`double-apply`, `ack-without-quorum`, `drop-hints`,
-    /// `ignore-op-ids`).
-    /// Never set this on a real cluster.
-    pub broken: Option<String>,
+    pub name: String,
 }
 
-impl Default for NodeConfig {
+impl Default for ClusterConfig {
     fn default() -> Self {
-        NodeConfig {
-            listen: "127.0.0.1:7400".into(),
-            data_dir: PathBuf::from("tally-data"),
+        ClusterConfig {
             host_id: 1,
-            durability: "periodic".into(),
-            sync_interval_ms: 10,
-            max_future_skew_s: 300,
-            op_window_s: 600,
-            max_op_ids: 2_000_000,
-            memtable_mib: 64,
-            block_cache_mib: 64,
-            namespaces: Default::default(),
-            max_in_flight_per_connection: 128,
-            max_connections: 10_000,
-            max_in_flight: 4_096,
-            max_buffered_mib: 256,
-            idle_timeout_s: 600,
-            frame_timeout_s: 30,
-            write_timeout_s: 30,
-            advertise: None,
             members: Vec::new(),
             replication_factor: 3,
             init: false,
             seed: None,
             rack: None,
             vnodes: 16,
-            cluster_name: "tally".into(),
-            hinted_handoff: true,
-            hint_replay: true,
-            hint_window_s: 3 * 3600,
-            hint_replay_cells_per_s: 50_000,
-            read_timeout_ms: 2_000,
-            one_read_repair_every: 10,
-            worker_threads: 0,
-            gossip_interval_ms: 1000,
-            phi_threshold: 8.0,
-            test_hooks: false,
-            lose_unsynced_writes: false,
-            salvage_wal: false,
-            broken: None,
+            name: "tally".into(),
         }
     }
+}
+
+/// When an acknowledged write is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// fsync before acknowledging.
+    Sync,
+    /// Acknowledge after write(2); fsync every `sync_interval_ms`.
+    Periodic,
+}
+
+/// `[storage]`: the storage engine.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `sync` (fsync before acknowledging) or `periodic`.
+    pub durability: DurabilityMode,
+    /// Background fsync interval in `periodic` mode, in milliseconds.
+    pub sync_interval_ms: u64,
+    /// Memtable size in MiB (RocksDB's default write buffer). Hot counters
+    /// fold in place in the memtable, so a larger one also means fewer
+    /// bytes flushed and compacted. The WAL rotates at twice this.
+    pub memtable_mib: usize,
+    /// Memory for SSTable data blocks recently read, in MiB (0: none; reads
+    /// then go through the OS page cache with a `pread` per block).
+    pub block_cache_mib: usize,
+    /// Drop a damaged WAL tail instead of refusing to start, and start a
+    /// new incarnation (`tally-node --salvage-wal`: for one start, after
+    /// storage named the damage).
+    pub salvage_wal: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            durability: DurabilityMode::Periodic,
+            sync_interval_ms: 10,
+            memtable_mib: 64,
+            block_cache_mib: 64,
+            salvage_wal: false,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The storage engine's durability.
+    pub fn durability(&self) -> tally_storage::Durability {
+        match self.durability {
+            DurabilityMode::Sync => tally_storage::Durability::Sync,
+            DurabilityMode::Periodic => tally_storage::Durability::Periodic {
+                interval: Duration::from_millis(self.sync_interval_ms.max(1)),
+            },
+        }
+    }
+
+    /// The storage engine's options.
+    pub fn options(&self) -> tally_storage::Options {
+        tally_storage::Options {
+            durability: self.durability(),
+            memtable_bytes: self.memtable_mib.max(1) << 20,
+            max_wal_bytes: (self.memtable_mib.max(1) as u64) << 21,
+            block_cache_bytes: self.block_cache_mib << 20,
+            salvage_wal_tail: self.salvage_wal,
+            ..tally_storage::Options::default()
+        }
+    }
+}
+
+/// `[gossip]`: the two settings of gossip an operator tunes; the rest of
+/// [`tally_gossip::GossipConfig`] keeps its defaults.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GossipSettings {
+    /// Time between gossip rounds, in milliseconds.
+    pub interval_ms: u64,
+    /// Suspicion (phi) at which gossip marks a peer down.
+    pub phi_threshold: f64,
+}
+
+impl Default for GossipSettings {
+    fn default() -> Self {
+        let defaults = tally_gossip::GossipConfig::default();
+        GossipSettings {
+            interval_ms: u64::try_from(defaults.interval.as_millis()).unwrap_or(1000),
+            phi_threshold: defaults.phi_threshold,
+        }
+    }
+}
+
+impl GossipSettings {
+    /// The gossiper's configuration.
+    pub fn gossip_config(&self) -> tally_gossip::GossipConfig {
+        tally_gossip::GossipConfig {
+            interval: Duration::from_millis(self.interval_ms.max(10)),
+            phi_threshold: self.phi_threshold,
+            ..tally_gossip::GossipConfig::default()
+        }
+    }
+}
+
+/// `[test]`: modes for the fault-injection harness. Never on a real
+/// cluster.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TestConfig {
+    /// Accept test hooks (`AdjustClock`).
+    pub hooks: bool,
+    /// Keep unsynced storage writes in memory, so that a kill -9 loses
+    /// them as a power loss would (`tally_storage::LossyFs`).
+    pub lose_unsynced_writes: bool,
+    /// Deliberately wrong behaviour for the harness's self-tests
+    /// (`double-apply`, `ack-without-quorum`, `drop-hints`,
+    /// `ignore-op-ids`).
+    pub broken: Option<BrokenMode>,
 }
 
 /// Parses `host_id=address`.
@@ -185,55 +273,100 @@ fn parse_member(entry: &str) -> Result<(HostId, String), String> {
     Ok((HostId(u64::from(id)), addr.trim().to_owned()))
 }
 
+/// Sets `value` at the dotted `path` of `table`, making sections on the
+/// way.
+fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) -> Result<(), String> {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts.pop().filter(|p| !p.is_empty());
+    let Some(last) = last else {
+        return Err(format!("setting {path:?} has no name"));
+    };
+    let mut table = table;
+    for part in parts {
+        let entry = table
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("setting {path:?}: {part} is not a section"))?;
+    }
+    table.insert(last.to_owned(), value);
+    Ok(())
+}
+
 impl NodeConfig {
+    /// The settings: the defaults, then the TOML file at `file` if any,
+    /// then `overrides` (dotted paths such as `storage.durability`, each
+    /// replacing the file's value), checked.
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &[(String, toml::Value)],
+    ) -> Result<NodeConfig, String> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                toml::from_str::<toml::Table>(&text)
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (path, value) in overrides {
+            set_path(&mut table, path, value.clone())?;
+        }
+        let where_from = file.map_or("settings".to_owned(), |p| p.display().to_string());
+        let config: NodeConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| format!("{where_from}: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Checks the settings and builds the derived pieces.
     pub fn validate(&self) -> Result<(), String> {
-        self.durability()?;
         self.namespace_set()?;
-        if self.host_id == 0 {
-            return Err("host_id must be at least 1".into());
+        if self.cluster.host_id == 0 {
+            return Err("cluster.host_id must be at least 1".into());
         }
-        if self.max_in_flight_per_connection == 0
-            || self.max_connections == 0
-            || self.max_in_flight == 0
-            || self.max_buffered_mib == 0
+        let c = &self.connections;
+        if c.max_in_flight_per_connection == 0
+            || c.max_connections == 0
+            || c.max_in_flight == 0
+            || c.max_buffered_bytes == 0
         {
             return Err(
-                "max_in_flight_per_connection, max_connections, max_in_flight and max_buffered_mib must be at least 1"
+                "connections: max_in_flight_per_connection, max_connections, max_in_flight and max_buffered_mib must be at least 1"
                     .into(),
             );
         }
-        if self.idle_timeout_s == 0 || self.frame_timeout_s == 0 || self.write_timeout_s == 0 {
+        if c.idle_timeout.is_zero() || c.frame_timeout.is_zero() || c.write_timeout.is_zero() {
             return Err(
-                "idle_timeout_s, frame_timeout_s and write_timeout_s must be positive".into(),
+                "connections: idle_timeout_s, frame_timeout_s and write_timeout_s must be positive"
+                    .into(),
             );
         }
-        if self.read_timeout_ms == 0 || self.hint_window_s == 0 {
-            return Err("read_timeout_ms and hint_window_s must be positive".into());
+        if self.coordinator.read_timeout.is_zero() || self.hints.window.is_zero() {
+            return Err("coordinator.read_timeout_ms and hints.window_s must be positive".into());
         }
-        if self.raft_metadata() && !self.members.is_empty() {
-            return Err("members (static membership) cannot be combined with init or seed".into());
+        if self.raft_metadata() && !self.cluster.members.is_empty() {
+            return Err(
+                "cluster.members (static membership) cannot be combined with init or seed".into(),
+            );
         }
-        if self.init && self.seed.is_some() {
+        if self.cluster.init && self.cluster.seed.is_some() {
             return Err("init starts a new cluster and seed joins one: give one of them".into());
         }
         if !self.raft_metadata() {
             self.cluster_map()?;
         }
-        self.broken_mode()?;
-        self.storage_options().validate()
+        self.storage.options().validate()
     }
 
     /// Whether the cluster's metadata is agreed through Raft (`init`,
     /// `seed`, or a data directory that already holds metadata) rather
     /// than fixed by `members`.
     pub fn raft_metadata(&self) -> bool {
-        self.init || self.seed.is_some() || self.data_dir.join("meta").exists()
-    }
-
-    /// The deliberately broken behaviour, if any.
-    pub fn broken_mode(&self) -> Result<Option<BrokenMode>, String> {
-        self.broken.as_deref().map(BrokenMode::parse).transpose()
+        self.cluster.init || self.cluster.seed.is_some() || self.data_dir.join("meta").exists()
     }
 
     /// The address other nodes and clients reach this node at.
@@ -246,107 +379,31 @@ impl NodeConfig {
     /// The cluster as configured: the members with tokens from the
     /// seeded allocator (identical on every member).
     pub fn cluster_map(&self) -> Result<ClusterMap, String> {
-        let me = HostId(u64::from(self.host_id));
-        let (members, rf) = if self.members.is_empty() {
+        let host_id = self.cluster.host_id;
+        let me = HostId(u64::from(host_id));
+        let (members, rf) = if self.cluster.members.is_empty() {
             (vec![(me, self.advertised())], 1)
         } else {
             let members = self
+                .cluster
                 .members
                 .iter()
                 .map(|m| parse_member(m))
                 .collect::<Result<Vec<_>, _>>()?;
             match members.iter().find(|(h, _)| *h == me) {
-                None => {
-                    return Err(format!(
-                        "members do not list this node's host id {}",
-                        self.host_id
-                    ))
-                }
+                None => return Err(format!("members do not list this node's host id {host_id}")),
                 Some((_, addr)) if *addr != self.advertised() => {
                     return Err(format!(
-                        "members list host {} at {addr}, but this node advertises {}",
-                        self.host_id,
+                        "members list host {host_id} at {addr}, but this node advertises {}",
                         self.advertised()
                     ))
                 }
                 Some(_) => {}
             }
-            (members, self.replication_factor)
+            (members, self.cluster.replication_factor)
         };
-        let seed = tally_client::token(&self.cluster_name, b"tokens").0;
-        ClusterMap::allocate(1, rf, self.vnodes, &members, seed).map_err(|e| e.to_string())
-    }
-
-    /// How the coordinator waits and repairs.
-    pub fn coordinator(&self) -> CoordinatorConfig {
-        CoordinatorConfig {
-            read_timeout: Duration::from_millis(self.read_timeout_ms),
-            hinted_handoff: self.hinted_handoff,
-            one_read_repair_every: self.one_read_repair_every,
-            broken: self.broken_mode().unwrap_or(None),
-            ..CoordinatorConfig::default()
-        }
-    }
-
-    /// How hints are replayed.
-    pub fn replay(&self) -> ReplayConfig {
-        ReplayConfig {
-            cells_per_s: self.hint_replay_cells_per_s.max(1),
-            ..ReplayConfig::default()
-        }
-    }
-
-    /// Gossip settings.
-    pub fn gossip(&self) -> tally_gossip::GossipConfig {
-        tally_gossip::GossipConfig {
-            interval: Duration::from_millis(self.gossip_interval_ms.max(10)),
-            phi_threshold: self.phi_threshold,
-            ..tally_gossip::GossipConfig::default()
-        }
-    }
-
-    /// The hint window.
-    pub fn hint_window(&self) -> Duration {
-        Duration::from_secs(self.hint_window_s)
-    }
-
-    /// The storage engine's durability.
-    pub fn durability(&self) -> Result<tally_storage::Durability, String> {
-        match self.durability.as_str() {
-            "sync" => Ok(tally_storage::Durability::Sync),
-            "periodic" => Ok(tally_storage::Durability::Periodic {
-                interval: Duration::from_millis(self.sync_interval_ms.max(1)),
-            }),
-            other => Err(format!(
-                "durability must be \"sync\" or \"periodic\", not {other:?}"
-            )),
-        }
-    }
-
-    /// The bounds on connections, before fitting them to the process's
-    /// file descriptor limit.
-    pub fn server_limits(&self) -> crate::ServerLimits {
-        crate::ServerLimits {
-            max_connections: self.max_connections,
-            max_in_flight_per_connection: self.max_in_flight_per_connection,
-            max_in_flight: self.max_in_flight,
-            max_buffered_bytes: self.max_buffered_mib.saturating_mul(1 << 20),
-            idle_timeout: Duration::from_secs(self.idle_timeout_s),
-            frame_timeout: Duration::from_secs(self.frame_timeout_s),
-            write_timeout: Duration::from_secs(self.write_timeout_s),
-        }
-    }
-
-    /// The storage engine's options.
-    pub fn storage_options(&self) -> tally_storage::Options {
-        tally_storage::Options {
-            durability: self.durability().unwrap_or_default(),
-            memtable_bytes: self.memtable_mib.max(1) << 20,
-            max_wal_bytes: (self.memtable_mib.max(1) as u64) << 21,
-            block_cache_bytes: self.block_cache_mib << 20,
-            salvage_wal_tail: self.salvage_wal,
-            ..tally_storage::Options::default()
-        }
+        let seed = tally_client::token(&self.cluster.name, b"tokens").0;
+        ClusterMap::allocate(1, rf, self.cluster.vnodes, &members, seed).map_err(|e| e.to_string())
     }
 
     /// The default namespace plus the configured ones.
@@ -358,16 +415,97 @@ impl NodeConfig {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Namespaces::with(extra))
     }
+}
 
-    /// Request limits.
-    pub fn limits(&self) -> StoreLimits {
-        StoreLimits {
-            max_future_skew: Duration::from_secs(self.max_future_skew_s),
-            op_window: crate::op_window::OpWindowLimits {
-                span: Duration::from_secs(self.op_window_s),
-                max_ids: self.max_op_ids,
-            },
-            ..StoreLimits::default()
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, overrides: &[(&str, toml::Value)]) -> Result<NodeConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, text).unwrap();
+        let overrides: Vec<(String, toml::Value)> = overrides
+            .iter()
+            .map(|(p, v)| ((*p).to_owned(), v.clone()))
+            .collect();
+        NodeConfig::load(Some(&file), &overrides)
+    }
+
+    #[test]
+    fn sections_read_their_units_and_keep_the_rest_at_their_defaults() {
+        let config = load(
+            "listen = \"127.0.0.1:9000\"\n\
+             [storage]\ndurability = \"sync\"\n\
+             [connections]\nidle_timeout_s = 3\nmax_buffered_mib = 48\n\
+             [limits.op_window]\nspan_s = 60\n\
+             [coordinator]\nread_timeout_ms = 250\n\
+             [test]\nbroken = \"drop-hints\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9000");
+        assert_eq!(config.storage.durability, DurabilityMode::Sync);
+        assert_eq!(config.connections.idle_timeout, Duration::from_secs(3));
+        assert_eq!(config.connections.max_buffered_bytes, 48 << 20);
+        assert_eq!(config.limits.op_window.span, Duration::from_secs(60));
+        assert_eq!(config.coordinator.read_timeout, Duration::from_millis(250));
+        assert_eq!(config.test.broken, Some(BrokenMode::DropHints));
+        let defaults = NodeConfig::default();
+        assert_eq!(
+            config.connections.max_in_flight,
+            defaults.connections.max_in_flight
+        );
+        assert_eq!(
+            config.limits.op_window.max_ids,
+            defaults.limits.op_window.max_ids
+        );
+        assert_eq!(config.cluster.vnodes, defaults.cluster.vnodes);
+    }
+
+    #[test]
+    fn overrides_replace_the_file_and_make_sections() {
+        let config = load(
+            "[storage]\ndurability = \"sync\"\n",
+            &[
+                ("storage.durability", toml::Value::from("periodic")),
+                ("hints.enabled", toml::Value::from(false)),
+                (
+                    "cluster.members",
+                    toml::Value::from(vec!["1=127.0.0.1:7400"]),
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.storage.durability, DurabilityMode::Periodic);
+        assert!(!config.hints.enabled);
+        assert_eq!(config.cluster.members, vec!["1=127.0.0.1:7400".to_owned()]);
+    }
+
+    #[test]
+    fn unknown_keys_and_names_are_refused_when_read() {
+        let err = load("[storage]\ndurability = \"sometimes\"\n", &[]).unwrap_err();
+        assert!(err.contains("sometimes"), "{err}");
+        let err = load("[test]\nbroken = \"quietly\"\n", &[]).unwrap_err();
+        assert!(err.contains("quietly"), "{err}");
+        let err = load("memtable_mib = 1\n", &[]).unwrap_err();
+        assert!(err.contains("memtable_mib"), "{err}");
+        let err = load(
+            "listen = \"127.0.0.1:1\"\n",
+            &[("listen.port", toml::Value::from(1))],
+        )
+        .unwrap_err();
+        assert!(err.contains("not a section"), "{err}");
+        let err = load("", &[("listen.port", toml::Value::from(1))]).unwrap_err();
+        assert!(err.contains("listen"), "{err}");
+        let err = load("[connections]\nidle_timeout_s = 0\n", &[]).unwrap_err();
+        assert!(err.contains("idle_timeout_s"), "{err}");
+    }
+
+    #[test]
+    fn the_default_config_round_trips_through_toml() {
+        let text = toml::to_string(&NodeConfig::default()).unwrap();
+        let back = load(&text, &[]).unwrap();
+        assert_eq!(toml::to_string(&back).unwrap(), text);
     }
 }

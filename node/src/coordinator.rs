@@ -48,35 +48,33 @@ use tally_client::{
 };
 use tally_consensus::{ClusterMap, HostId};
 
+use crate::context::NodeContext;
 use crate::fault_modes::BrokenMode;
-use crate::hints::HintStore;
-use crate::metadata::Metadata;
-use crate::peers::Peers;
 use crate::query::{self, ReadPlan};
-use crate::replicator::Replicator;
 use crate::shard_set::ShardSet;
-use crate::store::{unconfirmed, CounterStore};
-use crate::write_pipeline::WritePipeline;
+use crate::store::unconfirmed;
 
-/// How the coordinator waits and repairs.
-#[derive(Debug, Clone)]
+/// How the coordinator waits and repairs (the `[coordinator]` section of
+/// the node's config).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CoordinatorConfig {
     /// Deadline of a write whose request names none (`timeout_ms = 0`).
+    #[serde(rename = "default_write_timeout_ms", with = "crate::units::millis")]
     pub default_write_timeout: Duration,
     /// Longest deadline a write may ask for.
+    #[serde(rename = "max_write_timeout_ms", with = "crate::units::millis")]
     pub max_write_timeout: Duration,
     /// Deadline of a read.
+    #[serde(rename = "read_timeout_ms", with = "crate::units::millis")]
     pub read_timeout: Duration,
     /// A read still missing answers this long after it asked also asks the
     /// next replica (Cassandra's speculative retry).
+    #[serde(rename = "speculative_retry_ms", with = "crate::units::millis")]
     pub speculative_retry: Duration,
-    /// Store hints for replicas that miss a write.
-    pub hinted_handoff: bool,
     /// One ONE read in this many also reads the other live replicas in the
     /// background and repairs them (0: never).
     pub one_read_repair_every: u64,
-    /// Deliberately wrong behaviour (harness self-tests only).
-    pub broken: Option<BrokenMode>,
 }
 
 impl Default for CoordinatorConfig {
@@ -86,9 +84,7 @@ impl Default for CoordinatorConfig {
             max_write_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(2),
             speculative_retry: Duration::from_millis(50),
-            hinted_handoff: true,
             one_read_repair_every: 10,
-            broken: None,
         }
     }
 }
@@ -105,13 +101,7 @@ pub fn needed(consistency: Consistency, replicas: usize) -> usize {
 /// Coordinates requests over the cluster.
 #[derive(Debug)]
 pub struct Coordinator {
-    self_id: HostId,
-    store: Arc<CounterStore>,
-    writer: WritePipeline,
-    metadata: Arc<dyn Metadata>,
-    peers: Arc<Peers>,
-    hints: Arc<HintStore>,
-    replicator: Arc<Replicator>,
+    ctx: Arc<NodeContext>,
     config: CoordinatorConfig,
     read_repairs: AtomicU64,
     one_reads: AtomicU64,
@@ -121,72 +111,14 @@ pub struct Coordinator {
 type ReplicaCells = (HostId, Result<Vec<CellState>, String>);
 
 impl Coordinator {
-    /// A coordinator for node `self_id`.
-    pub fn new(
-        self_id: HostId,
-        store: Arc<CounterStore>,
-        writer: WritePipeline,
-        metadata: Arc<dyn Metadata>,
-        peers: Arc<Peers>,
-        hints: Arc<HintStore>,
-        config: CoordinatorConfig,
-    ) -> Arc<Coordinator> {
-        let replicator = Replicator::new(
-            peers.clone(),
-            hints.clone(),
-            crate::replicator::ReplicatorConfig {
-                hinted_handoff: config.hinted_handoff
-                    && config.broken != Some(BrokenMode::DropHints),
-                ..Default::default()
-            },
-        );
+    /// A coordinator over the node's parts.
+    pub fn new(ctx: Arc<NodeContext>, config: CoordinatorConfig) -> Arc<Coordinator> {
         Arc::new(Coordinator {
-            self_id,
-            store,
-            writer,
-            metadata,
-            peers,
-            hints,
-            replicator,
+            ctx,
             config,
             read_repairs: AtomicU64::new(0),
             one_reads: AtomicU64::new(0),
         })
-    }
-
-    /// This node's storage.
-    pub fn store(&self) -> &Arc<CounterStore> {
-        &self.store
-    }
-
-    /// This node's write thread.
-    pub fn writer(&self) -> &WritePipeline {
-        &self.writer
-    }
-
-    /// This node's peers.
-    pub fn peers(&self) -> &Arc<Peers> {
-        &self.peers
-    }
-
-    /// This node's hints.
-    pub fn hints(&self) -> &Arc<HintStore> {
-        &self.hints
-    }
-
-    /// The metadata epoch this node routes with.
-    pub fn epoch(&self) -> u64 {
-        self.metadata.map().epoch()
-    }
-
-    /// The current cluster map.
-    pub fn map(&self) -> Arc<ClusterMap> {
-        self.metadata.map()
-    }
-
-    /// This node's host id.
-    pub fn self_id(&self) -> HostId {
-        self.self_id
     }
 
     /// Cells repaired during reads since start.
@@ -214,12 +146,12 @@ impl Coordinator {
         mut items: Vec<Increment>,
         forwarded: bool,
     ) -> Vec<ItemResult> {
-        if self.config.broken == Some(BrokenMode::IgnoreOpIds) {
+        if self.ctx.broken == Some(BrokenMode::IgnoreOpIds) {
             items.iter_mut().for_each(|item| item.op_id = None);
         }
         let deadline = self.write_deadline(timeout_ms);
-        let map = self.metadata.map();
-        let now_ms = self.store.clock().now_ms();
+        let map = self.ctx.metadata.map();
+        let now_ms = self.ctx.store.clock().now_ms();
         let mut results = vec![ItemResult::Ok; items.len()];
         // Items are grouped by their sets of natural and pending replicas.
         // Sets, not lists: with virtual nodes the same hosts come in ring
@@ -233,7 +165,7 @@ impl Coordinator {
         // is led by that one replica only (see `op_leader`).
         let mut groups: Vec<(Route<'_>, Vec<usize>)> = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            match self.store.check(item, now_ms) {
+            match self.ctx.store.check(item, now_ms) {
                 Ok(()) => {
                     let t = token(&item.namespace, &item.key).0;
                     let (replicas, pending) = map.write_replicas(t);
@@ -303,7 +235,10 @@ impl Coordinator {
         // The quorum is of the replication factor, not of the replicas a
         // small cluster has: RF 3 on 2 nodes cannot take ALL.
         let w = needed(consistency, map.replication_factor());
-        let live = replicas.iter().filter(|&&h| self.peers.is_up(h)).count();
+        let live = replicas
+            .iter()
+            .filter(|&&h| self.ctx.peers.is_up(h))
+            .count();
         if live < w {
             return vec![ItemResult::Failed(ErrorCode::Unavailable); n];
         }
@@ -311,7 +246,7 @@ impl Coordinator {
             // Only the op leader knows whether an op id was applied: if it
             // is down, nothing is applied (another replica leading could
             // count a retry of an increment the leader already counted).
-            if leader == self.self_id {
+            if leader == self.ctx.self_id {
                 return self
                     .lead(&map, (&replicas, &pending), items, w, deadline)
                     .await;
@@ -319,14 +254,14 @@ impl Coordinator {
             if forwarded {
                 return vec![ItemResult::Failed(ErrorCode::StaleRing); n];
             }
-            if !self.peers.is_up(leader) {
+            if !self.ctx.peers.is_up(leader) {
                 return vec![ItemResult::Failed(ErrorCode::Unavailable); n];
             }
             return self
                 .forward(&map, &[leader], items, consistency, deadline)
                 .await;
         }
-        if replicas.contains(&self.self_id) {
+        if replicas.contains(&self.ctx.self_id) {
             return self
                 .lead(&map, (&replicas, &pending), items, w, deadline)
                 .await;
@@ -348,16 +283,16 @@ impl Coordinator {
         w: usize,
         deadline: Instant,
     ) -> Vec<ItemResult> {
-        if self.config.broken == Some(BrokenMode::DoubleApply) {
-            let _ = self.writer.lead_durably(items.clone()).await;
+        if self.ctx.broken == Some(BrokenMode::DoubleApply) {
+            let _ = self.ctx.writer.lead_durably(items.clone()).await;
         }
         // In `sync` mode the local fsync runs while the states travel to
         // the other replicas; the local write counts once it is durable.
-        let (led, durable) = self.writer.lead(items).await;
+        let (led, durable) = self.ctx.writer.lead(items).await;
         if led.cells.is_empty() {
             return led.results;
         }
-        let w = if self.config.broken == Some(BrokenMode::AckWithoutQuorum) {
+        let w = if self.ctx.broken == Some(BrokenMode::AckWithoutQuorum) {
             1
         } else {
             w
@@ -373,20 +308,27 @@ impl Coordinator {
         };
         let mut answers = FuturesUnordered::new();
         answers.push(Either::Left(durable.wait()));
-        for &host in replicas.iter().filter(|&&h| h != self.self_id) {
-            if self.peers.is_up(host) {
-                let answer = self.replicator.send(host, epoch, cells.clone(), deadline);
+        for &host in replicas.iter().filter(|&&h| h != self.ctx.self_id) {
+            if self.ctx.peers.is_up(host) {
+                let answer = self
+                    .ctx
+                    .replicator
+                    .send(host, epoch, cells.clone(), deadline);
                 answers.push(Either::Right(answer.map(replica_ack)));
             } else {
-                self.replicator.hint(host, epoch, vec![cells.clone()]);
+                self.ctx.replicator.hint(host, epoch, vec![cells.clone()]);
             }
         }
-        for &host in pending.iter().filter(|&&h| h != self.self_id) {
-            if self.peers.is_up(host) {
+        for &host in pending.iter().filter(|&&h| h != self.ctx.self_id) {
+            if self.ctx.peers.is_up(host) {
                 // Not awaited: a failure is hinted by the replicator.
-                drop(self.replicator.send(host, epoch, cells.clone(), deadline));
+                drop(
+                    self.ctx
+                        .replicator
+                        .send(host, epoch, cells.clone(), deadline),
+                );
             } else {
-                self.replicator.hint(host, epoch, vec![cells.clone()]);
+                self.ctx.replicator.hint(host, epoch, vec![cells.clone()]);
             }
         }
         let mut acknowledged = 0;
@@ -425,7 +367,7 @@ impl Coordinator {
             timeout_ms: 0,
             items,
         };
-        for &host in replicas.iter().filter(|&&h| self.peers.is_up(h)) {
+        for &host in replicas.iter().filter(|&&h| self.ctx.peers.is_up(h)) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -434,7 +376,7 @@ impl Coordinator {
                 *timeout_ms = left.as_millis().min(u128::from(u32::MAX)) as u32;
             }
             // The leader answers within `left * 0.9`; allow it the rest.
-            match self.peers.call(host, &request, left).await {
+            match self.ctx.peers.call(host, &request, left).await {
                 Ok(Response::Increment(results)) if results.len() == n => return results,
                 Ok(Response::Error { code, .. }) if code.nothing_applied() => continue,
                 Ok(Response::Error { code, .. }) => {
@@ -459,7 +401,7 @@ impl Coordinator {
     /// Answers a read at `consistency`.
     pub async fn read(self: &Arc<Self>, consistency: Consistency, plan: ReadPlan) -> Response {
         let deadline = Instant::now() + self.config.read_timeout;
-        let map = self.metadata.map();
+        let map = self.ctx.metadata.map();
         let replicas = map.replicas(plan.token.0);
         let r = needed(consistency, map.replication_factor());
         let candidates = self.read_order(replicas);
@@ -499,7 +441,7 @@ impl Coordinator {
                 "read repair did not complete; the read is safe to retry",
             );
         }
-        let now_ms = self.store.clock().now_ms();
+        let now_ms = self.ctx.store.clock().now_ms();
         plan.answer(merged.iter().map(|(k, s)| (k.as_slice(), s)), now_ms)
     }
 
@@ -509,13 +451,13 @@ impl Coordinator {
         let mut order: Vec<HostId> = replicas
             .iter()
             .copied()
-            .filter(|&h| h == self.self_id)
+            .filter(|&h| h == self.ctx.self_id)
             .collect();
         order.extend(
             replicas
                 .iter()
                 .copied()
-                .filter(|&h| h != self.self_id && self.peers.is_up(h)),
+                .filter(|&h| h != self.ctx.self_id && self.ctx.peers.is_up(h)),
         );
         order
     }
@@ -589,17 +531,17 @@ impl Coordinator {
         request: &Request,
         deadline: Instant,
     ) -> ReplicaCells {
-        if host == self.self_id {
+        if host == self.ctx.self_id {
             let Request::ReplicaRead { ranges, .. } = request else {
                 return (host, Err("not a read".into()));
             };
-            let cells = crate::store::read_cells_async(&self.store, ranges.clone())
+            let cells = crate::store::read_cells_async(&self.ctx.store, ranges.clone())
                 .await
                 .map_err(|e| e.to_string());
             return (host, cells);
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let cells = match self.peers.call(host, request, left).await {
+        let cells = match self.ctx.peers.call(host, request, left).await {
             Ok(Response::Cells(cells)) => Ok(cells),
             Ok(Response::Error { code, message }) => Err(format!("{code:?}: {message}")),
             Ok(other) => Err(format!("unexpected answer {other:?}")),
@@ -618,10 +560,11 @@ impl Coordinator {
     ) -> bool {
         let writes = stale.into_iter().map(|(host, cells)| async move {
             let n = cells.len() as u64;
-            let ok = if host == self.self_id {
-                self.writer.merge(cells).await.is_ok()
+            let ok = if host == self.ctx.self_id {
+                self.ctx.writer.merge(cells).await.is_ok()
             } else {
                 let answer = self
+                    .ctx
                     .replicator
                     .send(host, map.epoch(), Arc::new(cells), deadline);
                 matches!(
@@ -668,8 +611,8 @@ impl Coordinator {
     /// Every replica's raw copy of a key's total cell.
     pub async fn inspect(&self, namespace: &str, key: &[u8]) -> Response {
         let plan = {
-            let namespaces = self.store.namespaces();
-            match ReadPlan::total(&namespaces, self.store.limits(), namespace, key, 0) {
+            let namespaces = self.ctx.store.namespaces();
+            match ReadPlan::total(&namespaces, self.ctx.store.limits(), namespace, key, 0) {
                 Ok(plan) => plan,
                 Err(e) => return error(e.code, e.message),
             }
@@ -680,7 +623,7 @@ impl Coordinator {
                 format!("namespace {namespace} keeps no total cell to inspect"),
             );
         };
-        let map = self.metadata.map();
+        let map = self.ctx.metadata.map();
         let request = Request::ReplicaRead {
             epoch: map.epoch(),
             ranges: vec![range],
@@ -730,7 +673,7 @@ impl Coordinator {
 
     /// The routing table clients use.
     pub fn routing(&self) -> RoutingTable {
-        let map = self.metadata.map();
+        let map = self.ctx.metadata.map();
         RoutingTable {
             epoch: map.epoch(),
             replication_factor: map.replication_factor() as u32,

@@ -6,7 +6,8 @@
 /// Deliberately wrong behaviour, for proving that the fault-injection
 /// harness catches it. Never for production: the node logs an error at
 /// start when one is set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum BrokenMode {
     /// The leader applies every increment twice.
     DoubleApply,
@@ -17,21 +18,4 @@ pub enum BrokenMode {
     DropHints,
     /// Op ids are dropped on arrival: a retried increment counts again.
     IgnoreOpIds,
-}
-
-impl BrokenMode {
-    /// Parses `double-apply`, `ack-without-quorum`, `drop-hints` or
-    /// `ignore-op-ids`.
-    pub fn parse(name: &str) -> Result<BrokenMode, String> {
-        match name {
-            "double-apply" => Ok(BrokenMode::DoubleApply),
-            "ack-without-quorum" => Ok(BrokenMode::AckWithoutQuorum),
-            "drop-hints" => Ok(BrokenMode::DropHints),
-            "ignore-op-ids" => Ok(BrokenMode::IgnoreOpIds),
-            other => Err(format!(
-                "unknown broken mode {other:?} \
-                 (double-apply, ack-without-quorum, drop-hints, ignore-op-ids)"
-            )),
-        }
-    }
 }

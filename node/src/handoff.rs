@@ -31,22 +31,38 @@ use crate::peers::Peers;
 use crate::shard_set::ShardSet;
 use crate::store::CounterStore;
 
-/// How hints are replayed.
-#[derive(Debug, Clone)]
-pub struct ReplayConfig {
-    /// Time between rounds.
+/// Hinted handoff (the `[hints]` section of the node's config): whether
+/// hints are kept and delivered, how long, and how fast.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HintConfig {
+    /// Store hints for replicas that miss a write.
+    pub enabled: bool,
+    /// Deliver stored hints once their target is back.
+    pub replay: bool,
+    /// Hints older than this are dropped (default 3 h).
+    #[serde(rename = "window_s", with = "crate::units::secs")]
+    pub window: Duration,
+    /// Time between replay rounds.
+    #[serde(rename = "replay_interval_ms", with = "crate::units::millis")]
     pub interval: Duration,
-    /// Cells per `ReplicaWrite`.
+    /// Cells per `ReplicaWrite` of a replay.
+    #[serde(rename = "replay_batch_cells")]
     pub batch_cells: usize,
     /// Throttle: cells per second to one target.
+    #[serde(rename = "replay_cells_per_s")]
     pub cells_per_s: u64,
     /// Time a delivery waits for its answer.
+    #[serde(rename = "replay_timeout_ms", with = "crate::units::millis")]
     pub timeout: Duration,
 }
 
-impl Default for ReplayConfig {
+impl Default for HintConfig {
     fn default() -> Self {
-        ReplayConfig {
+        HintConfig {
+            enabled: true,
+            replay: true,
+            window: Duration::from_secs(3 * 3600),
             interval: Duration::from_millis(250),
             batch_cells: 512,
             cells_per_s: 50_000,
@@ -130,7 +146,7 @@ pub async fn replay_forever(
     hints: Arc<HintStore>,
     peers: Arc<Peers>,
     metadata: Arc<dyn Metadata>,
-    config: ReplayConfig,
+    config: HintConfig,
 ) {
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -153,7 +169,7 @@ async fn deliver(
     hints: &Arc<HintStore>,
     peers: &Peers,
     metadata: &dyn Metadata,
-    config: &ReplayConfig,
+    config: &HintConfig,
     target: tally_consensus::HostId,
 ) {
     let mut delivered = 0u64;

@@ -26,11 +26,13 @@ pub(crate) fn refuse(code: ErrorCode, message: impl Into<String>) -> RequestErro
 }
 
 /// Limits on what one request may ask.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StoreLimits {
     /// Largest accepted key.
     pub max_key_bytes: usize,
     /// How far in the future a timestamp may lie.
+    #[serde(rename = "max_future_skew_s", with = "crate::units::secs")]
     pub max_future_skew: Duration,
     /// Most buckets one range read may return.
     pub max_range_buckets: i64,

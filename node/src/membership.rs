@@ -26,7 +26,7 @@ use tally_client::{PeerStatus, Request, Response};
 use tally_consensus::HostId;
 use tally_gossip::{codec, Event, GossipConfig, Gossiper, Message, NodeId};
 
-use crate::metadata::Metadata;
+use crate::context::NodeContext;
 use crate::peers::Peers;
 use crate::store::CounterStore;
 
@@ -46,22 +46,15 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Gossip for node `me`, started at `generation`, with every member of
-    /// `metadata`'s map as a seed.
-    pub fn new(
-        me: HostId,
-        generation: u64,
-        peers: Arc<Peers>,
-        store: Arc<CounterStore>,
-        metadata: &dyn Metadata,
-        config: GossipConfig,
-        address: &str,
-    ) -> Arc<Membership> {
-        let map = metadata.map();
+    /// Gossip for the node of `ctx`, started at `generation`, with every
+    /// member of its map as a seed.
+    pub fn new(ctx: &NodeContext, generation: u64, config: GossipConfig) -> Arc<Membership> {
+        let me = ctx.self_id;
+        let map = ctx.map();
         let seeds = map.members().map(|m| NodeId(m.host_id.0)).collect();
         let interval = config.interval;
         let mut gossiper = Gossiper::new(NodeId(me.0), generation, seeds, config);
-        gossiper.set("address", address);
+        gossiper.set("address", &ctx.address);
         gossiper.set("epoch", &map.epoch().to_string());
         gossiper.set("status", "normal");
         Arc::new(Membership {
@@ -70,8 +63,8 @@ impl Membership {
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(generation ^ me.0)),
             started: Instant::now(),
             interval,
-            peers,
-            store,
+            peers: ctx.peers.clone(),
+            store: ctx.store.clone(),
         })
     }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tally_client::{Request, Response};
 
-use crate::coordinator::Coordinator;
+use crate::context::NodeContext;
 
 /// Deadline of one member's answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,14 +28,14 @@ const RETRY_EVERY: Duration = Duration::from_millis(500);
 /// Learns this node's op ids back from every other member (see the module
 /// docs); `before_ms` is the time [`crate::CounterStore::start_relearning`]
 /// was given, `window` the op window.
-pub async fn relearn_op_ids(coordinator: Arc<Coordinator>, before_ms: i64, window: Duration) {
-    let store = coordinator.store().clone();
-    let me = coordinator.self_id();
+pub async fn relearn_op_ids(ctx: Arc<NodeContext>, before_ms: i64, window: Duration) {
+    let store = ctx.store.clone();
+    let me = ctx.self_id;
     let give_up_ms = before_ms.saturating_add(window.as_millis() as i64);
     let mut told = HashSet::from([me]);
     let mut learned = 0usize;
     loop {
-        let map = coordinator.map();
+        let map = ctx.map();
         // Until the map names this node, it does not know its members yet
         // (a node of a Raft-agreed cluster loads the map after it starts).
         let known = map.member(me).is_some();
@@ -62,7 +62,7 @@ pub async fn relearn_op_ids(coordinator: Arc<Coordinator>, before_ms: i64, windo
         }
         for host in waiting {
             let request = Request::LedOpIds { leader: me.0 };
-            let ids = match coordinator.peers().call(host, &request, ASK_TIMEOUT).await {
+            let ids = match ctx.peers.call(host, &request, ASK_TIMEOUT).await {
                 Ok(Response::OpIds(ids)) => ids,
                 _ => continue,
             };

@@ -93,11 +93,15 @@ pub fn made_ms(id: u128) -> i64 {
 }
 
 /// How long op ids stay live, and how many may be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct OpWindowLimits {
-    /// An op id is live for this long after it was made.
+    /// An op id is live for this long after it was made: its retries
+    /// count once until then, and are refused after.
+    #[serde(rename = "span_s", with = "crate::units::secs")]
     pub span: Duration,
-    /// Live op ids a node keeps at most.
+    /// Live op ids a node keeps at most (about 50 bytes each); a new op
+    /// id beyond that is refused with `Overloaded`.
     pub max_ids: usize,
 }
 

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use tally_client::{KeyRange, RepairReport, Request, Response};
 use tally_consensus::{ClusterMap, HostId, TokenRange};
 
+use crate::context::NodeContext;
 use crate::coordinator::{merge_replicas, Coordinator};
 use crate::merkle::Leaves;
 
@@ -39,6 +40,7 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Runs anti-entropy repairs for one node.
 #[derive(Debug)]
 pub struct Repairer {
+    ctx: Arc<NodeContext>,
     coordinator: Arc<Coordinator>,
     running: AtomicBool,
     done: AtomicU32,
@@ -46,9 +48,10 @@ pub struct Repairer {
 }
 
 impl Repairer {
-    /// A repairer for the node `coordinator` serves.
-    pub fn new(coordinator: Arc<Coordinator>) -> Arc<Repairer> {
+    /// A repairer for the node of `ctx`, repairing through `coordinator`.
+    pub fn new(ctx: Arc<NodeContext>, coordinator: Arc<Coordinator>) -> Arc<Repairer> {
         Arc::new(Repairer {
+            ctx,
             coordinator,
             running: AtomicBool::new(false),
             done: AtomicU32::new(0),
@@ -67,8 +70,8 @@ impl Repairer {
     /// Repairs every range this node replicates. `Err` if a repair is
     /// already running here.
     pub async fn repair_all(&self) -> Result<RepairReport, String> {
-        let map = self.coordinator.map();
-        let me = self.coordinator.self_id();
+        let map = self.ctx.map();
+        let me = self.ctx.self_id;
         let ranges: Vec<TokenRange> = map
             .ranges()
             .into_iter()
@@ -125,7 +128,7 @@ impl Repairer {
         map: &ClusterMap,
         range: &TokenRange,
     ) -> Result<(u64, u64, u64), String> {
-        let peers = self.coordinator.peers();
+        let peers = &self.ctx.peers;
         let live: Vec<HostId> = range
             .replicas
             .iter()
@@ -172,8 +175,8 @@ impl Repairer {
         range: &TokenRange,
     ) -> Result<Vec<u64>, String> {
         let (start, end) = (range.start, range.end);
-        if host == self.coordinator.self_id() {
-            let store = self.coordinator.store().clone();
+        if host == self.ctx.self_id {
+            let store = self.ctx.store.clone();
             return tokio::task::spawn_blocking(move || store.merkle_leaves(start, end, DEPTH))
                 .await
                 .map_err(|e| e.to_string())?
@@ -185,12 +188,7 @@ impl Repairer {
             end_token: end,
             depth: DEPTH,
         };
-        match self
-            .coordinator
-            .peers()
-            .call(host, &request, STEP_TIMEOUT)
-            .await
-        {
+        match self.ctx.peers.call(host, &request, STEP_TIMEOUT).await {
             Ok(Response::Hashes(h)) if h.len() == 1 << DEPTH => Ok(h),
             Ok(other) => Err(format!("host {}: unexpected answer {other:?}", host.0)),
             Err((e, _)) => Err(format!("host {}: {e}", host.0)),

@@ -44,7 +44,7 @@ use tokio_util::codec::{Encoder, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, HeldBytes, Refusal, RequestSlot};
-use crate::clock::OffsetClock;
+use crate::context::NodeContext;
 use crate::coordinator::Coordinator;
 use crate::limits::RequestError;
 use crate::log_limit::LogLimit;
@@ -55,17 +55,31 @@ use crate::store::valid_cell;
 use crate::topology::Topology;
 use tally_client::admin::{AdminReply, AdminRequest};
 
+/// The services a server hands requests to.
+#[derive(Debug)]
+pub struct Services {
+    /// Client requests.
+    pub coordinator: Arc<Coordinator>,
+    /// `tally repair`.
+    pub repairer: Arc<Repairer>,
+    /// Gossip messages.
+    pub membership: Arc<Membership>,
+    /// Raft messages and operator requests; `None` with static membership
+    /// (`--members`).
+    pub topology: Option<Arc<Topology>>,
+}
+
 /// Shared state of the server.
 #[derive(Debug)]
 pub struct Server {
+    ctx: Arc<NodeContext>,
     coordinator: Arc<Coordinator>,
     repairer: Arc<Repairer>,
     membership: Arc<Membership>,
     /// `None` with static membership (`--members`).
     topology: Option<Arc<Topology>>,
-    /// The clock test hooks may move (`None`: hooks disabled).
-    test_clock: Option<Arc<OffsetClock>>,
-    address: String,
+    /// Whether test hooks (`AdjustClock`) are accepted.
+    test_hooks: bool,
     started: Instant,
     admission: Arc<Admission>,
 }
@@ -85,24 +99,22 @@ fn stale_ring(theirs: u64, ours: u64) -> Response {
 }
 
 impl Server {
-    /// A server for `coordinator` and `membership`, reachable at `address`;
-    /// `test_clock` enables the clock test hook.
+    /// A server of the node of `ctx`, handing requests to `services`
+    /// within the bounds of `admission`; `test_hooks` accepts the clock
+    /// test hook.
     pub fn new(
-        coordinator: Arc<Coordinator>,
-        repairer: Arc<Repairer>,
-        membership: Arc<Membership>,
-        topology: Option<Arc<Topology>>,
-        test_clock: Option<Arc<OffsetClock>>,
-        address: String,
+        ctx: Arc<NodeContext>,
+        services: Services,
         admission: Arc<Admission>,
+        test_hooks: bool,
     ) -> Arc<Server> {
         Arc::new(Server {
-            repairer,
-            coordinator,
-            membership,
-            topology,
-            test_clock,
-            address,
+            ctx,
+            coordinator: services.coordinator,
+            repairer: services.repairer,
+            membership: services.membership,
+            topology: services.topology,
+            test_hooks,
             started: Instant::now(),
             admission,
         })
@@ -294,9 +306,9 @@ impl Server {
 
     async fn handle(&self, request: Request) -> Response {
         let coordinator = &self.coordinator;
-        let store = coordinator.store();
+        let store = &self.ctx.store;
         let now_ms = store.clock().now_ms();
-        let epoch = coordinator.epoch();
+        let epoch = self.ctx.epoch();
         let plan = |build: &dyn Fn(&crate::Namespaces) -> Result<ReadPlan, RequestError>| {
             build(&store.namespaces_read())
         };
@@ -382,7 +394,7 @@ impl Server {
                         message: format!("cell {bad} is not a well-formed counter cell"),
                     };
                 }
-                match coordinator.writer().merge(cells).await {
+                match self.ctx.writer.merge(cells).await {
                     Ok(()) => Response::Ack,
                     Err(code) => Response::Error {
                         code,
@@ -442,13 +454,13 @@ impl Server {
                     message,
                 },
             },
-            Request::AdjustClock { offset_ms } => match &self.test_clock {
-                Some(clock) => {
-                    clock.set_offset_ms(offset_ms);
+            Request::AdjustClock { offset_ms } => match self.test_hooks {
+                true => {
+                    self.ctx.clock.set_offset_ms(offset_ms);
                     tracing::warn!(offset_ms, "test hook: wall clock shifted");
                     Response::Ack
                 }
-                None => Response::Error {
+                false => Response::Error {
                     code: ErrorCode::Forbidden,
                     message: "test hooks are disabled on this node (start it with --test-hooks)"
                         .into(),
@@ -493,11 +505,11 @@ impl Server {
     }
 
     async fn status(&self) -> Response {
-        let coordinator = self.coordinator.clone();
+        let ctx = self.ctx.clone();
         let (hints_pending, disk_bytes, wal_bytes) = tokio::task::spawn_blocking(move || {
-            let hints = coordinator.hints();
+            let hints = &ctx.hints;
             let pending = hints.pending().unwrap_or(u64::MAX);
-            let counters = coordinator.store().db();
+            let counters = ctx.store.db();
             let wal = counters.wal_bytes() + hints.storage().wal_bytes();
             let disk = counters.disk_bytes() + hints.storage().disk_bytes();
             (pending, disk, wal)
@@ -506,8 +518,8 @@ impl Server {
         .unwrap_or((u64::MAX, 0, 0));
         // The counters' engine first: hints are worth less than counts.
         let (storage, storage_error) = match (
-            self.coordinator.store().db().health(),
-            self.coordinator.hints().storage().health(),
+            self.ctx.store.db().health(),
+            self.ctx.hints.storage().health(),
         ) {
             (Health::DiskFull { reason }, _) | (Health::Ok, Health::DiskFull { reason }) => {
                 (StorageHealth::DiskFull, reason)
@@ -517,16 +529,16 @@ impl Server {
             }
             (Health::Ok, Health::Ok) => (StorageHealth::Ok, String::new()),
         };
-        let store = self.coordinator.store();
-        let counts = self.coordinator.hints().counts();
+        let store = &self.ctx.store;
+        let counts = self.ctx.hints.counts();
         Response::Status(NodeStatus {
             node_id: u64::from(store.identity().host_id),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
-            address: self.address.clone(),
+            address: self.ctx.address.clone(),
             increments: store.increments(),
             disk_bytes,
-            epoch: self.coordinator.epoch(),
+            epoch: self.ctx.epoch(),
             hints_pending,
             hints_written: counts.written,
             hints_replayed: counts.replayed,
@@ -540,7 +552,7 @@ impl Server {
             connections: self.admission.connections().min(u32::MAX as usize) as u32,
             overloaded: self.admission.refused(),
             peers: {
-                let mut peers = self.coordinator.peers().statuses();
+                let mut peers = self.ctx.peers.statuses();
                 self.membership.annotate(&mut peers);
                 peers
             },

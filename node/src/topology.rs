@@ -36,10 +36,11 @@ use tally_consensus::{
     TokenRange,
 };
 
+use crate::context::NodeContext;
 use crate::metadata::FollowedMetadata;
 use crate::namespace::{Namespace, Namespaces};
 use crate::raft_link::RaftLink;
-use crate::{Coordinator, Membership, Repairer};
+use crate::{Membership, Repairer};
 
 /// How long an operator request waits for a metadata leader.
 const LEADER_WAIT: Duration = Duration::from_secs(20);
@@ -53,11 +54,21 @@ const SETTLE_WAIT: Duration = Duration::from_secs(30);
 /// or serve reads.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
+/// A node's side of the Raft-agreed metadata.
+#[derive(Debug)]
+pub struct RaftParts {
+    /// This node's member of the metadata group.
+    pub group: MetadataGroup,
+    /// Connections to the other members' Raft.
+    pub link: Arc<RaftLink>,
+    /// The map the data path routes by, following the group's state.
+    pub metadata: Arc<FollowedMetadata>,
+}
+
 /// The node's view of, and hand in, the cluster's topology.
 #[derive(Debug)]
 pub struct Topology {
-    self_id: HostId,
-    address: String,
+    ctx: Arc<NodeContext>,
     vnodes: usize,
     /// Namespaces from the node's configuration, kept beside the
     /// metadata's.
@@ -65,7 +76,6 @@ pub struct Topology {
     group: MetadataGroup,
     link: Arc<RaftLink>,
     metadata: Arc<FollowedMetadata>,
-    coordinator: Arc<Coordinator>,
     membership: Arc<Membership>,
     repairer: Arc<Repairer>,
 }
@@ -165,29 +175,24 @@ fn reply_of(result: Result<CommandResult, ProposeError>) -> AdminReply {
 }
 
 impl Topology {
-    /// The topology of the node `self_id` at `address`.
-    #[allow(clippy::too_many_arguments)]
+    /// The topology of the node of `ctx`, whose metadata comes from
+    /// `raft`; joins give it `vnodes` tokens, and `configured` are the
+    /// namespaces of its configuration.
     pub fn new(
-        self_id: HostId,
-        address: String,
+        ctx: Arc<NodeContext>,
+        raft: RaftParts,
         vnodes: usize,
         configured: Vec<Namespace>,
-        group: MetadataGroup,
-        link: Arc<RaftLink>,
-        metadata: Arc<FollowedMetadata>,
-        coordinator: Arc<Coordinator>,
         membership: Arc<Membership>,
         repairer: Arc<Repairer>,
     ) -> Arc<Topology> {
         Arc::new(Topology {
-            self_id,
-            address,
+            ctx,
             vnodes,
             configured,
-            group,
-            link,
-            metadata,
-            coordinator,
+            group: raft.group,
+            link: raft.link,
+            metadata: raft.metadata,
             membership,
             repairer,
         })
@@ -227,9 +232,7 @@ impl Topology {
                 }
             }
         }
-        self.coordinator
-            .store()
-            .set_namespaces(Namespaces::with(namespaces));
+        self.ctx.store.set_namespaces(Namespaces::with(namespaces));
     }
 
     /// Follows the group's state into the data path until the process
@@ -257,13 +260,13 @@ impl Topology {
         }
         let (voters, _) = self.group.members();
         if voters.is_empty() {
-            self.group.initialize(&self.address).await?;
+            self.group.initialize(&self.ctx.address).await?;
         }
         let tokens = ClusterState::default().allocate_tokens(self.vnodes, &mut rand::rng());
         let command = Command::Bootstrap {
             cluster_name: cluster_name.to_owned(),
             replication_factor,
-            address: self.address.clone(),
+            address: self.ctx.address.clone(),
             rack: None,
             tokens,
         };
@@ -300,7 +303,7 @@ impl Topology {
     }
 
     async fn try_join(&self, seed: &str) -> Result<(), String> {
-        let me = self.self_id.0;
+        let me = self.ctx.self_id.0;
         let state = self.group.state();
         let joining = match state.members.get(&me).map(|m| m.state) {
             Some(MemberState::Joining) => true,
@@ -310,7 +313,7 @@ impl Topology {
         if !joining {
             let request = AdminRequest::AddToGroup {
                 host_id: me,
-                address: self.address.clone(),
+                address: self.ctx.address.clone(),
             };
             // The seed first, then every normal member: any of them
             // forwards to the leader.
@@ -346,7 +349,9 @@ impl Topology {
             }
             _ => return Ok(()),
         }
-        let report = self.stream(|r| r.replicas.contains(&self.self_id)).await?;
+        let report = self
+            .stream(|r| r.replicas.contains(&self.ctx.self_id))
+            .await?;
         tracing::info!(?report, "joined: streamed the ranges this node gains");
         match self
             .on_leader(AdminRequest::FinishJoin { host_id: me })
@@ -379,7 +384,7 @@ impl Topology {
     /// from then on no coordinator writes by a ring without the pending
     /// replicas.
     async fn settle(&self) -> Result<(), String> {
-        let map = self.coordinator.map();
+        let map = self.ctx.map();
         let epoch = map.epoch();
         let started = Instant::now();
         loop {
@@ -389,9 +394,7 @@ impl Topology {
                 .membership
                 .peer_epochs()
                 .into_iter()
-                .filter(|(h, e)| {
-                    *e < epoch && map.member(*h).is_some() && self.coordinator.peers().is_up(*h)
-                })
+                .filter(|(h, e)| *e < epoch && map.member(*h).is_some() && self.ctx.peers.is_up(*h))
                 .map(|(h, _)| h.0)
                 .collect();
             if behind.is_empty() {
@@ -413,7 +416,7 @@ impl Topology {
         select: impl Fn(&TokenRange) -> bool,
     ) -> Result<tally_client::RepairReport, String> {
         self.settle().await?;
-        let map = self.coordinator.map();
+        let map = self.ctx.map();
         let ranges: Vec<TokenRange> = map
             .pending_ranges()
             .into_iter()
@@ -445,7 +448,9 @@ impl Topology {
         let started = Instant::now();
         loop {
             match self.group.leader_address() {
-                Some((leader, _)) if leader == self.self_id.0 => return self.lead(request).await,
+                Some((leader, _)) if leader == self.ctx.self_id.0 => {
+                    return self.lead(request).await
+                }
                 Some((_, address)) => {
                     let reply = self.link.admin(&address, &request, ADMIN_TIMEOUT).await;
                     let retry = matches!(&reply, AdminReply::Failed { reason } if reason.contains("not the metadata leader"));
@@ -605,7 +610,7 @@ impl Topology {
                     Ok(ns) => ns,
                     Err(e) => return AdminReply::Refused { reason: e },
                 };
-                let existing = match self.coordinator.store().namespaces_read().get(&name) {
+                let existing = match self.ctx.store.namespaces_read().get(&name) {
                     Some(ns) => Some(ns.clone()),
                     None => state
                         .namespaces
@@ -703,7 +708,7 @@ impl Topology {
     pub async fn handle(&self, request: AdminRequest) -> AdminReply {
         match request {
             AdminRequest::Cluster => AdminReply::Cluster(self.view()),
-            AdminRequest::Decommission { host_id } if host_id == self.self_id.0 => {
+            AdminRequest::Decommission { host_id } if host_id == self.ctx.self_id.0 => {
                 self.leave(host_id).await
             }
             AdminRequest::Decommission { host_id } => {
@@ -727,12 +732,12 @@ impl Topology {
                     .await
             }
             AdminRequest::RemoveNode { host_id } => {
-                if host_id == self.self_id.0 {
+                if host_id == self.ctx.self_id.0 {
                     return AdminReply::Refused {
                         reason: "a node cannot remove itself: decommission it, or run removenode on another node".into(),
                     };
                 }
-                if self.coordinator.peers().is_up(HostId(host_id)) {
+                if self.ctx.peers.is_up(HostId(host_id)) {
                     return AdminReply::Refused {
                         reason: format!("host {host_id} is up: decommission it instead"),
                     };
@@ -778,7 +783,7 @@ impl Topology {
         {
             return AdminReply::Failed { reason: e };
         }
-        while self.coordinator.map().pending_ranges().is_empty()
+        while self.ctx.map().pending_ranges().is_empty()
             && self.group.state().change_in_progress().is_some()
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -803,14 +808,14 @@ impl Topology {
                 reason: format!("host {host} is {state:?}: clean up once the change is done"),
             };
         }
-        let map = self.coordinator.map();
+        let map = self.ctx.map();
         if map.members().next().is_none() {
             return AdminReply::Refused {
                 reason: "this node has no ring yet".into(),
             };
         }
-        let me = self.self_id;
-        let store = self.coordinator.store().clone();
+        let me = self.ctx.self_id;
+        let store = self.ctx.store.clone();
         let keep =
             move |token: u64| map.replicas(token).contains(&me) || map.pending(token).contains(&me);
         match tokio::task::spawn_blocking(move || store.cleanup(keep)).await {

@@ -79,6 +79,20 @@ struct Unsynced {
     merges: Vec<oneshot::Sender<Result<(), ErrorCode>>>,
 }
 
+/// The write thread and the syncer, to wait for at shutdown.
+#[derive(Debug)]
+pub struct WriterThreads(Vec<std::thread::JoinHandle<()>>);
+
+impl WriterThreads {
+    /// Waits until the threads ended (every [`WritePipeline`] handle was
+    /// dropped and the queued writes are done).
+    pub fn join(self) {
+        for thread in self.0 {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Handle to the node's write thread; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct WritePipeline {
@@ -96,23 +110,32 @@ impl std::fmt::Debug for Job {
 
 impl WritePipeline {
     /// Starts the write thread (and in `sync` mode the syncer) over
-    /// `store`. They stop when every handle is dropped.
-    pub fn start(store: Arc<CounterStore>, queue_depth: usize) -> std::io::Result<WritePipeline> {
+    /// `store`. They stop, letting go of `store`, when every handle is
+    /// dropped; [`WriterThreads::join`] waits for that.
+    pub fn start(
+        store: Arc<CounterStore>,
+        queue_depth: usize,
+    ) -> std::io::Result<(WritePipeline, WriterThreads)> {
         let (jobs, queue) = mpsc::sync_channel::<Job>(queue_depth.max(1));
+        let mut threads = Vec::new();
         let syncer = if store.syncs_writes() {
             let (to_sync, unsynced) = mpsc::sync_channel::<Unsynced>(MAX_UNSYNCED_GROUPS);
             let s = store.clone();
-            std::thread::Builder::new()
-                .name("tally-syncer".into())
-                .spawn(move || sync_loop(&s, &unsynced))?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name("tally-syncer".into())
+                    .spawn(move || sync_loop(&s, &unsynced))?,
+            );
             Some(to_sync)
         } else {
             None
         };
-        std::thread::Builder::new()
-            .name("tally-writer".into())
-            .spawn(move || run(&store, &queue, syncer.as_ref()))?;
-        Ok(WritePipeline { jobs })
+        threads.push(
+            std::thread::Builder::new()
+                .name("tally-writer".into())
+                .spawn(move || run(&store, &queue, syncer.as_ref()))?,
+        );
+        Ok((WritePipeline { jobs }, WriterThreads(threads)))
     }
 
     async fn submit(&self, job: Job) -> bool {
@@ -341,7 +364,7 @@ mod tests {
     async fn a_lead_is_answered_before_its_fsync_and_durable_after() {
         let fs = SimFs::new();
         let store = open(&fs, 1);
-        let pipeline = WritePipeline::start(store.clone(), 64).unwrap();
+        let (pipeline, _threads) = WritePipeline::start(store.clone(), 64).unwrap();
         fs.set_sync_delay(Duration::from_millis(500));
         let (led, durable) = pipeline.lead(vec![inc("k", 5)]).await;
         assert_eq!(led.results, vec![ItemResult::Ok]);
@@ -367,7 +390,7 @@ mod tests {
     async fn power_loss_keeps_every_durable_write_and_fsyncs_overlap_writes() {
         let fs = SimFs::new();
         let store = open(&fs, 1);
-        let pipeline = WritePipeline::start(store.clone(), 1024).unwrap();
+        let (pipeline, _threads) = WritePipeline::start(store.clone(), 1024).unwrap();
         fs.set_sync_delay(Duration::from_millis(2));
         let tasks: Vec<_> = (0..32)
             .map(|t| {

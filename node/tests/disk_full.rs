@@ -49,7 +49,11 @@ async fn a_full_disk_shows_in_status_and_a_restart_with_space_keeps_every_acknow
         data = data.display(),
         config = dir.path().join("node.toml").display(),
     );
-    std::fs::write(dir.path().join("node.toml"), "memtable_mib = 1\n").unwrap();
+    std::fs::write(
+        dir.path().join("node.toml"),
+        "[storage]\nmemtable_mib = 1\n",
+    )
+    .unwrap();
     let script = format!(
         "mount -t tmpfs -o size=6m tmpfs {mnt} || exit 9\n{run}\necho restarting >&2\nmount -o remount,size=64m {mnt} || exit 9\nexec {run}\n",
         mnt = mnt.display()

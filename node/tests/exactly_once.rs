@@ -229,7 +229,7 @@ async fn retries_count_once_after_a_power_loss_at_their_op_leader() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("node.toml");
     // Nothing reaches the disk before the power loss.
-    std::fs::write(&config, "sync_interval_ms = 600000\n").unwrap();
+    std::fs::write(&config, "[storage]\nsync_interval_ms = 600000\n").unwrap();
     let config = config.to_string_lossy().into_owned();
     let mut cluster = Cluster::start(3, 3, &["--lose-unsynced-writes", "--config", &config]).await;
     let ids: Vec<u128> = (0..30).map(|_| new_op_id()).collect();

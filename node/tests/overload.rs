@@ -32,8 +32,8 @@ fn start(dir: &Path, addr: &str, extra: &str) -> NodeProcess {
     std::fs::write(
         &config,
         format!(
-            "max_in_flight_per_connection = 16\nmax_in_flight = 256\nmax_buffered_mib = 48\n\
-             write_timeout_s = 2\nframe_timeout_s = 2\nidle_timeout_s = 3\n{extra}"
+            "{extra}[connections]\nmax_in_flight_per_connection = 16\nmax_in_flight = 256\n\
+             max_buffered_mib = 48\nwrite_timeout_s = 2\nframe_timeout_s = 2\nidle_timeout_s = 3\n"
         ),
     )
     .unwrap();
@@ -285,7 +285,11 @@ async fn a_connection_flood_never_starves_storage_of_file_descriptors() {
     let data = dir.path().join("data");
     let config = dir.path().join("node.toml");
     std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(&config, "memtable_mib = 1\nidle_timeout_s = 4\n").unwrap();
+    std::fs::write(
+        &config,
+        "[storage]\nmemtable_mib = 1\n[connections]\nidle_timeout_s = 4\n",
+    )
+    .unwrap();
     let script = format!(
         "ulimit -n 400 && exec {} --data-dir {} --listen {addr} --config {}",
         env!("CARGO_BIN_EXE_tally-node"),

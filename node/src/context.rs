@@ -1,0 +1,57 @@
+//! [`NodeContext`]: what every service of a node shares, built once by
+//! [`Node::start`](crate::Node::start) and handed to each service, so no
+//! service reaches through another for its parts.
+//!
+//! It holds this node's parts, not its services: the coordinator,
+//! anti-entropy, gossip and topology each take the context and name the
+//! other services they call.
+
+use std::sync::Arc;
+
+use tally_consensus::{ClusterMap, HostId};
+
+use crate::clock::OffsetClock;
+use crate::fault_modes::BrokenMode;
+use crate::hints::HintStore;
+use crate::metadata::Metadata;
+use crate::peers::Peers;
+use crate::replicator::Replicator;
+use crate::store::CounterStore;
+use crate::write_pipeline::WritePipeline;
+
+/// A node's shared parts.
+#[derive(Debug)]
+pub struct NodeContext {
+    /// This node's host id.
+    pub self_id: HostId,
+    /// The address other nodes and clients reach this node at.
+    pub address: String,
+    /// The node's clock (test hooks may shift it).
+    pub clock: Arc<OffsetClock>,
+    /// This node's counters.
+    pub store: Arc<CounterStore>,
+    /// The one write thread over `store`.
+    pub writer: WritePipeline,
+    /// Hints kept for replicas that missed writes.
+    pub hints: Arc<HintStore>,
+    /// Connections to the other nodes, and who is up.
+    pub peers: Arc<Peers>,
+    /// Where the cluster map comes from.
+    pub metadata: Arc<dyn Metadata>,
+    /// Coalesced delivery of cell states to the other replicas.
+    pub replicator: Arc<Replicator>,
+    /// Deliberately wrong behaviour (the harness's self-tests only).
+    pub broken: Option<BrokenMode>,
+}
+
+impl NodeContext {
+    /// The current cluster map.
+    pub fn map(&self) -> Arc<ClusterMap> {
+        self.metadata.map()
+    }
+
+    /// The metadata epoch this node routes with.
+    pub fn epoch(&self) -> u64 {
+        self.metadata.map().epoch()
+    }
+}
