@@ -35,12 +35,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tally_consensus::{ClusterMap, HostId};
 
-use crate::admission::ServerLimits;
+use crate::convergence::hint_replay::HintConfig;
 use crate::coordinator::CoordinatorConfig;
+use crate::counter::limits::StoreLimits;
+use crate::counter::namespace::{Namespace, Namespaces};
 use crate::fault_modes::BrokenMode;
-use crate::handoff::HintConfig;
-use crate::limits::StoreLimits;
-use crate::namespace::{Namespace, Namespaces};
+use crate::server::admission::ServerLimits;
 
 /// Node settings (the TOML file's shape).
 #[derive(Debug, Clone, Deserialize, Serialize)]

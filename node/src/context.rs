@@ -11,13 +11,13 @@ use std::sync::Arc;
 use tally_consensus::{ClusterMap, HostId};
 
 use crate::clock::OffsetClock;
+use crate::cluster::metadata::Metadata;
+use crate::cluster::peers::Peers;
 use crate::fault_modes::BrokenMode;
-use crate::hints::HintStore;
-use crate::metadata::Metadata;
-use crate::peers::Peers;
-use crate::replicator::Replicator;
-use crate::store::CounterStore;
-use crate::write_pipeline::WritePipeline;
+use crate::replica::hint_store::HintStore;
+use crate::replica::store::CounterStore;
+use crate::replica::write_pipeline::WritePipeline;
+use crate::replication::replicator::Replicator;
 
 /// A node's shared parts.
 #[derive(Debug)]

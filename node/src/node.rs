@@ -25,26 +25,26 @@ use std::time::Duration;
 use tally_consensus::{GroupConfig, HostId, MetadataGroup};
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::{Admission, ServerLimits};
 use crate::clock::{Clock, OffsetClock, SystemClock};
+use crate::cluster::membership::Membership;
+use crate::cluster::metadata::{FollowedMetadata, Metadata, StaticMetadata};
+use crate::cluster::peers::{PeerConfig, Peers};
+use crate::cluster::raft_link::RaftLink;
 use crate::config::NodeConfig;
 use crate::context::NodeContext;
+use crate::convergence::anti_entropy::Repairer;
+use crate::convergence::hint_replay;
+use crate::convergence::op_relearn::relearn_op_ids;
 use crate::coordinator::Coordinator;
 use crate::fault_modes::BrokenMode;
-use crate::handoff;
-use crate::hints::HintStore;
-use crate::identity::Identity;
-use crate::membership::Membership;
-use crate::metadata::{FollowedMetadata, Metadata, StaticMetadata};
-use crate::op_relearn::relearn_op_ids;
-use crate::peers::{PeerConfig, Peers};
-use crate::raft_link::RaftLink;
-use crate::repair::Repairer;
-use crate::replicator::{Replicator, ReplicatorConfig};
+use crate::replica::hint_store::HintStore;
+use crate::replica::identity::Identity;
+use crate::replica::store::CounterStore;
+use crate::replica::write_pipeline::{WritePipeline, WriterThreads};
+use crate::replication::replicator::{Replicator, ReplicatorConfig};
+use crate::server::admission::{Admission, ServerLimits};
 use crate::server::{Server, Services};
-use crate::store::CounterStore;
 use crate::topology::{check_still_member, register, RaftParts, Topology};
-use crate::write_pipeline::{WritePipeline, WriterThreads};
 
 /// Write requests queued for the write thread at most.
 const WRITE_QUEUE: usize = 4096;
@@ -193,7 +193,7 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
     }
     let hinting = config.hints.enabled && broken != Some(BrokenMode::DropHints);
     if hinting {
-        let cells = handoff::hint_recovered(&store, &hints, &map, self_id)
+        let cells = hint_replay::hint_recovered(&store, &hints, &map, self_id)
             .map_err(|e| format!("hinting recovered cells: {e}"))?;
         if cells > 0 {
             tracing::info!(
@@ -250,10 +250,22 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
     }
     // The generation is the start time: it grows across restarts.
     let generation = SystemClock.now_ms().max(1) as u64;
-    let membership = Membership::new(&ctx, generation, config.gossip.gossip_config());
+    let tables = store.clone();
+    let membership = Membership::new(
+        self_id,
+        &ctx.address,
+        generation,
+        &ctx.map(),
+        config.gossip.gossip_config(),
+        peers.clone(),
+        Box::new(move || {
+            let levels = tables.db().level_summary();
+            levels.iter().map(|(_, bytes)| bytes).sum()
+        }),
+    );
     tokio::spawn(membership.clone().run_forever());
     if config.hints.replay {
-        tokio::spawn(handoff::replay_forever(
+        tokio::spawn(hint_replay::replay_forever(
             hints.clone(),
             peers.clone(),
             metadata.clone(),

@@ -26,16 +26,16 @@ use tally_client::message::MAX_CELLS;
 use tally_client::{CellState, ErrorCode, Increment, ItemResult, KeyRange, Response};
 use tally_storage::{CompactionFilter, Db, FilterDecision, SyncPoint, WriteBatch};
 
-use crate::cell_key;
 use crate::clock::Clock;
-use crate::identity::Identity;
-use crate::limits::{refuse, RequestError, StoreLimits};
+use crate::counter::cell_key;
+use crate::counter::limits::{refuse, RequestError, StoreLimits};
+use crate::counter::namespace::{Namespace, Namespaces};
+use crate::counter::op_id::{self, OpWindowLimits};
+use crate::counter::read_plan::{self, ReadPlan};
+use crate::counter::shard_set::{CounterMerge, Shard, ShardSet, MAX_CLOCK};
 use crate::log_limit::LogLimit;
-use crate::merkle::{self, Leaves};
-use crate::namespace::{Namespace, Namespaces};
-use crate::op_window::{self, OpWindow, OpWindowLimits};
-use crate::query::{self, ReadPlan};
-use crate::shard_set::{CounterMerge, Shard, ShardSet, MAX_CLOCK};
+use crate::replica::identity::Identity;
+use crate::replica::op_window::{self, OpWindow};
 
 const LOCK_STRIPES: usize = 4096;
 /// Own shards remembered per stripe (about a million cells in all).
@@ -200,7 +200,7 @@ impl CompactionFilter for RetentionFilter {
             // An op id is refused once it is not live, so its records (the
             // leader's, and the ones replicas keep for it) can go.
             let now_ms = self.clock.now_ms();
-            return if op_window::made_ms(id).saturating_add(self.op_window.span.as_millis() as i64)
+            return if op_id::made_ms(id).saturating_add(self.op_window.span.as_millis() as i64)
                 < now_ms
             {
                 FilterDecision::Remove
@@ -267,7 +267,7 @@ fn applied_op_ids(db: &Db, limits: OpWindowLimits, now_ms: i64) -> tally_storage
         true
     })?;
     // In time order, so that they expire from the front.
-    ids.sort_unstable_by_key(|&id| op_window::made_ms(id));
+    ids.sort_unstable_by_key(|&id| op_id::made_ms(id));
     for id in ids {
         // Past the bound too (it may have been lowered): forgetting a live
         // id could count its retry twice; new ids wait for room instead.
@@ -281,7 +281,7 @@ fn decode_cell(value: &[u8]) -> Result<ShardSet, RequestError> {
         .ok_or_else(|| refuse(ErrorCode::Storage, "stored counter cell is malformed"))
 }
 
-fn storage_error(e: tally_storage::Error) -> RequestError {
+pub(crate) fn storage_error(e: tally_storage::Error) -> RequestError {
     refuse(ErrorCode::Storage, e.to_string())
 }
 
@@ -464,7 +464,7 @@ impl CounterStore {
                     format!(
                         "op id {id:032x} was made at {} ms, not within {:?} before this node's clock \
                          nor {:?} after it (op ids carry their making time: see new_op_id)",
-                        op_window::made_ms(id),
+                        op_id::made_ms(id),
                         self.limits.op_window.span,
                         self.limits.max_future_skew
                     ),
@@ -553,7 +553,7 @@ impl CounterStore {
                                 // other replicas told.
                                 Some(id)
                                     if relearning_before_ms
-                                        .is_some_and(|t| op_window::made_ms(id) <= t) =>
+                                        .is_some_and(|t| op_id::made_ms(id) <= t) =>
                                 {
                                     led[b].results[i] = ItemResult::Failed(ErrorCode::Unavailable);
                                     continue;
@@ -862,7 +862,7 @@ impl CounterStore {
 
     /// The replica's cells in `ranges`, in key order, at most `max_cells`
     /// (more is an `InvalidRange` error: the caller asked for too much).
-    /// A point range (one key, see `query::point`) is one `get`, which
+    /// A point range (one key, see `read_plan::point`) is one `get`, which
     /// the bloom filters make cheap; any other range is one scan.
     pub fn read_cells(
         &self,
@@ -886,7 +886,7 @@ impl CounterStore {
         let mut out = Vec::new();
         let mut spans: Vec<(&[u8], Option<&[u8]>)> = Vec::new();
         for range in ranges {
-            if query::is_point(range) {
+            if read_plan::is_point(range) {
                 if let Some(value) = self.db.get(&range.start).map_err(storage_error)? {
                     if !ShardSet::is_valid(&value) {
                         return Err(malformed_cell());
@@ -973,8 +973,6 @@ pub async fn heavy_read<T: Send + 'static>(
 }
 
 impl CounterStore {
-    /// The Merkle leaves of this node's cells with tokens in
-    /// `(start, end]` (see [`Leaves`]): one full scan of the range.
     /// Deletes every cell whose token `keep` refuses (`tally cleanup`:
     /// the ranges this node no longer replicates after a join). Scans in
     /// chunks of 10,000 keys, each deleted in one write; returns how many.
@@ -1017,23 +1015,6 @@ impl CounterStore {
                 None => return Ok(deleted),
             }
         }
-    }
-
-    pub fn merkle_leaves(&self, start: u64, end: u64, depth: u8) -> Result<Vec<u64>, RequestError> {
-        let leaves = Leaves::new(start, end, depth);
-        let mut hashes = vec![0u64; leaves.len()];
-        for range in merkle::token_key_ranges(start, end) {
-            self.db
-                .scan_with(&range.start, Some(&range.end), |k, v| {
-                    if let Some(token) = cell_key::token_of(k) {
-                        let h = &mut hashes[leaves.leaf_of(token)];
-                        *h = h.wrapping_add(merkle::cell_hash(k, v));
-                    }
-                    true
-                })
-                .map_err(storage_error)?;
-        }
-        Ok(hashes)
     }
 
     /// Answers `plan` from this node's cells alone (no other replica).

@@ -11,10 +11,10 @@
 
 use tally_client::{token, Count, ErrorCode, KeyRange, Point, Resolution, Response, Token};
 
-use crate::cell_key;
-use crate::limits::{refuse, RequestError, StoreLimits};
-use crate::namespace::{Namespace, Namespaces};
-use crate::shard_set::ShardSet;
+use crate::counter::cell_key;
+use crate::counter::limits::{refuse, RequestError, StoreLimits};
+use crate::counter::namespace::{Namespace, Namespaces};
+use crate::counter::shard_set::ShardSet;
 
 /// What a plan answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

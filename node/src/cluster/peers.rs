@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use tally_client::{ClientError, Connection, Delivery, PeerStatus, Request, Response};
 use tally_consensus::HostId;
 
-use crate::metadata::Metadata;
+use crate::cluster::metadata::Metadata;
 
 /// How peers are reached and judged.
 #[derive(Debug, Clone)]

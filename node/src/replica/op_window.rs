@@ -24,7 +24,8 @@
 //! live.
 
 use std::collections::{HashSet, VecDeque};
-use std::time::Duration;
+
+use crate::counter::op_id::{made_ms, OpWindowLimits};
 
 /// A live op id's system key: `0xFF x 9 | id (16 bytes BE)`. Cell keys
 /// have a namespace length of 1..=64 at byte 8, so none starts this way.
@@ -85,43 +86,6 @@ pub fn led_op_of_key(key: &[u8]) -> Option<(u64, u128)> {
     let leader = u64::from_be_bytes(rest[..8].try_into().ok()?);
     let id = u128::from_be_bytes(rest[8..].try_into().ok()?);
     Some((leader, id))
-}
-
-/// When op id `id` was made, in ms since the Unix epoch.
-pub fn made_ms(id: u128) -> i64 {
-    (id >> 80) as i64
-}
-
-/// How long op ids stay live, and how many may be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct OpWindowLimits {
-    /// An op id is live for this long after it was made: its retries
-    /// count once until then, and are refused after.
-    #[serde(rename = "span_s", with = "crate::units::secs")]
-    pub span: Duration,
-    /// Live op ids a node keeps at most (about 50 bytes each); a new op
-    /// id beyond that is refused with `Overloaded`.
-    pub max_ids: usize,
-}
-
-impl Default for OpWindowLimits {
-    fn default() -> Self {
-        OpWindowLimits {
-            span: Duration::from_secs(600),
-            max_ids: 2_000_000,
-        }
-    }
-}
-
-impl OpWindowLimits {
-    /// Whether op id `id` is live at `now_ms`, given that its time may
-    /// run ahead of this node's clock by up to `max_skew_ms`.
-    pub fn is_live(&self, id: u128, now_ms: i64, max_skew_ms: i64) -> bool {
-        let made = made_ms(id);
-        made.saturating_add(self.span.as_millis() as i64) >= now_ms
-            && made <= now_ms.saturating_add(max_skew_ms)
-    }
 }
 
 /// The op ids applied here that are still live.
@@ -213,6 +177,7 @@ impl OpWindow {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::time::Duration;
 
     fn id_made_at(ms: i64, random: u128) -> u128 {
         ((ms as u128) << 80) | (random & ((1 << 80) - 1))
@@ -262,9 +227,9 @@ mod tests {
         let key = op_key(id);
         assert_eq!(op_of_key(&key), Some(id));
         assert_eq!(op_of_key(&key[..OP_KEY_BYTES - 1]), None);
-        assert_eq!(crate::cell_key::decode(&key), None);
-        assert!(!crate::cell_key::is_valid(&key));
-        assert_eq!(crate::cell_key::token_of(&key), None);
+        assert_eq!(crate::counter::cell_key::decode(&key), None);
+        assert!(!crate::counter::cell_key::is_valid(&key));
+        assert_eq!(crate::counter::cell_key::token_of(&key), None);
     }
 
     proptest! {
@@ -305,8 +270,8 @@ mod tests {
         assert_eq!(led_op_of_key(&key), Some((7, id)));
         assert!(key.starts_with(&led_op_prefix(7)));
         assert!(!key.starts_with(&led_op_prefix(8)));
-        assert!(crate::cell_key::is_system(&key));
-        assert!(!crate::cell_key::is_valid(&key));
+        assert!(crate::counter::cell_key::is_system(&key));
+        assert!(!crate::counter::cell_key::is_valid(&key));
         assert_eq!(op_of_key(&key), None);
         assert_eq!(led_op_of_key(&op_key(id)), None);
         assert_eq!(led_op_of_key(&key[..key.len() - 1]), None);

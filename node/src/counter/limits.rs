@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tally_client::ErrorCode;
 
-use crate::op_window::OpWindowLimits;
+use crate::counter::op_id::OpWindowLimits;
 
 /// A request the store refuses, with the code to answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

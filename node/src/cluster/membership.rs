@@ -23,18 +23,15 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rand::SeedableRng;
 use tally_client::{PeerStatus, Request, Response};
-use tally_consensus::HostId;
+use tally_consensus::{ClusterMap, HostId};
 use tally_gossip::{codec, Event, GossipConfig, Gossiper, Message, NodeId};
 
-use crate::context::NodeContext;
-use crate::peers::Peers;
-use crate::store::CounterStore;
+use crate::cluster::peers::Peers;
 
 /// Rounds between refreshes of the `load` entry.
 const LOAD_EVERY_ROUNDS: u64 = 10;
 
 /// The node's gossip driver.
-#[derive(Debug)]
 pub struct Membership {
     me: NodeId,
     gossiper: Mutex<Gossiper>,
@@ -42,19 +39,39 @@ pub struct Membership {
     started: Instant,
     interval: Duration,
     peers: Arc<Peers>,
-    store: Arc<CounterStore>,
+    /// Bytes of data this node holds, gossiped as its `load`.
+    load: DiskBytes,
+}
+
+/// Reads the bytes of data a node holds (its storage's tables).
+pub type DiskBytes = Box<dyn Fn() -> u64 + Send + Sync>;
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("me", &self.me)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Membership {
-    /// Gossip for the node of `ctx`, started at `generation`, with every
-    /// member of its map as a seed.
-    pub fn new(ctx: &NodeContext, generation: u64, config: GossipConfig) -> Arc<Membership> {
-        let me = ctx.self_id;
-        let map = ctx.map();
+    /// Gossip for node `me` at `address`, started at `generation`, with
+    /// every member of `map` as a seed; `load` reads what it gossips as
+    /// its load.
+    pub fn new(
+        me: HostId,
+        address: &str,
+        generation: u64,
+        map: &ClusterMap,
+        config: GossipConfig,
+        peers: Arc<Peers>,
+        load: DiskBytes,
+    ) -> Arc<Membership> {
         let seeds = map.members().map(|m| NodeId(m.host_id.0)).collect();
         let interval = config.interval;
         let mut gossiper = Gossiper::new(NodeId(me.0), generation, seeds, config);
-        gossiper.set("address", &ctx.address);
+        gossiper.set("address", address);
         gossiper.set("epoch", &map.epoch().to_string());
         gossiper.set("status", "normal");
         Arc::new(Membership {
@@ -63,8 +80,8 @@ impl Membership {
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(generation ^ me.0)),
             started: Instant::now(),
             interval,
-            peers: ctx.peers.clone(),
-            store: ctx.store.clone(),
+            peers,
+            load,
         })
     }
 
@@ -94,13 +111,7 @@ impl Membership {
         for round in 0u64.. {
             tick.tick().await;
             if round % LOAD_EVERY_ROUNDS == 0 {
-                let disk: u64 = self
-                    .store
-                    .db()
-                    .level_summary()
-                    .iter()
-                    .map(|(_, bytes)| bytes)
-                    .sum();
+                let disk = (self.load)();
                 self.gossiper.lock().set("load", &disk.to_string());
             }
             let (messages, events) = {

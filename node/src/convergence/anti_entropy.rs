@@ -7,7 +7,7 @@
 //! For every token range this node replicates, one round:
 //!
 //! 1. every live replica computes the range's Merkle leaves
-//!    ([`crate::merkle::Leaves`], 1,024 by default) over its own cells;
+//!    ([`crate::convergence::merkle::Leaves`], 1,024 by default) over its own cells;
 //! 2. leaves whose hashes differ between replicas are read from all of
 //!    them (the cells of those token slices only);
 //! 3. the cells are merged by the CRDT rule, and each replica is sent the
@@ -26,8 +26,8 @@ use tally_client::{KeyRange, RepairReport, Request, Response};
 use tally_consensus::{ClusterMap, HostId, TokenRange};
 
 use crate::context::NodeContext;
+use crate::convergence::merkle::Leaves;
 use crate::coordinator::{merge_replicas, Coordinator};
-use crate::merkle::Leaves;
 
 /// Depth of the trees compared (1,024 leaves).
 pub const DEPTH: u8 = 10;

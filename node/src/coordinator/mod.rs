@@ -49,10 +49,10 @@ use tally_client::{
 use tally_consensus::{ClusterMap, HostId};
 
 use crate::context::NodeContext;
+use crate::counter::read_plan::{self, ReadPlan};
+use crate::counter::shard_set::ShardSet;
 use crate::fault_modes::BrokenMode;
-use crate::query::{self, ReadPlan};
-use crate::shard_set::ShardSet;
-use crate::store::unconfirmed;
+use crate::replica::store::unconfirmed;
 
 /// How the coordinator waits and repairs (the `[coordinator]` section of
 /// the node's config).
@@ -535,7 +535,7 @@ impl Coordinator {
             let Request::ReplicaRead { ranges, .. } = request else {
                 return (host, Err("not a read".into()));
             };
-            let cells = crate::store::read_cells_async(&self.ctx.store, ranges.clone())
+            let cells = crate::replica::store::read_cells_async(&self.ctx.store, ranges.clone())
                 .await
                 .map_err(|e| e.to_string());
             return (host, cells);
@@ -617,7 +617,12 @@ impl Coordinator {
                 Err(e) => return error(e.code, e.message),
             }
         };
-        let Some(range) = plan.ranges.first().filter(|r| query::is_point(r)).cloned() else {
+        let Some(range) = plan
+            .ranges
+            .first()
+            .filter(|r| read_plan::is_point(r))
+            .cloned()
+        else {
             return error(
                 ErrorCode::ResolutionNotKept,
                 format!("namespace {namespace} keeps no total cell to inspect"),
@@ -782,7 +787,7 @@ fn unavailable(message: String) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard_set::Shard;
+    use crate::counter::shard_set::Shard;
 
     fn cell(key: &[u8], shards: &[(u64, u64, i64)]) -> CellState {
         let mut set = ShardSet::default();

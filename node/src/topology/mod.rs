@@ -3,7 +3,7 @@
 //! the topology changes that move data (join, decommission, removenode).
 //!
 //! The data path never waits here: [`Topology::follow`] turns each applied
-//! state into a [`ClusterMap`] and swaps it into [`FollowedMetadata`].
+//! state into a [`ClusterMap`](tally_consensus::ClusterMap) and swaps it into [`FollowedMetadata`].
 //! Every node is a member of the metadata group (a voter or a learner), so
 //! it learns each change from the Raft log itself, and gossips the epoch
 //! it routes with.
@@ -16,7 +16,7 @@
 //!   to the new node as a pending replica) -> the node joins the group and
 //!   catches up -> every live node gossips the new epoch (no coordinator
 //!   still writes by the old ring) -> streaming: each range the node gains
-//!   is synced from its old owners ([`Repairer::sync_ranges`], Merkle
+//!   is synced from its old owners (`Repairer::sync_ranges`, Merkle
 //!   leaves then cells, CRDT merge) -> `FinishJoin` (reads switch);
 //! - decommission (run by the leaving node) and removenode (run by any
 //!   live node for a dead one): `StartLeave` (the next owners become
@@ -36,11 +36,12 @@ use tally_consensus::{
     TokenRange,
 };
 
+use crate::cluster::membership::Membership;
+use crate::cluster::metadata::FollowedMetadata;
+use crate::cluster::raft_link::RaftLink;
 use crate::context::NodeContext;
-use crate::metadata::FollowedMetadata;
-use crate::namespace::{Namespace, Namespaces};
-use crate::raft_link::RaftLink;
-use crate::{Membership, Repairer};
+use crate::convergence::anti_entropy::Repairer;
+use crate::counter::namespace::{Namespace, Namespaces};
 
 /// How long an operator request waits for a metadata leader.
 const LEADER_WAIT: Duration = Duration::from_secs(20);
@@ -219,7 +220,7 @@ impl Topology {
         for (name, spec) in &state.namespaces {
             // A metadata entry never redefines the built-in or a configured
             // namespace (older leaders let one through).
-            if name == crate::namespace::DEFAULT_NAMESPACE
+            if name == crate::counter::namespace::DEFAULT_NAMESPACE
                 || self.configured.iter().any(|n| n.name == *name)
             {
                 tracing::warn!(%name, %spec, "the metadata redefines a configured namespace; keeping the configured one");

@@ -32,7 +32,7 @@ use tally_consensus::HostId;
 use tally_storage::{CompactionFilter, Db, FilterDecision, MergeOperator, WriteBatch};
 
 use crate::clock::Clock;
-use crate::shard_set::ShardSet;
+use crate::counter::shard_set::ShardSet;
 
 const HEADER_BYTES: usize = 16;
 
@@ -329,7 +329,7 @@ impl HintStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard_set::Shard;
+    use crate::counter::shard_set::Shard;
     use std::sync::atomic::AtomicI64;
 
     #[derive(Debug)]

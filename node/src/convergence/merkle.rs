@@ -16,6 +16,10 @@
 
 use tally_client::KeyRange;
 
+use crate::counter::cell_key;
+use crate::counter::limits::RequestError;
+use crate::replica::store::{storage_error, CounterStore};
+
 /// Most leaves of one tree (`2^16`).
 pub const MAX_DEPTH: u8 = 16;
 
@@ -119,6 +123,29 @@ impl Leaves {
             return Vec::new(); // an empty slice of a narrow range
         }
         token_key_ranges(from, to)
+    }
+}
+
+impl CounterStore {
+    /// The Merkle leaves of this node's cells with tokens in
+    /// `(start, end]` (see [`Leaves`]): one full scan of the range. Kept
+    /// here, beside the tree it fills, so the store knows nothing of
+    /// Merkle trees.
+    pub fn merkle_leaves(&self, start: u64, end: u64, depth: u8) -> Result<Vec<u64>, RequestError> {
+        let leaves = Leaves::new(start, end, depth);
+        let mut hashes = vec![0u64; leaves.len()];
+        for range in token_key_ranges(start, end) {
+            self.db()
+                .scan_with(&range.start, Some(&range.end), |k, v| {
+                    if let Some(token) = cell_key::token_of(k) {
+                        let h = &mut hashes[leaves.leaf_of(token)];
+                        *h = h.wrapping_add(cell_hash(k, v));
+                    }
+                    true
+                })
+                .map_err(storage_error)?;
+        }
+        Ok(hashes)
     }
 }
 

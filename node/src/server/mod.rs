@@ -25,6 +25,8 @@
 //! and the connection stays open; a frame over the size limit closes it
 //! after an error frame, since the stream cannot be resynchronized.
 
+pub mod admission;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,15 +45,15 @@ use tokio::task::JoinSet;
 use tokio_util::codec::{Encoder, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::{Admission, HeldBytes, Refusal, RequestSlot};
+use crate::cluster::membership::Membership;
 use crate::context::NodeContext;
+use crate::convergence::anti_entropy::Repairer;
 use crate::coordinator::Coordinator;
-use crate::limits::RequestError;
+use crate::counter::limits::RequestError;
+use crate::counter::read_plan::ReadPlan;
 use crate::log_limit::LogLimit;
-use crate::membership::Membership;
-use crate::query::ReadPlan;
-use crate::repair::Repairer;
-use crate::store::valid_cell;
+use crate::replica::store::valid_cell;
+use crate::server::admission::{Admission, HeldBytes, Refusal, RequestSlot};
 use crate::topology::Topology;
 use tally_client::admin::{AdminReply, AdminRequest};
 
@@ -309,9 +311,9 @@ impl Server {
         let store = &self.ctx.store;
         let now_ms = store.clock().now_ms();
         let epoch = self.ctx.epoch();
-        let plan = |build: &dyn Fn(&crate::Namespaces) -> Result<ReadPlan, RequestError>| {
-            build(&store.namespaces_read())
-        };
+        let plan = |build: &dyn Fn(
+            &crate::counter::namespace::Namespaces,
+        ) -> Result<ReadPlan, RequestError>| { build(&store.namespaces_read()) };
         match request {
             Request::Increment {
                 consistency,
@@ -409,7 +411,7 @@ impl Server {
                 if theirs < epoch {
                     return stale_ring(theirs, epoch);
                 }
-                match crate::store::read_cells_async(store, ranges).await {
+                match crate::replica::store::read_cells_async(store, ranges).await {
                     Ok(cells) => Response::Cells(cells),
                     Err(e) => error_response(e),
                 }
@@ -420,9 +422,11 @@ impl Server {
             }
             Request::Ping => Response::Ack,
             Request::LedOpIds { leader } => {
-                match crate::store::heavy_read(store, move |store| store.led_op_ids(leader))
-                    .await
-                    .and_then(|r| r)
+                match crate::replica::store::heavy_read(store, move |store| {
+                    store.led_op_ids(leader)
+                })
+                .await
+                .and_then(|r| r)
                 {
                     Ok(ids) => Response::OpIds(ids),
                     Err(e) => error_response(e),
@@ -437,7 +441,7 @@ impl Server {
                 if theirs < epoch {
                     return stale_ring(theirs, epoch);
                 }
-                match crate::store::heavy_read(store, move |store| {
+                match crate::replica::store::heavy_read(store, move |store| {
                     store.merkle_leaves(start_token, end_token, depth)
                 })
                 .await

@@ -30,7 +30,7 @@ use tally_client::{CellState, ErrorCode, Increment, ItemResult};
 use tally_storage::SyncPoint;
 use tokio::sync::oneshot;
 
-use crate::store::{unconfirmed, CounterStore, Led};
+use crate::replica::store::{unconfirmed, CounterStore, Led};
 
 const MAX_GROUP_REQUESTS: usize = 512;
 const MAX_GROUP_ITEMS: usize = 20_000;
@@ -304,10 +304,10 @@ mod tests {
 
     use super::*;
     use crate::clock::SystemClock;
-    use crate::identity::Identity;
-    use crate::limits::StoreLimits;
-    use crate::namespace::{Namespace, Namespaces};
-    use crate::query::ReadPlan;
+    use crate::counter::limits::StoreLimits;
+    use crate::counter::namespace::{Namespace, Namespaces};
+    use crate::counter::read_plan::ReadPlan;
+    use crate::replica::identity::Identity;
 
     fn open(fs: &SimFs, incarnation: u32) -> Arc<CounterStore> {
         let opts = Options {

@@ -24,12 +24,12 @@ use std::time::Duration;
 use tally_client::{CellState, Request, Response};
 use tally_consensus::{ClusterMap, HostId};
 
-use crate::cell_key;
-use crate::hints::HintStore;
-use crate::metadata::Metadata;
-use crate::peers::Peers;
-use crate::shard_set::ShardSet;
-use crate::store::CounterStore;
+use crate::cluster::metadata::Metadata;
+use crate::cluster::peers::Peers;
+use crate::counter::cell_key;
+use crate::counter::shard_set::ShardSet;
+use crate::replica::hint_store::HintStore;
+use crate::replica::store::CounterStore;
 
 /// Hinted handoff (the `[hints]` section of the node's config): whether
 /// hints are kept and delivered, how long, and how fast.

@@ -27,8 +27,8 @@ use tally_client::{CellState, Response};
 use tally_consensus::HostId;
 use tokio::sync::oneshot;
 
-use crate::hints::HintStore;
-use crate::peers::Peers;
+use crate::cluster::peers::Peers;
+use crate::replica::hint_store::HintStore;
 
 /// Cells per message, at most.
 const MAX_CELLS_PER_MESSAGE: usize = 16_384;

@@ -1,0 +1,10 @@
+//! This node's own copy of the data: the counter store over the storage
+//! engine, the one write thread, the op ids it led, the hints it keeps for
+//! others, and which shard it writes (its identity). Local durable state
+//! only; nothing here talks to another node.
+
+pub mod hint_store;
+pub mod identity;
+pub mod op_window;
+pub mod store;
+pub mod write_pipeline;
