@@ -17,6 +17,8 @@ use crate::fault_modes::BrokenMode;
 use crate::replica::hint_store::HintStore;
 use crate::replica::store::CounterStore;
 use crate::replica::write_pipeline::WritePipeline;
+use crate::replication::read_repair::ReadRepair;
+use crate::replication::replica_reads::ReplicaReads;
 use crate::replication::replicator::Replicator;
 
 /// A node's shared parts.
@@ -40,6 +42,11 @@ pub struct NodeContext {
     pub metadata: Arc<dyn Metadata>,
     /// Coalesced delivery of cell states to the other replicas.
     pub replicator: Arc<Replicator>,
+    /// Cells gathered from R replicas (reads, the debug read,
+    /// anti-entropy).
+    pub reads: ReplicaReads,
+    /// Merged cells sent to the replicas that were behind.
+    pub read_repair: ReadRepair,
     /// Deliberately wrong behaviour (the harness's self-tests only).
     pub broken: Option<BrokenMode>,
 }

@@ -41,9 +41,11 @@ use crate::replica::hint_store::HintStore;
 use crate::replica::identity::Identity;
 use crate::replica::store::CounterStore;
 use crate::replica::write_pipeline::{WritePipeline, WriterThreads};
+use crate::replication::read_repair::ReadRepair;
+use crate::replication::replica_reads::ReplicaReads;
 use crate::replication::replicator::{Replicator, ReplicatorConfig};
 use crate::server::admission::{Admission, ServerLimits};
-use crate::server::{Server, Services};
+use crate::server::{Server, ServerOptions, Services};
 use crate::topology::{check_still_member, register, RaftParts, Topology};
 
 /// Write requests queued for the write thread at most.
@@ -220,6 +222,13 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
             ..ReplicatorConfig::default()
         },
     );
+    let reads = ReplicaReads::new(
+        self_id,
+        store.clone(),
+        peers.clone(),
+        config.coordinator.speculative_retry,
+    );
+    let read_repair = ReadRepair::new(self_id, writer.clone(), replicator.clone());
     let ctx = Arc::new(NodeContext {
         self_id,
         address: config.advertised(),
@@ -230,6 +239,8 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
         peers: peers.clone(),
         metadata: metadata.clone(),
         replicator,
+        reads,
+        read_repair,
         broken,
     });
     let coordinator = Coordinator::new(ctx.clone(), config.coordinator.clone());
@@ -272,7 +283,7 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
             config.hints.clone(),
         ));
     }
-    let repairer = Repairer::new(ctx.clone(), coordinator.clone());
+    let repairer = Repairer::new(ctx.clone());
     let topology = match raft {
         Some(raft) => Some(Topology::new(
             ctx.clone(),
@@ -303,7 +314,10 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
             topology: topology.clone(),
         },
         Admission::new(fitted_limits(config)),
-        config.test.hooks,
+        ServerOptions {
+            test_hooks: config.test.hooks,
+            read_timeout: config.coordinator.read_timeout,
+        },
     );
     if let (Some(topology), Mode::Raft { init, seed }) = (&topology, mode) {
         tokio::spawn(topology.clone().follow());

@@ -27,7 +27,7 @@ use tally_consensus::{ClusterMap, HostId, TokenRange};
 
 use crate::context::NodeContext;
 use crate::convergence::merkle::Leaves;
-use crate::coordinator::{merge_replicas, Coordinator};
+use crate::replication::read_repair::merge_replicas;
 
 /// Depth of the trees compared (1,024 leaves).
 pub const DEPTH: u8 = 10;
@@ -41,18 +41,16 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Repairer {
     ctx: Arc<NodeContext>,
-    coordinator: Arc<Coordinator>,
     running: AtomicBool,
     done: AtomicU32,
     total: AtomicU32,
 }
 
 impl Repairer {
-    /// A repairer for the node of `ctx`, repairing through `coordinator`.
-    pub fn new(ctx: Arc<NodeContext>, coordinator: Arc<Coordinator>) -> Arc<Repairer> {
+    /// A repairer for the node of `ctx`.
+    pub fn new(ctx: Arc<NodeContext>) -> Arc<Repairer> {
         Arc::new(Repairer {
             ctx,
-            coordinator,
             running: AtomicBool::new(false),
             done: AtomicU32::new(0),
             total: AtomicU32::new(0),
@@ -155,13 +153,14 @@ impl Repairer {
             let ranges: Vec<KeyRange> = chunk.iter().flat_map(|&i| leaves.key_ranges(i)).collect();
             let deadline = Instant::now() + STEP_TIMEOUT;
             let got = self
-                .coordinator
+                .ctx
+                .reads
                 .gather(map, &ranges, &live, live.len(), deadline)
                 .await
-                .map_err(|r| format!("reading differing leaves: {r:?}"))?;
+                .map_err(|e| format!("reading differing leaves: {e}"))?;
             let (_, stale) = merge_replicas(&got)?;
             cells += stale.iter().map(|(_, c)| c.len() as u64).sum::<u64>();
-            if !stale.is_empty() && !self.coordinator.repair(map, stale, deadline).await {
+            if !stale.is_empty() && !self.ctx.read_repair.repair(map, stale, deadline).await {
                 return Err("a replica did not take its repair".into());
             }
         }

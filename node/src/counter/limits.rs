@@ -1,12 +1,16 @@
 //! What one request may ask, and how a refusal is said: [`StoreLimits`]
-//! and [`RequestError`], shared by the checks of increments (the store)
-//! and of reads (`query`), so neither imports the other for them.
+//! with every check of a request (key, namespace, timestamp, op-id
+//! liveness), and [`RequestError`]. Writes (the coordinator before
+//! routing, the leader as it applies) and reads (`read_plan`) are checked
+//! by the same functions, so a refusal reads the same whichever path
+//! meets it.
 
 use std::time::Duration;
 
-use tally_client::ErrorCode;
+use tally_client::{ErrorCode, Increment};
 
-use crate::counter::op_id::OpWindowLimits;
+use crate::counter::namespace::{Namespace, Namespaces};
+use crate::counter::op_id::{made_ms, OpWindowLimits};
 
 /// A request the store refuses, with the code to answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,5 +52,70 @@ impl Default for StoreLimits {
             max_range_buckets: 100_000,
             op_window: OpWindowLimits::default(),
         }
+    }
+}
+
+/// The namespace `name`, or the `UnknownNamespace` refusal.
+pub fn lookup<'n>(namespaces: &'n Namespaces, name: &str) -> Result<&'n Namespace, RequestError> {
+    namespaces.get(name).ok_or_else(|| {
+        refuse(
+            ErrorCode::UnknownNamespace,
+            format!("unknown namespace {name:?}"),
+        )
+    })
+}
+
+impl StoreLimits {
+    /// Refuses an empty key or one over `max_key_bytes`.
+    pub fn check_key(&self, key: &[u8]) -> Result<(), RequestError> {
+        if key.is_empty() || key.len() > self.max_key_bytes {
+            return Err(refuse(
+                ErrorCode::InvalidKey,
+                format!(
+                    "key of {} bytes; keys must be 1..={} bytes",
+                    key.len(),
+                    self.max_key_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks one increment as of `now_ms`: its namespace, key,
+    /// timestamp and op id; the namespace it names on success.
+    pub fn check_increment<'n>(
+        &self,
+        namespaces: &'n Namespaces,
+        item: &Increment,
+        now_ms: i64,
+    ) -> Result<&'n Namespace, RequestError> {
+        let ns = lookup(namespaces, &item.namespace)?;
+        self.check_key(&item.key)?;
+        let latest = now_ms.saturating_add(self.max_future_skew.as_millis() as i64);
+        if item.timestamp_ms < 0 || item.timestamp_ms > latest {
+            return Err(refuse(
+                ErrorCode::TimestampOutOfRange,
+                format!(
+                    "timestamp {} is before 1970 or more than {:?} ahead of this node's clock",
+                    item.timestamp_ms, self.max_future_skew
+                ),
+            ));
+        }
+        if let Some(id) = item.op_id {
+            let skew = self.max_future_skew.as_millis() as i64;
+            if !self.op_window.is_live(id, now_ms, skew) {
+                return Err(refuse(
+                    ErrorCode::OpIdExpired,
+                    format!(
+                        "op id {id:032x} was made at {} ms, not within {:?} before this node's clock \
+                         nor {:?} after it (op ids carry their making time: see new_op_id)",
+                        made_ms(id),
+                        self.op_window.span,
+                        self.max_future_skew
+                    ),
+                ));
+            }
+        }
+        Ok(ns)
     }
 }

@@ -9,12 +9,62 @@
 //! applied here too, so an expired bucket that compaction has not dropped
 //! yet is never shown.
 
-use tally_client::{token, Count, ErrorCode, KeyRange, Point, Resolution, Response, Token};
+use tally_client::{token, Count, ErrorCode, KeyRange, Point, Resolution, Token};
 
 use crate::counter::cell_key;
-use crate::counter::limits::{refuse, RequestError, StoreLimits};
+use crate::counter::limits::{lookup, refuse, RequestError, StoreLimits};
 use crate::counter::namespace::{Namespace, Namespaces};
 use crate::counter::shard_set::ShardSet;
+
+/// A client's read of one key, before it is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    /// The key's namespace.
+    pub namespace: String,
+    /// The key.
+    pub key: Vec<u8>,
+    /// What is asked of it.
+    pub kind: ReadKind,
+}
+
+/// What a [`Read`] asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadKind {
+    /// The all-time total.
+    Total,
+    /// The non-empty buckets in `[start_ms, end_ms)` at `resolution`.
+    Range {
+        /// The buckets' width.
+        resolution: Resolution,
+        /// Start, inclusive.
+        start_ms: i64,
+        /// End, exclusive.
+        end_ms: i64,
+    },
+    /// Sum and count over `[start_ms, end_ms)`.
+    Stats {
+        /// Start, inclusive.
+        start_ms: i64,
+        /// End, exclusive.
+        end_ms: i64,
+    },
+}
+
+/// The answer to a [`Read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadAnswer {
+    /// The all-time total.
+    Total(Count),
+    /// One point per non-empty bucket, in time order.
+    Range(Vec<Point>),
+    /// Sum and count over the range, and how many cells were read.
+    Stats {
+        /// Sum and count.
+        total: Count,
+        /// Cells read to answer.
+        cells_read: u32,
+    },
+}
 
 /// What a plan answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,29 +105,6 @@ pub fn is_point(range: &KeyRange) -> bool {
         && range.end.starts_with(&range.start)
 }
 
-fn check_key(limits: &StoreLimits, key: &[u8]) -> Result<(), RequestError> {
-    if key.is_empty() || key.len() > limits.max_key_bytes {
-        return Err(refuse(
-            ErrorCode::InvalidKey,
-            format!(
-                "key of {} bytes; keys must be 1..={} bytes",
-                key.len(),
-                limits.max_key_bytes
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn lookup(namespaces: &Namespaces, name: &str) -> Result<Namespace, RequestError> {
-    namespaces.get(name).cloned().ok_or_else(|| {
-        refuse(
-            ErrorCode::UnknownNamespace,
-            format!("unknown namespace {name:?}"),
-        )
-    })
-}
-
 fn check_range(start_ms: i64, end_ms: i64) -> Result<(), RequestError> {
     if start_ms >= end_ms {
         return Err(refuse(
@@ -89,6 +116,27 @@ fn check_range(start_ms: i64, end_ms: i64) -> Result<(), RequestError> {
 }
 
 impl ReadPlan {
+    /// The plan of `read`, checked against the namespaces and limits.
+    pub fn of(
+        namespaces: &Namespaces,
+        limits: &StoreLimits,
+        read: &Read,
+        now_ms: i64,
+    ) -> Result<ReadPlan, RequestError> {
+        let (ns, key) = (read.namespace.as_str(), read.key.as_slice());
+        match read.kind {
+            ReadKind::Total => ReadPlan::total(namespaces, limits, ns, key, now_ms),
+            ReadKind::Range {
+                resolution,
+                start_ms,
+                end_ms,
+            } => ReadPlan::range(namespaces, limits, ns, key, resolution, start_ms, end_ms),
+            ReadKind::Stats { start_ms, end_ms } => {
+                ReadPlan::stats(namespaces, limits, ns, key, start_ms, end_ms)
+            }
+        }
+    }
+
     /// The all-time total of a key: its `total` cell, or the sum of its
     /// buckets if the namespace keeps no total.
     pub fn total(
@@ -98,8 +146,8 @@ impl ReadPlan {
         key: &[u8],
         now_ms: i64,
     ) -> Result<ReadPlan, RequestError> {
-        let ns = lookup(namespaces, namespace)?;
-        check_key(limits, key)?;
+        let ns = lookup(namespaces, namespace)?.clone();
+        limits.check_key(key)?;
         if !ns.keeps(Resolution::Total) {
             let mut plan = ReadPlan::stats(
                 namespaces,
@@ -136,8 +184,8 @@ impl ReadPlan {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<ReadPlan, RequestError> {
-        let ns = lookup(namespaces, namespace)?;
-        check_key(limits, key)?;
+        let ns = lookup(namespaces, namespace)?.clone();
+        limits.check_key(key)?;
         if !ns.keeps(resolution) {
             return Err(refuse(
                 ErrorCode::ResolutionNotKept,
@@ -182,8 +230,8 @@ impl ReadPlan {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<ReadPlan, RequestError> {
-        let ns = lookup(namespaces, namespace)?;
-        check_key(limits, key)?;
+        let ns = lookup(namespaces, namespace)?.clone();
+        limits.check_key(key)?;
         check_range(start_ms, end_ms)?;
         let kept: Vec<Resolution> = ns
             .resolutions
@@ -219,7 +267,7 @@ impl ReadPlan {
         &self,
         cells: impl IntoIterator<Item = (&'a [u8], &'a ShardSet)>,
         now_ms: i64,
-    ) -> Response {
+    ) -> Result<ReadAnswer, RequestError> {
         let (mut sum, mut count) = (0i128, 0u128);
         let mut read = 0u32;
         let mut points = Vec::new();
@@ -234,7 +282,7 @@ impl ReadPlan {
                     let bucket = cell_key::bucket_of(key).unwrap_or(0);
                     if !self.namespace.expired(self.resolution, bucket, now_ms) {
                         let Some((sum, count)) = narrowed(set.sum(), set.count()) else {
-                            return overflow(bucket);
+                            return Err(overflow(bucket));
                         };
                         points.push(Point {
                             bucket_start_ms: bucket,
@@ -247,16 +295,16 @@ impl ReadPlan {
         }
         let total = match narrowed(sum, count) {
             Some((sum, count)) => Count { sum, count },
-            None => return overflow(i64::MIN),
+            None => return Err(overflow(i64::MIN)),
         };
-        match self.answer {
-            Answer::Total => Response::Total(total),
-            Answer::Stats => Response::Stats {
+        Ok(match self.answer {
+            Answer::Total => ReadAnswer::Total(total),
+            Answer::Stats => ReadAnswer::Stats {
                 total,
                 cells_read: read,
             },
-            Answer::Points => Response::Range(points),
-        }
+            Answer::Points => ReadAnswer::Range(points),
+        })
     }
 }
 
@@ -268,16 +316,16 @@ fn narrowed(sum: i128, count: u128) -> Option<(i64, u64)> {
 /// The answer to a read whose sum does not fit the wire's `i64`: an error,
 /// never a wrapped number. `bucket` names the bucket (`i64::MIN`: the total
 /// over the range).
-fn overflow(bucket: i64) -> Response {
+fn overflow(bucket: i64) -> RequestError {
     let what = if bucket == i64::MIN {
         "the sum over the range".to_owned()
     } else {
         format!("the bucket at {bucket} ms")
     };
-    Response::Error {
-        code: ErrorCode::Overflow,
-        message: format!("{what} is outside the i64 range the protocol carries"),
-    }
+    refuse(
+        ErrorCode::Overflow,
+        format!("{what} is outside the i64 range the protocol carries"),
+    )
 }
 
 fn floor_to(t: i64, w: i64) -> i64 {

@@ -6,5 +6,7 @@
 pub mod hint_store;
 pub mod identity;
 pub mod op_window;
+mod retention;
 pub mod store;
+mod stripes;
 pub mod write_pipeline;

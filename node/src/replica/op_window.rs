@@ -25,6 +25,8 @@
 
 use std::collections::{HashSet, VecDeque};
 
+use tally_storage::Db;
+
 use crate::counter::op_id::{made_ms, OpWindowLimits};
 
 /// A live op id's system key: `0xFF x 9 | id (16 bytes BE)`. Cell keys
@@ -105,6 +107,29 @@ pub struct OpWindow {
 pub struct WindowFull;
 
 impl OpWindow {
+    /// The window of the op ids recorded in `db` that are live at
+    /// `now_ms` (the store opening).
+    pub fn load(db: &Db, limits: OpWindowLimits, now_ms: i64) -> tally_storage::Result<OpWindow> {
+        let mut window = OpWindow::new(limits);
+        let mut ids = Vec::new();
+        db.scan_with(&OP_KEY_PREFIX, None, |k, _| {
+            if let Some(id) = op_of_key(k) {
+                if limits.is_live(id, now_ms, i64::MAX) {
+                    ids.push(id);
+                }
+            }
+            true
+        })?;
+        // In time order, so that they expire from the front.
+        ids.sort_unstable_by_key(|&id| made_ms(id));
+        for id in ids {
+            // Past the bound too (it may have been lowered): forgetting a live
+            // id could count its retry twice; new ids wait for room instead.
+            window.restore(id);
+        }
+        Ok(window)
+    }
+
     /// An empty window.
     pub fn new(limits: OpWindowLimits) -> OpWindow {
         OpWindow {

@@ -30,7 +30,8 @@ use tally_client::{CellState, ErrorCode, Increment, ItemResult};
 use tally_storage::SyncPoint;
 use tokio::sync::oneshot;
 
-use crate::replica::store::{unconfirmed, CounterStore, Led};
+use crate::replica::store::lead::{unconfirmed, Led};
+use crate::replica::store::CounterStore;
 
 const MAX_GROUP_REQUESTS: usize = 512;
 const MAX_GROUP_ITEMS: usize = 20_000;
@@ -299,14 +300,14 @@ mod tests {
     use std::time::Duration;
 
     use futures_util::FutureExt;
-    use tally_client::{Count, Response};
+    use tally_client::Count;
     use tally_storage::{Durability, Options, SimFs};
 
     use super::*;
     use crate::clock::SystemClock;
     use crate::counter::limits::StoreLimits;
     use crate::counter::namespace::{Namespace, Namespaces};
-    use crate::counter::read_plan::ReadPlan;
+    use crate::counter::read_plan::{ReadAnswer, ReadPlan};
     use crate::replica::identity::Identity;
 
     fn open(fs: &SimFs, incarnation: u32) -> Arc<CounterStore> {
@@ -353,7 +354,7 @@ mod tests {
         )
         .unwrap();
         match store.read_local(&plan).unwrap() {
-            Response::Total(Count { sum, .. }) => sum,
+            ReadAnswer::Total(Count { sum, .. }) => sum,
             other => panic!("{other:?}"),
         }
     }

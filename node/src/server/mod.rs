@@ -25,7 +25,10 @@
 //! and the connection stays open; a frame over the size limit closes it
 //! after an error frame, since the stream cannot be resynchronized.
 
+mod admin;
 pub mod admission;
+mod client;
+mod replica;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,8 +38,7 @@ use futures_util::SinkExt;
 use tally_client::frame::{
     parse_frame, BadFrame, Frame, FrameCodec, HEADER_BYTES, MAX_FRAME_BYTES,
 };
-use tally_client::{ErrorCode, NodeStatus, Request, Response, StorageHealth};
-use tally_storage::Health;
+use tally_client::{ErrorCode, Request, Response};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -49,13 +51,10 @@ use crate::cluster::membership::Membership;
 use crate::context::NodeContext;
 use crate::convergence::anti_entropy::Repairer;
 use crate::coordinator::Coordinator;
-use crate::counter::limits::RequestError;
-use crate::counter::read_plan::ReadPlan;
+use crate::counter::read_plan::ReadKind;
 use crate::log_limit::LogLimit;
-use crate::replica::store::valid_cell;
 use crate::server::admission::{Admission, HeldBytes, Refusal, RequestSlot};
 use crate::topology::Topology;
-use tally_client::admin::{AdminReply, AdminRequest};
 
 /// The services a server hands requests to.
 #[derive(Debug)]
@@ -71,6 +70,15 @@ pub struct Services {
     pub topology: Option<Arc<Topology>>,
 }
 
+/// What a server is asked to allow.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerOptions {
+    /// Accept test hooks (`AdjustClock`).
+    pub test_hooks: bool,
+    /// Deadline of the debug read of every replica (`InspectReplicas`).
+    pub read_timeout: Duration,
+}
+
 /// Shared state of the server.
 #[derive(Debug)]
 pub struct Server {
@@ -82,33 +90,20 @@ pub struct Server {
     topology: Option<Arc<Topology>>,
     /// Whether test hooks (`AdjustClock`) are accepted.
     test_hooks: bool,
+    /// Deadline of the debug read of every replica.
+    read_timeout: Duration,
     started: Instant,
     admission: Arc<Admission>,
 }
 
-fn error_response(e: RequestError) -> Response {
-    Response::Error {
-        code: e.code,
-        message: e.message,
-    }
-}
-
-fn stale_ring(theirs: u64, ours: u64) -> Response {
-    Response::Error {
-        code: ErrorCode::StaleRing,
-        message: format!("sender routes with epoch {theirs}, this node has {ours}"),
-    }
-}
-
 impl Server {
     /// A server of the node of `ctx`, handing requests to `services`
-    /// within the bounds of `admission`; `test_hooks` accepts the clock
-    /// test hook.
+    /// within the bounds of `admission`.
     pub fn new(
         ctx: Arc<NodeContext>,
         services: Services,
         admission: Arc<Admission>,
-        test_hooks: bool,
+        options: ServerOptions,
     ) -> Arc<Server> {
         Arc::new(Server {
             ctx,
@@ -116,7 +111,8 @@ impl Server {
             repairer: services.repairer,
             membership: services.membership,
             topology: services.topology,
-            test_hooks,
+            test_hooks: options.test_hooks,
+            read_timeout: options.read_timeout,
             started: Instant::now(),
             admission,
         })
@@ -306,47 +302,24 @@ impl Server {
         let _ = writer_task.await;
     }
 
+    /// Hands a request to the file that serves its kind: `client` (the
+    /// coordinator's requests), `replica` (this node as another's
+    /// replica) or `admin` (operators, metadata, gossip, test hooks).
     async fn handle(&self, request: Request) -> Response {
-        let coordinator = &self.coordinator;
-        let store = &self.ctx.store;
-        let now_ms = store.clock().now_ms();
-        let epoch = self.ctx.epoch();
-        let plan = |build: &dyn Fn(
-            &crate::counter::namespace::Namespaces,
-        ) -> Result<ReadPlan, RequestError>| { build(&store.namespaces_read()) };
         match request {
             Request::Increment {
                 consistency,
                 timeout_ms,
                 items,
-            } => Response::Increment(
-                coordinator
-                    .increment(consistency, timeout_ms, items, false)
-                    .await,
-            ),
-            Request::ForwardedIncrement {
-                epoch: theirs,
-                consistency,
-                timeout_ms,
-                items,
-            } => {
-                if theirs < epoch {
-                    return stale_ring(theirs, epoch);
-                }
-                Response::Increment(
-                    coordinator
-                        .increment(consistency, timeout_ms, items, true)
-                        .await,
-                )
-            }
+            } => self.increment(consistency, timeout_ms, items).await,
             Request::Total {
                 consistency,
                 namespace,
                 key,
-            } => match plan(&|ns| ReadPlan::total(ns, store.limits(), &namespace, &key, now_ms)) {
-                Ok(plan) => coordinator.read(consistency, plan).await,
-                Err(e) => error_response(e),
-            },
+            } => {
+                self.read(consistency, namespace, key, ReadKind::Total)
+                    .await
+            }
             Request::Range {
                 consistency,
                 namespace,
@@ -354,213 +327,54 @@ impl Server {
                 resolution,
                 start_ms,
                 end_ms,
-            } => match plan(&|ns| {
-                ReadPlan::range(
-                    ns,
-                    store.limits(),
-                    &namespace,
-                    &key,
+            } => {
+                let kind = ReadKind::Range {
                     resolution,
                     start_ms,
                     end_ms,
-                )
-            }) {
-                Ok(plan) => coordinator.read(consistency, plan).await,
-                Err(e) => error_response(e),
-            },
+                };
+                self.read(consistency, namespace, key, kind).await
+            }
             Request::Stats {
                 consistency,
                 namespace,
                 key,
                 start_ms,
                 end_ms,
-            } => match plan(&|ns| {
-                ReadPlan::stats(ns, store.limits(), &namespace, &key, start_ms, end_ms)
-            }) {
-                Ok(plan) => coordinator.read(consistency, plan).await,
-                Err(e) => error_response(e),
-            },
-            Request::ReplicaWrite {
-                epoch: theirs,
-                cells,
             } => {
-                // Cells are states: merging one is safe whatever ring the
-                // sender routed with, so an older epoch is not refused
-                // here (refusing would turn every metadata change into
-                // indeterminate writes). Streaming waits until every live
-                // node gossips the new epoch before it reads old owners.
-                let _ = theirs;
-                if let Some(bad) = cells.iter().position(|c| !valid_cell(c)) {
-                    return Response::Error {
-                        code: ErrorCode::MalformedFrame,
-                        message: format!("cell {bad} is not a well-formed counter cell"),
-                    };
-                }
-                match self.ctx.writer.merge(cells).await {
-                    Ok(()) => Response::Ack,
-                    Err(code) => Response::Error {
-                        code,
-                        message: "merging replica cells failed".into(),
-                    },
-                }
+                let kind = ReadKind::Stats { start_ms, end_ms };
+                self.read(consistency, namespace, key, kind).await
             }
-            Request::ReplicaRead {
-                epoch: theirs,
-                ranges,
+            Request::ForwardedIncrement {
+                epoch,
+                consistency,
+                timeout_ms,
+                items,
             } => {
-                if theirs < epoch {
-                    return stale_ring(theirs, epoch);
-                }
-                match crate::replica::store::read_cells_async(store, ranges).await {
-                    Ok(cells) => Response::Cells(cells),
-                    Err(e) => error_response(e),
-                }
+                self.forwarded_increment(epoch, consistency, timeout_ms, items)
+                    .await
             }
-            Request::Routing => Response::Routing(coordinator.routing()),
-            Request::InspectReplicas { namespace, key } => {
-                coordinator.inspect(&namespace, &key).await
-            }
-            Request::Ping => Response::Ack,
-            Request::LedOpIds { leader } => {
-                match crate::replica::store::heavy_read(store, move |store| {
-                    store.led_op_ids(leader)
-                })
-                .await
-                .and_then(|r| r)
-                {
-                    Ok(ids) => Response::OpIds(ids),
-                    Err(e) => error_response(e),
-                }
-            }
+            Request::ReplicaWrite { epoch: _, cells } => self.replica_write(cells).await,
+            Request::ReplicaRead { epoch, ranges } => self.replica_read(epoch, ranges).await,
             Request::MerkleTree {
-                epoch: theirs,
+                epoch,
                 start_token,
                 end_token,
                 depth,
-            } => {
-                if theirs < epoch {
-                    return stale_ring(theirs, epoch);
-                }
-                match crate::replica::store::heavy_read(store, move |store| {
-                    store.merkle_leaves(start_token, end_token, depth)
-                })
-                .await
-                .and_then(|r| r)
-                {
-                    Ok(hashes) => Response::Hashes(hashes),
-                    Err(e) => error_response(e),
-                }
-            }
-            Request::Repair => match self.repairer.repair_all().await {
-                Ok(report) => Response::RepairReport(report),
-                Err(message) => Response::Error {
-                    code: ErrorCode::Overloaded,
-                    message,
-                },
-            },
-            Request::AdjustClock { offset_ms } => match self.test_hooks {
-                true => {
-                    self.ctx.clock.set_offset_ms(offset_ms);
-                    tracing::warn!(offset_ms, "test hook: wall clock shifted");
-                    Response::Ack
-                }
-                false => Response::Error {
-                    code: ErrorCode::Forbidden,
-                    message: "test hooks are disabled on this node (start it with --test-hooks)"
-                        .into(),
-                },
-            },
+            } => self.merkle_tree(epoch, start_token, end_token, depth).await,
+            Request::LedOpIds { leader } => self.led_op_ids(leader).await,
+            Request::Ping => Response::Ack,
+            Request::Routing => Response::Routing(self.routing()),
+            Request::InspectReplicas { namespace, key } => self.inspect(&namespace, &key).await,
+            Request::Repair => self.repair().await,
+            Request::AdjustClock { offset_ms } => self.adjust_clock(offset_ms),
             Request::Gossip { from, payload } => self.membership.handle(from, &payload),
-            Request::Raft { payload } => match &self.topology {
-                Some(t) => match t.group().handle(&payload).await {
-                    Ok(reply) => Response::Raft(reply),
-                    Err(message) => Response::Error {
-                        code: ErrorCode::MalformedFrame,
-                        message,
-                    },
-                },
-                None => Response::Error {
-                    code: ErrorCode::Forbidden,
-                    message: "this node runs with static membership (--members): no Raft".into(),
-                },
-            },
-            Request::Admin { payload } => {
-                let reply = match (AdminRequest::from_bytes(&payload), &self.topology) {
-                    (Err(reason), _) => AdminReply::Refused { reason },
-                    (Ok(_), None) => AdminReply::Refused {
-                        reason: "this node runs with static membership (--members): topology changes need a cluster started with --init/--seed".into(),
-                    },
-                    (Ok(request), Some(t)) => t.handle(request).await,
-                };
-                Response::Admin(reply.to_bytes())
-            }
-            Request::ListNamespaces => {
-                Response::Namespaces(store.namespaces_read().iter().map(|ns| ns.info()).collect())
-            }
-            Request::DescribeNamespace { name } => match store.namespaces_read().get(&name) {
-                Some(ns) => Response::Namespaces(vec![ns.info()]),
-                None => Response::Error {
-                    code: ErrorCode::UnknownNamespace,
-                    message: format!("unknown namespace {name:?}"),
-                },
-            },
+            Request::Raft { payload } => self.raft(&payload).await,
+            Request::Admin { payload } => self.admin(&payload).await,
+            Request::ListNamespaces => self.list_namespaces(),
+            Request::DescribeNamespace { name } => self.describe_namespace(&name),
             Request::Status => self.status().await,
         }
-    }
-
-    async fn status(&self) -> Response {
-        let ctx = self.ctx.clone();
-        let (hints_pending, disk_bytes, wal_bytes) = tokio::task::spawn_blocking(move || {
-            let hints = &ctx.hints;
-            let pending = hints.pending().unwrap_or(u64::MAX);
-            let counters = ctx.store.db();
-            let wal = counters.wal_bytes() + hints.storage().wal_bytes();
-            let disk = counters.disk_bytes() + hints.storage().disk_bytes();
-            (pending, disk, wal)
-        })
-        .await
-        .unwrap_or((u64::MAX, 0, 0));
-        // The counters' engine first: hints are worth less than counts.
-        let (storage, storage_error) = match (
-            self.ctx.store.db().health(),
-            self.ctx.hints.storage().health(),
-        ) {
-            (Health::DiskFull { reason }, _) | (Health::Ok, Health::DiskFull { reason }) => {
-                (StorageHealth::DiskFull, reason)
-            }
-            (Health::Poisoned { reason }, _) | (Health::Ok, Health::Poisoned { reason }) => {
-                (StorageHealth::Poisoned, reason)
-            }
-            (Health::Ok, Health::Ok) => (StorageHealth::Ok, String::new()),
-        };
-        let store = &self.ctx.store;
-        let counts = self.ctx.hints.counts();
-        Response::Status(NodeStatus {
-            node_id: u64::from(store.identity().host_id),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            uptime_ms: self.started.elapsed().as_millis() as u64,
-            address: self.ctx.address.clone(),
-            increments: store.increments(),
-            disk_bytes,
-            epoch: self.ctx.epoch(),
-            hints_pending,
-            hints_written: counts.written,
-            hints_replayed: counts.replayed,
-            hints_dropped: counts.dropped,
-            read_repairs: self.coordinator.read_repairs(),
-            repair_ranges_done: self.repairer.progress().0,
-            repair_ranges_total: self.repairer.progress().1,
-            storage,
-            storage_error,
-            wal_bytes,
-            connections: self.admission.connections().min(u32::MAX as usize) as u32,
-            overloaded: self.admission.refused(),
-            peers: {
-                let mut peers = self.ctx.peers.statuses();
-                self.membership.annotate(&mut peers);
-                peers
-            },
-        })
     }
 }
 
