@@ -9,13 +9,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use tally_client::{Client, ClientConfig, Increment, Outcome, Resolution};
-use tokio::process::{Child, Command};
+use tally_testkit::NodeProcess;
 
 use crate::bench::Zipf;
 use crate::timespec;
@@ -53,50 +52,48 @@ fn node_binary() -> Result<PathBuf, String> {
     }
 }
 
-/// One local node of the demo cluster.
+/// One local node of the demo cluster: its place, and its process while
+/// it runs (started, killed and stopped through the workspace's one
+/// launcher of local nodes, `tally-testkit`).
 struct DemoNode {
     host_id: usize,
     addr: String,
     dir: PathBuf,
-    child: Option<Child>,
+    process: Option<NodeProcess>,
 }
 
 impl DemoNode {
-    fn start(&mut self, members: &str) -> Result<(), String> {
-        let child = Command::new(node_binary()?)
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .arg("--listen")
-            .arg(&self.addr)
-            .arg("--host-id")
-            .arg(self.host_id.to_string())
-            .arg("--members")
-            .arg(members)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("starting tally-node: {e}"))?;
-        self.child = Some(child);
+    /// Starts the node and waits until it serves.
+    async fn start(&mut self, members: &str) -> Result<(), String> {
+        let (bin, dir, addr) = (node_binary()?, self.dir.clone(), self.addr.clone());
+        let args = vec![
+            "--host-id".to_owned(),
+            self.host_id.to_string(),
+            "--members".to_owned(),
+            members.to_owned(),
+        ];
+        let process =
+            tokio::task::spawn_blocking(move || NodeProcess::spawn(&bin, &dir, &addr, &args))
+                .await
+                .map_err(|e| e.to_string())??;
+        self.process = Some(process);
         Ok(())
     }
 
-    async fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
+    /// SIGKILL.
+    fn kill9(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill9();
         }
     }
 
+    /// SIGTERM: a clean shutdown (flush, close), waited for.
     async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if let Some(pid) = child.id() {
-                // SIGTERM: a clean shutdown (flush, close).
-                let _ = std::process::Command::new("kill")
-                    .arg("-TERM")
-                    .arg(pid.to_string())
-                    .status();
+        if let Some(mut process) = self.process.take() {
+            let stopped = tokio::task::spawn_blocking(move || process.stop()).await;
+            if let Ok(Err(e)) = stopped {
+                eprintln!("tally demo: {e}");
             }
-            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
         }
     }
 }
@@ -143,7 +140,7 @@ fn cluster(dir: &Path) -> Result<(Vec<DemoNode>, String), String> {
                 tally_testkit::unused_local_port().map_err(|e| e.to_string())?
             ),
             dir: dir.join(format!("node{i}")),
-            child: None,
+            process: None,
         });
     }
     let members = nodes
@@ -160,7 +157,7 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<(), String> {
     let (mut nodes, members) = cluster(&dir)?;
     let mut result = Ok(());
     for node in &mut nodes {
-        if let Err(e) = node.start(&members) {
+        if let Err(e) = node.start(&members).await {
             result = Err(e);
         }
     }
@@ -268,7 +265,7 @@ async fn demo(
     if !args.no_failure {
         let third = Duration::from_secs(args.seconds) / 3;
         tokio::time::sleep(third).await;
-        nodes[NODES - 1].kill9().await;
+        nodes[NODES - 1].kill9();
         if !json {
             println!(
                 "  {:>5.1} s: killed node {NODES} with SIGKILL; writes go on at QUORUM, hints pile up",
@@ -276,7 +273,7 @@ async fn demo(
             );
         }
         tokio::time::sleep(third).await;
-        nodes[NODES - 1].start(members)?;
+        nodes[NODES - 1].start(members).await?;
         wait_all_up(nodes).await?;
         if !json {
             println!(

@@ -455,6 +455,7 @@ impl Client {
 
     /// Test hook: shifts the wall clock of the first seed that answers by
     /// `offset_ms` (nodes started with `--test-hooks` only).
+    #[doc(hidden)]
     pub async fn adjust_clock(&self, offset_ms: i64) -> Result<(), ClientError> {
         match self.read(&Request::AdjustClock { offset_ms }).await? {
             Response::Ack => Ok(()),

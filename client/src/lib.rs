@@ -32,6 +32,7 @@ pub mod frame;
 pub mod message;
 mod op_id;
 mod producer;
+mod resolution;
 pub mod routing;
 pub mod token;
 

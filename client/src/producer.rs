@@ -18,8 +18,8 @@
 //! Delivery: a sum the cluster certainly did not apply (`Failed` with a
 //! transient cause, or no node reachable) is sent again, up to `retries`
 //! times with exponential backoff. A sum that may have been applied
-//! (`Indeterminate`) is not resent: the nodes do not yet deduplicate
-//! operation ids, so a resend could count it twice. Both are counted in
+//! (`Indeterminate`) is not resent: the producer's sums carry no op ids,
+//! so a resend could count it twice. Both are counted in
 //! [`ProducerReport`]. Back-pressure: at most `max_in_flight` batches are
 //! in flight; [`Producer::add`] waits for one to finish beyond that, so
 //! memory stays bounded however fast events arrive.

@@ -374,7 +374,7 @@ proptest! {
     ) {
         let parts: Vec<&[CellState]> = chunks.iter().map(Vec::as_slice).collect();
         let mut coalesced = BytesMut::new();
-        let kind = tally_client::message::encode_replica_write(epoch, &parts, &mut coalesced);
+        let kind = tally_client::message::request::encode_replica_write(epoch, &parts, &mut coalesced);
         let whole = Request::ReplicaWrite { epoch, cells: chunks.concat() };
         let mut body = BytesMut::new();
         whole.encode_body(&mut body);

@@ -1,21 +1,23 @@
 //! [`Cluster`]: real `tally-node` processes under the harness's control.
 //!
 //! Each node gets its own data directory, its own port and its own
-//! process group, and its log goes to `<run dir>/nodes/nodeN.log`. Its
-//! standard input is a pipe the harness holds and it runs with
-//! `--exit-with-stdin`, so if the harness dies (even by SIGKILL) every node
-//! exits with it: no leaked processes. (A node that is SIGSTOPped at that
-//! moment exits when something continues it.)
+//! process group, and its log goes to `<run dir>/nodes/nodeN.log`. It is
+//! started *supervised* through the workspace's one launcher of local
+//! nodes (`tally_testkit::NodeCommand`): its standard input is a pipe the
+//! harness holds and it runs with `--exit-with-stdin`, so if the harness
+//! dies (even by SIGKILL) every node exits with it: no leaked processes.
+//! (A node that is SIGSTOPped at that moment exits when something
+//! continues it.)
 //!
 //! Node `i` reaches node `j` through the proxy of link `i -> j`, so the
 //! member list differs per node in the addresses only; tokens come from
 //! host ids and the cluster name, so every node computes the same ring.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tally_client::{Client, ClientConfig, Consistency, NodeStatus};
+use tally_testkit::{NodeCommand, NodeProcess};
 
 use crate::proxy::{LinkMode, LinkProxy};
 
@@ -43,17 +45,8 @@ pub struct Cluster {
     addrs: Vec<String>,
     /// `links[i][j]`: the proxy node `i` uses to reach node `j`.
     links: Vec<Vec<Option<LinkProxy>>>,
-    procs: Vec<Option<Child>>,
+    procs: Vec<Option<NodeProcess>>,
     paused: Vec<bool>,
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 impl Cluster {
@@ -143,42 +136,30 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize) -> Result<(), String> {
-        use std::os::unix::process::CommandExt;
-        let log_path = self
+        let log = self
             .config
             .dir
             .join("nodes")
             .join(format!("node{}.log", i + 1));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| format!("{}: {e}", log_path.display()))?;
-        let err = log.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(&self.config.node_bin)
-            .arg("--data-dir")
-            .arg(self.config.dir.join(format!("data{}", i + 1)))
-            .arg("--listen")
-            .arg(&self.addrs[i])
-            .arg("--host-id")
-            .arg((i + 1).to_string())
-            .arg("--members")
-            .arg(self.members_for(i))
-            .arg("--replication-factor")
-            .arg(self.config.replication_factor.to_string())
-            .arg("--durability")
-            .arg(&self.config.durability)
-            .arg("--exit-with-stdin")
-            .arg("--test-hooks")
-            .args(&self.config.extra_args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(log)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", self.config.node_bin.display()))?;
-        self.procs[i] = Some(child);
+        let mut args = vec![
+            "--host-id".to_owned(),
+            (i + 1).to_string(),
+            "--members".to_owned(),
+            self.members_for(i),
+            "--replication-factor".to_owned(),
+            self.config.replication_factor.to_string(),
+            "--durability".to_owned(),
+            self.config.durability.clone(),
+            "--test-hooks".to_owned(),
+        ];
+        args.extend(self.config.extra_args.iter().cloned());
+        let data = self.config.dir.join(format!("data{}", i + 1));
+        let node = NodeCommand::new(&self.config.node_bin, &data, &self.addrs[i])
+            .args(&args)
+            .log_to(&log, "info")
+            .supervised()
+            .spawn()?;
+        self.procs[i] = Some(node);
         self.paused[i] = false;
         Ok(())
     }
@@ -190,9 +171,8 @@ impl Cluster {
 
     /// SIGKILL node `i`.
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.procs[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut node) = self.procs[i].take() {
+            node.kill9();
         }
         self.paused[i] = false;
     }
@@ -207,16 +187,16 @@ impl Cluster {
 
     /// SIGSTOP node `i`.
     pub fn pause(&mut self, i: usize) {
-        if let Some(child) = &self.procs[i] {
-            signal(child.id(), "STOP");
+        if let Some(node) = &self.procs[i] {
+            node.pause();
             self.paused[i] = true;
         }
     }
 
     /// SIGCONT node `i`.
     pub fn resume(&mut self, i: usize) {
-        if let Some(child) = &self.procs[i] {
-            signal(child.id(), "CONT");
+        if let Some(node) = &self.procs[i] {
+            node.resume();
         }
         self.paused[i] = false;
     }
@@ -331,21 +311,14 @@ impl Cluster {
             if self.paused[i] {
                 self.resume(i);
             }
-            if let Some(child) = &self.procs[i] {
-                signal(child.id(), "TERM");
+            if let Some(node) = &self.procs[i] {
+                node.signal("TERM");
             }
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         for slot in &mut self.procs {
-            if let Some(mut child) = slot.take() {
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = child.try_wait() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
+            if let Some(mut node) = slot.take() {
+                node.wait_or_kill(deadline.saturating_duration_since(Instant::now()));
             }
         }
     }
@@ -357,9 +330,8 @@ impl Drop for Cluster {
             if self.paused[i] {
                 self.resume(i);
             }
-            if let Some(mut child) = self.procs[i].take() {
-                let _ = child.kill();
-                let _ = child.wait();
+            if let Some(mut node) = self.procs[i].take() {
+                node.kill9();
             }
         }
     }

@@ -19,4 +19,4 @@ mod process;
 
 pub use cluster::Cluster;
 pub use port::unused_local_port;
-pub use process::{free_port, inc, node_bin, now_ms, NodeProcess};
+pub use process::{free_port, inc, node_bin, now_ms, NodeCommand, NodeProcess};

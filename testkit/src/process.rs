@@ -1,6 +1,7 @@
 //! [`NodeProcess`]: one real `tally-node` process on this machine, started
-//! on a data directory and a loopback port, ready once it answers
-//! `Status`, killed when dropped.
+//! ([`NodeCommand`]) on a data directory and a loopback port, ready once
+//! it answers `Status`; kill -9, SIGSTOP/SIGCONT, SIGTERM; killed when
+//! dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -126,37 +127,179 @@ pub fn node_bin() -> PathBuf {
     above
 }
 
+/// How to start one `tally-node` process: the binary, its data directory
+/// and address, extra flags, where its log goes, and whether it dies with
+/// the process that started it.
+#[derive(Debug, Clone)]
+pub struct NodeCommand {
+    bin: PathBuf,
+    dir: PathBuf,
+    addr: String,
+    args: Vec<String>,
+    log: Option<PathBuf>,
+    supervised: bool,
+    rust_log: String,
+}
+
+impl NodeCommand {
+    /// `bin` on `dir`, listening on `addr`; logs at `warn` to this
+    /// process's standard error.
+    pub fn new(bin: &Path, dir: &Path, addr: &str) -> NodeCommand {
+        NodeCommand {
+            bin: bin.to_owned(),
+            dir: dir.to_owned(),
+            addr: addr.to_owned(),
+            args: Vec::new(),
+            log: None,
+            supervised: false,
+            rust_log: "warn,openraft=off".into(),
+        }
+    }
+
+    /// Extra flags.
+    pub fn args(mut self, args: &[String]) -> NodeCommand {
+        self.args.extend(args.iter().cloned());
+        self
+    }
+
+    /// Appends the node's standard output and error to `path`, at
+    /// `rust_log` (`RUST_LOG`).
+    pub fn log_to(mut self, path: &Path, rust_log: &str) -> NodeCommand {
+        self.log = Some(path.to_owned());
+        self.rust_log = rust_log.to_owned();
+        self
+    }
+
+    /// The node exits when the process that started it dies, even by
+    /// SIGKILL (its standard input is a pipe this process holds, and it
+    /// runs with `--exit-with-stdin`), and it gets its own process group,
+    /// so a signal to the starter's group does not reach it.
+    pub fn supervised(mut self) -> NodeCommand {
+        self.supervised = true;
+        self
+    }
+
+    /// Starts the process without waiting for it to serve.
+    pub fn spawn(self) -> Result<NodeProcess, String> {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(&self.bin);
+        command
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--listen")
+            .arg(&self.addr)
+            .args(&self.args)
+            .env("RUST_LOG", &self.rust_log);
+        match &self.log {
+            Some(path) => {
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let err = log.try_clone().map_err(|e| e.to_string())?;
+                command.stdout(log).stderr(err);
+            }
+            None => {
+                command.stdout(Stdio::null());
+            }
+        }
+        if self.supervised {
+            command
+                .arg("--exit-with-stdin")
+                .stdin(Stdio::piped())
+                .process_group(0);
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", self.bin.display()))?;
+        Ok(NodeProcess {
+            child,
+            addr: self.addr,
+            dir: self.dir,
+        })
+    }
+}
+
 impl NodeProcess {
     /// Starts a node on `dir` and waits until it accepts connections.
     pub fn start(dir: &Path, addr: &str, durability: &str) -> NodeProcess {
         NodeProcess::start_with(dir, addr, &["--durability".into(), durability.into()])
     }
 
-    /// Starts a node with extra flags.
+    /// Starts a node with extra flags (panics if it does not come up).
     pub fn start_with(dir: &Path, addr: &str, args: &[String]) -> NodeProcess {
-        let mut child = Command::new(node_bin())
-            .arg("--data-dir")
-            .arg(dir)
-            .arg("--listen")
-            .arg(addr)
-            .args(args)
-            .env("RUST_LOG", "warn,openraft=off")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !serving(addr) {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("node at {addr} exited while starting: {status}");
+        NodeProcess::spawn(&node_bin(), dir, addr, args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts `bin` on `dir`, listening on `addr`, with extra flags, and
+    /// waits up to 20 s until it answers `Status`. Blocks the thread.
+    pub fn spawn(
+        bin: &Path,
+        dir: &Path,
+        addr: &str,
+        args: &[String],
+    ) -> Result<NodeProcess, String> {
+        // Killed when dropped: a node that does not come up is not left
+        // behind.
+        let mut node = NodeCommand::new(bin, dir, addr).args(args).spawn()?;
+        node.wait_serving(Duration::from_secs(20))?;
+        Ok(node)
+    }
+
+    /// Waits up to `timeout` until the node answers `Status`; `Err` if it
+    /// exits first or does not come up. Blocks the thread.
+    pub fn wait_serving(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while !serving(&self.addr) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "node at {} exited while starting: {status}",
+                    self.addr
+                ));
             }
-            assert!(Instant::now() < deadline, "node at {addr} did not come up");
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "node at {} did not come up within {timeout:?}",
+                    self.addr
+                ));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        NodeProcess {
-            child,
-            addr: addr.to_owned(),
-            dir: dir.to_owned(),
+        Ok(())
+    }
+
+    /// SIGSTOP: the process freezes (its sockets stay open).
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT after [`NodeProcess::pause`].
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `TERM`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Waits up to `timeout` for the process to exit (after a SIGTERM),
+    /// then SIGKILLs it.
+    pub fn wait_or_kill(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
+        self.kill9();
     }
 
     pub async fn client(&self) -> Client {
@@ -196,20 +339,30 @@ impl NodeProcess {
 
     /// SIGKILL, then wait.
     pub fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
-    /// SIGTERM, then wait for a clean exit.
+    /// SIGTERM, then wait for a clean exit (panics otherwise).
     pub fn terminate(&mut self) {
-        let status = Command::new("kill")
+        self.stop().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// SIGTERM, then wait for the exit; `Err` unless it was clean.
+    pub fn stop(&mut self) -> Result<(), String> {
+        let sent = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status()
-            .unwrap();
-        assert!(status.success());
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "tally-node exited with {status}");
+            .map_err(|e| format!("kill -TERM: {e}"))?;
+        if !sent.success() {
+            return Err(format!("kill -TERM {} failed", self.child.id()));
+        }
+        let status = self.child.wait().map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("tally-node at {} exited with {status}", self.addr));
+        }
+        Ok(())
     }
 }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
-use tally_client::message::encode_replica_write;
+use tally_client::message::request::encode_replica_write;
 use tally_client::{CellState, Response};
 use tally_consensus::HostId;
 use tokio::sync::oneshot;

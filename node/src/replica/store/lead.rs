@@ -112,7 +112,9 @@ enum Applied {
 impl CounterStore {
     /// Applies a batch this node leads; one result per item, in order.
     /// Invalid items are refused alone; the valid ones are applied
-    /// together, atomically.
+    /// together, atomically. For tests and benches: the node leads
+    /// through the write pipeline's groups.
+    #[doc(hidden)]
     pub fn increment(&self, items: &[Increment]) -> Led {
         let (mut led, written) = self.write_group(&[items], Vec::new());
         let mut led = led.pop().unwrap_or_default();

@@ -174,6 +174,8 @@ impl CounterStore {
     }
 
     /// Answers `plan` from this node's cells alone (no other replica).
+    /// For tests: the node answers reads from R replicas.
+    #[doc(hidden)]
     pub fn read_local(&self, plan: &ReadPlan) -> Result<ReadAnswer, RequestError> {
         let cells = self.read_cells(&plan.ranges, MAX_CELLS)?;
         let sets: Vec<(&[u8], ShardSet)> = cells

@@ -1,0 +1,204 @@
+//! The command line: global options and one variant per command (clap),
+//! and what every command needs from them (a client, the first node).
+
+use clap::{Parser, Subcommand};
+use tally_client::{Client, ClientConfig, Consistency};
+
+use crate::bench::BenchArgs;
+use crate::demo::DemoArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tally",
+    version,
+    about = "tally: a distributed store for counters"
+)]
+pub struct Cli {
+    /// Node addresses (host:port); any one is enough.
+    #[arg(
+        long = "addr",
+        global = true,
+        default_value = "127.0.0.1:7400",
+        value_delimiter = ','
+    )]
+    pub addrs: Vec<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Consistency level: one, quorum or all.
+    #[arg(long, global = true, default_value = "quorum")]
+    pub consistency: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add to a counter.
+    Incr {
+        /// The counter's key.
+        key: String,
+        /// How much to add.
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+        delta: i64,
+        /// Namespace.
+        #[arg(long, default_value = "events")]
+        ns: String,
+        /// When it happened: ms since the epoch, `now`, or `-90m` style.
+        #[arg(long, default_value = "now", allow_hyphen_values = true)]
+        at: String,
+        /// An op id (32 hex digits, as printed), or `new` for a fresh one:
+        /// the cluster counts the increment once however often it is sent
+        /// with this id, for 10 minutes from the id's making.
+        #[arg(long)]
+        op_id: Option<String>,
+    },
+    /// A counter's all-time total.
+    Get {
+        /// The counter's key.
+        key: String,
+        /// Namespace.
+        #[arg(long, default_value = "events")]
+        ns: String,
+        /// Show each replica's raw copy (shards with clocks) instead.
+        #[arg(long)]
+        replicas: bool,
+    },
+    /// A counter's per-bucket series.
+    Range {
+        /// The counter's key.
+        key: String,
+        /// Namespace.
+        #[arg(long, default_value = "events")]
+        ns: String,
+        /// minute, hour, day or total.
+        #[arg(long, default_value = "minute")]
+        resolution: String,
+        /// Start (inclusive): ms, `now`, or `-3d` style.
+        #[arg(long, default_value = "-1h", allow_hyphen_values = true)]
+        from: String,
+        /// End (exclusive).
+        #[arg(long, default_value = "now", allow_hyphen_values = true)]
+        to: String,
+    },
+    /// Sum, count and average over a time range.
+    Stats {
+        /// The counter's key.
+        key: String,
+        /// Namespace.
+        #[arg(long, default_value = "events")]
+        ns: String,
+        /// Start (inclusive).
+        #[arg(long, default_value = "-30d", allow_hyphen_values = true)]
+        from: String,
+        /// End (exclusive).
+        #[arg(long, default_value = "now", allow_hyphen_values = true)]
+        to: String,
+    },
+    /// Namespaces: list (the default), describe, create.
+    Ns {
+        #[command(subcommand)]
+        action: Option<NsAction>,
+    },
+    /// Starts a node that bootstraps a new cluster (Raft-agreed metadata),
+    /// in the foreground: `tally-node --init` with these flags.
+    Init {
+        /// Flags for tally-node, e.g. `--listen 127.0.0.1:7401 --data-dir
+        /// /tmp/t1 --replication-factor 3`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        node_args: Vec<String>,
+    },
+    /// Starts a node that joins the cluster at `--seed`, in the
+    /// foreground: `tally-node --seed SEED` with these flags.
+    Join {
+        /// A node of the cluster.
+        #[arg(long)]
+        seed: String,
+        /// Flags for tally-node, e.g. `--listen 127.0.0.1:7402 --data-dir
+        /// /tmp/t2`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        node_args: Vec<String>,
+    },
+    /// Streams this node's ranges to their next owners, then removes it
+    /// from the cluster (the node keeps running, owning nothing).
+    Decommission {
+        /// The node's host id (sent to it, wherever --addr points).
+        host_id: u64,
+    },
+    /// Re-replicates a dead node's ranges from the surviving replicas, then
+    /// removes it (its host id is never used again).
+    Removenode {
+        /// The dead node's host id.
+        host_id: u64,
+    },
+    /// Drops the cells of ranges the node (the first --addr) no longer
+    /// replicates, after joins took them.
+    Cleanup,
+    /// Rolls back a join or a leave that cannot finish (its node died).
+    Abort {
+        /// The joining or leaving node's host id.
+        host_id: u64,
+    },
+    /// The cluster as a node sees it: itself and its peers.
+    Status,
+    /// Token ranges and their replicas.
+    Ring,
+    /// Anti-entropy: compare every range the node (the first --addr)
+    /// replicates with the other replicas, and converge them.
+    Repair,
+    /// Load generator.
+    Bench(BenchArgs),
+    /// Start local node(s), stream synthetic video views, and show the counts.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NsAction {
+    /// Every namespace.
+    List,
+    /// One namespace.
+    Describe {
+        /// Its name.
+        name: String,
+    },
+    /// Creates a namespace (clusters started with --init/--seed).
+    Create {
+        /// `[a-z0-9_]{1,64}`.
+        name: String,
+        /// Resolutions and retention, e.g. `minute:7d,hour:90d,day:2y,total`.
+        spec: String,
+    },
+    /// Changes a namespace's retention or adds resolutions (never drops
+    /// one: its cells were written under it).
+    Alter {
+        /// The namespace.
+        name: String,
+        /// The new spec, e.g. `minute:14d,hour:90d,day:2y,total`.
+        spec: String,
+    },
+}
+
+impl Cli {
+    /// A client of the nodes named by `--addr`, at `--consistency`.
+    pub async fn connect(&self) -> Result<Client, String> {
+        let mut config = ClientConfig::with_seeds(self.addrs.clone());
+        config.consistency = consistency(&self.consistency)?;
+        Client::connect(config).await.map_err(|e| e.to_string())
+    }
+
+    /// The first node named by `--addr` (operator requests go there).
+    pub fn first(&self) -> &str {
+        self.addrs.first().map_or("127.0.0.1:7400", String::as_str)
+    }
+}
+
+fn consistency(name: &str) -> Result<Consistency, String> {
+    match name {
+        "one" => Ok(Consistency::One),
+        "quorum" => Ok(Consistency::Quorum),
+        "all" => Ok(Consistency::All),
+        other => Err(format!(
+            "consistency must be one, quorum or all, not {other:?}"
+        )),
+    }
+}

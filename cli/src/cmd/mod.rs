@@ -1,0 +1,9 @@
+//! One file per command group; each takes the parsed command line and
+//! prints a table, or JSON with `--json`.
+
+pub mod counter;
+pub mod ns;
+pub mod repair;
+pub mod ring;
+pub mod status;
+pub mod topology;
