@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use tally_client::{Client, ClientConfig, Increment};
 
+use crate::port::unused_local_port;
+
 /// A running node process; killed when dropped.
 #[derive(Debug)]
 pub struct NodeProcess {
@@ -93,9 +95,9 @@ fn serving(addr: &str) -> bool {
 }
 
 /// A loopback port for a node to be started (see
-/// [`crate::unused_local_port`] for why not port 0).
+/// [`unused_local_port`] for why not port 0).
 pub fn free_port() -> u16 {
-    crate::unused_local_port().unwrap()
+    unused_local_port().unwrap()
 }
 
 /// The `tally-node` binary: `$TALLY_NODE_BIN`, else the one beside the
