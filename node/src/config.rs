@@ -508,4 +508,15 @@ mod tests {
         let back = load(&text, &[]).unwrap();
         assert_eq!(toml::to_string(&back).unwrap(), text);
     }
+
+    #[test]
+    fn the_documented_example_is_every_default() {
+        let example = include_str!("../../docs/node.toml");
+        let read: NodeConfig = toml::from_str(example).unwrap();
+        assert_eq!(
+            toml::to_string(&read).unwrap(),
+            toml::to_string(&NodeConfig::default()).unwrap(),
+            "docs/node.toml and the defaults differ"
+        );
+    }
 }
