@@ -61,12 +61,7 @@ pub struct Node;
 #[derive(Debug)]
 pub struct NodeHandle {
     runtime: tokio::runtime::Runtime,
-    stop: CancellationToken,
-    serving: tokio::task::JoinHandle<()>,
-    topology: Option<Arc<Topology>>,
-    store: Arc<CounterStore>,
-    hints: Arc<HintStore>,
-    writer_threads: WriterThreads,
+    started: Started,
     config: NodeConfig,
 }
 
@@ -95,18 +90,14 @@ impl Node {
         let started = runtime.block_on(assemble(&config))?;
         Ok(NodeHandle {
             runtime,
-            stop: started.stop,
-            serving: started.serving,
-            topology: started.topology,
-            store: started.store,
-            hints: started.hints,
-            writer_threads: started.writer_threads,
+            started,
             config,
         })
     }
 }
 
-/// What [`assemble`] started.
+/// What [`assemble`] started: what shutdown stops, in order.
+#[derive(Debug)]
 struct Started {
     stop: CancellationToken,
     serving: tokio::task::JoinHandle<()>,
@@ -414,14 +405,17 @@ impl NodeHandle {
     pub fn shutdown(self) -> Result<(), String> {
         let NodeHandle {
             runtime,
+            started,
+            config,
+        } = self;
+        let Started {
             stop,
             serving,
             topology,
             store,
             hints,
             writer_threads,
-            config,
-        } = self;
+        } = started;
         stop.cancel();
         runtime.block_on(async {
             let _ = serving.await;

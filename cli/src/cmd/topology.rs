@@ -171,28 +171,27 @@ pub async fn abort(cli: &Cli, host_id: u64) -> Result<(), String> {
 
 /// `tally init`: this process becomes `tally-node --init` with `node_args`.
 pub fn init(node_args: &[String]) -> Result<(), String> {
-    let mut args = vec!["--init".to_owned()];
-    args.extend(node_args.iter().cloned());
-    exec_node(&args)
+    exec_node(&["--init"], node_args)
 }
 
 /// `tally join`: this process becomes `tally-node --seed SEED` with
 /// `node_args`.
 pub fn join(seed: &str, node_args: &[String]) -> Result<(), String> {
-    let mut args = vec!["--seed".to_owned(), seed.to_owned()];
-    args.extend(node_args.iter().cloned());
-    exec_node(&args)
+    exec_node(&["--seed", seed], node_args)
 }
 
 /// Replaces this process with `tally-node` (found beside `tally`, else on
-/// the PATH) run with `args`.
-fn exec_node(args: &[String]) -> Result<(), String> {
+/// the PATH) run with `first`, then `node_args`.
+fn exec_node(first: &[&str], node_args: &[String]) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     let beside = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("tally-node")))
         .filter(|p| p.exists());
     let program = beside.unwrap_or_else(|| "tally-node".into());
-    let error = std::process::Command::new(&program).args(args).exec();
+    let error = std::process::Command::new(&program)
+        .args(first)
+        .args(node_args)
+        .exec();
     Err(format!("starting {}: {error}", program.display()))
 }
