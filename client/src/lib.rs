@@ -34,6 +34,7 @@ mod op_id;
 mod producer;
 mod resolution;
 pub mod routing;
+pub mod timespec;
 pub mod token;
 
 pub use client::{Client, Outcome};

@@ -122,6 +122,14 @@ impl MetadataGroup {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// The current term and the index of the last applied log entry
+    /// (0 before any).
+    pub fn progress(&self) -> (u64, u64) {
+        let metrics = self.raft.metrics().borrow().clone();
+        let applied = metrics.last_applied.map_or(0, |log_id| log_id.index);
+        (metrics.current_term, applied)
+    }
+
     /// The current leader's id and address, if known.
     pub fn leader_address(&self) -> Option<(NodeId, String)> {
         let metrics = self.raft.metrics().borrow().clone();

@@ -21,6 +21,7 @@
 //! [hints]               # enabled, replay, window_s, replay_cells_per_s, ...
 //! [gossip]              # interval_ms, phi_threshold
 //! [namespaces]          # name = "minute:7d, hour:90d, day:forever, total"
+//! [http]                # enabled, listen
 //! [test]                # hooks, lose_unsynced_writes, broken (never on a real cluster)
 //! ```
 //!
@@ -72,6 +73,8 @@ pub struct NodeConfig {
     pub gossip: GossipSettings,
     /// Extra namespaces: name = "minute:7d, hour:90d, day:forever, total".
     pub namespaces: BTreeMap<String, String>,
+    /// The HTTP/JSON front.
+    pub http: HttpConfig,
     /// Test modes for the fault-injection harness; never on a real
     /// cluster.
     pub test: TestConfig,
@@ -92,6 +95,7 @@ impl Default for NodeConfig {
             hints: HintConfig::default(),
             gossip: GossipSettings::default(),
             namespaces: BTreeMap::new(),
+            http: HttpConfig::default(),
             test: TestConfig::default(),
         }
     }
@@ -240,6 +244,26 @@ impl GossipSettings {
     }
 }
 
+/// `[http]`: the HTTP/JSON front (docs/http.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Serve the HTTP API.
+    pub enabled: bool,
+    /// Where (`host:port`); absent: `listen`'s host, its port + 1000
+    /// (7400 -> 8400).
+    pub listen: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            listen: None,
+        }
+    }
+}
+
 /// `[test]`: modes for the fault-injection harness. Never on a real
 /// cluster.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -359,7 +383,28 @@ impl NodeConfig {
         if !self.raft_metadata() {
             self.cluster_map()?;
         }
+        self.http_address()?;
         self.storage.options().validate()
+    }
+
+    /// The HTTP front's address (`None`: off).
+    pub fn http_address(&self) -> Result<Option<String>, String> {
+        if !self.http.enabled {
+            return Ok(None);
+        }
+        if let Some(listen) = &self.http.listen {
+            return Ok(Some(listen.clone()));
+        }
+        let derived = self.listen.rsplit_once(':').and_then(|(host, port)| {
+            let port = port.parse::<u16>().ok()?.checked_add(1000)?;
+            Some(format!("{host}:{port}"))
+        });
+        derived.map(Some).ok_or_else(|| {
+            format!(
+                "cannot derive the HTTP address from listen {:?}: set http.listen (--http-listen) or turn HTTP off (--no-http)",
+                self.listen
+            )
+        })
     }
 
     /// Whether the cluster's metadata is agreed through Raft (`init`,

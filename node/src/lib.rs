@@ -5,8 +5,9 @@
 //! [`Node::start`] builds a node from its [`NodeConfig`]; the rest is in
 //! wings whose imports point one way, from the top:
 //!
-//! - [`server`]: the TCP front, the only place wire requests meet the
-//!   node, within the node-wide bounds of its admission.
+//! - [`http`] and [`server`]: the fronts, HTTP/JSON and the binary TCP
+//!   protocol, the only places wire requests meet the node, within the
+//!   node-wide bounds of its admission.
 //! - [`topology`]: the Raft-agreed metadata into the data path; joins,
 //!   decommission, removenode.
 //! - [`coordinator`] (one client request over its replicas) and
@@ -28,6 +29,7 @@ pub mod cluster;
 pub mod convergence;
 pub mod coordinator;
 pub mod counter;
+pub mod http;
 pub mod replica;
 pub mod replication;
 pub mod server;
@@ -38,6 +40,7 @@ mod config;
 mod context;
 mod fault_modes;
 mod log_limit;
+pub mod metrics;
 mod node;
 mod units;
 
@@ -47,7 +50,8 @@ pub use cluster::metadata::{FollowedMetadata, Metadata, StaticMetadata};
 pub use cluster::peers::{PeerConfig, Peers};
 pub use cluster::raft_link::RaftLink;
 pub use config::{
-    ClusterConfig, DurabilityMode, GossipSettings, NodeConfig, StorageConfig, TestConfig,
+    ClusterConfig, DurabilityMode, GossipSettings, HttpConfig, NodeConfig, StorageConfig,
+    TestConfig,
 };
 pub use context::NodeContext;
 pub use convergence::anti_entropy::Repairer;

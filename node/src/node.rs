@@ -37,6 +37,7 @@ use crate::convergence::hint_replay;
 use crate::convergence::op_relearn::relearn_op_ids;
 use crate::coordinator::Coordinator;
 use crate::fault_modes::BrokenMode;
+use crate::http;
 use crate::replica::hint_store::HintStore;
 use crate::replica::identity::Identity;
 use crate::replica::store::CounterStore;
@@ -202,6 +203,14 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("listen on {}: {e}", config.listen))?;
+    let http_listener = match config.http_address()? {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(&address)
+                .await
+                .map_err(|e| format!("HTTP listen on {address}: {e}"))?,
+        ),
+        None => None,
+    };
     let peers = Arc::new(Peers::new(self_id, metadata.clone(), PeerConfig::default()));
     let (writer, writer_threads) = WritePipeline::start(store.clone(), WRITE_QUEUE)
         .map_err(|e| format!("starting the write thread: {e}"))?;
@@ -296,6 +305,7 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
         replication_factor = metadata.map().replication_factor(),
         "tally-node serving"
     );
+    let admission = Admission::new(fitted_limits(config));
     let server = Server::new(
         ctx,
         Services {
@@ -304,7 +314,7 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
             membership,
             topology: topology.clone(),
         },
-        Admission::new(fitted_limits(config)),
+        admission.clone(),
         ServerOptions {
             test_hooks: config.test.hooks,
             read_timeout: config.coordinator.read_timeout,
@@ -326,6 +336,17 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
         });
     }
     let stop = CancellationToken::new();
+    if let Some(http_listener) = http_listener {
+        if let Ok(address) = http_listener.local_addr() {
+            tracing::info!(%address, "HTTP API serving");
+        }
+        tokio::spawn(http::serve(
+            server.clone(),
+            admission,
+            http_listener,
+            stop.clone().cancelled_owned(),
+        ));
+    }
     let serving = tokio::spawn(server.serve(listener, stop.clone().cancelled_owned()));
     Ok(Started {
         stop,

@@ -45,7 +45,7 @@ async fn a_full_disk_shows_in_status_and_a_restart_with_space_keeps_every_acknow
     // The node runs on a 6 MiB file system; once it is stopped, the file
     // system grows (the operator frees space) and the node starts again.
     let run = format!(
-        "{node} --data-dir {data} --listen {addr} --durability sync --config {config}",
+        "{node} --data-dir {data} --listen {addr} --durability sync --config {config} --no-http",
         data = data.display(),
         config = dir.path().join("node.toml").display(),
     );

@@ -291,7 +291,7 @@ async fn a_connection_flood_never_starves_storage_of_file_descriptors() {
     )
     .unwrap();
     let script = format!(
-        "ulimit -n 400 && exec {} --data-dir {} --listen {addr} --config {}",
+        "ulimit -n 400 && exec {} --data-dir {} --listen {addr} --config {} --no-http",
         env!("CARGO_BIN_EXE_tally-node"),
         data.display(),
         config.display()
@@ -305,6 +305,7 @@ async fn a_connection_flood_never_starves_storage_of_file_descriptors() {
     let node = NodeProcess {
         child,
         addr: addr.clone(),
+        http: None,
         dir: data.clone(),
     };
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -83,6 +83,12 @@ impl Cluster {
         self.nodes[i] = Some(NodeProcess::start_with(&dir, &self.addrs[i], &args));
     }
 
+    /// Node `i`'s HTTP API address.
+    pub fn http_addr(&self, i: usize) -> String {
+        let node = self.nodes[i].as_ref().unwrap();
+        node.http.clone().unwrap()
+    }
+
     /// SIGKILL node `i`.
     pub fn kill9(&mut self, i: usize) {
         if let Some(mut node) = self.nodes[i].take() {

@@ -16,6 +16,8 @@ use crate::port::unused_local_port;
 pub struct NodeProcess {
     pub child: Child,
     pub addr: String,
+    /// The HTTP API's address (`None`: started with `--no-http`).
+    pub http: Option<String>,
     pub dir: PathBuf,
 }
 
@@ -212,12 +214,30 @@ impl NodeCommand {
                 .stdin(Stdio::piped())
                 .process_group(0);
         }
+        // The HTTP port too is one nothing else gets (the node's default,
+        // its port + 1000, could be another test's node).
+        let given = self
+            .args
+            .iter()
+            .position(|a| a == "--http-listen")
+            .and_then(|i| self.args.get(i + 1).cloned());
+        let http = if self.args.iter().any(|a| a == "--no-http") {
+            None
+        } else if given.is_some() {
+            given
+        } else {
+            let port = unused_local_port().map_err(|e| e.to_string())?;
+            let http = format!("127.0.0.1:{port}");
+            command.arg("--http-listen").arg(&http);
+            Some(http)
+        };
         let child = command
             .spawn()
             .map_err(|e| format!("starting {}: {e}", self.bin.display()))?;
         Ok(NodeProcess {
             child,
             addr: self.addr,
+            http,
             dir: self.dir,
         })
     }

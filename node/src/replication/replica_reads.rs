@@ -4,6 +4,7 @@
 //! next (speculative retry). Reads, the debug read and anti-entropy all
 //! gather this way.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,8 @@ pub struct ReplicaReads {
     store: Arc<CounterStore>,
     peers: Arc<Peers>,
     speculative_retry: Duration,
+    /// Replicas asked because another was late.
+    speculated: AtomicU64,
 }
 
 impl ReplicaReads {
@@ -42,7 +45,14 @@ impl ReplicaReads {
             store,
             peers,
             speculative_retry,
+            speculated: AtomicU64::new(0),
         }
+    }
+
+    /// Replicas asked since start because another was late (speculative
+    /// retry).
+    pub fn speculated(&self) -> u64 {
+        self.speculated.load(Ordering::Relaxed)
     }
 
     /// Cells from `wanted` replicas out of `candidates`, replacing failed
@@ -80,6 +90,7 @@ impl ReplicaReads {
             };
             match tokio::time::timeout_at(wake.into(), running.next()).await {
                 Err(_) if Instant::now() < deadline && next < candidates.len() => {
+                    self.speculated.fetch_add(1, Ordering::Relaxed);
                     running.push(self.read_replica(candidates[next], &request, deadline));
                     next += 1;
                     speculate_at = Instant::now() + self.speculative_retry;

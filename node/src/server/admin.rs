@@ -9,10 +9,12 @@ use tally_client::{
     ErrorCode, NodeStatus, ReplicaView, Request, Response, RoutingNode, RoutingRange, RoutingTable,
     ShardView, StorageHealth,
 };
+use tally_consensus::MemberState;
 use tally_storage::Health;
 
 use super::client::refusal;
 use super::Server;
+use crate::clock::Clock;
 use crate::counter::limits::lookup;
 use crate::counter::read_plan::{self, ReadPlan};
 use crate::counter::shard_set::ShardSet;
@@ -20,6 +22,11 @@ use crate::counter::shard_set::ShardSet;
 impl Server {
     /// This node's status, for `tally status`.
     pub(super) async fn status(&self) -> Response {
+        Response::Status(self.node_status().await)
+    }
+
+    /// This node's status.
+    pub(super) async fn node_status(&self) -> NodeStatus {
         let ctx = self.ctx.clone();
         let (hints_pending, disk_bytes, wal_bytes) = tokio::task::spawn_blocking(move || {
             let hints = &ctx.hints;
@@ -46,7 +53,7 @@ impl Server {
         };
         let store = &self.ctx.store;
         let counts = self.ctx.hints.counts();
-        Response::Status(NodeStatus {
+        NodeStatus {
             node_id: u64::from(store.identity().host_id),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
@@ -71,7 +78,7 @@ impl Server {
                 self.membership.annotate(&mut peers);
                 peers
             },
-        })
+        }
     }
 
     /// Every replica's raw copy of a key's total cell.
@@ -231,6 +238,42 @@ impl Server {
         match lookup(&self.ctx.store.namespaces_read(), name) {
             Ok(ns) => Response::Namespaces(vec![ns.info()]),
             Err(e) => refusal(e),
+        }
+    }
+
+    /// This node's clock, in ms.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.ctx.clock.now_ms()
+    }
+
+    /// Whether this node can serve: both storage engines healthy, and a
+    /// member of the ring in the normal state (not joining or leaving).
+    /// `Err` says why not.
+    pub(crate) fn readiness(&self) -> Result<(), String> {
+        for (what, health) in [
+            ("counters", self.ctx.store.db().health()),
+            ("hints", self.ctx.hints.storage().health()),
+        ] {
+            match health {
+                Health::Ok => {}
+                Health::DiskFull { reason } => {
+                    return Err(format!("{what} storage: disk full: {reason}"))
+                }
+                Health::Poisoned { reason } => return Err(format!("{what} storage: {reason}")),
+            }
+        }
+        let me = self.ctx.self_id;
+        match &self.topology {
+            Some(topology) => match topology.member_state(me) {
+                Some(MemberState::Normal) => Ok(()),
+                Some(state) => Err(format!(
+                    "this node is {}",
+                    format!("{state:?}").to_lowercase()
+                )),
+                None => Err("this node is not a member of the cluster yet".into()),
+            },
+            None if self.ctx.map().member(me).is_some() => Ok(()),
+            None => Err("this node is not in the member list".into()),
         }
     }
 }

@@ -28,6 +28,7 @@
 mod admin;
 pub mod admission;
 mod client;
+mod metrics;
 mod replica;
 
 use std::sync::Arc;
@@ -53,6 +54,7 @@ use crate::convergence::anti_entropy::Repairer;
 use crate::coordinator::Coordinator;
 use crate::counter::read_plan::ReadKind;
 use crate::log_limit::LogLimit;
+use crate::metrics::RequestMetrics;
 use crate::server::admission::{Admission, HeldBytes, Refusal, RequestSlot};
 use crate::topology::Topology;
 
@@ -94,6 +96,8 @@ pub struct Server {
     read_timeout: Duration,
     started: Instant,
     admission: Arc<Admission>,
+    /// What the fronts count as requests pass.
+    metrics: RequestMetrics,
 }
 
 impl Server {
@@ -115,6 +119,7 @@ impl Server {
             read_timeout: options.read_timeout,
             started: Instant::now(),
             admission,
+            metrics: RequestMetrics::default(),
         })
     }
 
@@ -302,10 +307,26 @@ impl Server {
         let _ = writer_task.await;
     }
 
+    /// Answers a request (from either front) and counts it.
+    pub(crate) async fn handle(&self, request: Request) -> Response {
+        let kind = kind_name(&request);
+        let started = Instant::now();
+        let response = self.dispatch(request).await;
+        let error = match &response {
+            Response::Error { code, .. } => Some(*code),
+            _ => None,
+        };
+        if let (Response::Increment(results), "increment") = (&response, kind) {
+            self.metrics.items(results);
+        }
+        self.metrics.request(kind, started.elapsed(), error);
+        response
+    }
+
     /// Hands a request to the file that serves its kind: `client` (the
     /// coordinator's requests), `replica` (this node as another's
     /// replica) or `admin` (operators, metadata, gossip, test hooks).
-    async fn handle(&self, request: Request) -> Response {
+    async fn dispatch(&self, request: Request) -> Response {
         match request {
             Request::Increment {
                 consistency,
@@ -375,6 +396,32 @@ impl Server {
             Request::DescribeNamespace { name } => self.describe_namespace(&name),
             Request::Status => self.status().await,
         }
+    }
+}
+
+/// A request kind's name, as metrics label it.
+fn kind_name(request: &Request) -> &'static str {
+    match request {
+        Request::Increment { .. } => "increment",
+        Request::Total { .. } => "total",
+        Request::Range { .. } => "range",
+        Request::Stats { .. } => "stats",
+        Request::ListNamespaces => "list_namespaces",
+        Request::DescribeNamespace { .. } => "describe_namespace",
+        Request::Status => "status",
+        Request::ForwardedIncrement { .. } => "forwarded_increment",
+        Request::ReplicaWrite { .. } => "replica_write",
+        Request::ReplicaRead { .. } => "replica_read",
+        Request::Routing => "routing",
+        Request::InspectReplicas { .. } => "inspect_replicas",
+        Request::Ping => "ping",
+        Request::Gossip { .. } => "gossip",
+        Request::AdjustClock { .. } => "adjust_clock",
+        Request::MerkleTree { .. } => "merkle_tree",
+        Request::Repair => "repair",
+        Request::Raft { .. } => "raft",
+        Request::Admin { .. } => "admin",
+        Request::LedOpIds { .. } => "led_op_ids",
     }
 }
 

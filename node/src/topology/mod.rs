@@ -196,6 +196,11 @@ impl Topology {
         &self.group
     }
 
+    /// The state of member `host` in the metadata (`None`: not a member).
+    pub fn member_state(&self, host: HostId) -> Option<MemberState> {
+        self.group.state().members.get(&host.0).map(|m| m.state)
+    }
+
     /// Applies `state` to the data path: the map, gossip's seeds and
     /// epoch, the namespaces.
     fn install(&self, state: &ClusterState) {

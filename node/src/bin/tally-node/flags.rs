@@ -57,6 +57,13 @@ pub struct Args {
     /// [hints.replay].
     #[arg(long)]
     pub no_hint_replay: bool,
+    /// Address of the HTTP/JSON API; default: listen's host, its port +
+    /// 1000 [http.listen].
+    #[arg(long)]
+    pub http_listen: Option<String>,
+    /// Serve no HTTP API [http.enabled].
+    #[arg(long)]
+    pub no_http: bool,
     /// Threads serving the network, 0 for one per core [worker_threads].
     #[arg(long)]
     pub worker_threads: Option<usize>,
@@ -108,7 +115,7 @@ impl Args {
         let path = |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string().into());
         let int = |v: Option<u64>| v.map(|v| toml::Value::Integer(v as i64));
         let on = |flag: bool, value: bool| flag.then_some(toml::Value::Boolean(value));
-        let flags: [(&str, Option<toml::Value>); 17] = [
+        let flags: [(&str, Option<toml::Value>); 19] = [
             ("listen", text(&self.listen)),
             ("data_dir", path(&self.data_dir)),
             ("worker_threads", int(self.worker_threads.map(|v| v as u64))),
@@ -135,6 +142,8 @@ impl Args {
                 on(self.lose_unsynced_writes, true),
             ),
             ("test.broken", text(&self.broken)),
+            ("http.listen", text(&self.http_listen)),
+            ("http.enabled", on(self.no_http, false)),
         ];
         let mut overrides: Vec<(String, toml::Value)> = self
             .set

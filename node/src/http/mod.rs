@@ -1,0 +1,236 @@
+//! The HTTP/JSON front: the same requests as the binary protocol, for
+//! services in any language, dashboards and `curl` (docs/http.md,
+//! docs/openapi.yaml).
+//!
+//! Each route turns its JSON into the binary protocol's [`Request`] and
+//! hands it to the same `Server::handle` a TCP frame reaches, so an
+//! increment over HTTP meets the same checks, coordinator, op-id window
+//! and limits; the answer's [`Response`] becomes JSON here. Requests take
+//! their share of the node's [`Admission`] budget (connections, requests
+//! in flight, bytes held) like frames do; a body over the protocol's
+//! frame size is refused before it is read.
+//!
+//! Built on axum (over hyper): the Rust ecosystem's standard HTTP server,
+//! on the tokio runtime the node already runs (see ARCHITECTURE.md,
+//! "Dependencies and why").
+
+mod cluster;
+mod counters;
+mod listener;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::{get, post, MethodRouter};
+use axum::{Json, Router};
+use tally_client::frame::MAX_FRAME_BYTES;
+use tally_client::{ErrorCode, Request, Response};
+use tokio::net::TcpListener;
+
+use crate::server::admission::Admission;
+use crate::server::Server;
+use listener::AdmittedListener;
+
+/// Serves the HTTP API on `listener` until `stop` resolves.
+pub async fn serve(
+    server: Arc<Server>,
+    admission: Arc<Admission>,
+    listener: TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let app = router(server, admission.clone());
+    let listener = AdmittedListener::new(listener, admission);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!(error = %e, "the HTTP front stopped");
+    }
+}
+
+/// What every handler reaches: the server the binary protocol uses, and
+/// the node's admission budget.
+#[derive(Debug, Clone)]
+struct Front {
+    server: Arc<Server>,
+    admission: Arc<Admission>,
+}
+
+impl Front {
+    /// Runs `request` as the binary protocol would, within the node's
+    /// budget (`body_bytes` counted while it runs).
+    async fn run(&self, request: Request, body_bytes: usize) -> Result<Response, ApiError> {
+        let _slot = self.admission.request(body_bytes).map_err(|why| {
+            ApiError::new(ErrorCode::Overloaded, format!("{why}; retry with backoff"))
+        })?;
+        Ok(self.server.handle(request).await)
+    }
+}
+
+/// Every route: its path, its methods, and what serves them. The router
+/// is built from this table and [`routes`] lists it, so the OpenAPI file
+/// can be checked against what is served.
+fn table() -> Vec<(&'static str, &'static [&'static str], MethodRouter<Front>)> {
+    vec![
+        ("/v1/increments", &["POST"], post(counters::increments)),
+        (
+            "/v1/counters/{namespace}/{key}",
+            &["GET"],
+            get(counters::total),
+        ),
+        (
+            "/v1/counters/{namespace}/{key}/range",
+            &["GET"],
+            get(counters::range),
+        ),
+        (
+            "/v1/counters/{namespace}/{key}/stats",
+            &["GET"],
+            get(counters::stats),
+        ),
+        (
+            "/v1/namespaces",
+            &["GET", "POST"],
+            get(cluster::namespaces).post(cluster::create_namespace),
+        ),
+        ("/v1/namespaces/{name}", &["GET"], get(cluster::namespace)),
+        ("/v1/status", &["GET"], get(cluster::status)),
+        ("/v1/ring", &["GET"], get(cluster::ring)),
+        ("/healthz", &["GET"], get(cluster::healthz)),
+        ("/readyz", &["GET"], get(cluster::readyz)),
+        ("/metrics", &["GET"], get(cluster::metrics)),
+    ]
+}
+
+/// Every route served, as `(method, path)`.
+pub fn routes() -> Vec<(String, String)> {
+    table()
+        .into_iter()
+        .flat_map(|(path, methods, _)| {
+            methods
+                .iter()
+                .map(move |m| ((*m).to_owned(), path.to_owned()))
+        })
+        .collect()
+}
+
+fn router(server: Arc<Server>, admission: Arc<Admission>) -> Router {
+    let front = Front { server, admission };
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, (path, _, methods)| {
+            router.route(path, methods)
+        })
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_FRAME_BYTES))
+        .with_state(front)
+}
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "NotFound".into(),
+        message: "no such route: see docs/http.md".into(),
+    }
+}
+
+/// An error answer: `{code, message}` with a fitting status.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: String,
+    message: String,
+}
+
+impl ApiError {
+    /// The answer to a refusal with the binary protocol's `code`.
+    fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: status_of(code),
+            code: code_name(code),
+            message: message.into(),
+        }
+    }
+
+    /// A request the HTTP layer itself cannot read (bad JSON, a bad time).
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "BadRequest".into(),
+            message: message.into(),
+        }
+    }
+
+    /// The answer to a response the route did not expect (a refusal, or
+    /// something else).
+    fn from_response(response: Response) -> ApiError {
+        match response {
+            Response::Error { code, message } => ApiError::new(code, message),
+            other => ApiError::new(
+                ErrorCode::Internal,
+                format!("unexpected answer {}", response_name(&other)),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> HttpResponse {
+        let body = serde_json::json!({"code": self.code, "message": self.message});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// The name of a wire error code, as JSON carries it.
+fn code_name(code: ErrorCode) -> String {
+    match code {
+        ErrorCode::Unknown(n) => format!("Unknown{n}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The HTTP status of a refusal: 400 for a request that can never
+/// succeed as sent, 404 for a namespace that does not exist, 413 for one
+/// too large, 429 and 503 for load and missing replicas (retry later),
+/// 504 when the outcome is unknown.
+fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::UnknownNamespace => StatusCode::NOT_FOUND,
+        ErrorCode::FrameTooLarge | ErrorCode::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Unavailable | ErrorCode::ShuttingDown | ErrorCode::StaleRing => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::Timeout | ErrorCode::PeerLost => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::Storage | ErrorCode::Internal | ErrorCode::Unknown(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// A response's variant name, for an error message.
+fn response_name(response: &Response) -> &'static str {
+    match response {
+        Response::Increment(_) => "Increment",
+        Response::Total(_) => "Total",
+        Response::Range(_) => "Range",
+        Response::Stats { .. } => "Stats",
+        Response::Namespaces(_) => "Namespaces",
+        Response::Status(_) => "Status",
+        Response::Ack => "Ack",
+        Response::Cells(_) => "Cells",
+        Response::Routing(_) => "Routing",
+        Response::Replicas(_) => "Replicas",
+        Response::Gossip(_) => "Gossip",
+        Response::Raft(_) => "Raft",
+        Response::Admin(_) => "Admin",
+        Response::Hashes(_) => "Hashes",
+        Response::OpIds(_) => "OpIds",
+        Response::RepairReport(_) => "RepairReport",
+        Response::Error { .. } => "Error",
+    }
+}

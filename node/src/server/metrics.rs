@@ -1,0 +1,358 @@
+//! `/metrics`: the node as Prometheus sees it, gathered when a scrape
+//! comes (the hot path records only the fronts'
+//! [`RequestMetrics`](crate::metrics::RequestMetrics)). Names follow the
+//! Prometheus conventions: a `tally_` prefix, `_total` on counters,
+//! `_seconds` and `_bytes` units.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::Server;
+
+/// A storage engine: the counters' or the hints'.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EngineLabel {
+    engine: &'static str,
+}
+
+/// One peer.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabel {
+    host_id: u64,
+}
+
+/// Adds a counter holding `value` now.
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let c: Counter = Counter::default();
+    c.inc_by(value);
+    registry.register(name, help, c);
+}
+
+/// Adds a gauge holding `value` now.
+fn gauge(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, value: i64) {
+    let g: Gauge = Gauge::default();
+    g.set(value);
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, g),
+        None => registry.register(name, help, g),
+    }
+}
+
+/// Adds a counter per storage engine.
+fn engine_counter(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    values: [u64; 2],
+) {
+    let family: Family<EngineLabel, Counter> = Family::default();
+    for (engine, value) in ["counters", "hints"].into_iter().zip(values) {
+        family.get_or_create(&EngineLabel { engine }).inc_by(value);
+    }
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, family),
+        None => registry.register(name, help, family),
+    }
+}
+
+/// Adds a gauge per storage engine.
+fn engine_gauge(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    values: [i64; 2],
+) {
+    let family: Family<EngineLabel, Gauge> = Family::default();
+    for (engine, value) in ["counters", "hints"].into_iter().zip(values) {
+        family.get_or_create(&EngineLabel { engine }).set(value);
+    }
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, family),
+        None => registry.register(name, help, family),
+    }
+}
+
+impl Server {
+    /// The OpenMetrics text exposition of this node now.
+    pub(crate) async fn scrape(&self) -> String {
+        let status = self.node_status().await;
+        let mut registry = Registry::with_prefix("tally");
+        self.metrics.register(&mut registry);
+        let r = &mut registry;
+        let store = &self.ctx.store;
+        counter(
+            r,
+            "increments_applied",
+            "Increment items this node applied as their leader (retries of an op id not counted)",
+            store.increments(),
+        );
+        counter(
+            r,
+            "op_id_duplicates",
+            "Increments whose op id this node had applied already (counted once, by the first)",
+            store.duplicates(),
+        );
+        gauge(
+            r,
+            "op_window_ids",
+            "Live op ids this node holds (the exactly-once window)",
+            None,
+            store.live_op_ids() as i64,
+        );
+        gauge(
+            r,
+            "hints_pending",
+            "Hinted cells waiting for their replica",
+            None,
+            status.hints_pending.min(i64::MAX as u64) as i64,
+        );
+        counter(
+            r,
+            "hints_written",
+            "Cells hinted for replicas that missed a write",
+            status.hints_written,
+        );
+        counter(
+            r,
+            "hints_replayed",
+            "Hinted cells delivered",
+            status.hints_replayed,
+        );
+        counter(
+            r,
+            "hints_dropped",
+            "Hinted cells dropped past the hint window",
+            status.hints_dropped,
+        );
+        counter(
+            r,
+            "read_repair_cells",
+            "Cells sent to replicas found behind by reads and anti-entropy",
+            status.read_repairs,
+        );
+        counter(
+            r,
+            "speculative_reads",
+            "Reads that also asked the next replica because one was late",
+            self.ctx.reads.speculated(),
+        );
+        gauge(
+            r,
+            "repair_ranges_done",
+            "Ranges done by the anti-entropy repair running now",
+            None,
+            i64::from(status.repair_ranges_done),
+        );
+        gauge(
+            r,
+            "repair_ranges",
+            "Ranges of the anti-entropy repair running now (0: none)",
+            None,
+            i64::from(status.repair_ranges_total),
+        );
+        gauge(
+            r,
+            "connections",
+            "Open client and peer connections (both fronts)",
+            None,
+            i64::from(status.connections),
+        );
+        counter(
+            r,
+            "overloaded",
+            "Requests and connections refused for load",
+            status.overloaded,
+        );
+        gauge(
+            r,
+            "uptime",
+            "Time since the node started",
+            Some(Unit::Seconds),
+            (status.uptime_ms / 1000) as i64,
+        );
+        gauge(
+            r,
+            "epoch",
+            "The metadata epoch this node routes with",
+            None,
+            status.epoch as i64,
+        );
+        gauge(
+            r,
+            "disk",
+            "Bytes on disk (tables and WAL, both engines)",
+            Some(Unit::Bytes),
+            status.disk_bytes as i64,
+        );
+        gauge(
+            r,
+            "storage_healthy",
+            "1 while both storage engines take writes, 0 when poisoned or the disk is full",
+            None,
+            i64::from(status.storage == tally_client::StorageHealth::Ok),
+        );
+
+        let (c, h) = (store.db().metrics(), self.ctx.hints.storage().metrics());
+        engine_counter(
+            r,
+            "storage_user",
+            "Key and value bytes written by the node",
+            Some(Unit::Bytes),
+            [c.user_bytes, h.user_bytes],
+        );
+        engine_counter(
+            r,
+            "storage_wal",
+            "Bytes appended to WAL files",
+            Some(Unit::Bytes),
+            [c.wal_bytes, h.wal_bytes],
+        );
+        engine_counter(
+            r,
+            "storage_wal_syncs",
+            "WAL fsyncs",
+            None,
+            [c.wal_syncs, h.wal_syncs],
+        );
+        engine_counter(
+            r,
+            "storage_commit_groups",
+            "Group commits (one WAL write each)",
+            None,
+            [c.commit_groups, h.commit_groups],
+        );
+        engine_counter(
+            r,
+            "storage_flushes",
+            "Memtables flushed to L0",
+            None,
+            [c.flushes, h.flushes],
+        );
+        engine_counter(
+            r,
+            "storage_compactions",
+            "Compactions run",
+            None,
+            [c.compactions, h.compactions],
+        );
+        engine_counter(
+            r,
+            "storage_compaction_written",
+            "Bytes written by compactions",
+            Some(Unit::Bytes),
+            [c.compaction_write_bytes, h.compaction_write_bytes],
+        );
+        engine_counter(
+            r,
+            "storage_write_stalls",
+            "Writes that waited for a flush or compaction",
+            None,
+            [c.write_stalls, h.write_stalls],
+        );
+        engine_counter(
+            r,
+            "storage_write_slowdowns",
+            "Write groups slowed because L0 is at its slowdown trigger",
+            None,
+            [c.write_slowdowns, h.write_slowdowns],
+        );
+        engine_counter(
+            r,
+            "storage_block_cache_hits",
+            "Data blocks found in the block cache",
+            None,
+            [c.block_cache_hits, h.block_cache_hits],
+        );
+        engine_counter(
+            r,
+            "storage_block_cache_misses",
+            "Data blocks read from their files",
+            None,
+            [c.block_cache_misses, h.block_cache_misses],
+        );
+        let l0 = |levels: Vec<(usize, u64)>| levels.first().map_or(0, |(files, _)| *files as i64);
+        engine_gauge(
+            r,
+            "storage_l0_files",
+            "Tables in level 0",
+            None,
+            [
+                l0(store.db().level_summary()),
+                l0(self.ctx.hints.storage().level_summary()),
+            ],
+        );
+        engine_gauge(
+            r,
+            "storage_wal_size",
+            "Bytes in the WAL files not yet flushed",
+            Some(Unit::Bytes),
+            [
+                store.db().wal_bytes() as i64,
+                self.ctx.hints.storage().wal_bytes() as i64,
+            ],
+        );
+
+        let up: Family<PeerLabel, Gauge> = Family::default();
+        for peer in &status.peers {
+            up.get_or_create(&PeerLabel {
+                host_id: peer.host_id,
+            })
+            .set(i64::from(peer.up));
+        }
+        r.register(
+            "peer_up",
+            "1 while this node sees the peer up (gossip and connections)",
+            up,
+        );
+        gauge(
+            r,
+            "peers_up",
+            "Peers this node sees up",
+            None,
+            status.peers.iter().filter(|p| p.up).count() as i64,
+        );
+        gauge(
+            r,
+            "peers_down",
+            "Peers this node sees down",
+            None,
+            status.peers.iter().filter(|p| !p.up).count() as i64,
+        );
+        if let Some(topology) = &self.topology {
+            let group = topology.group();
+            let (term, applied) = group.progress();
+            gauge(
+                r,
+                "raft_term",
+                "The metadata group's current Raft term",
+                None,
+                term as i64,
+            );
+            gauge(
+                r,
+                "raft_applied_index",
+                "The last metadata log entry applied here",
+                None,
+                applied as i64,
+            );
+            gauge(
+                r,
+                "raft_leader",
+                "The metadata group's leader host id (0: none known)",
+                None,
+                group.leader().unwrap_or(0) as i64,
+            );
+        }
+        let mut text = String::new();
+        if encode(&mut text, &registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}

@@ -1,0 +1,360 @@
+//! The HTTP/JSON API against a real 3-node cluster over real HTTP: what
+//! it writes the binary protocol reads and the reverse, per-item results,
+//! op ids counted once, typed errors that change nothing, and the probes.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use tally_client::{new_op_id, Consistency};
+
+/// A request over HTTP from a blocking thread; the status and the JSON.
+async fn call(addr: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let (addr, method, path) = (addr.to_owned(), method.to_owned(), path.to_owned());
+    let body = body.map(|b| b.to_string().into_bytes());
+    let answer = tokio::task::spawn_blocking(move || http(&addr, &method, &path, body.as_deref()))
+        .await
+        .unwrap()
+        .unwrap();
+    let value = serde_json::from_str(&answer.body).unwrap_or_else(|e| {
+        panic!(
+            "{} {}: not JSON ({e}): {}",
+            answer.status,
+            path_of(&answer.body),
+            answer.body
+        )
+    });
+    (answer.status, value)
+}
+
+fn path_of(body: &str) -> &str {
+    &body[..body.len().min(80)]
+}
+
+async fn total_over_http(addr: &str, key: &str) -> i64 {
+    let (status, v) = call(addr, "GET", &format!("/v1/counters/events/{key}"), None).await;
+    assert_eq!(status, 200, "{v}");
+    v["sum"].as_i64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_the_binary_protocol_see_the_same_counters() {
+    let cluster = Cluster::start(3, 3, &[]).await;
+    let (h0, h1) = (cluster.http_addr(0), cluster.http_addr(1));
+    let client = cluster.client(Consistency::Quorum).await;
+
+    // HTTP writes, the binary protocol reads; a key with a slash travels
+    // percent-encoded.
+    let (status, v) = call(
+        &h0,
+        "POST",
+        "/v1/increments",
+        Some(json!({"increments": [
+            {"key": "video:1/view"},
+            {"key": "video:1/view", "delta": 4, "timestamp": "-5m"},
+            {"key": "video:2/view", "delta": 2, "timestamp_ms": now_ms()},
+        ]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["ok"], 3);
+    assert_eq!(
+        client.total("events", b"video:1/view").await.unwrap().sum,
+        5
+    );
+    assert_eq!(
+        client.total("events", b"video:2/view").await.unwrap().sum,
+        2
+    );
+
+    // The binary protocol writes, HTTP reads (through another node).
+    let outcomes = client.increment(vec![inc("video:3", 7)]).await;
+    assert!(outcomes.iter().all(|o| o.is_ok()));
+    assert_eq!(total_over_http(&h1, "video:3").await, 7);
+    assert_eq!(total_over_http(&h1, "video:1%2Fview").await, 5);
+
+    // Range and stats.
+    let (status, v) = call(
+        &h1,
+        "GET",
+        "/v1/counters/events/video:1%2Fview/range?resolution=minute&from=-1h&to=now",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let points = v["points"].as_array().unwrap();
+    assert_eq!(
+        points
+            .iter()
+            .map(|p| p["sum"].as_i64().unwrap())
+            .sum::<i64>(),
+        5
+    );
+    assert!(points[0]["bucket_start"].as_str().unwrap().ends_with('Z'));
+    let (status, v) = call(
+        &h1,
+        "GET",
+        "/v1/counters/events/video:1%2Fview/stats?from=-1d",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!((v["sum"].as_i64(), v["count"].as_i64()), (Some(5), Some(2)));
+
+    // One bad item fails alone.
+    let (status, v) = call(
+        &h0,
+        "POST",
+        "/v1/increments",
+        Some(json!({"increments": [
+            {"key": "video:4"},
+            {"key": "video:4", "namespace": "nope"},
+            {"key": "x".repeat(5000)},
+        ]})),
+    )
+    .await;
+    assert_eq!(status, 207, "{v}");
+    assert_eq!(v["results"][0]["status"], "ok");
+    assert_eq!(v["results"][1]["status"], "failed");
+    assert_eq!(v["results"][1]["code"], "UnknownNamespace");
+    assert_eq!(v["results"][2]["code"], "InvalidKey");
+    assert_eq!(client.total("events", b"video:4").await.unwrap().sum, 1);
+
+    // Op ids over HTTP count once, however often the batch is sent.
+    let op = format!("{:032x}", new_op_id());
+    let batch =
+        json!({"consistency": "all", "increments": [{"key": "video:5", "delta": 3, "op_id": op}]});
+    for h in [&h0, &h1, &h0] {
+        let (status, v) = call(h, "POST", "/v1/increments", Some(batch.clone())).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    assert_eq!(client.total("events", b"video:5").await.unwrap().sum, 3);
+
+    // Bad requests get typed errors and change nothing.
+    let before = client.total("events", b"video:1/view").await.unwrap().sum;
+    for (path, body, want_status, want_code) in [
+        ("/v1/increments", "{\"increments\": [", 400, "BadRequest"),
+        (
+            "/v1/increments",
+            "{\"increments\": [{\"key\": \"video:1/view\", \"op_id\": \"zz\"}]}",
+            400,
+            "BadRequest",
+        ),
+        (
+            "/v1/increments",
+            "{\"increments\": [{\"key\": \"video:1/view\", \"surprise\": 1}]}",
+            400,
+            "BadRequest",
+        ),
+        ("/v1/increments", "{\"increments\": []}", 400, "BadRequest"),
+    ] {
+        let (addr, path, body) = (h0.clone(), path.to_owned(), body.as_bytes().to_vec());
+        let answer = tokio::task::spawn_blocking(move || http(&addr, "POST", &path, Some(&body)))
+            .await
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_str(&answer.body).unwrap();
+        assert_eq!(
+            (answer.status, v["code"].as_str()),
+            (want_status, Some(want_code)),
+            "{v}"
+        );
+        assert!(!v["message"].as_str().unwrap().is_empty());
+    }
+    let huge = vec![b' '; 17 << 20];
+    let addr = h0.clone();
+    let answer =
+        tokio::task::spawn_blocking(move || http(&addr, "POST", "/v1/increments", Some(&huge)))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(answer.status, 413, "{}", answer.body);
+    let (status, v) = call(&h0, "GET", "/v1/counters/nope/video:1", None).await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (404, Some("UnknownNamespace"))
+    );
+    let (status, v) = call(
+        &h0,
+        "GET",
+        "/v1/counters/events/video:1/range?from=now&to=-1h",
+        None,
+    )
+    .await;
+    assert_eq!((status, v["code"].as_str()), (400, Some("InvalidRange")));
+    let (status, v) = call(
+        &h0,
+        "GET",
+        "/v1/counters/events/video:1/range?from=yesterday",
+        None,
+    )
+    .await;
+    assert_eq!((status, v["code"].as_str()), (400, Some("BadRequest")));
+    let (status, v) = call(&h0, "GET", "/v1/nothing/here", None).await;
+    assert_eq!((status, v["code"].as_str()), (404, Some("NotFound")));
+    assert_eq!(
+        client.total("events", b"video:1/view").await.unwrap().sum,
+        before
+    );
+
+    // The cluster's views and the probes.
+    let (status, v) = call(&h0, "GET", "/v1/namespaces", None).await;
+    assert_eq!(status, 200);
+    assert!(v["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["name"] == "events"));
+    let (status, v) = call(&h0, "GET", "/v1/status", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["peers"].as_array().unwrap().len(), 2);
+    let (status, v) = call(&h0, "GET", "/v1/ring", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 3);
+    assert_eq!(call(&h0, "GET", "/healthz", None).await.0, 200);
+    assert_eq!(call(&h0, "GET", "/readyz", None).await.0, 200);
+}
+
+/// docs/openapi.json names exactly the routes the node serves, and each
+/// one is served (a documented route that fell through to the router's
+/// fallback would answer `NotFound`, a wrong method 405).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_file_lists_exactly_the_routes_served() {
+    let spec: Value = serde_json::from_str(include_str!("../../docs/openapi.json")).unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    let mut documented: Vec<(String, String)> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| (method.to_uppercase(), path.clone()))
+        })
+        .collect();
+    let mut served = tally_node::http::routes();
+    documented.sort();
+    served.sort();
+    assert_eq!(documented, served);
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(
+        dir.path(),
+        &format!("127.0.0.1:{}", free_port()),
+        "periodic",
+    );
+    let h = node.http.clone().unwrap();
+    for (method, path) in &served {
+        let path = path
+            .replace("{namespace}", "events")
+            .replace("{key}", "k")
+            .replace("{name}", "events");
+        let body = (method == "POST").then(|| b"{}".to_vec());
+        let (addr, m, p) = (h.clone(), method.clone(), path.clone());
+        let answer = tokio::task::spawn_blocking(move || http(&addr, &m, &p, body.as_deref()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(answer.status, 405, "{method} {path}: {}", answer.body);
+        let v: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
+        assert_ne!(v["code"], "NotFound", "{method} {path} is not served: {v}");
+    }
+}
+
+/// `name{labels} value` lines of an exposition, by series; `None` when a
+/// line is not valid text exposition.
+fn parse_exposition(text: &str) -> Option<std::collections::BTreeMap<String, f64>> {
+    let mut series = std::collections::BTreeMap::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line == "# EOF" {
+            return lines.peek().is_none().then_some(series);
+        }
+        if let Some(meta) = line.strip_prefix("# ") {
+            let mut words = meta.splitn(3, ' ');
+            let keyword = words.next()?;
+            let name = words.next()?;
+            if !matches!(keyword, "HELP" | "TYPE" | "UNIT") || !name.starts_with("tally_") {
+                return None;
+            }
+            continue;
+        }
+        let (name, value) = line.rsplit_once(' ')?;
+        let value: f64 = value.parse().ok()?;
+        let bare = name.split('{').next()?;
+        if !bare.starts_with("tally_")
+            || !bare.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || name.contains('{') != name.ends_with('}')
+        {
+            return None;
+        }
+        series.insert(name.to_owned(), value);
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_an_exposition_and_move_with_the_workload() {
+    let cluster = Cluster::start(3, 3, &[]).await;
+    let h = cluster.http_addr(0);
+    let scrape = || async {
+        let addr = h.clone();
+        let answer = tokio::task::spawn_blocking(move || http(&addr, "GET", "/metrics", None))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer.status, 200);
+        parse_exposition(&answer.body)
+            .unwrap_or_else(|| panic!("not an exposition:\n{}", answer.body))
+    };
+    let before = scrape().await;
+    for name in [
+        "tally_increments_applied_total",
+        "tally_hints_pending",
+        "tally_op_window_ids",
+        "tally_connections",
+        "tally_peers_up",
+        "tally_epoch",
+        "tally_storage_wal_syncs_total{engine=\"counters\"}",
+        "tally_storage_l0_files{engine=\"hints\"}",
+        "tally_disk_bytes",
+    ] {
+        assert!(
+            before.contains_key(name),
+            "{name} missing: {:?}",
+            before.keys().collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(before["tally_peers_up"], 2.0);
+    let client = cluster.client_of(0, Consistency::Quorum).await;
+    for _ in 0..20 {
+        let outcomes = client.increment(vec![inc("m", 1), inc("n", 2)]).await;
+        assert!(outcomes.iter().all(|o| o.is_ok()));
+    }
+    let (status, _) = call(
+        &h,
+        "POST",
+        "/v1/increments",
+        Some(json!({"increments": [{"key": "m"}, {"key": "m", "namespace": "nope"}]})),
+    )
+    .await;
+    assert_eq!(status, 207);
+    let after = scrape().await;
+    let moved = |name: &str| {
+        after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)
+    };
+    assert!(moved("tally_requests_total{kind=\"increment\"}") >= 21.0);
+    assert!(moved("tally_increment_items_total{result=\"ok\",code=\"\"}") >= 41.0);
+    assert_eq!(
+        moved("tally_increment_items_total{result=\"failed\",code=\"UnknownNamespace\"}"),
+        1.0
+    );
+    assert!(moved("tally_request_duration_seconds_count{kind=\"increment\"}") >= 21.0);
+    assert!(after.keys().any(|k| {
+        k.starts_with("tally_request_duration_seconds_bucket{") && k.contains("kind=\"increment\"")
+    }));
+    assert!(moved("tally_storage_user_bytes_total{engine=\"counters\"}") > 0.0);
+}
