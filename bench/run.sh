@@ -5,6 +5,8 @@
 #      1 primary + 2 replicas, INCRBY + WAIT 1 (W=2 of 3);
 #   2. batched increments: tally client batches of 16 and the aggregating
 #      producer vs Redis Cluster, 3 primaries, redis-benchmark INCR -P 16;
+#   2b. the HTTP/JSON API: batches of 100 as JSON to one node's
+#      /v1/increments vs the binary protocol's batches of 100;
 #   3. durable increments: tally `--durability sync` (group commit) vs
 #      Redis 1+2 with appendfsync always + WAIT 1;
 #   4. reads at QUORUM: total and 30-day stats, p50/p99, 1 and 50 clients,
@@ -219,6 +221,16 @@ EOF
   tally_bench "batched.tally_batch256" --concurrency 50 --batch 256 --keys 100000 --zipf 0
   tally_bench "batched.tally_producer_uniform" --concurrency 50 --producer --keys 100000 --zipf 0
   tally_bench "batched.tally_producer_zipf" --concurrency 50 --producer --keys 100000 --zipf 0.99
+  stop_servers
+fi
+
+# --- 2b. the HTTP/JSON front ------------------------------------------------------
+if wanted http; then
+  log "2b. batches of 100 over HTTP/JSON to one node's API (as behind a load balancer) vs the binary protocol"
+  tally_cluster periodic
+  tally_bench "http.tally_binary_batch100" --concurrency 50 --batch 100 --keys 100000 --zipf 0
+  tally_bench "http.tally_http_batch100" --concurrency 50 --batch 100 --keys 100000 --zipf 0 \
+    --http "127.0.0.1:$((T[0] + 1000))"
   stop_servers
 fi
 
