@@ -358,3 +358,53 @@ async fn metrics_parse_as_an_exposition_and_move_with_the_workload() {
     }));
     assert!(moved("tally_storage_user_bytes_total{engine=\"counters\"}") > 0.0);
 }
+
+/// A body is budgeted before it is read, and must arrive within the frame
+/// timeout: the HTTP port cannot be made to buffer without bound or be
+/// held by slow senders, as the binary port cannot.
+#[test]
+fn bodies_are_budgeted_before_they_are_read_and_timed() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut node = NodeCommand::new(&node_bin(), &dir.path().join("data"), &addr)
+        .args(&[
+            "--set".into(),
+            "connections.max_buffered_mib=1".into(),
+            "--set".into(),
+            "connections.frame_timeout_s=1".into(),
+        ])
+        .spawn()
+        .unwrap();
+    node.wait_serving(std::time::Duration::from_secs(20))
+        .unwrap();
+    let h = node.http.clone().unwrap();
+    let exchange = |head: String, body: &[u8], pause: std::time::Duration| {
+        let mut stream = std::net::TcpStream::connect(&h).unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        let _ = stream.write_all(body);
+        std::thread::sleep(pause);
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    };
+    // Declares more than the node's whole budget: refused unread.
+    let answer = exchange(
+        format!("POST /v1/increments HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n", 2 << 20),
+        b"{",
+        std::time::Duration::ZERO,
+    );
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("Overloaded"), "{answer}");
+    // Sends 10 of 100 declared bytes, then stalls: 408 after the timeout.
+    let answer = exchange(
+        "POST /v1/increments HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 100\r\n\r\n".into(),
+        b"{\"increme",
+        std::time::Duration::from_millis(1500),
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // The node still serves.
+    let ok = http(&h, "GET", "/healthz", None).unwrap();
+    assert_eq!(ok.status, 200);
+    node.stop().unwrap();
+}

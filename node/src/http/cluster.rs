@@ -16,7 +16,7 @@ use super::{ApiError, Front};
 
 /// `GET /v1/namespaces`.
 pub(super) async fn namespaces(State(front): State<Front>) -> Result<Json<Value>, ApiError> {
-    match front.run(Request::ListNamespaces, 0).await? {
+    match front.run(Request::ListNamespaces).await? {
         Response::Namespaces(list) => Ok(Json(json!({ "namespaces": list }))),
         other => Err(ApiError::from_response(other)),
     }
@@ -27,7 +27,7 @@ pub(super) async fn namespace(
     State(front): State<Front>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    match front.run(Request::DescribeNamespace { name }, 0).await? {
+    match front.run(Request::DescribeNamespace { name }).await? {
         Response::Namespaces(mut list) if list.len() == 1 => Ok(Json(json!(list.remove(0)))),
         other => Err(ApiError::from_response(other)),
     }
@@ -55,7 +55,7 @@ pub(super) async fn create_namespace(
         spec: new.spec,
     };
     let payload = request.to_bytes();
-    let reply = match front.run(Request::Admin { payload }, body.len()).await? {
+    let reply = match front.run(Request::Admin { payload }).await? {
         Response::Admin(bytes) => {
             AdminReply::from_bytes(&bytes).map_err(|e| ApiError::new(ErrorCode::Internal, e))?
         }
@@ -81,7 +81,7 @@ pub(super) async fn create_namespace(
 
 /// `GET /v1/status`: this node as `tally status` shows it.
 pub(super) async fn status(State(front): State<Front>) -> Result<Json<Value>, ApiError> {
-    match front.run(Request::Status, 0).await? {
+    match front.run(Request::Status).await? {
         Response::Status(status) => Ok(Json(json!(status))),
         other => Err(ApiError::from_response(other)),
     }
@@ -89,7 +89,7 @@ pub(super) async fn status(State(front): State<Front>) -> Result<Json<Value>, Ap
 
 /// `GET /v1/ring`: the routing table (token ranges and their replicas).
 pub(super) async fn ring(State(front): State<Front>) -> Result<Json<Value>, ApiError> {
-    match front.run(Request::Routing, 0).await? {
+    match front.run(Request::Routing).await? {
         Response::Routing(table) => Ok(Json(json!(table))),
         other => Err(ApiError::from_response(other)),
     }

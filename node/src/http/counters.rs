@@ -85,7 +85,7 @@ pub(super) async fn increments(
         timeout_ms: batch.timeout_ms.unwrap_or(0),
         items,
     };
-    let results = match front.run(request, body.len()).await? {
+    let results = match front.run(request).await? {
         Response::Increment(results) => results,
         other => return Err(ApiError::from_response(other)),
     };
@@ -195,7 +195,7 @@ pub(super) async fn total(
         namespace: namespace.clone(),
         key: key.clone().into_bytes(),
     };
-    match front.run(request, 0).await? {
+    match front.run(request).await? {
         Response::Total(c) => Ok(Json(json!({
             "namespace": namespace, "key": key, "sum": c.sum, "count": c.count,
         }))),
@@ -225,7 +225,7 @@ pub(super) async fn range(
         start_ms,
         end_ms,
     };
-    match front.run(request, 0).await? {
+    match front.run(request).await? {
         Response::Range(points) => {
             let points: Vec<Value> = points
                 .iter()
@@ -267,7 +267,7 @@ pub(super) async fn stats(
         start_ms,
         end_ms,
     };
-    match front.run(request, 0).await? {
+    match front.run(request).await? {
         Response::Stats { total, cells_read } => {
             let average = if total.count == 0 {
                 0.0

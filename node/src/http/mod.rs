@@ -20,8 +20,9 @@ mod listener;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
@@ -59,14 +60,79 @@ struct Front {
 }
 
 impl Front {
-    /// Runs `request` as the binary protocol would, within the node's
-    /// budget (`body_bytes` counted while it runs).
-    async fn run(&self, request: Request, body_bytes: usize) -> Result<Response, ApiError> {
-        let _slot = self.admission.request(body_bytes).map_err(|why| {
-            ApiError::new(ErrorCode::Overloaded, format!("{why}; retry with backoff"))
-        })?;
+    /// Runs `request` as the binary protocol would (its share of the
+    /// node's budget was taken by [`admit`]).
+    async fn run(&self, request: Request) -> Result<Response, ApiError> {
         Ok(self.server.handle(request).await)
     }
+}
+
+/// Bytes counted for a request's head, on top of its body.
+const HEAD_BYTES: usize = 1024;
+
+/// Takes a request's share of the node's budget before its body is read
+/// (the length it declares, or the largest body when it declares none),
+/// and reads the body within the frame timeout: many slow or large
+/// bodies cannot fill memory or hold connections, as frames cannot on
+/// the binary port. Past the budget: `429`, nothing read.
+async fn admit(
+    State(front): State<Front>,
+    request: axum::extract::Request,
+    next: Next,
+) -> HttpResponse {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let has_body = !matches!(*request.method(), Method::GET | Method::HEAD);
+    let reserve = match (declared, has_body) {
+        (Some(n), _) if n > MAX_FRAME_BYTES => {
+            return ApiError::new(
+                ErrorCode::FrameTooLarge,
+                format!("a body of {n} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"),
+            )
+            .into_response()
+        }
+        (Some(n), _) => n,
+        (None, true) => MAX_FRAME_BYTES,
+        (None, false) => 0,
+    };
+    let slot = match front.admission.request(reserve + HEAD_BYTES) {
+        Ok(slot) => slot,
+        Err(why) => {
+            return ApiError::new(ErrorCode::Overloaded, format!("{why}; retry with backoff"))
+                .into_response()
+        }
+    };
+    let (parts, body) = request.into_parts();
+    let limit = front.admission.limits().frame_timeout;
+    let bytes = match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_FRAME_BYTES)).await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return ApiError::new(
+                ErrorCode::FrameTooLarge,
+                format!("the body exceeds the {MAX_FRAME_BYTES}-byte limit, or broke off"),
+            )
+            .into_response()
+        }
+        Err(_) => {
+            return ApiError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                code: "Timeout".into(),
+                message: format!("the body did not arrive within {limit:?}"),
+            }
+            .into_response()
+        }
+    };
+    let response = next
+        .run(axum::extract::Request::from_parts(
+            parts,
+            axum::body::Body::from(bytes),
+        ))
+        .await;
+    drop(slot);
+    response
 }
 
 /// Every route: its path, its methods, and what serves them. The router
@@ -125,6 +191,7 @@ fn router(server: Arc<Server>, admission: Arc<Admission>) -> Router {
         })
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_FRAME_BYTES))
+        .layer(middleware::from_fn_with_state(front.clone(), admit))
         .with_state(front)
 }
 
