@@ -264,8 +264,8 @@ async fn the_openapi_file_lists_exactly_the_routes_served() {
     }
 }
 
-/// `name{labels} value` lines of an exposition, by series; `None` when a
-/// line is not valid text exposition.
+/// `name{labels} value` lines of an exposition (classic, or OpenMetrics
+/// ending in `# EOF`), by series; `None` when a line is not valid.
 fn parse_exposition(text: &str) -> Option<std::collections::BTreeMap<String, f64>> {
     let mut series = std::collections::BTreeMap::new();
     let mut lines = text.lines().peekable();
@@ -293,7 +293,7 @@ fn parse_exposition(text: &str) -> Option<std::collections::BTreeMap<String, f64
         }
         series.insert(name.to_owned(), value);
     }
-    None
+    Some(series)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

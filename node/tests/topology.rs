@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_port, inc, NodeProcess};
+use common::{free_port, http, inc, NodeProcess};
 use tally_client::admin::{AdminReply, AdminRequest, ClusterView};
 use tally_client::{Client, ClientConfig, Consistency, Outcome};
 
@@ -707,4 +707,43 @@ async fn a_dead_voter_does_not_spin_the_metadata_leader() {
         "the leader used {:.0}% of a core",
         share * 100.0
     );
+}
+
+/// `/readyz` says a joining node cannot serve yet, and why, until its join
+/// finishes; a normal member is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_while_a_node_joins_and_200_once_it_is_normal() {
+    let root = tempfile::tempdir().unwrap();
+    let (n1, a1) = bootstrap(root.path(), 3).await;
+    let _n2 = join(&root.path().join("n2"), &a1, 2).await;
+    let n3 = join(&root.path().join("n3"), &a1, 3).await;
+    let ready = |node: &NodeProcess| {
+        let h = node.http.clone().unwrap();
+        async move {
+            tokio::task::spawn_blocking(move || http(&h, "GET", "/readyz", None).unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(ready(&n1).await.status, 200);
+    // With node 3 paused, a fourth node's join cannot settle or stream
+    // from it, so it stays joining for a while.
+    n3.pause();
+    let a4 = addr();
+    let n4 = NodeProcess::start_with(&root.path().join("n4"), &a4, &args(&["--seed", &a1]));
+    wait_state(&a1, 4, "joining").await;
+    let answer = ready(&n4).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(answer.body.contains("joining"), "{}", answer.body);
+    n3.resume();
+    wait_state(&a1, 4, "normal").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = ready(&n4).await;
+        if answer.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {}", answer.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -112,14 +112,85 @@ pub(super) async fn readyz(State(front): State<Front>) -> (StatusCode, Json<Valu
     }
 }
 
-/// `GET /metrics`: the node in the OpenMetrics text format, for
-/// Prometheus.
-pub(super) async fn metrics(State(front): State<Front>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        front.server.scrape().await,
-    )
+/// `GET /metrics`: the node's metrics, in the OpenMetrics text format
+/// when the scraper asks for it (Prometheus does), else in the classic
+/// Prometheus text format (curl, `promtool check metrics`).
+pub(super) async fn metrics(
+    State(front): State<Front>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let text = front.server.scrape().await;
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            classic(&text),
+        )
+    }
+}
+
+/// The classic Prometheus text format of an OpenMetrics exposition: a
+/// counter family is named with its `_total` suffix in `HELP` and `TYPE`
+/// (as its samples are), and the `UNIT` and `EOF` lines go.
+fn classic(openmetrics: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in openmetrics.lines() {
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|rest| rest.strip_suffix(" counter"))
+        {
+            counters.insert(name.to_owned());
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => out.push_str(&line),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_format_names_counters_with_their_total() {
+        let om = "# HELP x_requests Requests.\n# TYPE x_requests counter\n\
+                  x_requests_total{kind=\"a\"} 3\n# HELP x_disk_bytes Disk.\n\
+                  # TYPE x_disk_bytes gauge\n# UNIT x_disk_bytes bytes\nx_disk_bytes 7\n# EOF\n";
+        assert_eq!(
+            classic(om),
+            "# HELP x_requests_total Requests.\n# TYPE x_requests_total counter\n\
+             x_requests_total{kind=\"a\"} 3\n# HELP x_disk_bytes Disk.\n\
+             # TYPE x_disk_bytes gauge\nx_disk_bytes 7\n"
+        );
+    }
 }

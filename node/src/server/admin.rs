@@ -270,7 +270,9 @@ impl Server {
                     "this node is {}",
                     format!("{state:?}").to_lowercase()
                 )),
-                None => Err("this node is not a member of the cluster yet".into()),
+                None => {
+                    Err("this node is joining: the metadata it follows does not list it yet".into())
+                }
             },
             None if self.ctx.map().member(me).is_some() => Ok(()),
             None => Err("this node is not in the member list".into()),
