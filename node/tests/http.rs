@@ -408,3 +408,73 @@ fn bodies_are_budgeted_before_they_are_read_and_timed() {
     assert_eq!(ok.status, 200);
     node.stop().unwrap();
 }
+
+/// Every series the Grafana dashboard (deploy/grafana/tally.json) queries
+/// exists in a real node's `/metrics` once it has seen a workload, a
+/// refused request and a failed item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_queries_only_series_a_node_exports() {
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../../deploy/grafana/tally.json")).unwrap();
+    let mut wanted = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("tally_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                wanted.insert(name);
+            }
+        }
+    }
+    assert!(wanted.len() > 20, "{wanted:?}");
+
+    let cluster = Cluster::start(3, 3, &[]).await;
+    let h = cluster.http_addr(0);
+    let client = cluster.client_of(0, Consistency::Quorum).await;
+    assert!(client
+        .increment(vec![inc("d", 1)])
+        .await
+        .iter()
+        .all(|o| o.is_ok()));
+    assert!(client.total("nope", b"d").await.is_err());
+    call(
+        &h,
+        "POST",
+        "/v1/increments",
+        Some(json!({"increments": [{"key": "d", "namespace": "nope"}]})),
+    )
+    .await;
+    // And a node with Raft-agreed metadata, for the Raft series.
+    let dir = tempfile::tempdir().unwrap();
+    let raft = NodeProcess::start_with(
+        dir.path(),
+        &format!("127.0.0.1:{}", free_port()),
+        &["--init".into()],
+    );
+    let mut exported = std::collections::BTreeSet::new();
+    for addr in [h.clone(), raft.http.clone().unwrap()] {
+        let text = tokio::task::spawn_blocking(move || http(&addr, "GET", "/metrics", None))
+            .await
+            .unwrap()
+            .unwrap()
+            .body;
+        exported.extend(
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split(['{', ' ']).next().map(str::to_owned)),
+        );
+    }
+    let missing: Vec<&String> = wanted
+        .iter()
+        .filter(|name| !exported.contains(*name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries series no node exports: {missing:?}"
+    );
+}
