@@ -373,6 +373,8 @@ fn bodies_are_budgeted_before_they_are_read_and_timed() {
             "connections.max_buffered_mib=1".into(),
             "--set".into(),
             "connections.frame_timeout_s=1".into(),
+            "--set".into(),
+            "connections.idle_timeout_s=2".into(),
         ])
         .spawn()
         .unwrap();
@@ -403,6 +405,20 @@ fn bodies_are_budgeted_before_they_are_read_and_timed() {
         std::time::Duration::from_millis(1500),
     );
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // A connection that sends nothing is closed after the idle timeout.
+    let mut idle = std::net::TcpStream::connect(&h).unwrap();
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = idle.read_to_end(&mut rest);
+    assert!(read.is_ok() && rest.is_empty(), "{read:?} {rest:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(1900)
+            && waited < std::time::Duration::from_secs(8),
+        "closed after {waited:?}"
+    );
     // The node still serves.
     let ok = http(&h, "GET", "/healthz", None).unwrap();
     assert_eq!(ok.status, 200);

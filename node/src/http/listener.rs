@@ -3,6 +3,7 @@
 //! Past it a connection is answered `503` and closed at once, so a flood
 //! of sockets cannot take the file descriptors the storage engine needs.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,11 +31,16 @@ impl AdmittedListener {
     }
 }
 
-/// A connection and its slot, given back when the connection closes.
+/// A connection and its slot, given back when the connection closes. A
+/// connection that sends nothing for the node's idle timeout reads as
+/// timed out, and hyper closes it, as the binary port closes idle ones.
 #[derive(Debug)]
 pub(super) struct AdmittedStream {
     stream: TcpStream,
     _slot: ConnectionSlot,
+    idle: Duration,
+    /// When the connection counts as idle, unless bytes arrive first.
+    idle_at: Pin<Box<tokio::time::Sleep>>,
 }
 
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
@@ -60,13 +66,16 @@ impl axum::serve::Listener for AdmittedListener {
             let _ = stream.set_nodelay(true);
             match self.admission.connection() {
                 Ok(slot) => {
+                    let idle = self.admission.limits().idle_timeout;
                     return (
                         AdmittedStream {
                             stream,
                             _slot: slot,
+                            idle,
+                            idle_at: Box::pin(tokio::time::sleep(idle)),
                         },
                         addr,
-                    )
+                    );
                 }
                 Err(_) => {
                     tokio::spawn(async move {
@@ -92,7 +101,21 @@ impl AsyncRead for AdmittedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = &mut *self;
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                let deadline = tokio::time::Instant::now() + this.idle;
+                this.idle_at.as_mut().reset(deadline);
+                Poll::Ready(result)
+            }
+            Poll::Pending => match this.idle_at.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request for the idle timeout",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 }
 
