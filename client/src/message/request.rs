@@ -46,6 +46,33 @@ impl Request {
         }
     }
 
+    /// The request's name in snake case (`increment`, `replica_write`, ...),
+    /// as logs and metrics label it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Increment { .. } => "increment",
+            Request::Total { .. } => "total",
+            Request::Range { .. } => "range",
+            Request::Stats { .. } => "stats",
+            Request::ListNamespaces => "list_namespaces",
+            Request::DescribeNamespace { .. } => "describe_namespace",
+            Request::Status => "status",
+            Request::ForwardedIncrement { .. } => "forwarded_increment",
+            Request::ReplicaWrite { .. } => "replica_write",
+            Request::ReplicaRead { .. } => "replica_read",
+            Request::Routing => "routing",
+            Request::InspectReplicas { .. } => "inspect_replicas",
+            Request::Ping => "ping",
+            Request::Gossip { .. } => "gossip",
+            Request::AdjustClock { .. } => "adjust_clock",
+            Request::MerkleTree { .. } => "merkle_tree",
+            Request::Repair => "repair",
+            Request::Raft { .. } => "raft",
+            Request::Admin { .. } => "admin",
+            Request::LedOpIds { .. } => "led_op_ids",
+        }
+    }
+
     /// Whether retrying this request after an unknown outcome is harmless.
     pub fn is_read(&self) -> bool {
         !matches!(

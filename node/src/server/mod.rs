@@ -309,7 +309,7 @@ impl Server {
 
     /// Answers a request (from either front) and counts it.
     pub(crate) async fn handle(&self, request: Request) -> Response {
-        let kind = kind_name(&request);
+        let kind = request.name();
         let started = Instant::now();
         let response = self.dispatch(request).await;
         let error = match &response {
@@ -396,32 +396,6 @@ impl Server {
             Request::DescribeNamespace { name } => self.describe_namespace(&name),
             Request::Status => self.status().await,
         }
-    }
-}
-
-/// A request kind's name, as metrics label it.
-fn kind_name(request: &Request) -> &'static str {
-    match request {
-        Request::Increment { .. } => "increment",
-        Request::Total { .. } => "total",
-        Request::Range { .. } => "range",
-        Request::Stats { .. } => "stats",
-        Request::ListNamespaces => "list_namespaces",
-        Request::DescribeNamespace { .. } => "describe_namespace",
-        Request::Status => "status",
-        Request::ForwardedIncrement { .. } => "forwarded_increment",
-        Request::ReplicaWrite { .. } => "replica_write",
-        Request::ReplicaRead { .. } => "replica_read",
-        Request::Routing => "routing",
-        Request::InspectReplicas { .. } => "inspect_replicas",
-        Request::Ping => "ping",
-        Request::Gossip { .. } => "gossip",
-        Request::AdjustClock { .. } => "adjust_clock",
-        Request::MerkleTree { .. } => "merkle_tree",
-        Request::Repair => "repair",
-        Request::Raft { .. } => "raft",
-        Request::Admin { .. } => "admin",
-        Request::LedOpIds { .. } => "led_op_ids",
     }
 }
 
