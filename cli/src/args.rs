@@ -140,7 +140,11 @@ pub enum Command {
         host_id: u64,
     },
     /// The cluster as a node sees it: itself and its peers.
-    Status,
+    Status {
+        /// Ask a node's HTTP port (`host:port`) instead of --addr.
+        #[arg(long, value_name = "HOST:PORT")]
+        http: Option<String>,
+    },
     /// Token ranges and their replicas.
     Ring,
     /// Anti-entropy: compare every range the node (the first --addr)

@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use tally_client::{Client, Increment, Outcome, Producer, ProducerConfig};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
+use crate::http::HttpConnection;
 use crate::timespec;
 
 /// Load generator settings.
@@ -138,7 +137,7 @@ pub async fn run(client: Client, args: &BenchArgs, json: bool) -> Result<(), Str
         workers.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64);
             let mut t = Tally::default();
-            let mut http: Option<BufReader<TcpStream>> = None;
+            let mut http: Option<HttpConnection> = None;
             // With a rate, workers are spread evenly over one interval:
             // started together they would stay in phase and send in
             // bursts of `concurrency`, measuring the burst's queue.
@@ -303,16 +302,14 @@ pub async fn run(client: Client, args: &BenchArgs, json: bool) -> Result<(), Str
 /// `addr` when `None`, kept open between batches) and counts the items
 /// `ok`, `failed` and `indeterminate` in the answer.
 async fn http_increments(
-    conn: &mut Option<BufReader<TcpStream>>,
+    conn: &mut Option<HttpConnection>,
     addr: &str,
     items: &[Increment],
 ) -> Result<(u64, u64, u64), String> {
     if conn.is_none() {
-        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let _ = stream.set_nodelay(true);
-        *conn = Some(BufReader::new(stream));
+        *conn = Some(HttpConnection::connect(addr).await?);
     }
-    let Some(stream) = conn.as_mut() else {
+    let Some(conn) = conn.as_mut() else {
         return Err("no connection".into());
     };
     let increments: Vec<serde_json::Value> = items
@@ -327,41 +324,8 @@ async fn http_increments(
         })
         .collect();
     let body = serde_json::json!({ "increments": increments }).to_string();
-    let head = format!(
-        "POST /v1/increments HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    let io = |e: std::io::Error| e.to_string();
-    stream
-        .get_mut()
-        .write_all(head.as_bytes())
-        .await
-        .map_err(io)?;
-    stream
-        .get_mut()
-        .write_all(body.as_bytes())
-        .await
-        .map_err(io)?;
-    let mut length = None;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if stream.read_line(&mut line).await.map_err(io)? == 0 {
-            return Err("the connection closed".into());
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse::<usize>().ok();
-            }
-        }
-    }
-    let mut answer = vec![0; length.ok_or("no content-length")?];
-    stream.read_exact(&mut answer).await.map_err(io)?;
-    let v: serde_json::Value = serde_json::from_slice(&answer).map_err(|e| e.to_string())?;
+    let answer = conn.request("POST", "/v1/increments", Some(&body)).await?;
+    let v: serde_json::Value = serde_json::from_slice(&answer.body).map_err(|e| e.to_string())?;
     let n = |k: &str| v[k].as_u64();
     match (n("ok"), n("failed"), n("indeterminate")) {
         (Some(ok), Some(failed), Some(indeterminate)) => Ok((ok, failed, indeterminate)),

@@ -9,6 +9,7 @@ mod args;
 mod bench;
 mod cmd;
 mod demo;
+mod http;
 mod output;
 mod timespec;
 
@@ -42,7 +43,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Removenode { host_id } => topology::removenode(&cli, *host_id).await,
         Command::Cleanup => topology::cleanup(&cli).await,
         Command::Abort { host_id } => topology::abort(&cli, *host_id).await,
-        Command::Status => status::run(&cli).await,
+        Command::Status { http } => status::run(&cli, http.as_deref()).await,
         Command::Ring => ring::run(&cli).await,
         Command::Repair => repair::run(&cli).await,
         Command::Bench(args) => bench::run(cli.connect().await?, args, cli.json).await,

@@ -15,11 +15,18 @@ impl Drop for Node {
 }
 
 fn start_node(dir: &std::path::Path) -> (Node, String) {
+    let (node, addr, _) = start_node_with_http(dir);
+    (node, addr)
+}
+
+/// A node; its binary and its HTTP address.
+fn start_node_with_http(dir: &std::path::Path) -> (Node, String, String) {
     let addr = format!("127.0.0.1:{}", tally_testkit::unused_local_port().unwrap());
+    let http = format!("127.0.0.1:{}", tally_testkit::unused_local_port().unwrap());
     let child = Command::new(tally_testkit::node_bin())
         .arg("--data-dir")
         .arg(dir)
-        .args(["--listen", &addr])
+        .args(["--listen", &addr, "--http-listen", &http])
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -31,7 +38,7 @@ fn start_node(dir: &std::path::Path) -> (Node, String) {
         assert!(Instant::now() < deadline, "the node never answered status");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (node, addr)
+    (node, addr, http)
 }
 
 /// Runs the CLI; its exit code, stdout and stderr.
@@ -68,4 +75,33 @@ fn a_reader_that_closes_the_pipe_ends_the_cli_quietly() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn status_reads_the_same_table_from_the_http_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, addr, http) = start_node_with_http(dir.path());
+    let (code, _, stderr) = tally(&addr, &["incr", "k", "--delta", "3"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, table, stderr) = tally(&addr, &["status", "--http", &http]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(table.contains("replication factor 1"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.contains(&addr))
+        .unwrap_or_else(|| panic!("no row for {addr}: {table}"));
+    assert!(row.starts_with("UN"), "{row}");
+    assert!(row.contains("100.0%") && row.contains(" ok "), "{row}");
+
+    let (code, json, stderr) = tally(&addr, &["status", "--http", &http, "--json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["members"].as_array().unwrap().len(), 1);
+    assert_eq!(v["members"][0]["up"], true);
+    assert_eq!(v["members"][0]["reported"]["increments"], 1);
+
+    // Not an HTTP port: a clear error, not a hang.
+    let (code, _, stderr) = tally(&addr, &["status", "--http", &addr]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

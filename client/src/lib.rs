@@ -31,6 +31,7 @@ mod error;
 pub mod frame;
 pub mod message;
 mod op_id;
+pub mod overview;
 mod producer;
 mod resolution;
 pub mod routing;

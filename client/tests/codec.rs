@@ -312,6 +312,7 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
                     connections: h[2] as u32,
                     overloaded: h[3],
                     peers,
+                    reads: h[5],
                 })
             )),
         proptest::collection::vec(increment_result(), 0..4)

@@ -420,7 +420,8 @@ fn every_response_decodes_from_the_pages_bytes() {
             .u8(1)
             .u64(15)
             .u64(u64::MAX)
-            .u64(u64::MAX),
+            .u64(u64::MAX)
+            .u64(77),
         Response::Status(NodeStatus {
             node_id: 1,
             version: "0.1.0".into(),
@@ -449,6 +450,7 @@ fn every_response_decodes_from_the_pages_bytes() {
                 generation: None,
                 heartbeat_ms_ago: None,
             }],
+            reads: 77,
         }),
     );
     response(0x09, B::default(), Response::Ack);
@@ -626,5 +628,37 @@ fn admin_payloads_parse_as_the_page_writes_them() {
     ];
     for json in replies {
         AdminReply::from_bytes(json.as_bytes()).unwrap_or_else(|e| panic!("{json}: {e}"));
+    }
+}
+
+#[test]
+fn a_status_from_a_node_that_sends_no_read_count_decodes_with_zero_reads() {
+    let body = B::default()
+        .u64(1)
+        .str32("0.1.0")
+        .u64(5000)
+        .str32("127.0.0.1:7400")
+        .u64(10)
+        .u64(4096)
+        .u64(3)
+        .u64(0)
+        .u64(1)
+        .u64(1)
+        .u64(0)
+        .u64(2)
+        .u32(0)
+        .u32(0)
+        .u8(0)
+        .str32("")
+        .u64(1024)
+        .u32(4)
+        .u64(6)
+        .u32(0);
+    match Response::decode(0x87, &body.0) {
+        Ok(Response::Status(s)) => {
+            assert_eq!(s.reads, 0);
+            assert_eq!(s.overloaded, 6);
+        }
+        other => panic!("decoded {other:?}"),
     }
 }

@@ -253,6 +253,9 @@ pub struct HttpConfig {
     /// Where (`host:port`); absent: `listen`'s host, its port + 1000
     /// (7400 -> 8400).
     pub listen: Option<String>,
+    /// Count requests and serve `/metrics` (off: the fronts count
+    /// nothing, `/metrics` answers 404).
+    pub metrics: bool,
 }
 
 impl Default for HttpConfig {
@@ -260,6 +263,7 @@ impl Default for HttpConfig {
         HttpConfig {
             enabled: true,
             listen: None,
+            metrics: true,
         }
     }
 }

@@ -318,6 +318,7 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
         ServerOptions {
             test_hooks: config.test.hooks,
             read_timeout: config.coordinator.read_timeout,
+            request_metrics: config.http.enabled && config.http.metrics,
         },
     );
     if let (Some(topology), Mode::Raft { init, seed }) = (&topology, mode) {

@@ -357,6 +357,126 @@ async fn metrics_parse_as_an_exposition_and_move_with_the_workload() {
         k.starts_with("tally_request_duration_seconds_bucket{") && k.contains("kind=\"increment\"")
     }));
     assert!(moved("tally_storage_user_bytes_total{engine=\"counters\"}") > 0.0);
+    for name in [
+        "tally_storage_memtable_bytes{engine=\"counters\"}",
+        "tally_gossip_phi_max",
+        "tally_storage_wal_sync_duration_seconds_bucket{le=\"+Inf\",engine=\"counters\"}",
+    ] {
+        assert!(after.contains_key(name), "{name} missing");
+    }
+    assert!(after["tally_storage_memtable_bytes{engine=\"counters\"}"] > 0.0);
+    // Every WAL fsync is timed: the histogram counts what the counter
+    // counts (the background fsync may run between the two reads).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let now = scrape().await;
+        let synced = now["tally_storage_wal_syncs_total{engine=\"counters\"}"];
+        let timed = now["tally_storage_wal_sync_duration_seconds_count{engine=\"counters\"}"];
+        assert!(
+            timed <= synced + 1.0 && synced <= timed + 1.0,
+            "{timed} vs {synced}"
+        );
+        if timed > 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no WAL fsync was timed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// `/v1/cluster` joins the membership with what every member reports,
+/// the console page that reads it is served at `/`, and a node with
+/// metrics off answers `/metrics` with a typed 404 and counts nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_overview_and_the_console_page() {
+    let mut cluster = Cluster::start(3, 3, &[]).await;
+    let h = cluster.http_addr(1);
+    let client = cluster.client_of(0, Consistency::Quorum).await;
+    for i in 0..30 {
+        let outcomes = client.increment(vec![inc(&format!("o{i}"), 1)]).await;
+        assert!(outcomes.iter().all(|o| o.is_ok()));
+    }
+    for _ in 0..5 {
+        assert_eq!(total_over_http(&h, "o1").await, 1);
+    }
+    let (status, v) = call(&h, "GET", "/v1/cluster", None).await;
+    assert_eq!(status, 200, "{v}");
+    let members = v["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{v}");
+    assert_eq!(v["replication_factor"], 3);
+    let mut increments = 0;
+    let mut reads = 0;
+    for m in members {
+        assert_eq!(m["up"], true, "{m}");
+        assert_eq!(m["state"], "normal", "{m}");
+        assert!((m["ownership"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{m}");
+        let r = &m["reported"];
+        assert_eq!(r["storage"], "ok", "{m}");
+        increments += r["increments"].as_u64().unwrap();
+        reads += r["reads"].as_u64().unwrap();
+    }
+    assert_eq!(increments, 30, "{v}");
+    assert!(reads >= 5, "{v}");
+
+    let addr = h.clone();
+    let page = tokio::task::spawn_blocking(move || http(&addr, "GET", "/", None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.starts_with("<!doctype html>"),
+        "{}",
+        path_of(&page.body)
+    );
+    assert!(page.body.contains("/v1/cluster") && page.body.contains("rate-chart"));
+
+    // A member that is down is listed down, without a report.
+    cluster.stop(2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, v) = call(&h, "GET", "/v1/cluster", None).await;
+        let down: Vec<&Value> = v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["up"] == false)
+            .collect();
+        if down.len() == 1 {
+            assert!(down[0]["reported"].is_null(), "{v}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never seen down: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn a_node_with_metrics_off_answers_metrics_with_a_typed_404() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut node = NodeCommand::new(&node_bin(), &dir.path().join("data"), &addr)
+        .args(&["--set".into(), "http.metrics=false".into()])
+        .spawn()
+        .unwrap();
+    node.wait_serving(std::time::Duration::from_secs(20))
+        .unwrap();
+    let h = node.http.clone().unwrap();
+    let answer = http(&h, "GET", "/metrics", None).unwrap();
+    assert_eq!(answer.status, 404, "{}", answer.body);
+    let v: Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(v["code"], "MetricsOff", "{v}");
+    let answer = http(
+        &h,
+        "POST",
+        "/v1/increments",
+        Some(br#"{"increments": [{"key": "k"}]}"#),
+    )
+    .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
 }
 
 /// A body is budgeted before it is read, and must arrive within the frame

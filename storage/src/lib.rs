@@ -72,7 +72,7 @@ pub use error::{Error, Result};
 pub use fs::{Fs, FsFile};
 pub use lossy_fs::LossyFs;
 pub use merge::{AddI64, CompactionFilter, FilterDecision, MergeOperator};
-pub use metrics::MetricsSnapshot;
+pub use metrics::{LatencySnapshot, MetricsSnapshot, SYNC_LATENCY_BOUNDS_MICROS};
 pub use options::{Durability, Options};
 pub use real_fs::RealFs;
 pub use sim_fs::SimFs;

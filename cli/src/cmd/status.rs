@@ -1,17 +1,37 @@
 //! `tally status`: the cluster table (like `nodetool status`) when the
 //! cluster runs Raft-agreed metadata, else the one node and its peers.
+//! With `--http` the table comes from a node's `GET /v1/cluster`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tally_client::admin::ClusterView;
-use tally_client::{Client, ClientConfig, NodeStatus, StorageHealth};
+use tally_client::overview::ClusterOverview;
+use tally_client::{Client, ClientConfig, NodeStatus};
 
 use crate::args::Cli;
 use crate::cmd::topology;
+use crate::http::HttpConnection;
 use crate::output::{health_word, print_json};
 
-/// Runs `tally status`.
-pub async fn run(cli: &Cli) -> Result<(), String> {
+/// Runs `tally status` (against `http`, a node's HTTP port, if given).
+pub async fn run(cli: &Cli, http: Option<&str>) -> Result<(), String> {
+    if let Some(addr) = http {
+        let answer = HttpConnection::connect(addr)
+            .await?
+            .request("GET", "/v1/cluster", None)
+            .await?;
+        if answer.status != 200 {
+            return Err(format!(
+                "{addr} answered {}: {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            ));
+        }
+        let overview: ClusterOverview = serde_json::from_slice(&answer.body)
+            .map_err(|e| format!("{addr} sent no cluster overview: {e}"))?;
+        return print_overview(&overview, cli.json);
+    }
     let client = cli.connect().await?;
     let s = client.status().await.map_err(|e| e.to_string())?;
     if let Some(view) = topology::cluster(&client).await? {
@@ -72,105 +92,70 @@ pub async fn run(cli: &Cli) -> Result<(), String> {
 /// member, up/down as the contacted node sees it, load as each member
 /// reports it.
 async fn cluster_table(view: &ClusterView, local: &NodeStatus, json: bool) -> Result<(), String> {
-    let mut rows = Vec::new();
+    let mut reported = HashMap::new();
     for m in view.members.iter().filter(|m| m.state != "left") {
-        let up = m.host_id == local.node_id
-            || local.peers.iter().any(|p| p.host_id == m.host_id && p.up);
-        let reported = if m.host_id == local.node_id {
-            Some(local.clone())
-        } else if up {
-            let mut config = ClientConfig::with_seeds([m.address.clone()]);
-            config.request_timeout = Duration::from_millis(500);
-            config.max_retries = 0;
-            config.token_aware = false;
-            match Client::connect(config).await {
-                Ok(c) => c.status().await.ok(),
-                Err(_) => None,
+        let up = local.peers.iter().any(|p| p.host_id == m.host_id && p.up);
+        if m.host_id == local.node_id || !up {
+            continue;
+        }
+        let mut config = ClientConfig::with_seeds([m.address.clone()]);
+        config.request_timeout = Duration::from_millis(500);
+        config.max_retries = 0;
+        config.token_aware = false;
+        if let Ok(c) = Client::connect(config).await {
+            if let Ok(status) = c.status().await {
+                reported.insert(m.host_id, status);
             }
-        } else {
-            None
-        };
-        rows.push(Row {
-            host_id: m.host_id,
-            address: m.address.clone(),
-            up,
-            state: m.state.clone(),
-            load_bytes: reported.as_ref().map(|s| s.disk_bytes),
-            storage: reported.as_ref().map(|s| s.storage),
-            storage_error: reported.map(|s| s.storage_error).unwrap_or_default(),
-            tokens: m.tokens.len(),
-            ownership: m.ownership,
-            rack: m.rack.clone(),
-            voter: view.voters.contains(&m.host_id),
-            leader: view.leader == Some(m.host_id),
-        });
+        }
     }
+    print_overview(&ClusterOverview::new(view, local, &reported), json)
+}
+
+/// Prints the cluster table (or its JSON).
+fn print_overview(o: &ClusterOverview, json: bool) -> Result<(), String> {
     if json {
-        print_json(&serde_json::json!({
-            "cluster_name": view.cluster_name,
-            "epoch": view.epoch,
-            "replication_factor": view.replication_factor,
-            "leader": view.leader,
-            "members": rows,
-        }));
+        print_json(o);
         return Ok(());
     }
     println!(
         "cluster {} (metadata epoch {}, replication factor {}, metadata leader {})",
-        view.cluster_name.as_deref().unwrap_or("(not bootstrapped)"),
-        view.epoch,
-        view.replication_factor,
-        view.leader.map_or("none".to_owned(), |l| l.to_string())
+        o.cluster_name.as_deref().unwrap_or("(not bootstrapped)"),
+        o.epoch,
+        o.replication_factor,
+        o.leader.map_or("none".to_owned(), |l| l.to_string())
     );
     println!("Status=Up/Down  State=Normal/Joining/Leaving");
     println!(
         "{:<3} {:<22} {:>10} {:<9} {:>6} {:>8} {:>7} {:<8} {:<7}",
         "--", "address", "load", "storage", "tokens", "owns", "host id", "rack", "raft"
     );
-    for r in &rows {
-        let status = if r.up { 'U' } else { 'D' };
-        let state = r.state.chars().next().unwrap_or('?').to_ascii_uppercase();
-        let load = r.load_bytes.map_or("?".to_owned(), |b| {
-            format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20))
+    for m in &o.members {
+        let status = if m.up { 'U' } else { 'D' };
+        let state = m.state.chars().next().unwrap_or('?').to_ascii_uppercase();
+        let load = m.reported.as_ref().map_or("?".to_owned(), |r| {
+            format!("{:.1} MiB", r.load_bytes as f64 / f64::from(1u32 << 20))
         });
-        let raft = match (r.leader, r.voter) {
+        let raft = match (m.leader, m.voter) {
             (true, _) => "leader",
             (false, true) => "voter",
             (false, false) => "learner",
         };
         println!(
             "{status}{state}  {:<22} {:>10} {:<9} {:>6} {:>7.1}% {:>7} {:<8} {:<7}",
-            r.address,
+            m.address,
             load,
-            r.storage.map_or("?", health_word),
-            r.tokens,
-            r.ownership * 100.0,
-            r.host_id,
-            r.rack.as_deref().unwrap_or("-"),
+            m.reported.as_ref().map_or("?", |r| health_word(r.storage)),
+            m.tokens,
+            m.ownership * 100.0,
+            m.host_id,
+            m.rack.as_deref().unwrap_or("-"),
             raft
         );
     }
-    for r in rows.iter().filter(|r| !r.storage_error.is_empty()) {
-        println!("host {} storage: {}", r.host_id, r.storage_error);
+    for m in &o.members {
+        if let Some(r) = m.reported.as_ref().filter(|r| !r.storage_error.is_empty()) {
+            println!("host {} storage: {}", m.host_id, r.storage_error);
+        }
     }
     Ok(())
-}
-
-/// One row of the status table.
-#[derive(Debug, serde::Serialize)]
-struct Row {
-    host_id: u64,
-    address: String,
-    up: bool,
-    state: String,
-    load_bytes: Option<u64>,
-    /// As the member reports it (`None`: not reached).
-    storage: Option<StorageHealth>,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    storage_error: String,
-    tokens: usize,
-    ownership: f64,
-    rack: Option<String>,
-    voter: bool,
-    leader: bool,
 }

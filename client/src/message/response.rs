@@ -143,6 +143,7 @@ impl Response {
                     buf.put_u64_le(p.generation.unwrap_or(u64::MAX));
                     buf.put_u64_le(p.heartbeat_ms_ago.unwrap_or(u64::MAX));
                 }
+                buf.put_u64_le(s.reads);
             }
             Response::Ack => {}
             Response::Gossip(payload) | Response::Raft(payload) | Response::Admin(payload) => {
@@ -304,6 +305,7 @@ impl Response {
                     }
                     peers
                 },
+                reads: if r.is_empty() { 0 } else { r.u64()? },
             }),
             kind::REPLICA_WRITE | kind::PING | kind::ADJUST_CLOCK => Response::Ack,
             kind::MERKLE_TREE => {

@@ -115,10 +115,15 @@ pub struct NodeStatus {
     pub overloaded: u64,
     /// The other nodes, as this node sees them.
     pub peers: Vec<PeerStatus>,
+    /// Client reads (total, range, stats) this node answered as their
+    /// coordinator since start. Last on the wire and optional there: a
+    /// node from before it sends none (read as 0), and one from before
+    /// it ignores the extra bytes.
+    pub reads: u64,
 }
 
 /// Whether a node's storage takes writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StorageHealth {
     /// It does.

@@ -203,6 +203,21 @@ impl Membership {
             .collect()
     }
 
+    /// The highest suspicion level (phi) among the peers gossip still
+    /// holds alive: how close the most doubtful live peer is to being
+    /// convicted (0 with none). Peers already down are left out, or one
+    /// dead node would hide every other.
+    pub fn phi_max(&self) -> f64 {
+        let gossiper = self.gossiper.lock();
+        let now = self.now();
+        gossiper
+            .peers()
+            .filter(|n| gossiper.is_alive(*n))
+            .map(|n| gossiper.phi(n, now))
+            .filter(|phi| phi.is_finite())
+            .fold(0.0, f64::max)
+    }
+
     /// Fills in gossip's generation and heartbeat age of each peer.
     pub fn annotate(&self, statuses: &mut [PeerStatus]) {
         let gossiper = self.gossiper.lock();

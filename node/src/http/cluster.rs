@@ -87,6 +87,12 @@ pub(super) async fn status(State(front): State<Front>) -> Result<Json<Value>, Ap
     }
 }
 
+/// `GET /v1/cluster`: every member, up or down, with what it reports
+/// about itself (as `tally status` shows it).
+pub(super) async fn cluster(State(front): State<Front>) -> Json<Value> {
+    Json(json!(front.server.overview().await))
+}
+
 /// `GET /v1/ring`: the routing table (token ranges and their replicas).
 pub(super) async fn ring(State(front): State<Front>) -> Result<Json<Value>, ApiError> {
     match front.run(Request::Routing).await? {
@@ -114,17 +120,24 @@ pub(super) async fn readyz(State(front): State<Front>) -> (StatusCode, Json<Valu
 
 /// `GET /metrics`: the node's metrics, in the OpenMetrics text format
 /// when the scraper asks for it (Prometheus does), else in the classic
-/// Prometheus text format (curl, `promtool check metrics`).
+/// Prometheus text format (curl, `promtool check metrics`); 404 when the
+/// node runs with `http.metrics = false`.
 pub(super) async fn metrics(
     State(front): State<Front>,
     headers: axum::http::HeaderMap,
-) -> impl IntoResponse {
-    let text = front.server.scrape().await;
+) -> Result<impl IntoResponse, ApiError> {
+    let Some(text) = front.server.scrape().await else {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "MetricsOff".into(),
+            message: "this node runs with metrics off (http.metrics = false)".into(),
+        });
+    };
     let openmetrics = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("application/openmetrics-text"));
-    if openmetrics {
+    Ok(if openmetrics {
         (
             [(
                 header::CONTENT_TYPE,
@@ -140,7 +153,7 @@ pub(super) async fn metrics(
             )],
             classic(&text),
         )
-    }
+    })
 }
 
 /// The classic Prometheus text format of an OpenMetrics exposition: a

@@ -15,6 +15,7 @@
 //! "Dependencies and why").
 
 mod cluster;
+mod console;
 mod counters;
 mod listener;
 
@@ -140,6 +141,7 @@ async fn admit(
 /// can be checked against what is served.
 fn table() -> Vec<(&'static str, &'static [&'static str], MethodRouter<Front>)> {
     vec![
+        ("/", &["GET"], get(console::page)),
         ("/v1/increments", &["POST"], post(counters::increments)),
         (
             "/v1/counters/{namespace}/{key}",
@@ -163,6 +165,7 @@ fn table() -> Vec<(&'static str, &'static [&'static str], MethodRouter<Front>)> 
         ),
         ("/v1/namespaces/{name}", &["GET"], get(cluster::namespace)),
         ("/v1/status", &["GET"], get(cluster::status)),
+        ("/v1/cluster", &["GET"], get(cluster::cluster)),
         ("/v1/ring", &["GET"], get(cluster::ring)),
         ("/healthz", &["GET"], get(cluster::healthz)),
         ("/readyz", &["GET"], get(cluster::readyz)),

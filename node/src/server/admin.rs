@@ -78,6 +78,7 @@ impl Server {
                 self.membership.annotate(&mut peers);
                 peers
             },
+            reads: self.reads.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

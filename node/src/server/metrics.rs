@@ -5,11 +5,13 @@
 //! `_seconds` and `_bytes` units.
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
+use tally_storage::{LatencySnapshot, SYNC_LATENCY_BOUNDS_MICROS};
 
 use super::Server;
 
@@ -78,12 +80,54 @@ fn engine_gauge(
     }
 }
 
+/// Both engines' WAL fsync latencies, exposed as one histogram family
+/// labelled by engine. The engine counts them in its own fixed buckets
+/// (storage has no metrics library), read when a scrape comes.
+#[derive(Debug)]
+struct SyncLatencies([LatencySnapshot; 2]);
+
+impl EncodeMetric for SyncLatencies {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (engine, h) in ["counters", "hints"].into_iter().zip(&self.0) {
+            let label = EngineLabel { engine };
+            // Per bucket, not cumulative (the encoder sums them); the last
+            // bound is `f64::MAX`, which the encoder writes as `+Inf`.
+            let buckets: Vec<(f64, u64)> = h
+                .buckets
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    let bound = SYNC_LATENCY_BOUNDS_MICROS
+                        .get(i)
+                        .map_or(f64::MAX, |&micros| micros as f64 / 1e6);
+                    (bound, n)
+                })
+                .collect();
+            encoder
+                .encode_family(&label)?
+                .encode_histogram::<NoLabelSet>(
+                    h.sum_micros as f64 / 1e6,
+                    h.count(),
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 impl Server {
-    /// The OpenMetrics text exposition of this node now.
-    pub(crate) async fn scrape(&self) -> String {
+    /// The OpenMetrics text exposition of this node now (`None`: metrics
+    /// are off).
+    pub(crate) async fn scrape(&self) -> Option<String> {
+        let metrics = self.metrics.as_ref()?;
         let status = self.node_status().await;
         let mut registry = Registry::with_prefix("tally");
-        self.metrics.register(&mut registry);
+        metrics.register(&mut registry);
         let r = &mut registry;
         let store = &self.ctx.store;
         counter(
@@ -276,6 +320,25 @@ impl Server {
             None,
             [c.block_cache_misses, h.block_cache_misses],
         );
+        engine_gauge(
+            r,
+            "storage_memtable",
+            "Bytes held by memtables (active and waiting for flush)",
+            Some(Unit::Bytes),
+            [
+                store.db().memtable_bytes() as i64,
+                self.ctx.hints.storage().memtable_bytes() as i64,
+            ],
+        );
+        r.register_with_unit(
+            "storage_wal_sync_duration",
+            "How long WAL fsyncs took",
+            Unit::Seconds,
+            SyncLatencies([
+                store.db().wal_sync_latency(),
+                self.ctx.hints.storage().wal_sync_latency(),
+            ]),
+        );
         let l0 = |levels: Vec<(usize, u64)>| levels.first().map_or(0, |(files, _)| *files as i64);
         engine_gauge(
             r,
@@ -317,6 +380,13 @@ impl Server {
             None,
             status.peers.iter().filter(|p| p.up).count() as i64,
         );
+        let phi: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+        phi.set(self.membership.phi_max());
+        r.register(
+            "gossip_phi_max",
+            "The highest phi (suspicion) among peers gossip holds alive; a peer is convicted past the configured threshold",
+            phi,
+        );
         gauge(
             r,
             "peers_down",
@@ -353,6 +423,6 @@ impl Server {
         if encode(&mut text, &registry).is_err() {
             text.clear();
         }
-        text
+        Some(text)
     }
 }

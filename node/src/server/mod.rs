@@ -29,8 +29,10 @@ mod admin;
 pub mod admission;
 mod client;
 mod metrics;
+mod overview;
 mod replica;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,6 +81,8 @@ pub struct ServerOptions {
     pub test_hooks: bool,
     /// Deadline of the debug read of every replica (`InspectReplicas`).
     pub read_timeout: Duration,
+    /// Count requests for `/metrics`.
+    pub request_metrics: bool,
 }
 
 /// Shared state of the server.
@@ -96,8 +100,10 @@ pub struct Server {
     read_timeout: Duration,
     started: Instant,
     admission: Arc<Admission>,
-    /// What the fronts count as requests pass.
-    metrics: RequestMetrics,
+    /// What the fronts count as requests pass (`None`: metrics off).
+    metrics: Option<RequestMetrics>,
+    /// Client reads answered (total, range, stats), for `NodeStatus`.
+    reads: AtomicU64,
 }
 
 impl Server {
@@ -119,7 +125,8 @@ impl Server {
             read_timeout: options.read_timeout,
             started: Instant::now(),
             admission,
-            metrics: RequestMetrics::default(),
+            metrics: options.request_metrics.then(RequestMetrics::default),
+            reads: AtomicU64::new(0),
         })
     }
 
@@ -316,10 +323,15 @@ impl Server {
             Response::Error { code, .. } => Some(*code),
             _ => None,
         };
-        if let (Response::Increment(results), "increment") = (&response, kind) {
-            self.metrics.items(results);
+        if matches!(kind, "total" | "range" | "stats") && error.is_none() {
+            self.reads.fetch_add(1, Ordering::Relaxed);
         }
-        self.metrics.request(kind, started.elapsed(), error);
+        if let Some(metrics) = &self.metrics {
+            if let (Response::Increment(results), "increment") = (&response, kind) {
+                metrics.items(results);
+            }
+            metrics.request(kind, started.elapsed(), error);
+        }
         response
     }
 

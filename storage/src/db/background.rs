@@ -244,8 +244,12 @@ impl Inner {
                 }
                 state.wal.clone()
             };
+            let started = std::time::Instant::now();
             match wal.sync() {
-                Ok(true) => add(&self.metrics.wal_syncs, 1),
+                Ok(true) => {
+                    add(&self.metrics.wal_syncs, 1);
+                    self.sync_latency.record(started.elapsed());
+                }
                 Ok(false) => {}
                 Err(e) => {
                     self.poison(&e);

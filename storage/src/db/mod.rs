@@ -41,7 +41,7 @@ use crate::fs::Fs;
 use crate::manifest::Manifest;
 use crate::memtable::Memtable;
 use crate::merge::MergeOperator;
-use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::metrics::{LatencySnapshot, Metrics, MetricsSnapshot, SyncLatency};
 use crate::options::Options;
 use crate::table::Table;
 use crate::table_builder::{TableBuilder, TableSummary};
@@ -110,6 +110,8 @@ struct Inner {
     poisoned_by_full_disk: AtomicBool,
     shutdown: AtomicBool,
     metrics: Arc<Metrics>,
+    /// How long WAL fsyncs take.
+    sync_latency: SyncLatency,
     /// Data blocks recently read by users, shared by every table.
     block_cache: Arc<BlockCache>,
     /// Keys replayed from the WAL at open, until taken.
@@ -320,6 +322,19 @@ impl Db {
     /// The engine's counters.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.inner.metrics.snapshot()
+    }
+
+    /// How long this engine's WAL fsyncs took, as a histogram.
+    pub fn wal_sync_latency(&self) -> LatencySnapshot {
+        self.inner.sync_latency.snapshot()
+    }
+
+    /// Bytes held by memtables: the active one and those frozen and
+    /// waiting for their flush.
+    pub fn memtable_bytes(&self) -> u64 {
+        let state = self.inner.state.lock();
+        let frozen: usize = state.immutables.iter().map(|m| m.approximate_bytes()).sum();
+        (state.active.approximate_bytes() + frozen) as u64
     }
 
     /// Tables and bytes per level, L0 first.

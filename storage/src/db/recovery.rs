@@ -19,7 +19,7 @@ use crate::fs::Fs;
 use crate::manifest::{Manifest, ManifestState};
 use crate::memtable::Memtable;
 use crate::merge::MergeOperator;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SyncLatency};
 use crate::options::{Durability, Options};
 use crate::real_fs::RealFs;
 use crate::version::{LiveTable, Version, NUM_LEVELS};
@@ -112,6 +112,7 @@ impl Db {
             poisoned_by_full_disk: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             metrics,
+            sync_latency: SyncLatency::default(),
             block_cache: cache,
             recovered_keys: Mutex::new(recovered_keys),
             _lock: lock,

@@ -132,10 +132,12 @@ impl Inner {
     /// Fsyncs `wal` (a no-op when nothing new was written); a failure
     /// poisons the engine.
     pub(super) fn sync_wal(&self, wal: &Wal) -> Result<()> {
+        let started = std::time::Instant::now();
         match wal.sync() {
             Ok(synced) => {
                 if synced {
                     add(&self.metrics.wal_syncs, 1);
+                    self.sync_latency.record(started.elapsed());
                 }
                 Ok(())
             }
