@@ -79,7 +79,10 @@ if [ ! -x "$PEERLOAD" ]; then
   CARGO_TARGET_DIR="$PEERS_TARGET" cargo build --release -q --manifest-path "$PEERS/loadgen/Cargo.toml"
 fi
 # TALLY_BIN=DIR runs the tally and tally-node binaries in DIR instead
-# (A/B of two builds in one session).
+# (A/B of two builds in one session). TALLY_SET="k=v k=v" passes each as
+# `--set k=v` to every node (A/B of one setting, e.g. http.metrics=false).
+NODE_SET=()
+for kv in ${TALLY_SET:-}; do NODE_SET+=(--set "$kv"); done
 if [ -n "${TALLY_BIN:-}" ]; then
   BIN="$TALLY_BIN"
 else
@@ -88,7 +91,7 @@ else
   BIN="${CARGO_TARGET_DIR:-target}/release"
 fi
 : > "$OUT"
-echo "# $(date -u +%FT%TZ) $(nproc) cores $(uname -r) duration=${DURATION}s commit=$(git rev-parse --short HEAD)$(git diff --quiet || echo -dirty)" | tee -a "$OUT" >&2
+echo "# $(date -u +%FT%TZ) $(nproc) cores $(uname -r) duration=${DURATION}s set=${TALLY_SET:-none} commit=$(git rev-parse --short HEAD)$(git diff --quiet || echo -dirty)" | tee -a "$OUT" >&2
 
 # --- peers -------------------------------------------------------------------
 # redis_repl AOF_ARGS...: 1 primary + 2 replicas on 6481-6483.
@@ -144,7 +147,7 @@ tally_cluster() {
   for i in 0 1 2; do
     RUST_LOG=warn srv "$BIN/tally-node" --config "$WORK/tally.toml" --listen "127.0.0.1:${T[$i]}" \
       --data-dir "$WORK/tally-$i" --host-id $((i + 1)) --members "$members" --durability "$1" \
-      2>"$WORK/tally-$i.log"
+      "${NODE_SET[@]}" 2>"$WORK/tally-$i.log"
   done
   for i in 0 1 2; do wait_port "${T[$i]}"; done
   for _ in $(seq 1 100); do

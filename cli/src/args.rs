@@ -2,7 +2,7 @@
 //! and what every command needs from them (a client, the first node).
 
 use clap::{Parser, Subcommand};
-use tally_client::{Client, ClientConfig, Consistency};
+use tally_client::{Client, ClientConfig, Consistency, Secret};
 
 use crate::bench::BenchArgs;
 use crate::demo::DemoArgs;
@@ -25,6 +25,10 @@ pub struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The API token to present, for nodes that check tokens (or set
+    /// TALLY_TOKEN).
+    #[arg(long, global = true, env = "TALLY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Consistency level: one, quorum or all.
     #[arg(long, global = true, default_value = "quorum")]
     pub consistency: String,
@@ -152,6 +156,13 @@ pub enum Command {
     Repair,
     /// Load generator.
     Bench(BenchArgs),
+    /// API tokens: make one for a tokens file.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Prints a new random cluster secret (for --cluster-secret-file).
+    Secret,
     /// Start local node(s), stream synthetic video views, and show the counts.
     Demo(DemoArgs),
 }
@@ -182,10 +193,31 @@ pub enum NsAction {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Prints a new token, and the line to add to the nodes' tokens file
+    /// (nodes store only its hash).
+    Create {
+        /// read, write (implies read) or admin (implies both).
+        #[arg(long)]
+        role: String,
+        /// Who it is for (kept in the tokens file as a comment-like name).
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+}
+
 impl Cli {
+    /// A client config for `seeds` presenting `--token`.
+    pub fn config(&self, seeds: impl IntoIterator<Item = String>) -> ClientConfig {
+        let mut config = ClientConfig::with_seeds(seeds);
+        config.token = self.token.clone().map(Secret);
+        config
+    }
+
     /// A client of the nodes named by `--addr`, at `--consistency`.
     pub async fn connect(&self) -> Result<Client, String> {
-        let mut config = ClientConfig::with_seeds(self.addrs.clone());
+        let mut config = self.config(self.addrs.clone());
         config.consistency = consistency(&self.consistency)?;
         Client::connect(config).await.map_err(|e| e.to_string())
     }

@@ -117,7 +117,12 @@ fn percentile(sorted: &[u64], q: f64) -> u64 {
 }
 
 /// Runs the benchmark and prints its report.
-pub async fn run(client: Client, args: &BenchArgs, json: bool) -> Result<(), String> {
+pub async fn run(
+    client: Client,
+    args: &BenchArgs,
+    json: bool,
+    token: Option<String>,
+) -> Result<(), String> {
     if args.concurrency == 0 || args.batch == 0 || args.keys == 0 {
         return Err("concurrency, batch and keys must be at least 1".into());
     }
@@ -133,6 +138,7 @@ pub async fn run(client: Client, args: &BenchArgs, json: bool) -> Result<(), Str
     let mut workers = Vec::new();
     for w in 0..args.concurrency {
         let (client, zipf, done, args) = (client.clone(), zipf.clone(), done.clone(), args.clone());
+        let token = token.clone();
         let producer = producer.clone();
         workers.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64);
@@ -188,7 +194,7 @@ pub async fn run(client: Client, args: &BenchArgs, json: bool) -> Result<(), Str
                         })
                         .collect();
                     if let Some(addr) = &args.http {
-                        match http_increments(&mut http, addr, &items).await {
+                        match http_increments(&mut http, addr, token.as_deref(), &items).await {
                             Ok((ok, failed, indeterminate)) => {
                                 t.increments += ok;
                                 t.failed += failed;
@@ -304,10 +310,11 @@ pub async fn run(client: Client, args: &BenchArgs, json: bool) -> Result<(), Str
 async fn http_increments(
     conn: &mut Option<HttpConnection>,
     addr: &str,
+    token: Option<&str>,
     items: &[Increment],
 ) -> Result<(u64, u64, u64), String> {
     if conn.is_none() {
-        *conn = Some(HttpConnection::connect(addr).await?);
+        *conn = Some(HttpConnection::connect(addr, token).await?);
     }
     let Some(conn) = conn.as_mut() else {
         return Err("no connection".into());

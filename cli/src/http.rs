@@ -11,6 +11,8 @@ use tokio::net::TcpStream;
 pub struct HttpConnection {
     addr: String,
     stream: BufReader<TcpStream>,
+    /// Sent as `Authorization: Bearer` (nodes that check tokens).
+    token: Option<String>,
 }
 
 /// A status code and the body.
@@ -23,8 +25,8 @@ pub struct Answer {
 }
 
 impl HttpConnection {
-    /// Connects to `addr` (`host:port`).
-    pub async fn connect(addr: &str) -> Result<HttpConnection, String> {
+    /// Connects to `addr` (`host:port`); requests present `token`.
+    pub async fn connect(addr: &str, token: Option<&str>) -> Result<HttpConnection, String> {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("cannot reach {addr}: {e}"))?;
@@ -32,6 +34,7 @@ impl HttpConnection {
         Ok(HttpConnection {
             addr: addr.to_owned(),
             stream: BufReader::new(stream),
+            token: token.map(str::to_owned),
         })
     }
 
@@ -44,8 +47,12 @@ impl HttpConnection {
         body: Option<&str>,
     ) -> Result<Answer, String> {
         let body = body.unwrap_or("");
+        let auth = self
+            .token
+            .as_ref()
+            .map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\n\r\n",
             self.addr,
             body.len()
         );

@@ -13,9 +13,9 @@ mod http;
 mod output;
 mod timespec;
 
-use args::{Cli, Command};
+use args::{Cli, Command, TokenAction};
 use clap::Parser;
-use cmd::{counter, ns, repair, ring, status, topology};
+use cmd::{counter, ns, repair, ring, security, status, topology};
 
 async fn run(cli: Cli) -> Result<(), String> {
     match &cli.command {
@@ -46,8 +46,17 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Status { http } => status::run(&cli, http.as_deref()).await,
         Command::Ring => ring::run(&cli).await,
         Command::Repair => repair::run(&cli).await,
-        Command::Bench(args) => bench::run(cli.connect().await?, args, cli.json).await,
+        Command::Bench(args) => {
+            bench::run(cli.connect().await?, args, cli.json, cli.token.clone()).await
+        }
         Command::Demo(args) => demo::run(args, cli.json).await,
+        Command::Token {
+            action: TokenAction::Create { role, name },
+        } => security::create_token(role, name, cli.json),
+        Command::Secret => {
+            security::secret();
+            Ok(())
+        }
     }
 }
 

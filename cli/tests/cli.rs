@@ -105,3 +105,70 @@ fn status_reads_the_same_table_from_the_http_port() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_created_token_works_once_its_line_is_in_the_tokens_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args([
+            "--json", "token", "create", "--role", "write", "--name", "ingest",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = made["token"].as_str().unwrap();
+    let line = made["line"].as_str().unwrap();
+    assert!(
+        line.ends_with(" write ingest") && !line.contains(token),
+        "{line}"
+    );
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{line}\n")).unwrap();
+    let bad = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["token", "create", "--role", "root"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+
+    let addr = format!("127.0.0.1:{}", tally_testkit::unused_local_port().unwrap());
+    let mut node = tally_testkit::NodeCommand::new(
+        &tally_testkit::node_bin(),
+        &dir.path().join("data"),
+        &addr,
+    )
+    .args(&["--tokens-file".into(), tokens.display().to_string()])
+    .spawn()
+    .unwrap();
+    node.wait_serving(Duration::from_secs(20)).unwrap();
+    let (code, _, stderr) = tally(&addr, &["incr", "k"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("Unauthenticated"), "{stderr}");
+    let with_token = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tally"))
+            .arg(format!("--addr={addr}"))
+            .args(args)
+            .env("TALLY_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let out = with_token(&["incr", "k", "--delta", "4"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = with_token(&["get", "k"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains('4'));
+    let out = with_token(&["ns", "create", "x", "total"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Forbidden"));
+
+    let secret = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .arg("secret")
+        .output()
+        .unwrap();
+    let secret = String::from_utf8_lossy(&secret.stdout);
+    assert_eq!(secret.trim().len(), 64);
+    node.kill9();
+}

@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
 
+use crate::auth::Credentials;
 use crate::breaker::Breaker;
 use crate::config::ClientConfig;
 use crate::connection::{Connection, Delivery};
@@ -598,6 +599,8 @@ impl Inner {
                     code.is_transient() && (request.is_idempotent() || code.nothing_applied())
                 }
                 Ok(_) => false,
+                // Credentials refused stay refused: no retry.
+                Err(e) if e.error.is_access_refused() => false,
                 Err(e) => request.is_idempotent() || e.delivery == Delivery::NotSent,
             };
             if !retry || attempt >= self.config.max_retries {
@@ -688,6 +691,14 @@ impl Inner {
         result
     }
 
+    /// What connections present.
+    fn credentials(&self) -> Credentials {
+        match &self.config.token {
+            Some(token) => Credentials::Token(token.0.clone()),
+            None => Credentials::None,
+        }
+    }
+
     /// The node's open connection, reconnecting if it broke.
     async fn connection(&self, node: &Node) -> Result<Arc<Connection>, AttemptError> {
         let mut slot = node.conn.lock().await;
@@ -695,7 +706,7 @@ impl Inner {
             return Ok(conn.clone());
         }
         let conn = Arc::new(
-            Connection::open(&node.addr, self.config.connect_timeout)
+            Connection::open_with(&node.addr, self.config.connect_timeout, &self.credentials())
                 .await
                 .map_err(|error| AttemptError {
                     error,

@@ -32,6 +32,19 @@ pub struct ClientConfig {
     pub token_aware: bool,
     /// How often the routing table is fetched again.
     pub routing_refresh: Duration,
+    /// The API token every connection presents (`None`: nodes that ask
+    /// for none). Kept out of `Debug`.
+    pub token: Option<Secret>,
+}
+
+/// A credential that never shows in logs: its `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 impl Default for ClientConfig {
@@ -49,6 +62,7 @@ impl Default for ClientConfig {
             consistency: Consistency::Quorum,
             token_aware: true,
             routing_refresh: Duration::from_secs(10),
+            token: None,
         }
     }
 }

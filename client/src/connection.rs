@@ -5,6 +5,9 @@
 //! response to the caller waiting for its request id. When the connection
 //! breaks, every waiting caller learns it at once.
 //!
+//! A node that asks for credentials gets them first ([`Connection::open_with`],
+//! `crate::auth`): a token, or the peer handshake over the cluster secret.
+//!
 //! A call reports whether its request may have reached the node
 //! ([`Delivery`]): that decides whether a failed write is `Failed` (nothing
 //! applied, safe to retry) or `Indeterminate`.
@@ -20,9 +23,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
-use crate::error::ClientError;
+use crate::auth::{new_nonce, Credentials};
+use crate::error::{ClientError, ErrorCode};
 use crate::frame::{write_queued, Frame, FrameCodec};
-use crate::message::{Request, Response};
+use crate::message::{AuthStep, Request, Response};
 
 /// Whether a failed call's request may have reached the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +56,82 @@ fn lock(
 }
 
 impl Connection {
-    /// Connects to `addr` within `timeout`.
+    /// Connects to `addr` within `timeout`, presenting no credentials.
     pub async fn open(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
+        Connection::open_with(addr, timeout, &Credentials::None).await
+    }
+
+    /// Connects to `addr` and authenticates with `credentials`, each
+    /// within `timeout`. A node that refuses them answers
+    /// `Unauthenticated` (and closes the connection).
+    pub async fn open_with(
+        addr: &str,
+        timeout: Duration,
+        credentials: &Credentials,
+    ) -> Result<Connection, ClientError> {
+        let conn = Connection::connect(addr, timeout).await?;
+        conn.authenticate(credentials, timeout).await?;
+        Ok(conn)
+    }
+
+    /// Runs the authentication exchange (`crate::auth`).
+    async fn authenticate(
+        &self,
+        credentials: &Credentials,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let call = |step: AuthStep| async move {
+            match self.call(&Request::Auth(step), timeout).await {
+                Ok(Response::Error { code, message }) => Err(ClientError::Node { code, message }),
+                Ok(answer) => Ok(answer),
+                Err((e, _)) => Err(e),
+            }
+        };
+        let unexpected =
+            |answer: Response| ClientError::Protocol(format!("unexpected auth answer {answer:?}"));
+        match credentials {
+            Credentials::None => Ok(()),
+            Credentials::Token(token) => match call(AuthStep::Token {
+                token: token.clone(),
+            })
+            .await?
+            {
+                Response::Authenticated(_) => Ok(()),
+                other => Err(unexpected(other)),
+            },
+            Credentials::Peer(secret) => {
+                let mine = new_nonce();
+                let (theirs, proof) = match call(AuthStep::PeerHello {
+                    key_id: secret.key_id(),
+                    nonce: mine,
+                })
+                .await?
+                {
+                    Response::PeerChallenge { nonce, proof } => (nonce, proof),
+                    other => return Err(unexpected(other)),
+                };
+                if !secret.verify_server(&mine, &theirs, &proof) {
+                    return Err(ClientError::Node {
+                        code: ErrorCode::Unauthenticated,
+                        message: format!(
+                            "{}: the node did not prove it holds the cluster secret",
+                            self.addr
+                        ),
+                    });
+                }
+                match call(AuthStep::PeerProof {
+                    proof: secret.client_proof(&mine, &theirs),
+                })
+                .await?
+                {
+                    Response::Authenticated(_) => Ok(()),
+                    other => Err(unexpected(other)),
+                }
+            }
+        }
+    }
+
+    async fn connect(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| {

@@ -48,9 +48,16 @@ pub enum ErrorCode {
     /// The sender routed with an older ring (metadata epoch) than the
     /// receiver; refresh the routing table and retry. Nothing applied.
     StaleRing,
-    /// The node's configuration does not allow this request (a test hook
-    /// on a node started without `--test-hooks`). Nothing applied.
+    /// The caller is known but may not do this: its token's role is too
+    /// low, or the node's configuration does not allow the request (a
+    /// test hook on a node started without `--test-hooks`). Nothing
+    /// applied.
     Forbidden,
+    /// The connection has not proved who it is, or failed to: no token or
+    /// a wrong one (or one revoked since), or the wrong cluster secret.
+    /// Nothing applied; the node closes a connection that was never
+    /// authenticated.
+    Unauthenticated,
     /// The node's storage failed (disk full, I/O error, corruption).
     Storage,
     /// A bug or an unexpected condition on the node.
@@ -85,6 +92,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => 23,
             ErrorCode::StaleRing => 24,
             ErrorCode::Forbidden => 25,
+            ErrorCode::Unauthenticated => 26,
             ErrorCode::Storage => 30,
             ErrorCode::Internal => 31,
             ErrorCode::PeerLost => 32,
@@ -94,7 +102,7 @@ impl ErrorCode {
 
     /// From the wire value.
     pub fn from_u16(v: u16) -> ErrorCode {
-        const KNOWN: [ErrorCode; 22] = [
+        const KNOWN: [ErrorCode; 23] = [
             ErrorCode::MalformedFrame,
             ErrorCode::UnsupportedVersion,
             ErrorCode::ChecksumMismatch,
@@ -114,6 +122,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown,
             ErrorCode::StaleRing,
             ErrorCode::Forbidden,
+            ErrorCode::Unauthenticated,
             ErrorCode::Storage,
             ErrorCode::Internal,
             ErrorCode::PeerLost,
@@ -147,6 +156,20 @@ impl ErrorCode {
                 | ErrorCode::Unavailable
                 | ErrorCode::ShuttingDown
                 | ErrorCode::StaleRing
+        )
+    }
+}
+
+impl ClientError {
+    /// Whether a node refused who the caller is or what it may do
+    /// (`Unauthenticated`, `Forbidden`): trying again cannot help.
+    pub fn is_access_refused(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Node {
+                code: ErrorCode::Unauthenticated | ErrorCode::Forbidden,
+                ..
+            }
         )
     }
 }

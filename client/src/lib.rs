@@ -23,6 +23,7 @@
 //! in `docs/protocol.md`.
 
 pub mod admin;
+pub mod auth;
 mod breaker;
 mod client;
 mod config;
@@ -39,13 +40,13 @@ pub mod timespec;
 pub mod token;
 
 pub use client::{Client, Outcome};
-pub use config::ClientConfig;
+pub use config::{ClientConfig, Secret};
 pub use connection::{Connection, Delivery};
 pub use error::{ClientError, ErrorCode};
 pub use message::{
-    CellState, Consistency, Count, Increment, ItemResult, KeyRange, NamespaceInfo, NodeStatus,
-    PeerStatus, Point, RepairReport, ReplicaView, Request, Resolution, Response, ShardView,
-    StorageHealth,
+    AuthStep, CellState, Consistency, Count, Increment, ItemResult, KeyRange, NamespaceInfo,
+    NodeStatus, PeerStatus, Point, RepairReport, ReplicaView, Request, Resolution, Response,
+    ShardView, StorageHealth,
 };
 pub use op_id::{new_op_id, op_id_at, op_id_made_ms};
 pub use producer::{Producer, ProducerConfig, ProducerReport};

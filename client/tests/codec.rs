@@ -8,9 +8,9 @@ use bytes::BytesMut;
 use proptest::prelude::*;
 use tally_client::frame::{parse_frame, Frame, FrameCodec, HEADER_BYTES};
 use tally_client::{
-    CellState, Consistency, Count, ErrorCode, Increment, ItemResult, KeyRange, NamespaceInfo,
-    NodeStatus, PeerStatus, Point, ReplicaView, Request, Resolution, Response, RoutingNode,
-    RoutingRange, RoutingTable, ShardView, StorageHealth,
+    AuthStep, CellState, Consistency, Count, ErrorCode, Increment, ItemResult, KeyRange,
+    NamespaceInfo, NodeStatus, PeerStatus, Point, ReplicaView, Request, Resolution, Response,
+    RoutingNode, RoutingRange, RoutingTable, ShardView, StorageHealth,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -111,7 +111,16 @@ fn cluster_request() -> impl Strategy<Value = Request> {
 }
 
 fn request() -> impl Strategy<Value = Request> {
-    prop_oneof![client_request(), cluster_request()]
+    prop_oneof![client_request(), cluster_request(), auth_request()]
+}
+
+fn auth_request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        "[ -~]{0,80}".prop_map(|token| Request::Auth(AuthStep::Token { token })),
+        (any::<u64>(), any::<[u8; 32]>())
+            .prop_map(|(key_id, nonce)| Request::Auth(AuthStep::PeerHello { key_id, nonce })),
+        any::<[u8; 32]>().prop_map(|proof| Request::Auth(AuthStep::PeerProof { proof })),
+    ]
 }
 
 fn client_request() -> impl Strategy<Value = Request> {
@@ -323,6 +332,12 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
             .prop_map(|p| (14, Response::Gossip(p))),
         proptest::collection::vec(cell(), 0..5).prop_map(|c| (10, Response::Cells(c))),
         key().prop_map(|p| (0x12, Response::Raft(p))),
+        (0u8..4).prop_map(|c| (
+            0x15,
+            Response::Authenticated(tally_client::auth::Principal::from_code(c).unwrap())
+        )),
+        (any::<[u8; 32]>(), any::<[u8; 32]>())
+            .prop_map(|(nonce, proof)| (0x15, Response::PeerChallenge { nonce, proof })),
         key().prop_map(|p| (0x13, Response::Admin(p))),
         routing_table().prop_map(|t| (11, Response::Routing(t))),
         proptest::collection::vec(any::<u64>(), 0..8).prop_map(|h| (16, Response::Hashes(h))),

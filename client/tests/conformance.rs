@@ -10,9 +10,9 @@
 use bytes::BytesMut;
 use tally_client::frame::FrameCodec;
 use tally_client::{
-    CellState, Consistency, Count, ErrorCode, Increment, ItemResult, KeyRange, NamespaceInfo,
-    NodeStatus, PeerStatus, Point, RepairReport, ReplicaView, Request, Resolution, Response,
-    RoutingNode, RoutingRange, RoutingTable, ShardView, StorageHealth,
+    AuthStep, CellState, Consistency, Count, ErrorCode, Increment, ItemResult, KeyRange,
+    NamespaceInfo, NodeStatus, PeerStatus, Point, RepairReport, ReplicaView, Request, Resolution,
+    Response, RoutingNode, RoutingRange, RoutingTable, ShardView, StorageHealth,
 };
 use tokio_util::codec::Decoder;
 
@@ -339,6 +339,26 @@ fn every_request_decodes_from_the_pages_bytes() {
         },
     );
     request(0x14, B::default().u64(2), Request::LedOpIds { leader: 2 });
+    request(
+        0x15,
+        B::default().u8(0).str16("tally_ab"),
+        Request::Auth(AuthStep::Token {
+            token: "tally_ab".into(),
+        }),
+    );
+    request(
+        0x15,
+        B::default().u8(1).u64(9).raw(&[7; 32]),
+        Request::Auth(AuthStep::PeerHello {
+            key_id: 9,
+            nonce: [7; 32],
+        }),
+    );
+    request(
+        0x15,
+        B::default().u8(2).raw(&[3; 32]),
+        Request::Auth(AuthStep::PeerProof { proof: [3; 32] }),
+    );
 }
 
 #[test]
@@ -585,6 +605,21 @@ fn every_response_decodes_from_the_pages_bytes() {
         0x14,
         B::default().u32(1).u128(op),
         Response::OpIds(vec![op]),
+    );
+    response(
+        0x15,
+        B::default().u8(0).u8(1),
+        Response::Authenticated(tally_client::auth::Principal::Client(
+            tally_client::auth::Role::Write,
+        )),
+    );
+    response(
+        0x15,
+        B::default().u8(1).raw(&[5; 32]).raw(&[6; 32]),
+        Response::PeerChallenge {
+            nonce: [5; 32],
+            proof: [6; 32],
+        },
     );
     // An error frame answers any request: kind 0xFF.
     let body = B::default().u16(20).str32("busy");

@@ -75,6 +75,8 @@ pub struct NodeConfig {
     pub namespaces: BTreeMap<String, String>,
     /// The HTTP/JSON front.
     pub http: HttpConfig,
+    /// Who may talk to the node.
+    pub security: SecurityConfig,
     /// Test modes for the fault-injection harness; never on a real
     /// cluster.
     pub test: TestConfig,
@@ -96,6 +98,7 @@ impl Default for NodeConfig {
             gossip: GossipSettings::default(),
             namespaces: BTreeMap::new(),
             http: HttpConfig::default(),
+            security: SecurityConfig::default(),
             test: TestConfig::default(),
         }
     }
@@ -266,6 +269,21 @@ impl Default for HttpConfig {
             metrics: true,
         }
     }
+}
+
+/// `[security]`: who may talk to the node (docs/security.md).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// The cluster secret every node shares: the first line is the one
+    /// this node proves with, a second is also accepted (rotation).
+    /// Absent: node-to-node requests are not checked.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// API tokens (SHA-256 hashes and roles), read again when the file
+    /// changes. Absent: every client may do everything.
+    pub tokens_file: Option<PathBuf>,
+    /// Listen beyond loopback without a cluster secret and tokens.
+    pub insecure: bool,
 }
 
 /// `[test]`: modes for the fault-injection harness. Never on a real

@@ -18,6 +18,8 @@
 //!   thread, the op-id window, the hint store, its identity).
 //! - [`cluster`]: who is there and how to reach them (peers, gossip, the
 //!   cluster map's source, the Raft transport).
+//! - [`security`]: who may talk to the node (the cluster secret, API
+//!   tokens and their roles), asked by both fronts.
 //! - [`counter`]: what a counter is, pure: the CRDT, cell keys,
 //!   namespaces, read plans, request limits.
 //!
@@ -32,6 +34,7 @@ pub mod counter;
 pub mod http;
 pub mod replica;
 pub mod replication;
+pub mod security;
 pub mod server;
 pub mod topology;
 

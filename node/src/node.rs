@@ -22,6 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tally_client::auth::{ClusterSecret, Credentials};
 use tally_consensus::{GroupConfig, HostId, MetadataGroup};
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +46,7 @@ use crate::replica::write_pipeline::{WritePipeline, WriterThreads};
 use crate::replication::read_repair::ReadRepair;
 use crate::replication::replica_reads::ReplicaReads;
 use crate::replication::replicator::{Replicator, ReplicatorConfig};
+use crate::security::{Access, TokenStore};
 use crate::server::admission::{Admission, ServerLimits};
 use crate::server::{Server, ServerOptions, Services};
 use crate::topology::{check_still_member, register, RaftParts, Topology};
@@ -97,6 +99,67 @@ impl Node {
     }
 }
 
+/// The node's secrets and tokens, after refusing to listen beyond
+/// loopback without both (unless `security.insecure`).
+fn access_of(config: &NodeConfig) -> Result<Access, String> {
+    let security = &config.security;
+    let secret = match &security.cluster_secret_file {
+        Some(path) => Some(Arc::new(ClusterSecret::load(path)?)),
+        None => None,
+    };
+    let tokens = match &security.tokens_file {
+        Some(path) => {
+            let tokens = TokenStore::load(path)?;
+            tokens.watch();
+            if tokens.is_empty() {
+                tracing::warn!(path = %path.display(), "the tokens file holds no token: every client request is refused");
+            }
+            Some(tokens)
+        }
+        None => None,
+    };
+    let mut exposed: Vec<String> = vec![config.listen.clone()];
+    exposed.extend(config.http_address()?);
+    let exposed: Vec<String> = exposed.into_iter().filter(|a| !is_loopback(a)).collect();
+    let missing: Vec<&str> = [
+        (secret.is_none(), "a cluster secret (--cluster-secret-file)"),
+        (tokens.is_none(), "API tokens (--tokens-file)"),
+    ]
+    .into_iter()
+    .filter_map(|(missing, what)| missing.then_some(what))
+    .collect();
+    if !exposed.is_empty() && !missing.is_empty() {
+        if !security.insecure {
+            return Err(format!(
+                "refusing to listen on {} without {}: anyone who reaches the port could \
+                 read and change every counter and remove nodes. Make a secret with \
+                 `tally secret > cluster.secret` and an admin token with `tally token create \
+                 --role admin` (docs/security.md), or pass --insecure to run open",
+                exposed.join(", "),
+                missing.join(" and ")
+            ));
+        }
+        tracing::warn!(
+            addresses = %exposed.join(", "),
+            missing = %missing.join(", "),
+            "running INSECURE (--insecure): anyone who reaches these ports may read and change every counter and remove nodes"
+        );
+    }
+    Ok(Access { secret, tokens })
+}
+
+/// Whether every address `addr` resolves to is a loopback address.
+fn is_loopback(addr: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match addr.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
 /// What [`assemble`] started: what shutdown stops, in order.
 #[derive(Debug)]
 struct Started {
@@ -109,7 +172,12 @@ struct Started {
 }
 
 async fn assemble(config: &NodeConfig) -> Result<Started, String> {
-    let link = RaftLink::new();
+    let access = access_of(config)?;
+    let credentials = match &access.secret {
+        Some(secret) => Credentials::Peer(secret.clone()),
+        None => Credentials::None,
+    };
+    let link = RaftLink::new(credentials.clone());
     let (host_id, mode) = host_id_of(config, &link).await?;
     if config.storage.salvage_wal {
         // Records this node's shard was raised by may be dropped: write a
@@ -211,7 +279,14 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
         ),
         None => None,
     };
-    let peers = Arc::new(Peers::new(self_id, metadata.clone(), PeerConfig::default()));
+    let peers = Arc::new(Peers::new(
+        self_id,
+        metadata.clone(),
+        PeerConfig {
+            credentials,
+            ..PeerConfig::default()
+        },
+    ));
     let (writer, writer_threads) = WritePipeline::start(store.clone(), WRITE_QUEUE)
         .map_err(|e| format!("starting the write thread: {e}"))?;
     let replicator = Replicator::new(
@@ -319,6 +394,7 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
             test_hooks: config.test.hooks,
             read_timeout: config.coordinator.read_timeout,
             request_metrics: config.http.enabled && config.http.metrics,
+            access,
         },
     );
     if let (Some(topology), Mode::Raft { init, seed }) = (&topology, mode) {

@@ -6,10 +6,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-/// What a node answered: the status code and the body.
+/// What a node answered: the status code, the head's lines and the body.
 #[derive(Debug, Clone)]
 pub struct HttpAnswer {
     pub status: u16,
+    pub headers: Vec<String>,
     pub body: String,
 }
 
@@ -21,11 +22,23 @@ pub fn http(
     path: &str,
     body: Option<&[u8]>,
 ) -> std::io::Result<HttpAnswer> {
+    http_as(addr, None, method, path, body)
+}
+
+/// [`http`] with `Authorization: Bearer token` when `token` is given.
+pub fn http_as(
+    addr: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> std::io::Result<HttpAnswer> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let body = body.unwrap_or_default();
+    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n{auth}\
          content-type: application/json\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
@@ -50,7 +63,12 @@ pub fn http(
     } else {
         body.to_owned()
     };
-    Ok(HttpAnswer { status, body })
+    let headers = head.lines().skip(1).map(str::to_owned).collect();
+    Ok(HttpAnswer {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// The payload of a chunked body.

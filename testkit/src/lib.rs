@@ -21,6 +21,6 @@ mod port;
 mod process;
 
 pub use cluster::Cluster;
-pub use http::{http, HttpAnswer};
+pub use http::{http, http_as, HttpAnswer};
 pub use port::unused_local_port;
 pub use process::{free_port, inc, node_bin, now_ms, NodeCommand, NodeProcess};

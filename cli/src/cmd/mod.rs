@@ -5,5 +5,6 @@ pub mod counter;
 pub mod ns;
 pub mod repair;
 pub mod ring;
+pub mod security;
 pub mod status;
 pub mod topology;

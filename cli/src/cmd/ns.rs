@@ -16,14 +16,14 @@ pub async fn run(cli: &Cli, action: Option<&NsAction>) -> Result<(), String> {
                 name: name.clone(),
                 spec: spec.clone(),
             };
-            topology::request(cli.first(), request, "namespace creation", cli.json).await
+            topology::request(cli, request, "namespace creation").await
         }
         Some(NsAction::Alter { name, spec }) => {
             let request = AdminRequest::AlterNamespace {
                 name: name.clone(),
                 spec: spec.clone(),
             };
-            topology::request(cli.first(), request, "namespace change", cli.json).await
+            topology::request(cli, request, "namespace change").await
         }
         Some(NsAction::Describe { name }) => show(cli, Some(name)).await,
         Some(NsAction::List) | None => show(cli, None).await,

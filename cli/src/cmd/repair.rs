@@ -8,8 +8,8 @@ use crate::output::print_json;
 /// Runs `tally repair`.
 pub async fn run(cli: &Cli) -> Result<(), String> {
     let addr = cli.first().to_owned();
-    let repairing = topology::long_client(&addr).await?;
-    let report = topology::with_progress(&addr, "repair", cli.json, repairing.repair())
+    let repairing = topology::long_client(cli, &addr).await?;
+    let report = topology::with_progress(cli, &addr, "repair", cli.json, repairing.repair())
         .await?
         .map_err(|e| e.to_string())?;
     if cli.json {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tally_client::admin::ClusterView;
 use tally_client::overview::ClusterOverview;
-use tally_client::{Client, ClientConfig, NodeStatus};
+use tally_client::{Client, NodeStatus};
 
 use crate::args::Cli;
 use crate::cmd::topology;
@@ -17,7 +17,7 @@ use crate::output::{health_word, print_json};
 /// Runs `tally status` (against `http`, a node's HTTP port, if given).
 pub async fn run(cli: &Cli, http: Option<&str>) -> Result<(), String> {
     if let Some(addr) = http {
-        let answer = HttpConnection::connect(addr)
+        let answer = HttpConnection::connect(addr, cli.token.as_deref())
             .await?
             .request("GET", "/v1/cluster", None)
             .await?;
@@ -35,7 +35,7 @@ pub async fn run(cli: &Cli, http: Option<&str>) -> Result<(), String> {
     let client = cli.connect().await?;
     let s = client.status().await.map_err(|e| e.to_string())?;
     if let Some(view) = topology::cluster(&client).await? {
-        return cluster_table(&view, &s, cli.json).await;
+        return cluster_table(cli, &view, &s).await;
     }
     if cli.json {
         print_json(&s);
@@ -91,14 +91,15 @@ pub async fn run(cli: &Cli, http: Option<&str>) -> Result<(), String> {
 /// `tally status` for a cluster with Raft-agreed metadata: one row per
 /// member, up/down as the contacted node sees it, load as each member
 /// reports it.
-async fn cluster_table(view: &ClusterView, local: &NodeStatus, json: bool) -> Result<(), String> {
+async fn cluster_table(cli: &Cli, view: &ClusterView, local: &NodeStatus) -> Result<(), String> {
+    let json = cli.json;
     let mut reported = HashMap::new();
     for m in view.members.iter().filter(|m| m.state != "left") {
         let up = local.peers.iter().any(|p| p.host_id == m.host_id && p.up);
         if m.host_id == local.node_id || !up {
             continue;
         }
-        let mut config = ClientConfig::with_seeds([m.address.clone()]);
+        let mut config = cli.config([m.address.clone()]);
         config.request_timeout = Duration::from_millis(500);
         config.max_retries = 0;
         config.token_aware = false;

@@ -7,15 +7,15 @@
 use std::time::{Duration, Instant};
 
 use tally_client::admin::{AdminReply, AdminRequest, ClusterView};
-use tally_client::{Client, ClientConfig};
+use tally_client::Client;
 
 use crate::args::Cli;
 use crate::output::print_json;
 
 /// A client for long operator requests: one node, no retries, a day's
 /// timeout (a decommission lasts as long as its streaming).
-pub async fn long_client(addr: &str) -> Result<Client, String> {
-    let mut config = ClientConfig::with_seeds([addr.to_owned()]);
+pub async fn long_client(cli: &Cli, addr: &str) -> Result<Client, String> {
+    let mut config = cli.config([addr.to_owned()]);
     config.request_timeout = Duration::from_secs(24 * 3600);
     config.max_retries = 0;
     config.token_aware = false;
@@ -64,12 +64,13 @@ fn outcome(what: &str, reply: AdminReply, json: bool) -> Result<(), String> {
 /// Runs `work` while a progress bar shows the ranges the node at `addr`
 /// has streamed or repaired so far (its status), with an ETA.
 pub async fn with_progress<T>(
+    cli: &Cli,
     addr: &str,
     what: &str,
     json: bool,
     work: impl std::future::Future<Output = T>,
 ) -> Result<T, String> {
-    let watcher = Client::connect(ClientConfig::with_seeds([addr.to_owned()]))
+    let watcher = Client::connect(cli.config([addr.to_owned()]))
         .await
         .map_err(|e| e.to_string())?;
     let bar = if json {
@@ -102,15 +103,11 @@ pub async fn with_progress<T>(
 }
 
 /// Runs a topology change on `addr` with a progress bar.
-pub async fn change(
-    addr: &str,
-    request: AdminRequest,
-    what: &str,
-    json: bool,
-) -> Result<(), String> {
-    let client = long_client(addr).await?;
+pub async fn change(cli: &Cli, request: AdminRequest, what: &str) -> Result<(), String> {
+    let (addr, json) = (cli.first(), cli.json);
+    let client = long_client(cli, addr).await?;
     let started = Instant::now();
-    let reply = with_progress(addr, what, json, client.admin(&request))
+    let reply = with_progress(cli, addr, what, json, client.admin(&request))
         .await?
         .map_err(|e| e.to_string())?;
     if !json {
@@ -120,53 +117,31 @@ pub async fn change(
 }
 
 /// A metadata change that moves no data (abort, namespace creation).
-pub async fn request(
-    addr: &str,
-    request: AdminRequest,
-    what: &str,
-    json: bool,
-) -> Result<(), String> {
-    let client = long_client(addr).await?;
+pub async fn request(cli: &Cli, request: AdminRequest, what: &str) -> Result<(), String> {
+    let json = cli.json;
+    let client = long_client(cli, cli.first()).await?;
     let reply = client.admin(&request).await.map_err(|e| e.to_string())?;
     outcome(what, reply, json)
 }
 
 /// `tally decommission`: the node streams its ranges away, then leaves.
 pub async fn decommission(cli: &Cli, host_id: u64) -> Result<(), String> {
-    change(
-        cli.first(),
-        AdminRequest::Decommission { host_id },
-        "decommission",
-        cli.json,
-    )
-    .await
+    change(cli, AdminRequest::Decommission { host_id }, "decommission").await
 }
 
 /// `tally removenode`: a dead node's ranges re-replicated, then removed.
 pub async fn removenode(cli: &Cli, host_id: u64) -> Result<(), String> {
-    change(
-        cli.first(),
-        AdminRequest::RemoveNode { host_id },
-        "removenode",
-        cli.json,
-    )
-    .await
+    change(cli, AdminRequest::RemoveNode { host_id }, "removenode").await
 }
 
 /// `tally cleanup`: drop the ranges the first node no longer replicates.
 pub async fn cleanup(cli: &Cli) -> Result<(), String> {
-    request(cli.first(), AdminRequest::Cleanup, "cleanup", cli.json).await
+    request(cli, AdminRequest::Cleanup, "cleanup").await
 }
 
 /// `tally abort`: roll back a join or leave that cannot finish.
 pub async fn abort(cli: &Cli, host_id: u64) -> Result<(), String> {
-    request(
-        cli.first(),
-        AdminRequest::Abort { host_id },
-        "abort",
-        cli.json,
-    )
-    .await
+    request(cli, AdminRequest::Abort { host_id }, "abort").await
 }
 
 /// `tally init`: this process becomes `tally-node --init` with `node_args`.

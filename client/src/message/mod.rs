@@ -10,12 +10,14 @@
 use crate::error::ErrorCode;
 use crate::routing::RoutingTable;
 
+mod access;
 pub mod request;
 mod response;
 mod types;
 mod wire;
 
 pub use crate::resolution::Resolution;
+pub use access::{is_auth_kind, Need};
 pub use types::{
     CellState, Consistency, Count, Increment, ItemResult, KeyRange, NamespaceInfo, NodeStatus,
     PeerStatus, Point, RepairReport, ReplicaView, ShardView, StorageHealth,
@@ -172,6 +174,33 @@ pub enum Request {
         /// The encoded request.
         payload: Vec<u8>,
     },
+    /// A step of the connection's authentication (`crate::auth`): the
+    /// first frame on a connection to a node that asks for it.
+    Auth(AuthStep),
+}
+
+/// A step of a connection's authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthStep {
+    /// A client's API token. Answered with `Authenticated`.
+    Token {
+        /// The token, as `tally token create` printed it.
+        token: String,
+    },
+    /// A node opens the peer handshake: the id of the cluster secret it
+    /// proves with, and its nonce. Answered with `PeerChallenge`.
+    PeerHello {
+        /// [`crate::auth::ClusterSecret::key_id`].
+        key_id: u64,
+        /// The connecting node's nonce.
+        nonce: [u8; crate::auth::NONCE_BYTES],
+    },
+    /// The connecting node's proof over both nonces. Answered with
+    /// `Authenticated`.
+    PeerProof {
+        /// HMAC-SHA-256 under the cluster secret.
+        proof: [u8; crate::auth::NONCE_BYTES],
+    },
 }
 
 /// A node's answer.
@@ -214,6 +243,16 @@ pub enum Response {
     OpIds(Vec<u128>),
     /// What a repair did.
     RepairReport(RepairReport),
+    /// The connection is authenticated as this principal.
+    Authenticated(crate::auth::Principal),
+    /// The accepting node's nonce and its proof over both nonces: the
+    /// connecting node checks the proof before it proves itself.
+    PeerChallenge {
+        /// The accepting node's nonce.
+        nonce: [u8; crate::auth::NONCE_BYTES],
+        /// HMAC-SHA-256 under the cluster secret.
+        proof: [u8; crate::auth::NONCE_BYTES],
+    },
     /// The request failed as a whole.
     Error {
         /// What went wrong.
@@ -245,6 +284,7 @@ pub(crate) mod kind {
     pub const RAFT: u8 = 0x12;
     pub const ADMIN: u8 = 0x13;
     pub const LED_OP_IDS: u8 = 0x14;
+    pub const AUTH: u8 = 0x15;
     pub const RESPONSE: u8 = 0x80;
     pub const ERROR: u8 = 0xFF;
 }

@@ -8,7 +8,7 @@ use super::wire::{
     consistency_code, get_cells, get_increments, malformed, put_bytes16, put_bytes32,
     put_cell_chunks, put_cells, put_increments, unknown_kind, DecodeError, Reader, MAX_RANGES,
 };
-use super::Request;
+use super::{AuthStep, Request};
 
 /// Encodes the body of a `ReplicaWrite` of the concatenation of `chunks`
 /// (the same bytes as `Request::ReplicaWrite` with those cells), for
@@ -43,6 +43,7 @@ impl Request {
             Request::Raft { .. } => kind::RAFT,
             Request::Admin { .. } => kind::ADMIN,
             Request::LedOpIds { .. } => kind::LED_OP_IDS,
+            Request::Auth(_) => kind::AUTH,
         }
     }
 
@@ -70,6 +71,7 @@ impl Request {
             Request::Raft { .. } => "raft",
             Request::Admin { .. } => "admin",
             Request::LedOpIds { .. } => "led_op_ids",
+            Request::Auth(_) => "auth",
         }
     }
 
@@ -193,6 +195,19 @@ impl Request {
             Request::AdjustClock { offset_ms } => buf.put_i64_le(*offset_ms),
             Request::LedOpIds { leader } => buf.put_u64_le(*leader),
             Request::Raft { payload } | Request::Admin { payload } => put_bytes32(buf, payload),
+            Request::Auth(AuthStep::Token { token }) => {
+                buf.put_u8(0);
+                put_bytes16(buf, token.as_bytes());
+            }
+            Request::Auth(AuthStep::PeerHello { key_id, nonce }) => {
+                buf.put_u8(1);
+                buf.put_u64_le(*key_id);
+                buf.put_slice(nonce);
+            }
+            Request::Auth(AuthStep::PeerProof { proof }) => {
+                buf.put_u8(2);
+                buf.put_slice(proof);
+            }
         }
     }
 
@@ -282,6 +297,17 @@ impl Request {
                 depth: r.u8()?,
             },
             kind::REPAIR => Request::Repair,
+            kind::AUTH => Request::Auth(match r.u8()? {
+                0 => AuthStep::Token {
+                    token: r.string16()?,
+                },
+                1 => AuthStep::PeerHello {
+                    key_id: r.u64()?,
+                    nonce: r.array()?,
+                },
+                2 => AuthStep::PeerProof { proof: r.array()? },
+                step => return Err(malformed(format!("unknown auth step {step}"))),
+            }),
             other => return Err(unknown_kind("request", other)),
         };
         r.finish()?;

@@ -161,6 +161,15 @@ impl Response {
                     buf.put_u128_le(*id);
                 }
             }
+            Response::Authenticated(principal) => {
+                buf.put_u8(0);
+                buf.put_u8(principal.code());
+            }
+            Response::PeerChallenge { nonce, proof } => {
+                buf.put_u8(1);
+                buf.put_slice(nonce);
+                buf.put_slice(proof);
+            }
             Response::RepairReport(r) => {
                 buf.put_u32_le(r.ranges);
                 buf.put_u32_le(r.ranges_skipped);
@@ -332,6 +341,20 @@ impl Response {
                 cells_repaired: r.u64()?,
                 elapsed_ms: r.u64()?,
             }),
+            kind::AUTH => match r.u8()? {
+                0 => {
+                    let code = r.u8()?;
+                    Response::Authenticated(
+                        crate::auth::Principal::from_code(code)
+                            .ok_or_else(|| malformed(format!("unknown principal {code}")))?,
+                    )
+                }
+                1 => Response::PeerChallenge {
+                    nonce: r.array()?,
+                    proof: r.array()?,
+                },
+                tag => return Err(malformed(format!("unknown auth answer {tag}"))),
+            },
             kind::GOSSIP if r.is_empty() => Response::Ack,
             kind::GOSSIP => Response::Gossip(r.bytes32()?.to_vec()),
             kind::RAFT => Response::Raft(r.bytes32()?.to_vec()),

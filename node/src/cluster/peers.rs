@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use tally_client::auth::Credentials;
 use tally_client::{ClientError, Connection, Delivery, PeerStatus, Request, Response};
 use tally_consensus::HostId;
 
@@ -39,6 +40,8 @@ pub struct PeerConfig {
     pub probe_interval: Duration,
     /// Time a probe waits for its answer.
     pub probe_timeout: Duration,
+    /// What connections to peers present (the cluster secret, if any).
+    pub credentials: Credentials,
 }
 
 impl Default for PeerConfig {
@@ -47,6 +50,7 @@ impl Default for PeerConfig {
             connect_timeout: Duration::from_millis(500),
             probe_interval: Duration::from_millis(250),
             probe_timeout: Duration::from_millis(500),
+            credentials: Credentials::None,
         }
     }
 }
@@ -190,7 +194,12 @@ impl Peers {
             )));
         };
         let conn = Arc::new(
-            Connection::open(&member.address, self.config.connect_timeout.min(timeout)).await?,
+            Connection::open_with(
+                &member.address,
+                self.config.connect_timeout.min(timeout),
+                &self.config.credentials,
+            )
+            .await?,
         );
         *slot = Some(conn.clone());
         Ok(conn)

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tally_client::admin::{AdminReply, AdminRequest};
+use tally_client::auth::Credentials;
 use tally_client::{Connection, Request, Response};
 use tally_consensus::{NodeId, RaftTransport, TransportFuture};
 
@@ -23,15 +24,21 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connections to other nodes by address.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RaftLink {
     connections: Mutex<HashMap<String, Arc<Connection>>>,
+    /// What connections present (the cluster secret, if any).
+    credentials: Credentials,
 }
 
 impl RaftLink {
-    /// A link with no connections yet.
-    pub fn new() -> Arc<RaftLink> {
-        Arc::new(RaftLink::default())
+    /// A link with no connections yet, whose connections present
+    /// `credentials`.
+    pub fn new(credentials: Credentials) -> Arc<RaftLink> {
+        Arc::new(RaftLink {
+            connections: Mutex::default(),
+            credentials,
+        })
     }
 
     async fn connection(&self, address: &str) -> Result<Arc<Connection>, String> {
@@ -41,7 +48,7 @@ impl RaftLink {
             }
         }
         let c = Arc::new(
-            Connection::open(address, CONNECT_TIMEOUT)
+            Connection::open_with(address, CONNECT_TIMEOUT, &self.credentials)
                 .await
                 .map_err(|e| e.to_string())?,
         );

@@ -14,11 +14,13 @@
 //! on the tokio runtime the node already runs (see ARCHITECTURE.md,
 //! "Dependencies and why").
 
+mod auth;
 mod cluster;
 mod console;
 mod counters;
 mod listener;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -27,7 +29,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
+use tally_client::auth::Role;
 use tally_client::frame::MAX_FRAME_BYTES;
+use tally_client::message::Need;
 use tally_client::{ErrorCode, Request, Response};
 use tokio::net::TcpListener;
 
@@ -58,6 +62,8 @@ pub async fn serve(
 struct Front {
     server: Arc<Server>,
     admission: Arc<Admission>,
+    /// What each route's method needs from the caller.
+    needs: Arc<HashMap<(&'static str, &'static str), Need>>,
 }
 
 impl Front {
@@ -136,40 +142,54 @@ async fn admit(
     response
 }
 
-/// Every route: its path, its methods, and what serves them. The router
-/// is built from this table and [`routes`] lists it, so the OpenAPI file
-/// can be checked against what is served.
-fn table() -> Vec<(&'static str, &'static [&'static str], MethodRouter<Front>)> {
+/// A route's methods, each with what it needs from the caller.
+type Methods = &'static [(&'static str, Need)];
+
+const READ: Need = Need::Role(Role::Read);
+
+/// Every route: its path, its methods with what each needs (a token's
+/// role, when the node checks tokens), and what serves them. The router is
+/// built from this table and [`routes`] lists it, so the OpenAPI file can
+/// be checked against what is served.
+fn table() -> Vec<(&'static str, Methods, MethodRouter<Front>)> {
     vec![
-        ("/", &["GET"], get(console::page)),
-        ("/v1/increments", &["POST"], post(counters::increments)),
+        ("/", &[("GET", Need::Nothing)], get(console::page)),
+        (
+            "/v1/increments",
+            &[("POST", Need::Role(Role::Write))],
+            post(counters::increments),
+        ),
         (
             "/v1/counters/{namespace}/{key}",
-            &["GET"],
+            &[("GET", READ)],
             get(counters::total),
         ),
         (
             "/v1/counters/{namespace}/{key}/range",
-            &["GET"],
+            &[("GET", READ)],
             get(counters::range),
         ),
         (
             "/v1/counters/{namespace}/{key}/stats",
-            &["GET"],
+            &[("GET", READ)],
             get(counters::stats),
         ),
         (
             "/v1/namespaces",
-            &["GET", "POST"],
+            &[("GET", READ), ("POST", Need::Role(Role::Admin))],
             get(cluster::namespaces).post(cluster::create_namespace),
         ),
-        ("/v1/namespaces/{name}", &["GET"], get(cluster::namespace)),
-        ("/v1/status", &["GET"], get(cluster::status)),
-        ("/v1/cluster", &["GET"], get(cluster::cluster)),
-        ("/v1/ring", &["GET"], get(cluster::ring)),
-        ("/healthz", &["GET"], get(cluster::healthz)),
-        ("/readyz", &["GET"], get(cluster::readyz)),
-        ("/metrics", &["GET"], get(cluster::metrics)),
+        (
+            "/v1/namespaces/{name}",
+            &[("GET", READ)],
+            get(cluster::namespace),
+        ),
+        ("/v1/status", &[("GET", READ)], get(cluster::status)),
+        ("/v1/cluster", &[("GET", READ)], get(cluster::cluster)),
+        ("/v1/ring", &[("GET", READ)], get(cluster::ring)),
+        ("/healthz", &[("GET", Need::Nothing)], get(cluster::healthz)),
+        ("/readyz", &[("GET", Need::Nothing)], get(cluster::readyz)),
+        ("/metrics", &[("GET", READ)], get(cluster::metrics)),
     ]
 }
 
@@ -180,18 +200,31 @@ pub fn routes() -> Vec<(String, String)> {
         .flat_map(|(path, methods, _)| {
             methods
                 .iter()
-                .map(move |m| ((*m).to_owned(), path.to_owned()))
+                .map(move |(m, _)| ((*m).to_owned(), path.to_owned()))
         })
         .collect()
 }
 
 fn router(server: Arc<Server>, admission: Arc<Admission>) -> Router {
-    let front = Front { server, admission };
-    table()
+    let routes = table();
+    let needs: HashMap<(&'static str, &'static str), Need> = routes
+        .iter()
+        .flat_map(|(path, methods, _)| methods.iter().map(move |(m, need)| ((*m, *path), *need)))
+        .collect();
+    let front = Front {
+        server,
+        admission,
+        needs: Arc::new(needs),
+    };
+    routes
         .into_iter()
         .fold(Router::new(), |router, (path, _, methods)| {
             router.route(path, methods)
         })
+        .route_layer(middleware::from_fn_with_state(
+            front.clone(),
+            auth::authorize,
+        ))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_FRAME_BYTES))
         .layer(middleware::from_fn_with_state(front.clone(), admit))
@@ -274,6 +307,7 @@ fn status_of(code: ErrorCode) -> StatusCode {
             StatusCode::SERVICE_UNAVAILABLE
         }
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorCode::Timeout | ErrorCode::PeerLost => StatusCode::GATEWAY_TIMEOUT,
         ErrorCode::Storage | ErrorCode::Internal | ErrorCode::Unknown(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -301,6 +335,8 @@ fn response_name(response: &Response) -> &'static str {
         Response::Hashes(_) => "Hashes",
         Response::OpIds(_) => "OpIds",
         Response::RepairReport(_) => "RepairReport",
+        Response::Authenticated(_) => "Authenticated",
+        Response::PeerChallenge { .. } => "PeerChallenge",
         Response::Error { .. } => "Error",
     }
 }

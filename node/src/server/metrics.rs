@@ -209,6 +209,12 @@ impl Server {
         );
         counter(
             r,
+            "access_refused",
+            "Requests and authentication steps refused for who sent them (no, wrong or revoked credentials; a role too low)",
+            self.access_refused.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        counter(
+            r,
             "overloaded",
             "Requests and connections refused for load",
             status.overloaded,

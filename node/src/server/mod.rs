@@ -28,10 +28,12 @@
 mod admin;
 pub mod admission;
 mod client;
+mod gate;
 mod metrics;
 mod overview;
 mod replica;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +43,7 @@ use futures_util::SinkExt;
 use tally_client::frame::{
     parse_frame, BadFrame, Frame, FrameCodec, HEADER_BYTES, MAX_FRAME_BYTES,
 };
+use tally_client::message::{is_auth_kind, Need};
 use tally_client::{ErrorCode, Request, Response};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -57,8 +60,10 @@ use crate::coordinator::Coordinator;
 use crate::counter::read_plan::ReadKind;
 use crate::log_limit::LogLimit;
 use crate::metrics::RequestMetrics;
+use crate::security::{Access, Session};
 use crate::server::admission::{Admission, HeldBytes, Refusal, RequestSlot};
 use crate::topology::Topology;
+use gate::Gate;
 
 /// The services a server hands requests to.
 #[derive(Debug)]
@@ -75,7 +80,7 @@ pub struct Services {
 }
 
 /// What a server is asked to allow.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// Accept test hooks (`AdjustClock`).
     pub test_hooks: bool,
@@ -83,6 +88,8 @@ pub struct ServerOptions {
     pub read_timeout: Duration,
     /// Count requests for `/metrics`.
     pub request_metrics: bool,
+    /// Who may send what.
+    pub access: Access,
 }
 
 /// Shared state of the server.
@@ -104,6 +111,10 @@ pub struct Server {
     metrics: Option<RequestMetrics>,
     /// Client reads answered (total, range, stats), for `NodeStatus`.
     reads: AtomicU64,
+    /// Who may send what.
+    access: Access,
+    /// Requests and authentication steps refused for who sent them.
+    access_refused: AtomicU64,
 }
 
 impl Server {
@@ -127,6 +138,8 @@ impl Server {
             admission,
             metrics: options.request_metrics.then(RequestMetrics::default),
             reads: AtomicU64::new(0),
+            access: options.access,
+            access_refused: AtomicU64::new(0),
         })
     }
 
@@ -146,7 +159,7 @@ impl Server {
                         Ok(slot) => {
                             let server = self.clone();
                             tokio::spawn(async move {
-                                server.connection(stream).await;
+                                server.connection(stream, peer).await;
                                 drop(slot);
                                 tracing::debug!(%peer, "connection closed");
                             });
@@ -175,7 +188,7 @@ impl Server {
     /// writer. The connection ends when the peer goes, is idle too long,
     /// sends a frame too slowly, or does not read its answers; reads still
     /// running for it are then stopped.
-    async fn connection(self: Arc<Self>, stream: TcpStream) {
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let limits = *self.admission.limits();
         let (read_half, write_half) = stream.into_split();
@@ -192,6 +205,7 @@ impl Server {
         // Reads are stopped when the connection ends; writes run to the end
         // (their outcome is already decided by the time anyone could ask).
         let mut reads = JoinSet::new();
+        let mut session = Session::default();
         loop {
             while reads.try_join_next().is_some() {}
             let permit = tokio::select! {
@@ -272,6 +286,37 @@ impl Server {
                     continue;
                 }
             };
+            if is_auth_kind(frame.kind) || self.access.is_enforced() {
+                match self.gate(&mut session, &frame, peer) {
+                    Gate::Pass => {}
+                    Gate::Answer(response) => {
+                        if send(
+                            &out,
+                            &self.admission,
+                            frame.request_id,
+                            frame.kind,
+                            &response,
+                        )
+                        .await
+                        .is_err()
+                        {
+                            break;
+                        }
+                        continue;
+                    }
+                    Gate::Close(response) => {
+                        let _ = send(
+                            &out,
+                            &self.admission,
+                            frame.request_id,
+                            frame.kind,
+                            &response,
+                        )
+                        .await;
+                        break;
+                    }
+                }
+            }
             let request = match Request::decode(frame.kind, &frame.body) {
                 Ok(request) => request,
                 Err(e) => {
@@ -295,6 +340,24 @@ impl Server {
                 }
             };
             drop(frame.body);
+            if self.access.is_enforced() {
+                if let Err(refusal) = self.access.check(session.caller(), Need::of(&request)) {
+                    self.refused(Some(peer), request.name(), &refusal);
+                    if send(
+                        &out,
+                        &self.admission,
+                        frame.request_id,
+                        frame.kind,
+                        &refusal.response(),
+                    )
+                    .await
+                    .is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
+            }
             let abortable = is_pure_read(&request);
             let (server, out) = (self.clone(), out.clone());
             let (request_id, kind) = (frame.request_id, frame.kind);
@@ -403,6 +466,12 @@ impl Server {
             Request::AdjustClock { offset_ms } => self.adjust_clock(offset_ms),
             Request::Gossip { from, payload } => self.membership.handle(from, &payload),
             Request::Raft { payload } => self.raft(&payload).await,
+            // The binary front's gate answers these; they reach here only
+            // from a caller that skipped it.
+            Request::Auth(_) => Response::Error {
+                code: ErrorCode::Unauthenticated,
+                message: "authentication steps open a connection".into(),
+            },
             Request::Admin { payload } => self.admin(&payload).await,
             Request::ListNamespaces => self.list_namespaces(),
             Request::DescribeNamespace { name } => self.describe_namespace(&name),

@@ -64,6 +64,20 @@ pub struct Args {
     /// Serve no HTTP API [http.enabled].
     #[arg(long)]
     pub no_http: bool,
+    /// A file holding the cluster secret every node of the cluster shares
+    /// (`tally secret` makes one; a second line is also accepted, for a
+    /// rotation) [security.cluster_secret_file].
+    #[arg(long)]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// The API tokens this node accepts: hashes and roles, one per line
+    /// (`tally token create` prints one); read again when it changes
+    /// [security.tokens_file].
+    #[arg(long)]
+    pub tokens_file: Option<PathBuf>,
+    /// Listen beyond loopback without a cluster secret and tokens: anyone
+    /// who reaches the ports may do anything [security.insecure].
+    #[arg(long)]
+    pub insecure: bool,
     /// Threads serving the network, 0 for one per core [worker_threads].
     #[arg(long)]
     pub worker_threads: Option<usize>,
@@ -115,7 +129,7 @@ impl Args {
         let path = |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string().into());
         let int = |v: Option<u64>| v.map(|v| toml::Value::Integer(v as i64));
         let on = |flag: bool, value: bool| flag.then_some(toml::Value::Boolean(value));
-        let flags: [(&str, Option<toml::Value>); 19] = [
+        let flags: [(&str, Option<toml::Value>); 22] = [
             ("listen", text(&self.listen)),
             ("data_dir", path(&self.data_dir)),
             ("worker_threads", int(self.worker_threads.map(|v| v as u64))),
@@ -144,6 +158,12 @@ impl Args {
             ("test.broken", text(&self.broken)),
             ("http.listen", text(&self.http_listen)),
             ("http.enabled", on(self.no_http, false)),
+            (
+                "security.cluster_secret_file",
+                path(&self.cluster_secret_file),
+            ),
+            ("security.tokens_file", path(&self.tokens_file)),
+            ("security.insecure", on(self.insecure, true)),
         ];
         let mut overrides: Vec<(String, toml::Value)> = self
             .set
