@@ -313,6 +313,7 @@ async fn metrics_parse_as_an_exposition_and_move_with_the_workload() {
     let before = scrape().await;
     for name in [
         "tally_increments_applied_total",
+        "tally_events_applied_total",
         "tally_hints_pending",
         "tally_op_window_ids",
         "tally_connections",

@@ -138,6 +138,12 @@ impl Server {
         );
         counter(
             r,
+            "events_applied",
+            "Events the increments this node applied as their leader stand for (an aggregated increment counts its events)",
+            store.events(),
+        );
+        counter(
+            r,
             "op_id_duplicates",
             "Increments whose op id this node had applied already (counted once, by the first)",
             store.duplicates(),

@@ -160,9 +160,10 @@ impl CounterStore {
         // built again without them (rare: a sum near the i64 bounds).
         let mut overflowing: HashSet<(usize, usize)> = HashSet::new();
         let relearning_before_ms = *self.relearning_before_ms.lock();
-        let (cells, valid, fresh, retries, outcome) = loop {
+        let (cells, valid, fresh, retries, events, outcome) = loop {
             let mut fresh: HashSet<u128> = HashSet::new();
             let mut retries = 0u64;
+            let mut events = 0u64;
             // Same-cell deltas are summed: one shard update per cell per write.
             let mut cells: BTreeMap<Vec<u8>, CellUpdate> = BTreeMap::new();
             let mut valid = Vec::new();
@@ -199,6 +200,9 @@ impl CounterStore {
                                 }
                             };
                             retries += u64::from(retry);
+                            if !retry {
+                                events += u64::from(item.events);
+                            }
                             valid.push((b, i));
                             for (res, _) in &ns.resolutions {
                                 let bucket = res.bucket_start(item.timestamp_ms);
@@ -239,8 +243,17 @@ impl CounterStore {
                 Err(Applied::Failed {
                     code,
                     maybe_applied,
-                }) => break (cells, valid, fresh, retries, Err((code, maybe_applied))),
-                Ok(point) => break (cells, valid, fresh, retries, Ok(point)),
+                }) => {
+                    break (
+                        cells,
+                        valid,
+                        fresh,
+                        retries,
+                        events,
+                        Err((code, maybe_applied)),
+                    )
+                }
+                Ok(point) => break (cells, valid, fresh, retries, events, Ok(point)),
             }
         };
         if !matches!(outcome, Err((_, false))) {
@@ -262,6 +275,7 @@ impl CounterStore {
             self.increments
                 .fetch_add(valid.len() as u64 - retries, Ordering::Relaxed);
             self.duplicates.fetch_add(retries, Ordering::Relaxed);
+            self.events.fetch_add(events, Ordering::Relaxed);
             // Each batch gets the states of its cells, in key order; the
             // keys move out of the map (copied only for cells shared by
             // several batches).

@@ -66,6 +66,8 @@ pub struct CounterStore {
     limits: StoreLimits,
     stripes: Vec<Mutex<Stripe>>,
     increments: AtomicU64,
+    /// Events the applied increments stand for.
+    events: AtomicU64,
     /// The op ids this node led that are still live. Held for a whole
     /// write group, so that an id is looked up and recorded atomically
     /// with the write that applies it.
@@ -140,6 +142,7 @@ impl CounterStore {
             limits,
             stripes: new_stripes(),
             increments: AtomicU64::new(0),
+            events: AtomicU64::new(0),
             ops,
             duplicates: AtomicU64::new(0),
             heavy_reads: tokio::sync::Semaphore::new(
@@ -185,6 +188,12 @@ impl CounterStore {
     /// Increments applied since start.
     pub fn increments(&self) -> u64 {
         self.increments.load(Ordering::Relaxed)
+    }
+
+    /// Events the increments applied since start stand for (an
+    /// aggregated increment stands for its `events`).
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
     }
 
     /// Increments since start whose op id had been applied already (each
@@ -396,6 +405,7 @@ mod tests {
         );
         assert_eq!(total(&store), (5, 1));
         assert_eq!((store.increments(), store.duplicates()), (1, 2));
+        assert_eq!(store.events(), 1);
         // The window holds three ids: a fourth waits for room.
         let led = store.increment(&[item(10, id(2)), item(100, id(3)), item(1000, id(4))]);
         assert_eq!(
