@@ -7,6 +7,8 @@
 #      producer vs Redis Cluster, 3 primaries, redis-benchmark INCR -P 16;
 #   2b. the HTTP/JSON API: batches of 100 as JSON to one node's
 #      /v1/increments vs the binary protocol's batches of 100;
+#   2c. security: single and batched increments and QUORUM reads with
+#      TLS, tokens and the cluster secret on, against plaintext;
 #   3. durable increments: tally `--durability sync` (group commit) vs
 #      Redis 1+2 with appendfsync always + WAIT 1;
 #   4. reads at QUORUM: total and 30-day stats, p50/p99, 1 and 50 clients,
@@ -83,6 +85,9 @@ fi
 # `--set k=v` to every node (A/B of one setting, e.g. http.metrics=false).
 NODE_SET=()
 for kv in ${TALLY_SET:-}; do NODE_SET+=(--set "$kv"); done
+# Extra flags for the nodes and for the CLI (section 2c sets them).
+NODE_EXTRA=()
+CLI_EXTRA=()
 if [ -n "${TALLY_BIN:-}" ]; then
   BIN="$TALLY_BIN"
 else
@@ -147,11 +152,11 @@ tally_cluster() {
   for i in 0 1 2; do
     RUST_LOG=warn srv "$BIN/tally-node" --config "$WORK/tally.toml" --listen "127.0.0.1:${T[$i]}" \
       --data-dir "$WORK/tally-$i" --host-id $((i + 1)) --members "$members" --durability "$1" \
-      "${NODE_SET[@]}" 2>"$WORK/tally-$i.log"
+      "${NODE_SET[@]}" "${NODE_EXTRA[@]}" 2>"$WORK/tally-$i.log"
   done
   for i in 0 1 2; do wait_port "${T[$i]}"; done
   for _ in $(seq 1 100); do
-    up=$("$BIN/tally" --addr "127.0.0.1:${T[0]}" status --json | python3 -c 'import json,sys; print(sum(p["up"] for p in json.load(sys.stdin)["peers"]))')
+    up=$("$BIN/tally" "${CLI_EXTRA[@]}" --addr "127.0.0.1:${T[0]}" status --json | python3 -c 'import json,sys; print(sum(p["up"] for p in json.load(sys.stdin)["peers"]))')
     [ "$up" = 2 ] && break; sleep 0.1
   done
 }
@@ -159,7 +164,7 @@ tally_cluster() {
 tally_bench() {
   local name=$1 c0 c1 out; shift
   c0=$(server_cpu)
-  out=$(cli "$BIN/tally" --addr "$SEEDS" bench --duration "$DURATION" --json "$@")
+  out=$(cli "$BIN/tally" "${CLI_EXTRA[@]}" --addr "$SEEDS" bench --duration "$DURATION" --json "$@")
   c1=$(server_cpu)
   python3 - "$name" "$out" "$c0" "$c1" "$DURATION" <<'EOF' | tee -a "$OUT" >&2
 import json, sys
@@ -235,6 +240,36 @@ if wanted http; then
   tally_bench "http.tally_http_batch100" --concurrency 50 --batch 100 --keys 100000 --zipf 0 \
     --http "127.0.0.1:$((T[0] + 1000))"
   stop_servers
+fi
+
+# --- 2c. security: TLS, tokens and the cluster secret ----------------------------
+if wanted secure; then
+  log "2c. TLS on both ports and between nodes, tokens and the cluster secret, against plaintext (plain, secure, secure, plain)"
+  SEC="$WORK/security"
+  rm -rf "$SEC" && mkdir -p "$SEC"
+  "$BIN/tally" secret >"$SEC/cluster.secret"
+  "$BIN/tally" certs --dir "$SEC/certs" >/dev/null
+  token_json=$("$BIN/tally" --json token create --role admin --name bench)
+  python3 -c 'import json,sys; print(json.loads(sys.argv[1])["line"])' "$token_json" >"$SEC/tokens"
+  token=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["token"])' "$token_json")
+  for pass in plain1 secure1 secure2 plain2; do
+    if [[ $pass == secure* ]]; then
+      NODE_EXTRA=(--cluster-secret-file "$SEC/cluster.secret" --tokens-file "$SEC/tokens"
+        --tls-cert "$SEC/certs/node.pem" --tls-key "$SEC/certs/node-key.pem" --tls-ca "$SEC/certs/ca.pem")
+      CLI_EXTRA=(--tls-ca "$SEC/certs/ca.pem" --token "$token")
+    else
+      NODE_EXTRA=()
+      CLI_EXTRA=()
+    fi
+    name=${pass%[0-9]}
+    tally_cluster periodic
+    tally_bench "secure.${name}_single" --concurrency 50 --batch 1 --keys 100000 --zipf 0
+    tally_bench "secure.${name}_batch16" --concurrency 50 --batch 16 --keys 100000 --zipf 0
+    tally_bench "secure.${name}_total_50" --concurrency 50 --read-ratio 1 --read total --keys 100000 --zipf 0
+    stop_servers
+  done
+  NODE_EXTRA=()
+  CLI_EXTRA=()
 fi
 
 # --- 3. durable increments -----------------------------------------------------

@@ -2,6 +2,7 @@
 //! and what every command needs from them (a client, the first node).
 
 use clap::{Parser, Subcommand};
+use tally_client::tls::TlsClient;
 use tally_client::{Client, ClientConfig, Consistency, Secret};
 
 use crate::bench::BenchArgs;
@@ -29,6 +30,10 @@ pub struct Cli {
     /// TALLY_TOKEN).
     #[arg(long, global = true, env = "TALLY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Speak TLS to the nodes, trusting this CA certificate (PEM; or set
+    /// TALLY_TLS_CA).
+    #[arg(long, global = true, env = "TALLY_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Consistency level: one, quorum or all.
     #[arg(long, global = true, default_value = "quorum")]
     pub consistency: String,
@@ -163,6 +168,19 @@ pub enum Command {
     },
     /// Prints a new random cluster secret (for --cluster-secret-file).
     Secret,
+    /// Makes a cluster CA (once) and issues a certificate signed by it,
+    /// for a node or a client.
+    Certs {
+        /// Where the CA and the certificates live.
+        #[arg(long, default_value = "tally-certs")]
+        dir: std::path::PathBuf,
+        /// The certificate's name (files NAME.pem and NAME-key.pem).
+        #[arg(long, default_value = "node")]
+        name: String,
+        /// Addresses and DNS names the certificate is good for.
+        #[arg(long = "host", default_values_t = ["127.0.0.1".to_owned(), "localhost".to_owned(), "::1".to_owned()])]
+        hosts: Vec<String>,
+    },
     /// Start local node(s), stream synthetic video views, and show the counts.
     Demo(DemoArgs),
 }
@@ -208,16 +226,26 @@ pub enum TokenAction {
 }
 
 impl Cli {
-    /// A client config for `seeds` presenting `--token`.
-    pub fn config(&self, seeds: impl IntoIterator<Item = String>) -> ClientConfig {
+    /// A client config for `seeds` presenting `--token`, over TLS with
+    /// `--tls-ca`.
+    pub fn config(&self, seeds: impl IntoIterator<Item = String>) -> Result<ClientConfig, String> {
         let mut config = ClientConfig::with_seeds(seeds);
         config.token = self.token.clone().map(Secret);
-        config
+        config.tls = self.tls()?;
+        Ok(config)
+    }
+
+    /// TLS to the nodes, with `--tls-ca`.
+    pub fn tls(&self) -> Result<Option<TlsClient>, String> {
+        self.tls_ca
+            .as_deref()
+            .map(|ca| TlsClient::from_files(ca, None))
+            .transpose()
     }
 
     /// A client of the nodes named by `--addr`, at `--consistency`.
     pub async fn connect(&self) -> Result<Client, String> {
-        let mut config = self.config(self.addrs.clone());
+        let mut config = self.config(self.addrs.clone())?;
         config.consistency = consistency(&self.consistency)?;
         Client::connect(config).await.map_err(|e| e.to_string())
     }

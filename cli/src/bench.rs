@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use tally_client::{Client, Increment, Outcome, Producer, ProducerConfig};
 
+use tally_client::tls::TlsClient;
+
 use crate::http::HttpConnection;
 use crate::timespec;
 
@@ -122,6 +124,7 @@ pub async fn run(
     args: &BenchArgs,
     json: bool,
     token: Option<String>,
+    tls: Option<TlsClient>,
 ) -> Result<(), String> {
     if args.concurrency == 0 || args.batch == 0 || args.keys == 0 {
         return Err("concurrency, batch and keys must be at least 1".into());
@@ -138,7 +141,7 @@ pub async fn run(
     let mut workers = Vec::new();
     for w in 0..args.concurrency {
         let (client, zipf, done, args) = (client.clone(), zipf.clone(), done.clone(), args.clone());
-        let token = token.clone();
+        let (token, tls) = (token.clone(), tls.clone());
         let producer = producer.clone();
         workers.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64);
@@ -194,7 +197,15 @@ pub async fn run(
                         })
                         .collect();
                     if let Some(addr) = &args.http {
-                        match http_increments(&mut http, addr, token.as_deref(), &items).await {
+                        match http_increments(
+                            &mut http,
+                            addr,
+                            token.as_deref(),
+                            tls.as_ref(),
+                            &items,
+                        )
+                        .await
+                        {
                             Ok((ok, failed, indeterminate)) => {
                                 t.increments += ok;
                                 t.failed += failed;
@@ -311,10 +322,11 @@ async fn http_increments(
     conn: &mut Option<HttpConnection>,
     addr: &str,
     token: Option<&str>,
+    tls: Option<&TlsClient>,
     items: &[Increment],
 ) -> Result<(u64, u64, u64), String> {
     if conn.is_none() {
-        *conn = Some(HttpConnection::connect(addr, token).await?);
+        *conn = Some(HttpConnection::connect(addr, token, tls).await?);
     }
     let Some(conn) = conn.as_mut() else {
         return Err("no connection".into());

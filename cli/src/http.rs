@@ -3,16 +3,28 @@
 //! content length (all a node sends). Enough for `tally bench --http` and
 //! `tally status --http` without an HTTP client crate in the CLI.
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tally_client::tls::TlsClient;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+/// A plain or TLS stream.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
 /// One connection to a node's HTTP port.
-#[derive(Debug)]
 pub struct HttpConnection {
     addr: String,
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Box<dyn Stream>>,
     /// Sent as `Authorization: Bearer` (nodes that check tokens).
     token: Option<String>,
+}
+
+impl std::fmt::Debug for HttpConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConnection")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A status code and the body.
@@ -25,12 +37,25 @@ pub struct Answer {
 }
 
 impl HttpConnection {
-    /// Connects to `addr` (`host:port`); requests present `token`.
-    pub async fn connect(addr: &str, token: Option<&str>) -> Result<HttpConnection, String> {
-        let stream = TcpStream::connect(addr)
+    /// Connects to `addr` (`host:port`, over TLS with `tls`); requests
+    /// present `token`.
+    pub async fn connect(
+        addr: &str,
+        token: Option<&str>,
+        tls: Option<&TlsClient>,
+    ) -> Result<HttpConnection, String> {
+        let tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("cannot reach {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Stream> = match tls {
+            None => Box::new(tcp),
+            Some(tls) => Box::new(
+                tls.connect(addr, tcp)
+                    .await
+                    .map_err(|e| format!("{addr}: TLS: {e}"))?,
+            ),
+        };
         Ok(HttpConnection {
             addr: addr.to_owned(),
             stream: BufReader::new(stream),

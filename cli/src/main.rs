@@ -47,12 +47,20 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Ring => ring::run(&cli).await,
         Command::Repair => repair::run(&cli).await,
         Command::Bench(args) => {
-            bench::run(cli.connect().await?, args, cli.json, cli.token.clone()).await
+            bench::run(
+                cli.connect().await?,
+                args,
+                cli.json,
+                cli.token.clone(),
+                cli.tls()?,
+            )
+            .await
         }
         Command::Demo(args) => demo::run(args, cli.json).await,
         Command::Token {
             action: TokenAction::Create { role, name },
         } => security::create_token(role, name, cli.json),
+        Command::Certs { dir, name, hosts } => security::certs(dir, name, hosts, cli.json),
         Command::Secret => {
             security::secret();
             Ok(())

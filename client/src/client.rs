@@ -706,12 +706,17 @@ impl Inner {
             return Ok(conn.clone());
         }
         let conn = Arc::new(
-            Connection::open_with(&node.addr, self.config.connect_timeout, &self.credentials())
-                .await
-                .map_err(|error| AttemptError {
-                    error,
-                    delivery: Delivery::NotSent,
-                })?,
+            Connection::open_with(
+                &node.addr,
+                self.config.connect_timeout,
+                &self.credentials(),
+                self.config.tls.as_ref(),
+            )
+            .await
+            .map_err(|error| AttemptError {
+                error,
+                delivery: Delivery::NotSent,
+            })?,
         );
         *slot = Some(conn.clone());
         Ok(conn)

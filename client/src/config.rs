@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::message::Consistency;
+use crate::tls::TlsClient;
 
 /// Client settings; plain data with defaults.
 #[derive(Debug, Clone)]
@@ -35,6 +36,8 @@ pub struct ClientConfig {
     /// The API token every connection presents (`None`: nodes that ask
     /// for none). Kept out of `Debug`.
     pub token: Option<Secret>,
+    /// Speak TLS to the nodes, trusting their CA (`None`: plaintext).
+    pub tls: Option<TlsClient>,
 }
 
 /// A credential that never shows in logs: its `Debug` prints `***`.
@@ -63,6 +66,7 @@ impl Default for ClientConfig {
             token_aware: true,
             routing_refresh: Duration::from_secs(10),
             token: None,
+            tls: None,
         }
     }
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
@@ -27,6 +28,7 @@ use crate::auth::{new_nonce, Credentials};
 use crate::error::{ClientError, ErrorCode};
 use crate::frame::{write_queued, Frame, FrameCodec};
 use crate::message::{AuthStep, Request, Response};
+use crate::tls::TlsClient;
 
 /// Whether a failed call's request may have reached the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +38,10 @@ pub enum Delivery {
     /// The request was (or may have been) written.
     MaybeSent,
 }
+
+/// The two halves of a plain or TLS stream.
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Frame, ClientError>>>>;
 
@@ -56,20 +62,23 @@ fn lock(
 }
 
 impl Connection {
-    /// Connects to `addr` within `timeout`, presenting no credentials.
+    /// Connects to `addr` within `timeout`, in plaintext, presenting no
+    /// credentials.
     pub async fn open(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
-        Connection::open_with(addr, timeout, &Credentials::None).await
+        Connection::open_with(addr, timeout, &Credentials::None, None).await
     }
 
-    /// Connects to `addr` and authenticates with `credentials`, each
-    /// within `timeout`. A node that refuses them answers
-    /// `Unauthenticated` (and closes the connection).
+    /// Connects to `addr` (over TLS with `tls`) and authenticates with
+    /// `credentials`, each within `timeout`. A node that refuses them
+    /// answers `Unauthenticated` (and closes the connection after a
+    /// failed peer handshake).
     pub async fn open_with(
         addr: &str,
         timeout: Duration,
         credentials: &Credentials,
+        tls: Option<&TlsClient>,
     ) -> Result<Connection, ClientError> {
-        let conn = Connection::connect(addr, timeout).await?;
+        let conn = Connection::connect(addr, timeout, tls).await?;
         conn.authenticate(credentials, timeout).await?;
         Ok(conn)
     }
@@ -131,7 +140,11 @@ impl Connection {
         }
     }
 
-    async fn connect(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
+    async fn connect(
+        addr: &str,
+        timeout: Duration,
+        tls: Option<&TlsClient>,
+    ) -> Result<Connection, ClientError> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| {
@@ -139,7 +152,24 @@ impl Connection {
             })?
             .map_err(|e| ClientError::Unreachable(format!("{addr}: {e}")))?;
         let _ = stream.set_nodelay(true);
-        let (read_half, write_half) = stream.into_split();
+        let (read_half, write_half): (Reader, Writer) = match tls {
+            None => {
+                let (r, w) = stream.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Some(tls) => {
+                let stream = tokio::time::timeout(timeout, tls.connect(addr, stream))
+                    .await
+                    .map_err(|_| {
+                        ClientError::Unreachable(format!(
+                            "{addr}: TLS handshake timed out after {timeout:?}"
+                        ))
+                    })?
+                    .map_err(|e| ClientError::Unreachable(format!("{addr}: TLS: {e}")))?;
+                let (r, w) = tokio::io::split(stream);
+                (Box::new(r), Box::new(w))
+            }
+        };
         let pending: Arc<Pending> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         let (out, queue) = mpsc::channel::<Frame>(1024);
@@ -147,15 +177,32 @@ impl Connection {
         let (w_pending, w_closed) = (pending.clone(), closed.clone());
         tokio::spawn(async move {
             if let Err(e) = write_queued(queue, write_half).await {
-                fail_all(&w_pending, &w_closed, &format!("write failed: {e}"));
+                fail_all(
+                    &w_pending,
+                    &w_closed,
+                    &ClientError::ConnectionLost(format!("write failed: {e}")),
+                );
             }
         });
 
         let mut reader = FramedRead::new(read_half, FrameCodec::default());
         let (r_pending, r_closed, r_addr) = (pending.clone(), closed.clone(), addr.to_owned());
         tokio::spawn(async move {
-            let reason = loop {
+            let error = loop {
                 match reader.next().await {
+                    // Request id 0 answers the connection, not a request
+                    // (ids start at 1): a node refusing it (overloaded,
+                    // plaintext to a TLS port) says why before closing.
+                    Some(Ok(Ok(frame))) if frame.request_id == 0 => {
+                        if let Ok(Response::Error { code, message }) =
+                            Response::decode(frame.kind, &frame.body)
+                        {
+                            break ClientError::Node {
+                                code,
+                                message: format!("{r_addr}: {message}"),
+                            };
+                        }
+                    }
                     Some(Ok(Ok(frame))) => {
                         if let Some(waiter) = lock(&r_pending).remove(&frame.request_id) {
                             let _ = waiter.send(Ok(frame));
@@ -170,11 +217,11 @@ impl Connection {
                             let _ = waiter.send(Err(err));
                         }
                     }
-                    Some(Err(e)) => break format!("read failed: {e}"),
-                    None => break "closed by the node".to_owned(),
+                    Some(Err(e)) => break ClientError::ConnectionLost(format!("read failed: {e}")),
+                    None => break ClientError::ConnectionLost("closed by the node".to_owned()),
                 }
             };
-            fail_all(&r_pending, &r_closed, &reason);
+            fail_all(&r_pending, &r_closed, &error);
         });
 
         Ok(Connection {
@@ -254,9 +301,9 @@ impl Connection {
     }
 }
 
-fn fail_all(pending: &Pending, closed: &AtomicBool, reason: &str) {
+fn fail_all(pending: &Pending, closed: &AtomicBool, error: &ClientError) {
     closed.store(true, Ordering::SeqCst);
     for (_, waiter) in lock(pending).drain() {
-        let _ = waiter.send(Err(ClientError::ConnectionLost(reason.to_owned())));
+        let _ = waiter.send(Err(error.clone()));
     }
 }

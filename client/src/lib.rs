@@ -37,6 +37,7 @@ mod producer;
 mod resolution;
 pub mod routing;
 pub mod timespec;
+pub mod tls;
 pub mod token;
 
 pub use client::{Client, Outcome};

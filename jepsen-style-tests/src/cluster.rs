@@ -16,7 +16,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tally_client::{Client, ClientConfig, Consistency, NodeStatus};
+use tally_client::tls::TlsClient;
+use tally_client::{Client, ClientConfig, Consistency, NodeStatus, Secret};
 use tally_testkit::{NodeCommand, NodeProcess};
 
 use crate::proxy::{LinkMode, LinkProxy};
@@ -36,6 +37,11 @@ pub struct ClusterConfig {
     pub durability: String,
     /// Extra flags for every node (e.g. `--broken double-apply`).
     pub extra_args: Vec<String>,
+    /// The API token the clients present (`--secure`); not reported.
+    #[serde(skip)]
+    pub token: Option<String>,
+    /// The CA the clients trust, speaking TLS (`--secure`).
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// The nodes, their links, and what the nemesis did to them.
@@ -254,6 +260,11 @@ impl Cluster {
         config.token_aware = false;
         config.request_timeout = timeout;
         config.connect_timeout = timeout;
+        config.token = self.config.token.clone().map(Secret);
+        config.tls = match &self.config.tls_ca {
+            Some(ca) => Some(TlsClient::from_files(ca, None)?),
+            None => None,
+        };
         Client::connect(config).await.map_err(|e| e.to_string())
     }
 

@@ -25,4 +25,5 @@ pub mod nemesis;
 pub mod proxy;
 pub mod report;
 pub mod run;
+pub mod security;
 pub mod workload;

@@ -20,6 +20,7 @@ use tally_jepsen::history::read_jsonl;
 use tally_jepsen::nemesis::FaultKind;
 use tally_jepsen::report;
 use tally_jepsen::run::{run, RunConfig};
+use tally_jepsen::security;
 use tally_jepsen::workload::WorkloadConfig;
 
 #[derive(Debug, Parser)]
@@ -83,6 +84,10 @@ struct RunArgs {
     /// outcome is known): the retries must not count.
     #[arg(long)]
     op_ids: bool,
+    /// Every protection on: a cluster secret, API tokens (the clients use
+    /// an admin token) and TLS on both ports and between nodes.
+    #[arg(long)]
+    secure: bool,
     /// Run the nodes with deliberately wrong behaviour (double-apply,
     /// ack-without-quorum, drop-hints, ignore-op-ids) to see the checker catch it.
     #[arg(long)]
@@ -144,6 +149,15 @@ async fn run_many(args: RunArgs) -> Result<Validity, String> {
         if let Some(mode) = &args.broken {
             extra_args.extend(["--broken".to_owned(), mode.clone()]);
         }
+        let secured = if args.secure {
+            let tally_bin = node_bin.with_file_name("tally");
+            Some(security::prepare(&dir.join("security"), &tally_bin)?)
+        } else {
+            None
+        };
+        if let Some(s) = &secured {
+            extra_args.extend(s.node_args.iter().cloned());
+        }
         let config = RunConfig {
             cluster: ClusterConfig {
                 nodes: args.nodes,
@@ -152,6 +166,8 @@ async fn run_many(args: RunArgs) -> Result<Validity, String> {
                 dir: dir.clone(),
                 durability: args.durability.clone(),
                 extra_args,
+                token: secured.as_ref().map(|s| s.token.clone()),
+                tls_ca: secured.map(|s| s.ca),
             },
             workload: WorkloadConfig {
                 concurrency: args.concurrency.max(1),

@@ -284,6 +284,15 @@ pub struct SecurityConfig {
     pub tokens_file: Option<PathBuf>,
     /// Listen beyond loopback without a cluster secret and tokens.
     pub insecure: bool,
+    /// This node's certificate chain (PEM), signed by the cluster CA: with
+    /// `tls_key_file` and `tls_ca_file`, both ports speak only TLS and
+    /// nodes talk to each other over mutual TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// The cluster CA's certificate (PEM): peers' certificates must chain
+    /// to it.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// `[test]`: modes for the fault-injection harness. Never on a real

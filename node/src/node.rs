@@ -46,6 +46,7 @@ use crate::replica::write_pipeline::{WritePipeline, WriterThreads};
 use crate::replication::read_repair::ReadRepair;
 use crate::replication::replica_reads::ReplicaReads;
 use crate::replication::replicator::{Replicator, ReplicatorConfig};
+use crate::security::tls::Tls;
 use crate::security::{Access, TokenStore};
 use crate::server::admission::{Admission, ServerLimits};
 use crate::server::{Server, ServerOptions, Services};
@@ -148,6 +149,19 @@ fn access_of(config: &NodeConfig) -> Result<Access, String> {
     Ok(Access { secret, tokens })
 }
 
+/// The node's TLS, when its certificate, key and CA are all given.
+fn tls_of(config: &NodeConfig) -> Result<Option<Tls>, String> {
+    let s = &config.security;
+    match (&s.tls_cert_file, &s.tls_key_file, &s.tls_ca_file) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => Tls::from_files(cert, key, ca).map(Some),
+        _ => Err(
+            "TLS needs all three of --tls-cert, --tls-key and --tls-ca (`tally certs` makes them)"
+                .into(),
+        ),
+    }
+}
+
 /// Whether every address `addr` resolves to is a loopback address.
 fn is_loopback(addr: &str) -> bool {
     use std::net::ToSocketAddrs;
@@ -173,11 +187,13 @@ struct Started {
 
 async fn assemble(config: &NodeConfig) -> Result<Started, String> {
     let access = access_of(config)?;
+    let tls = tls_of(config)?;
     let credentials = match &access.secret {
         Some(secret) => Credentials::Peer(secret.clone()),
         None => Credentials::None,
     };
-    let link = RaftLink::new(credentials.clone());
+    let peer_tls = tls.as_ref().map(|t| t.peer_client.clone());
+    let link = RaftLink::new(credentials.clone(), peer_tls.clone());
     let (host_id, mode) = host_id_of(config, &link).await?;
     if config.storage.salvage_wal {
         // Records this node's shard was raised by may be dropped: write a
@@ -284,6 +300,7 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
         metadata.clone(),
         PeerConfig {
             credentials,
+            tls: peer_tls,
             ..PeerConfig::default()
         },
     ));
@@ -395,6 +412,7 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
             read_timeout: config.coordinator.read_timeout,
             request_metrics: config.http.enabled && config.http.metrics,
             access,
+            tls: tls.clone(),
         },
     );
     if let (Some(topology), Mode::Raft { init, seed }) = (&topology, mode) {

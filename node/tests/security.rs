@@ -186,9 +186,14 @@ async fn roles_cover_what_they_imply_on_both_ports_and_revocation_is_immediate()
     // The test hook needs --test-hooks and an admin token.
     let hook = Request::AdjustClock { offset_ms: 0 };
     let as_token = |t: &str| Credentials::Token(t.to_owned());
-    let w = Connection::open_with(&addr, Duration::from_secs(2), &as_token(&tokens.write))
-        .await
-        .unwrap();
+    let w = Connection::open_with(
+        &addr,
+        Duration::from_secs(2),
+        &as_token(&tokens.write),
+        None,
+    )
+    .await
+    .unwrap();
     assert!(matches!(
         w.call(&hook, Duration::from_secs(2)).await,
         Ok(Response::Error {
@@ -196,9 +201,14 @@ async fn roles_cover_what_they_imply_on_both_ports_and_revocation_is_immediate()
             ..
         })
     ));
-    let a = Connection::open_with(&addr, Duration::from_secs(2), &as_token(&tokens.admin))
-        .await
-        .unwrap();
+    let a = Connection::open_with(
+        &addr,
+        Duration::from_secs(2),
+        &as_token(&tokens.admin),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         a.call(&hook, Duration::from_secs(2)).await.unwrap(),
         Response::Ack
@@ -258,9 +268,14 @@ async fn roles_cover_what_they_imply_on_both_ports_and_revocation_is_immediate()
 
     // Revoked by editing the file: the open connection's next request is
     // refused (the node reads the file within a second of a change).
-    let w = Connection::open_with(&addr, Duration::from_secs(2), &as_token(&tokens.write))
-        .await
-        .unwrap();
+    let w = Connection::open_with(
+        &addr,
+        Duration::from_secs(2),
+        &as_token(&tokens.write),
+        None,
+    )
+    .await
+    .unwrap();
     let increment = Request::Increment {
         consistency: Consistency::One,
         timeout_ms: 2000,
@@ -477,6 +492,7 @@ async fn a_peer_without_the_secret_cannot_write_replicas_vote_or_join() {
         &a1,
         Duration::from_secs(2),
         &Credentials::Peer(wrong_secret.clone()),
+        None,
     )
     .await;
     assert!(
@@ -494,6 +510,7 @@ async fn a_peer_without_the_secret_cannot_write_replicas_vote_or_join() {
         &a1,
         Duration::from_secs(2),
         &Credentials::Token(tokens.admin.clone()),
+        None,
     )
     .await
     .unwrap();

@@ -17,7 +17,8 @@ use crate::output::{health_word, print_json};
 /// Runs `tally status` (against `http`, a node's HTTP port, if given).
 pub async fn run(cli: &Cli, http: Option<&str>) -> Result<(), String> {
     if let Some(addr) = http {
-        let answer = HttpConnection::connect(addr, cli.token.as_deref())
+        let tls = cli.tls()?;
+        let answer = HttpConnection::connect(addr, cli.token.as_deref(), tls.as_ref())
             .await?
             .request("GET", "/v1/cluster", None)
             .await?;
@@ -99,7 +100,9 @@ async fn cluster_table(cli: &Cli, view: &ClusterView, local: &NodeStatus) -> Res
         if m.host_id == local.node_id || !up {
             continue;
         }
-        let mut config = cli.config([m.address.clone()]);
+        let Ok(mut config) = cli.config([m.address.clone()]) else {
+            continue;
+        };
         config.request_timeout = Duration::from_millis(500);
         config.max_retries = 0;
         config.token_aware = false;

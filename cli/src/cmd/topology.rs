@@ -15,7 +15,7 @@ use crate::output::print_json;
 /// A client for long operator requests: one node, no retries, a day's
 /// timeout (a decommission lasts as long as its streaming).
 pub async fn long_client(cli: &Cli, addr: &str) -> Result<Client, String> {
-    let mut config = cli.config([addr.to_owned()]);
+    let mut config = cli.config([addr.to_owned()])?;
     config.request_timeout = Duration::from_secs(24 * 3600);
     config.max_retries = 0;
     config.token_aware = false;
@@ -70,7 +70,7 @@ pub async fn with_progress<T>(
     json: bool,
     work: impl std::future::Future<Output = T>,
 ) -> Result<T, String> {
-    let watcher = Client::connect(cli.config([addr.to_owned()]))
+    let watcher = Client::connect(cli.config([addr.to_owned()])?)
         .await
         .map_err(|e| e.to_string())?;
     let bar = if json {

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tally_client::auth::Credentials;
+use tally_client::tls::TlsClient;
 use tally_client::{ClientError, Connection, Delivery, PeerStatus, Request, Response};
 use tally_consensus::HostId;
 
@@ -42,6 +43,8 @@ pub struct PeerConfig {
     pub probe_timeout: Duration,
     /// What connections to peers present (the cluster secret, if any).
     pub credentials: Credentials,
+    /// TLS to peers (the node's certificate, the cluster CA), if on.
+    pub tls: Option<TlsClient>,
 }
 
 impl Default for PeerConfig {
@@ -51,6 +54,7 @@ impl Default for PeerConfig {
             probe_interval: Duration::from_millis(250),
             probe_timeout: Duration::from_millis(500),
             credentials: Credentials::None,
+            tls: None,
         }
     }
 }
@@ -198,6 +202,7 @@ impl Peers {
                 &member.address,
                 self.config.connect_timeout.min(timeout),
                 &self.config.credentials,
+                self.config.tls.as_ref(),
             )
             .await?,
         );

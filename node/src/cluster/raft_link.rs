@@ -15,6 +15,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tally_client::admin::{AdminReply, AdminRequest};
 use tally_client::auth::Credentials;
+use tally_client::tls::TlsClient;
 use tally_client::{Connection, Request, Response};
 use tally_consensus::{NodeId, RaftTransport, TransportFuture};
 
@@ -29,15 +30,18 @@ pub struct RaftLink {
     connections: Mutex<HashMap<String, Arc<Connection>>>,
     /// What connections present (the cluster secret, if any).
     credentials: Credentials,
+    /// TLS to peers, if on.
+    tls: Option<TlsClient>,
 }
 
 impl RaftLink {
     /// A link with no connections yet, whose connections present
-    /// `credentials`.
-    pub fn new(credentials: Credentials) -> Arc<RaftLink> {
+    /// `credentials` (over `tls`, if given).
+    pub fn new(credentials: Credentials, tls: Option<TlsClient>) -> Arc<RaftLink> {
         Arc::new(RaftLink {
             connections: Mutex::default(),
             credentials,
+            tls,
         })
     }
 
@@ -48,9 +52,14 @@ impl RaftLink {
             }
         }
         let c = Arc::new(
-            Connection::open_with(address, CONNECT_TIMEOUT, &self.credentials)
-                .await
-                .map_err(|e| e.to_string())?,
+            Connection::open_with(
+                address,
+                CONNECT_TIMEOUT,
+                &self.credentials,
+                self.tls.as_ref(),
+            )
+            .await
+            .map_err(|e| e.to_string())?,
         );
         self.connections
             .lock()

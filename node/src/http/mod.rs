@@ -46,8 +46,9 @@ pub async fn serve(
     listener: TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
+    let tls = server.tls().cloned();
     let app = router(server, admission.clone());
-    let listener = AdmittedListener::new(listener, admission);
+    let listener = AdmittedListener::new(listener, admission, tls);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await

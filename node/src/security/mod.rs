@@ -15,6 +15,7 @@
 //! A refused request changes nothing and its body is never decoded; a
 //! failed authentication step closes the connection.
 
+pub mod tls;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -139,18 +140,29 @@ pub struct Session {
     caller: Caller,
     /// A peer handshake in progress: the secret named, both nonces.
     challenge: Option<(u64, [u8; NONCE_BYTES], [u8; NONCE_BYTES])>,
+    /// The connection is TLS, and whether the other side presented a
+    /// certificate the cluster CA signed: over TLS, only such a
+    /// connection may prove itself a peer (mutual TLS between nodes).
+    tls: Option<bool>,
 }
 
 impl Default for Session {
     fn default() -> Self {
-        Session {
-            caller: Caller::Anonymous,
-            challenge: None,
-        }
+        Session::new(false, false)
     }
 }
 
 impl Session {
+    /// A session of a connection that is TLS (`tls`) or not, whose other
+    /// side presented a CA-signed certificate (`certified`) or not.
+    pub fn new(tls: bool, certified: bool) -> Session {
+        Session {
+            caller: Caller::Anonymous,
+            challenge: None,
+            tls: tls.then_some(certified),
+        }
+    }
+
     /// Who the connection has proved to be.
     pub fn caller(&self) -> &Caller {
         &self.caller
@@ -174,6 +186,12 @@ impl Session {
                 Ok(Response::Authenticated(Principal::Client(role)))
             }
             AuthStep::PeerHello { key_id, nonce } => {
+                if self.tls == Some(false) {
+                    return Err(Refusal::Unauthenticated(
+                        "over TLS, a node proves itself with a certificate the cluster CA signed"
+                            .into(),
+                    ));
+                }
                 let Some(secret) = &access.secret else {
                     return Err(Refusal::Unauthenticated(
                         "this node has no cluster secret: give every node the same one".into(),

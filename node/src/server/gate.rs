@@ -15,6 +15,7 @@ use tally_client::{Request, Response};
 
 use super::Server;
 use crate::log_limit::LogLimit;
+use crate::security::tls::Tls;
 use crate::security::{Access, Refusal, Session};
 
 /// What the gate decided about a frame.
@@ -32,6 +33,11 @@ impl Server {
     /// Who may send what.
     pub(crate) fn access(&self) -> &Access {
         &self.access
+    }
+
+    /// TLS on both ports, if on.
+    pub(crate) fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
     }
 
     /// Decides about `frame` from `peer` on a connection at `session`.

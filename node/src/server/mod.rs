@@ -45,8 +45,7 @@ use tally_client::frame::{
 };
 use tally_client::message::{is_auth_kind, Need};
 use tally_client::{ErrorCode, Request, Response};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -60,6 +59,7 @@ use crate::coordinator::Coordinator;
 use crate::counter::read_plan::ReadKind;
 use crate::log_limit::LogLimit;
 use crate::metrics::RequestMetrics;
+use crate::security::tls::{looks_like_tls, Tls};
 use crate::security::{Access, Session};
 use crate::server::admission::{Admission, HeldBytes, Refusal, RequestSlot};
 use crate::topology::Topology;
@@ -90,6 +90,8 @@ pub struct ServerOptions {
     pub request_metrics: bool,
     /// Who may send what.
     pub access: Access,
+    /// TLS on both ports, if on.
+    pub tls: Option<Tls>,
 }
 
 /// Shared state of the server.
@@ -115,6 +117,8 @@ pub struct Server {
     access: Access,
     /// Requests and authentication steps refused for who sent them.
     access_refused: AtomicU64,
+    /// TLS on both ports, if on.
+    tls: Option<Tls>,
 }
 
 impl Server {
@@ -140,6 +144,7 @@ impl Server {
             reads: AtomicU64::new(0),
             access: options.access,
             access_refused: AtomicU64::new(0),
+            tls: options.tls,
         })
     }
 
@@ -159,7 +164,7 @@ impl Server {
                         Ok(slot) => {
                             let server = self.clone();
                             tokio::spawn(async move {
-                                server.connection(stream, peer).await;
+                                server.accepted(stream, peer).await;
                                 drop(slot);
                                 tracing::debug!(%peer, "connection closed");
                             });
@@ -182,16 +187,51 @@ impl Server {
         }
     }
 
+    /// Takes an accepted connection: in plaintext, or through the TLS
+    /// handshake when TLS is on (plaintext sent to it gets a clear
+    /// refusal instead of a hang).
+    async fn accepted(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let Some(tls) = &self.tls else {
+            let (reader, writer) = stream.into_split();
+            return self.connection(reader, writer, peer, false).await;
+        };
+        let timeout = self.admission.limits().frame_timeout;
+        if !looks_like_tls(&stream, timeout).await {
+            refuse_plaintext(stream).await;
+            return;
+        }
+        match tls.accept(stream, timeout).await {
+            Ok((stream, certified)) => {
+                let (reader, writer) = tokio::io::split(stream);
+                self.connection(reader, writer, peer, certified).await;
+            }
+            Err(e) => {
+                static FAILED: LogLimit = LogLimit::every(Duration::from_secs(1));
+                if let Some(held_back) = FAILED.allow() {
+                    tracing::warn!(%peer, error = %e, held_back, "TLS handshake failed");
+                }
+            }
+        }
+    }
+
     /// Serves one connection: reads frames while the connection has fewer
     /// than its in-flight limit running and the node's budget has room,
     /// runs each request in its own task, and writes answers through one
     /// writer. The connection ends when the peer goes, is idle too long,
     /// sends a frame too slowly, or does not read its answers; reads still
     /// running for it are then stopped.
-    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
-        let _ = stream.set_nodelay(true);
+    async fn connection<R, W>(
+        self: Arc<Self>,
+        read_half: R,
+        write_half: W,
+        peer: SocketAddr,
+        certified: bool,
+    ) where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let limits = *self.admission.limits();
-        let (read_half, write_half) = stream.into_split();
         let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
         let (out, responses) = mpsc::channel::<Outgoing>(limits.max_in_flight_per_connection + 1);
         let gone = CancellationToken::new();
@@ -205,7 +245,7 @@ impl Server {
         // Reads are stopped when the connection ends; writes run to the end
         // (their outcome is already decided by the time anyone could ask).
         let mut reads = JoinSet::new();
-        let mut session = Session::default();
+        let mut session = Session::new(self.tls.is_some(), certified);
         loop {
             while reads.try_join_next().is_some() {}
             let permit = tokio::select! {
@@ -513,8 +553,8 @@ enum ReadError {
 /// Reads one frame. Its bytes are taken from the node's budget before
 /// they are buffered: a frame without room is read through a small buffer
 /// and dropped, so that many slow, large frames cannot fill memory.
-async fn read_frame(
-    reader: &mut BufReader<OwnedReadHalf>,
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
     admission: &Arc<Admission>,
 ) -> Result<Incoming, ReadError> {
     let len = reader.read_u32().await.map_err(|_| ReadError::Io)? as usize;
@@ -585,9 +625,9 @@ fn is_pure_read(request: &Request) -> bool {
 /// flush. A burst that cannot be written within `write_timeout` (the peer
 /// does not read) or a failed write ends the connection: `gone` is
 /// cancelled, which stops its reader and its reads.
-async fn write_answers(
+async fn write_answers<W: AsyncWrite + Unpin>(
     mut queue: mpsc::Receiver<Outgoing>,
-    writer: OwnedWriteHalf,
+    writer: W,
     write_timeout: Duration,
     gone: CancellationToken,
 ) {
@@ -622,6 +662,32 @@ async fn write_answers(
 }
 
 /// Answers a connection the node has no room for, and closes it.
+/// Answers plaintext sent to a TLS port with an error frame, in the
+/// protocol it speaks (a tally client decodes it), and closes.
+async fn refuse_plaintext(mut stream: TcpStream) {
+    let response = Response::Error {
+        code: ErrorCode::Unauthenticated,
+        message: "this port speaks TLS: connect with TLS, trusting the cluster CA \
+                  (tally --tls-ca, ClientConfig::tls)"
+            .into(),
+    };
+    let mut body = BytesMut::new();
+    let kind = response.encode_body(0, &mut body);
+    let mut out = BytesMut::new();
+    let frame = Frame {
+        kind,
+        request_id: 0,
+        body: body.freeze(),
+    };
+    if FrameCodec::default().encode(frame, &mut out).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = stream.write_all(&out).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+    }
+}
+
 async fn refuse_connection(stream: TcpStream, why: Refusal) {
     let response = Response::Error {
         code: ErrorCode::Overloaded,

@@ -78,6 +78,17 @@ pub struct Args {
     /// who reaches the ports may do anything [security.insecure].
     #[arg(long)]
     pub insecure: bool,
+    /// This node's certificate (PEM, signed by the cluster CA; `tally
+    /// certs` makes one): with --tls-key and --tls-ca, both ports speak
+    /// only TLS [security.tls_cert_file].
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's key (PEM) [security.tls_key_file].
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA's certificate (PEM) [security.tls_ca_file].
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
     /// Threads serving the network, 0 for one per core [worker_threads].
     #[arg(long)]
     pub worker_threads: Option<usize>,
@@ -129,7 +140,7 @@ impl Args {
         let path = |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string().into());
         let int = |v: Option<u64>| v.map(|v| toml::Value::Integer(v as i64));
         let on = |flag: bool, value: bool| flag.then_some(toml::Value::Boolean(value));
-        let flags: [(&str, Option<toml::Value>); 22] = [
+        let flags: [(&str, Option<toml::Value>); 25] = [
             ("listen", text(&self.listen)),
             ("data_dir", path(&self.data_dir)),
             ("worker_threads", int(self.worker_threads.map(|v| v as u64))),
@@ -164,6 +175,9 @@ impl Args {
             ),
             ("security.tokens_file", path(&self.tokens_file)),
             ("security.insecure", on(self.insecure, true)),
+            ("security.tls_cert_file", path(&self.tls_cert)),
+            ("security.tls_key_file", path(&self.tls_key)),
+            ("security.tls_ca_file", path(&self.tls_ca)),
         ];
         let mut overrides: Vec<(String, toml::Value)> = self
             .set
