@@ -21,28 +21,9 @@ fi
 ARTIFACTS="${ARTIFACT_DIR:-$PWD/artifacts}"
 mkdir -p "$ARTIFACTS"
 
-WORK="$(mktemp -d /tmp/tally-console.XXXXXX)"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-# Ports nothing listens on, below the ephemeral range.
-read -r -a P < <(python3 - <<'PY'
-import random, socket
-ports = set()
-while len(ports) < 6:
-    p = random.randrange(12000, 30000)
-    try:
-        s = socket.socket(); s.bind(("127.0.0.1", p)); s.close(); ports.add(p)
-    except OSError:
-        pass
-print(" ".join(map(str, ports)))
-PY
-)
+source tests/lib.sh
+start_work tally-console
+read -r -a P < <(free_ports 6)
 NODES=("127.0.0.1:${P[0]}" "127.0.0.1:${P[1]}" "127.0.0.1:${P[2]}")
 HTTP=("127.0.0.1:${P[3]}" "127.0.0.1:${P[4]}" "127.0.0.1:${P[5]}")
 for i in 0 1 2; do

@@ -1,6 +1,7 @@
-//! The binary front's gate: authentication steps, and frames refused
-//! before their bodies are decoded when the connection has not proved
-//! what they need (`crate::security`). A failed authentication step
+//! The binary front's gate between a frame and its request:
+//! authentication steps, and frames refused before their bodies are
+//! decoded when the connection has not proved what they need
+//! (`crate::security`). A failed authentication step
 //! closes the connection; a refused request is answered (every request
 //! pipelined behind it learns why, not just that the connection broke),
 //! and its body is dropped unread.
@@ -18,15 +19,26 @@ use crate::log_limit::LogLimit;
 use crate::security::tls::Tls;
 use crate::security::{Access, Refusal, Session};
 
-/// What the gate decided about a frame.
-pub(super) enum Gate {
-    /// Decode and serve it.
-    Pass,
-    /// Answer this and read on (an authentication step, or a request the
-    /// caller's role does not cover).
-    Answer(Response),
-    /// Answer this and close the connection.
-    Close(Response),
+/// A frame turned away: the answer, and whether the connection closes.
+pub(super) struct Turned {
+    pub(super) response: Box<Response>,
+    pub(super) close: bool,
+}
+
+impl Turned {
+    fn answer(response: Response) -> Turned {
+        Turned {
+            response: Box::new(response),
+            close: false,
+        }
+    }
+
+    fn close(response: Response) -> Turned {
+        Turned {
+            response: Box::new(response),
+            close: true,
+        }
+    }
 }
 
 impl Server {
@@ -40,34 +52,61 @@ impl Server {
         self.tls.as_ref()
     }
 
-    /// Decides about `frame` from `peer` on a connection at `session`.
-    pub(super) fn gate(&self, session: &mut Session, frame: &Frame, peer: SocketAddr) -> Gate {
+    /// The request `frame` from `peer` carries, if the connection at
+    /// `session` may send it: authentication steps are run here (and
+    /// answered), a frame whose kind the caller may not send is refused
+    /// before its body is decoded, a body that does not decode gets its
+    /// typed error, and a decoded `Admin` payload is checked again.
+    pub(super) fn screen(
+        &self,
+        session: &mut Session,
+        frame: &Frame,
+        peer: SocketAddr,
+    ) -> Result<Request, Turned> {
+        let enforced = self.access.is_enforced();
         if is_auth_kind(frame.kind) {
-            let step = match Request::decode(frame.kind, &frame.body) {
-                Ok(Request::Auth(step)) => step,
-                Ok(_) | Err(_) => {
-                    let refusal =
-                        Refusal::Unauthenticated("a malformed authentication step".into());
-                    self.refused(Some(peer), "auth", &refusal);
-                    return Gate::Close(refusal.response());
-                }
-            };
-            return match session.step(&self.access, step) {
-                Ok(answer) => Gate::Answer(answer),
-                Err(refusal) => {
-                    self.refused(Some(peer), "auth", &refusal);
-                    Gate::Close(refusal.response())
-                }
-            };
+            return Err(self.authenticate(session, frame, peer));
         }
-        match self
-            .access
-            .check(session.caller(), Need::of_kind(frame.kind))
-        {
-            Ok(()) => Gate::Pass,
-            Err(refusal) => {
+        if enforced {
+            if let Err(refusal) = self
+                .access
+                .check(session.caller(), Need::of_kind(frame.kind))
+            {
                 self.refused(Some(peer), &format!("kind {:#04x}", frame.kind), &refusal);
-                Gate::Answer(refusal.response())
+                return Err(Turned::answer(refusal.response()));
+            }
+        }
+        let request = Request::decode(frame.kind, &frame.body).map_err(|e| {
+            Turned::answer(Response::Error {
+                code: e.code,
+                message: e.reason,
+            })
+        })?;
+        if enforced {
+            if let Err(refusal) = self.access.check(session.caller(), Need::of(&request)) {
+                self.refused(Some(peer), request.name(), &refusal);
+                return Err(Turned::answer(refusal.response()));
+            }
+        }
+        Ok(request)
+    }
+
+    /// Runs an authentication step: its answer, or the refusal after
+    /// which the connection closes.
+    fn authenticate(&self, session: &mut Session, frame: &Frame, peer: SocketAddr) -> Turned {
+        let step = match Request::decode(frame.kind, &frame.body) {
+            Ok(Request::Auth(step)) => step,
+            Ok(_) | Err(_) => {
+                let refusal = Refusal::Unauthenticated("a malformed authentication step".into());
+                self.refused(Some(peer), "auth", &refusal);
+                return Turned::close(refusal.response());
+            }
+        };
+        match session.step(&self.access, step) {
+            Ok(answer) => Turned::answer(answer),
+            Err(refusal) => {
+                self.refused(Some(peer), "auth", &refusal);
+                Turned::close(refusal.response())
             }
         }
     }

@@ -43,7 +43,6 @@ use futures_util::SinkExt;
 use tally_client::frame::{
     parse_frame, BadFrame, Frame, FrameCodec, HEADER_BYTES, MAX_FRAME_BYTES,
 };
-use tally_client::message::{is_auth_kind, Need};
 use tally_client::{ErrorCode, Request, Response};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -63,7 +62,7 @@ use crate::security::tls::{looks_like_tls, Tls};
 use crate::security::{Access, Session};
 use crate::server::admission::{Admission, HeldBytes, Refusal, RequestSlot};
 use crate::topology::Topology;
-use gate::Gate;
+use gate::Turned;
 
 /// The services a server hands requests to.
 #[derive(Debug)]
@@ -326,78 +325,24 @@ impl Server {
                     continue;
                 }
             };
-            if is_auth_kind(frame.kind) || self.access.is_enforced() {
-                match self.gate(&mut session, &frame, peer) {
-                    Gate::Pass => {}
-                    Gate::Answer(response) => {
-                        if send(
-                            &out,
-                            &self.admission,
-                            frame.request_id,
-                            frame.kind,
-                            &response,
-                        )
-                        .await
-                        .is_err()
-                        {
-                            break;
-                        }
-                        continue;
-                    }
-                    Gate::Close(response) => {
-                        let _ = send(
-                            &out,
-                            &self.admission,
-                            frame.request_id,
-                            frame.kind,
-                            &response,
-                        )
-                        .await;
-                        break;
-                    }
-                }
-            }
-            let request = match Request::decode(frame.kind, &frame.body) {
+            let request = match self.screen(&mut session, &frame, peer) {
                 Ok(request) => request,
-                Err(e) => {
-                    let response = Response::Error {
-                        code: e.code,
-                        message: e.reason,
-                    };
-                    if send(
+                Err(Turned { response, close }) => {
+                    let sent = send(
                         &out,
                         &self.admission,
                         frame.request_id,
                         frame.kind,
                         &response,
                     )
-                    .await
-                    .is_err()
-                    {
+                    .await;
+                    if close || sent.is_err() {
                         break;
                     }
                     continue;
                 }
             };
             drop(frame.body);
-            if self.access.is_enforced() {
-                if let Err(refusal) = self.access.check(session.caller(), Need::of(&request)) {
-                    self.refused(Some(peer), request.name(), &refusal);
-                    if send(
-                        &out,
-                        &self.admission,
-                        frame.request_id,
-                        frame.kind,
-                        &refusal.response(),
-                    )
-                    .await
-                    .is_err()
-                    {
-                        break;
-                    }
-                    continue;
-                }
-            }
             let abortable = is_pure_read(&request);
             let (server, out) = (self.clone(), out.clone());
             let (request_id, kind) = (frame.request_id, frame.kind);

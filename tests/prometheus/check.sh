@@ -4,8 +4,8 @@
 # three (up == 1), and the counters it stores move with a workload.
 # Installs Debian's prometheus when missing. Exit 0 when all holds.
 #
-#   bash deploy/prometheus/check.sh            # debug build (built if missing)
-#   TALLY_BIN=target/release bash deploy/prometheus/check.sh
+#   bash tests/prometheus/check.sh            # debug build (built if missing)
+#   TALLY_BIN=target/release bash tests/prometheus/check.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -17,28 +17,9 @@ if [ ! -x "$BIN/tally-node" ] || [ ! -x "$BIN/tally" ]; then
   cargo build --workspace --bins
 fi
 
-WORK="$(mktemp -d /tmp/tally-prometheus.XXXXXX)"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-# Ports nothing listens on, below the ephemeral range.
-read -r -a P < <(python3 - <<'PY'
-import random, socket
-ports = set()
-while len(ports) < 7:
-    p = random.randrange(12000, 30000)
-    try:
-        s = socket.socket(); s.bind(("127.0.0.1", p)); s.close(); ports.add(p)
-    except OSError:
-        pass
-print(" ".join(map(str, ports)))
-PY
-)
+source tests/lib.sh
+start_work tally-prometheus
+read -r -a P < <(free_ports 7)
 NODES=("127.0.0.1:${P[0]}" "127.0.0.1:${P[1]}" "127.0.0.1:${P[2]}")
 HTTP=("127.0.0.1:${P[3]}" "127.0.0.1:${P[4]}" "127.0.0.1:${P[5]}")
 PROM="127.0.0.1:${P[6]}"
