@@ -9,6 +9,9 @@
 #      /v1/increments vs the binary protocol's batches of 100;
 #   2c. security: single and batched increments and QUORUM reads with
 #      TLS, tokens and the cluster secret on, against plaintext;
+#   2d. the same job: an event's four rollups with retention, replicated,
+#      W=2, on Redis (MULTI/EXEC + WAIT 1) and on tally, batches of 1, 16
+#      and 256 and the producer, with and without fsync;
 #   3. durable increments: tally `--durability sync` (group commit) vs
 #      Redis 1+2 with appendfsync always + WAIT 1;
 #   4. reads at QUORUM: total and 30-day stats, p50/p99, 1 and 50 clients,
@@ -114,9 +117,16 @@ redis_repl() {
 }
 # peer_incr NAME [peerload args]: INCRBY + WAIT 1 from 50 clients.
 peer_incr() {
-  local name=$1 c0 c1 out; shift
+  local name=$1; shift
+  peer_wait1 "$name" redis-incr "$@"
+}
+# peer_wait1 NAME MODE [peerload args]: MODE then WAIT 1 from 50 clients
+# (redis-rollup: the same job as a tally increment, --batch events per
+# round trip).
+peer_wait1() {
+  local name=$1 mode=$2 c0 c1 out; shift 2
   c0=$(server_cpu)
-  out=$(cli "$PEERLOAD" redis-incr --addrs 127.0.0.1:6481 --clients 50 --wait 1 --wait-timeout 100 \
+  out=$(cli "$PEERLOAD" "$mode" --addrs 127.0.0.1:6481 --clients 50 --wait 1 --wait-timeout 100 \
         --duration "$DURATION" --warmup 1 --keys 100000 "$@")
   c1=$(server_cpu)
   python3 - "$name" "$out" "$c0" "$c1" "$DURATION" <<'EOF' | tee -a "$OUT" >&2
@@ -230,6 +240,34 @@ EOF
   tally_bench "batched.tally_producer_uniform" --concurrency 50 --producer --keys 100000 --zipf 0
   tally_bench "batched.tally_producer_zipf" --concurrency 50 --producer --keys 100000 --zipf 0.99
   stop_servers
+fi
+
+# --- 2d. the same job ---------------------------------------------------------------
+# An event raises its minute, hour, day and total counters atomically, with
+# retention on minute (7 d) and hour (90 d), replicated to 3 copies,
+# acknowledged once 2 hold it (../shared/bench/peers/06_same_job.sh):
+# Redis 1 primary + 2 replicas, MULTI (4 INCRBY, 2 EXPIRE) EXEC + WAIT 1,
+# B events per round trip; tally 3 nodes RF 3 QUORUM, the default
+# namespace, batches of B, and the aggregating producer. Without fsync
+# (Redis AOF off, tally periodic) and with fsync before the ack (Redis
+# appendfsync always, tally sync). Rows `same_<mode>_b<B>.<system>`.
+if wanted same; then
+  log "2d. the same job: Redis MULTI rollups + WAIT 1 against tally, batches of 1, 16, 256, the producer, with and without fsync"
+  for mode in fast sync; do
+    if [ "$mode" = fast ]; then aof=(--appendonly no); dur=periodic; else aof=(--appendonly yes --appendfsync always); dur=sync; fi
+    for b in 1 16 256; do
+      redis_repl "${aof[@]}"
+      peer_wait1 "same_${mode}_b$b.redis" redis-rollup --batch "$b"
+      stop_servers
+    done
+    tally_cluster "$dur"
+    for b in 1 16 256; do
+      tally_bench "same_${mode}_b$b.tally" --concurrency 50 --batch "$b" --keys 100000 --zipf 0
+    done
+    tally_bench "same_${mode}_b16.tally_producer_uniform" --concurrency 50 --producer --keys 100000 --zipf 0
+    tally_bench "same_${mode}_b16.tally_producer_zipf" --concurrency 50 --producer --keys 100000 --zipf 0.99
+    stop_servers
+  done
 fi
 
 # --- 2b. the HTTP/JSON front ------------------------------------------------------

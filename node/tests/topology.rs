@@ -167,6 +167,9 @@ async fn the_ring_grows_and_shrinks_under_load_without_losing_or_doubling_counts
 
     // 3 -> 4 under load.
     let n4 = join(&root.path().join("n4"), &a1, 4).await;
+    // Node 4 applies the metadata log after the seed does: wait until its
+    // own view holds the join.
+    wait_state(&n4.addr, 4, "normal").await;
     let v = view(&n4.addr).await;
     let owns4 = v.members.iter().find(|m| m.host_id == 4).unwrap().ownership;
     let moved = owns4 / 3.0;
