@@ -607,15 +607,25 @@ async fn write_answers<W: AsyncWrite + Unpin>(
 }
 
 /// Answers a connection the node has no room for, and closes it.
-/// Answers plaintext sent to a TLS port with an error frame, in the
-/// protocol it speaks (a tally client decodes it), and closes.
-async fn refuse_plaintext(mut stream: TcpStream) {
-    let response = Response::Error {
-        code: ErrorCode::Unauthenticated,
-        message: "this port speaks TLS: connect with TLS, trusting the cluster CA \
-                  (tally --tls-ca, ClientConfig::tls)"
-            .into(),
-    };
+/// Answers plaintext sent to a TLS port in the protocol it speaks (a
+/// tally client decodes the frame), and closes.
+async fn refuse_plaintext(stream: TcpStream) {
+    let message = "this port speaks TLS: connect with TLS, trusting the cluster CA \
+                   (tally --tls-ca, ClientConfig::tls)";
+    answer_connection(stream, ErrorCode::Unauthenticated, message.into()).await;
+}
+
+/// Answers a connection past the node's limit `Overloaded`, and closes.
+async fn refuse_connection(stream: TcpStream, why: Refusal) {
+    let message = format!("{why}; retry with backoff");
+    answer_connection(stream, ErrorCode::Overloaded, message).await;
+}
+
+/// Writes one error frame with request id 0 (it answers the connection,
+/// not a request: the client hands it to every waiting call) within a
+/// second, and closes.
+async fn answer_connection(mut stream: TcpStream, code: ErrorCode, message: String) {
+    let response = Response::Error { code, message };
     let mut body = BytesMut::new();
     let kind = response.encode_body(0, &mut body);
     let mut out = BytesMut::new();
@@ -630,26 +640,6 @@ async fn refuse_plaintext(mut stream: TcpStream) {
             let _ = stream.shutdown().await;
         })
         .await;
-    }
-}
-
-async fn refuse_connection(stream: TcpStream, why: Refusal) {
-    let response = Response::Error {
-        code: ErrorCode::Overloaded,
-        message: format!("{why}; retry with backoff"),
-    };
-    let mut body = BytesMut::new();
-    let kind = response.encode_body(0, &mut body);
-    let mut bytes = BytesMut::new();
-    let frame = Frame {
-        kind,
-        request_id: 0,
-        body: body.freeze(),
-    };
-    if FrameCodec::default().encode(frame, &mut bytes).is_ok() {
-        let mut stream = stream;
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&bytes)).await;
     }
 }
 
