@@ -23,7 +23,7 @@ mkdir -p "$ARTIFACTS"
 
 source tests/lib.sh
 start_work tally-console
-read -r -a P < <(free_ports 6)
+read -r -a P < <(free_ports 8)
 NODES=("127.0.0.1:${P[0]}" "127.0.0.1:${P[1]}" "127.0.0.1:${P[2]}")
 HTTP=("127.0.0.1:${P[3]}" "127.0.0.1:${P[4]}" "127.0.0.1:${P[5]}")
 for i in 0 1 2; do
@@ -101,4 +101,23 @@ check("total 103 (5 events)" in page.text.get("lookup-total", ""),
 check(not page.text.get("cluster-error", "").strip(), "no error on the page")
 sys.exit(1 if failures else 0)
 PY
+echo "== a node that checks tokens: the page asks for one and shows no data without it"
+"$BIN/tally" --json token create --role read | python3 -c 'import json,sys; print(json.load(sys.stdin)["line"])' >"$WORK/tokens"
+RUST_LOG=warn "$BIN/tally-node" --listen "127.0.0.1:${P[6]}" --http-listen "127.0.0.1:${P[7]}" \
+  --tokens-file "$WORK/tokens" --data-dir "$WORK/guarded" --worker-threads 1 2>"$WORK/guarded.log" &
+PIDS+=("$!")
+for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:${P[7]}/readyz" >/dev/null && break; sleep 0.1; done
+"${CHROME[@]}" --dump-dom "http://127.0.0.1:${P[7]}/" >"$WORK/guarded.html" 2>>"$WORK/chromium.log"
+python3 - "$WORK/guarded.html" <<'PY'
+import re, sys
+page = open(sys.argv[1]).read()
+form = re.search(r'<form id="token-form"[^>]*>', page)
+shown = form is not None and "hidden" not in form.group(0)
+error = re.search(r'id="cluster-error"[^>]*>([^<]*)<', page)
+refused = error is not None and "API token" in error.group(1)
+print(("ok   " if shown else "FAIL ") + "the page asks for a token")
+print(("ok   " if refused else "FAIL ") + f"it says why it shows nothing ({error.group(1) if error else ''!r})")
+sys.exit(0 if shown and refused else 1)
+PY
+
 echo "ok: the console shows the live cluster; screenshot: $ARTIFACTS/console.png"
