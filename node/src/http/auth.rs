@@ -1,6 +1,8 @@
 //! Who may call each route: the caller is the bearer token of the
 //! `Authorization` header (`crate::security`), checked against what the
-//! route's method needs before its body is looked at. A refusal is `401`
+//! route's method needs before the route parses its body (the body itself
+//! was read within the node's admission budget and frame timeout, as
+//! every body is). A refusal is `401`
 //! (with `WWW-Authenticate: Bearer`) or `403`, and changes nothing.
 
 use axum::extract::{MatchedPath, State};
