@@ -11,27 +11,31 @@
 //! readers share the lock. Once frozen (immutable) it is only read, by
 //! readers and the flush.
 //!
-//! The outer level is a `BTreeMap` from a key's first eight bytes, as a
-//! big-endian integer, to the [`Group`] of entries whose keys share them,
-//! in key order. Counter cell keys start with their counter's 8-byte token:
-//! the outer search compares integers packed eleven to a tree node (two
-//! cache lines), and the cells of one counter (its rollups and buckets)
-//! sit together in one small sorted vector. With whole keys in one tree
-//! (the key bytes inside its nodes, 64 bytes a key) the tree's search was
-//! a fifth of a batched increment's CPU in the write path's profile, every
-//! comparison in a node touching another cache line. A group that grows
-//! past [`FEW`] entries (the op-id keys all share one prefix, by the
-//! million) becomes a tree of its own.
+//! The outer level maps a key's first eight bytes, as an integer, to the
+//! [`Group`] of entries whose keys share them, in key order. Counter cell
+//! keys start with their counter's 8-byte token, so the cells of one
+//! counter (its rollups and buckets) sit together in one small sorted
+//! vector. The outer map is a hash table: a write finds its group in one
+//! probe. It was a `BTreeMap`, and descending it (a cache miss a level,
+//! with a table of a few hundred thousand counters) was the largest single
+//! item of a batched increment's profile after the group search itself.
+//! Order across groups is needed only by the flush and by scans that span
+//! several prefixes (anti-entropy, streaming), never by a write or by a
+//! read of one counter: the prefixes are sorted lazily, when such a scan
+//! asks, by merging the prefixes added since the last one into a sorted
+//! list ([`Order`]). A group that grows past [`FEW`] entries (the op-id
+//! keys all share one prefix, by the million) becomes a tree of its own.
 //!
 //! Walking the groups in prefix order and each group in byte order visits
 //! keys in byte order (see [`crate::key_prefix`]).
 
 use std::cmp::Ordering as KeyOrdering;
-use std::collections::{btree_map, BTreeMap};
+use std::collections::{btree_map, hash_map, BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::entry::Entry;
 use crate::key_prefix::prefix_of;
@@ -113,26 +117,39 @@ impl Group {
     }
 
     /// Folds `write` into the entry of its key or adds it; the memory this
-    /// added (negative when a value shrank).
-    fn apply(&mut self, write: Op<'_>, op: &dyn MergeOperator) -> isize {
+    /// added (negative when a value shrank). `next` is where the previous
+    /// write to this group landed plus one: a batch's writes come in key
+    /// order, so a counter's next rollup is usually right there, and one
+    /// comparison spares the binary search. Updated to this write's.
+    fn apply(&mut self, write: Op<'_>, op: &dyn MergeOperator, next: &mut usize) -> isize {
         let key = write.key;
         let added = Entry::charge(key.len(), write.value.len()) as isize;
         match self {
-            Group::Few(entries) => match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
-                Ok(i) => absorb(&mut entries[i].1, write, op),
-                Err(i) => {
-                    let entry = new_entry(write);
-                    if entries.len() < FEW {
-                        entries.insert(i, (KeyBytes::new(key), entry));
-                    } else {
-                        let mut tree: BTreeMap<KeyBytes, Entry> =
-                            std::mem::take(entries).into_iter().collect();
-                        tree.insert(KeyBytes::new(key), entry);
-                        *self = Group::Many(tree);
+            Group::Few(entries) => {
+                let found = match entries.get(*next) {
+                    Some((k, _)) if k.as_slice() == key => Ok(*next),
+                    _ => entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)),
+                };
+                match found {
+                    Ok(i) => {
+                        *next = i + 1;
+                        absorb(&mut entries[i].1, write, op)
                     }
-                    added
+                    Err(i) => {
+                        let entry = new_entry(write);
+                        *next = i + 1;
+                        if entries.len() < FEW {
+                            entries.insert(i, (KeyBytes::new(key), entry));
+                        } else {
+                            let mut tree: BTreeMap<KeyBytes, Entry> =
+                                std::mem::take(entries).into_iter().collect();
+                            tree.insert(KeyBytes::new(key), entry);
+                            *self = Group::Many(tree);
+                        }
+                        added
+                    }
                 }
-            },
+            }
             Group::Many(tree) => match tree.get_mut(key) {
                 Some(existing) => absorb(existing, write, op),
                 None => {
@@ -202,10 +219,85 @@ impl<'a> Iterator for GroupIter<'a> {
     }
 }
 
+/// Hashes a key prefix: murmur3's finalizer, since the table uses both
+/// the low bits (bucket) and the top seven (tag). Counter prefixes are
+/// XXH64 tokens already; other keys (op ids, tests) may not be mixed.
+#[derive(Debug, Default, Clone, Copy)]
+struct PrefixHasher(u64);
+
+impl Hasher for PrefixHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+/// The groups by prefix, and the prefixes in the order they came.
+#[derive(Debug, Default)]
+struct Groups {
+    by_prefix: HashMap<u64, Group, BuildHasherDefault<PrefixHasher>>,
+    /// Every prefix, in the order it was first written: [`Order`] sorts
+    /// the ones it has not seen yet.
+    added: Vec<u64>,
+}
+
+/// The prefixes sorted, as far as the last ordered scan needed them.
+#[derive(Debug, Default)]
+struct Order {
+    sorted: Vec<u64>,
+    /// How many of [`Groups::added`] are in `sorted`.
+    merged: usize,
+}
+
+impl Order {
+    /// Brings `sorted` up to date with `added`: the new prefixes sorted
+    /// and merged in (linear in the table, and only when a scan spans
+    /// several prefixes after writes).
+    fn catch_up(&mut self, added: &[u64]) -> &[u64] {
+        if self.merged < added.len() {
+            let mut new = added[self.merged..].to_vec();
+            new.sort_unstable();
+            if self.sorted.is_empty() {
+                self.sorted = new;
+            } else {
+                let old = std::mem::take(&mut self.sorted);
+                self.sorted = Vec::with_capacity(old.len() + new.len());
+                let (mut a, mut b) = (old.into_iter().peekable(), new.into_iter().peekable());
+                while let (Some(&x), Some(&y)) = (a.peek(), b.peek()) {
+                    if x <= y {
+                        self.sorted.extend(a.next());
+                    } else {
+                        self.sorted.extend(b.next());
+                    }
+                }
+                self.sorted.extend(a);
+                self.sorted.extend(b);
+            }
+            self.merged = added.len();
+        }
+        &self.sorted
+    }
+}
+
 /// An ordered in-memory table of entries.
 #[derive(Debug)]
 pub(crate) struct Memtable {
-    map: RwLock<BTreeMap<u64, Group>>,
+    groups: RwLock<Groups>,
+    order: Mutex<Order>,
     bytes: AtomicUsize,
     wal_number: u64,
 }
@@ -213,7 +305,8 @@ pub(crate) struct Memtable {
 impl Memtable {
     pub(crate) fn new(wal_number: u64) -> Memtable {
         Memtable {
-            map: RwLock::new(BTreeMap::new()),
+            groups: RwLock::new(Groups::default()),
+            order: Mutex::new(Order::default()),
             bytes: AtomicUsize::new(0),
             wal_number,
         }
@@ -230,7 +323,7 @@ impl Memtable {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.map.read().is_empty()
+        self.groups.read().added.is_empty()
     }
 
     /// Applies a sequence of writes under one lock acquisition.
@@ -239,45 +332,54 @@ impl Memtable {
         writes: impl IntoIterator<Item = Op<'a>>,
         op: &dyn MergeOperator,
     ) {
-        let mut map = self.map.write();
-        let mut added = 0isize;
-        // The group of the previous write: a batch holds a counter's cells
-        // side by side (one per rollup, in key order), so most writes find
-        // their group without an outer search.
-        let mut last: Option<(u64, &mut Group)> = None;
+        let mut groups = self.groups.write();
+        let Groups { by_prefix, added } = &mut *groups;
+        let mut charged = 0isize;
+        // The group of the previous write, and the position after it in
+        // that group: a batch holds a counter's cells side by side (one
+        // per rollup, in key order), so most writes find their group
+        // without a probe, and their entry at that position.
+        let mut last: Option<(u64, &mut Group, usize)> = None;
         for write in writes {
             let prefix = prefix_of(write.key);
-            if let Some((last_prefix, group)) = &mut last {
+            if let Some((last_prefix, group, next)) = &mut last {
                 if *last_prefix == prefix {
-                    added += group.apply(write, op);
+                    charged += group.apply(write, op, next);
                     continue;
                 }
             }
-            // One outer search whether the key's group exists or not.
-            let group = match map.entry(prefix) {
-                btree_map::Entry::Occupied(slot) => {
+            let mut next = 0;
+            let group = match by_prefix.entry(prefix) {
+                hash_map::Entry::Occupied(slot) => {
                     let group = slot.into_mut();
-                    added += group.apply(write, op);
+                    charged += group.apply(write, op, &mut next);
                     group
                 }
-                btree_map::Entry::Vacant(slot) => {
-                    added += Entry::charge(write.key.len(), write.value.len()) as isize;
+                hash_map::Entry::Vacant(slot) => {
+                    charged += Entry::charge(write.key.len(), write.value.len()) as isize;
+                    added.push(prefix);
+                    next = 1;
                     slot.insert(Group::one(write))
                 }
             };
-            last = Some((prefix, group));
+            last = Some((prefix, group, next));
         }
-        if added >= 0 {
-            self.bytes.fetch_add(added as usize, Ordering::Relaxed);
+        if charged >= 0 {
+            self.bytes.fetch_add(charged as usize, Ordering::Relaxed);
         } else {
             self.bytes
-                .fetch_sub(added.unsigned_abs(), Ordering::Relaxed);
+                .fetch_sub(charged.unsigned_abs(), Ordering::Relaxed);
         }
     }
 
     /// The entry for `key`, if this memtable has one.
     pub(crate) fn get(&self, key: &[u8]) -> Option<Entry> {
-        self.map.read().get(&prefix_of(key))?.get(key).cloned()
+        self.groups
+            .read()
+            .by_prefix
+            .get(&prefix_of(key))?
+            .get(key)
+            .cloned()
     }
 
     /// Copies the entries with keys in `[start, end)`, at most `limit`.
@@ -290,13 +392,33 @@ impl Memtable {
         if end.is_some_and(|end| end <= start) {
             return Vec::new();
         }
-        let map = self.map.read();
+        let groups = self.groups.read();
         let first = prefix_of(start);
-        map.range(first..)
-            .flat_map(|(&prefix, group)| group.from((prefix == first).then_some(start)))
-            .take_while(|(k, _)| end.is_none_or(|end| *k < end))
+        let copy = |(k, e): (&[u8], &Entry)| (k.to_vec(), e.clone());
+        let below_end = |(k, _): &(&[u8], &Entry)| end.is_none_or(|end| *k < end);
+        if end.is_some_and(|end| prefix_of(end) == first) {
+            // Within one prefix (a read of one counter's buckets): that
+            // group alone, no order needed.
+            return match groups.by_prefix.get(&first) {
+                Some(group) => group
+                    .from(Some(start))
+                    .take_while(below_end)
+                    .take(limit)
+                    .map(copy)
+                    .collect(),
+                None => Vec::new(),
+            };
+        }
+        let mut order = self.order.lock();
+        let sorted = order.catch_up(&groups.added);
+        let from = sorted.partition_point(|&p| p < first);
+        sorted[from..]
+            .iter()
+            .filter_map(|p| Some((*p, groups.by_prefix.get(p)?)))
+            .flat_map(|(prefix, group)| group.from((prefix == first).then_some(start)))
+            .take_while(below_end)
             .take(limit)
-            .map(|(k, e)| (k.to_vec(), e.clone()))
+            .map(copy)
             .collect()
     }
 
@@ -307,9 +429,13 @@ impl Memtable {
         &self,
         mut visit: impl FnMut(&[u8], &Entry) -> Result<(), E>,
     ) -> Result<(), E> {
-        let map = self.map.read();
-        for (key, entry) in map.values().flat_map(|group| group.from(None)) {
-            visit(key, entry)?;
+        let groups = self.groups.read();
+        let mut order = self.order.lock();
+        let sorted = order.catch_up(&groups.added);
+        for group in sorted.iter().filter_map(|p| groups.by_prefix.get(p)) {
+            for (key, entry) in group.from(None) {
+                visit(key, entry)?;
+            }
         }
         Ok(())
     }
@@ -387,7 +513,7 @@ mod tests {
             .collect();
         put_ones(&mem, &keys);
         assert!(matches!(
-            mem.map.read().get(&prefix_of(&keys[0])),
+            mem.groups.read().by_prefix.get(&prefix_of(&keys[0])),
             Some(Group::Many(tree)) if tree.len() == 200
         ));
         // keys[100] is key 99; the next two are 100 and 101.
@@ -435,6 +561,31 @@ mod tests {
                 model.iter().map(|(k, e)| Entry::charge(k.len(), e.value.len())).sum();
             prop_assert_eq!(mem.approximate_bytes(), charged);
             prop_assert_eq!(mem.is_empty(), model.is_empty());
+        }
+
+        /// Scans between writes: the order merged at one scan, and the
+        /// prefixes added after it, must make the next scan's order.
+        #[test]
+        fn scans_between_writes_see_every_key_in_order(
+            batches in proptest::collection::vec(proptest::collection::vec(any_key(), 0..40), 1..6),
+            start in any_key(),
+        ) {
+            let mem = Memtable::new(1);
+            let mut model = std::collections::BTreeSet::new();
+            for batch in &batches {
+                put_ones(&mem, batch);
+                model.extend(batch.iter().cloned());
+                let got: Vec<Vec<u8>> =
+                    mem.range(&start, None, usize::MAX).into_iter().map(|(k, _)| k).collect();
+                let want: Vec<Vec<u8>> = model.range(start.clone()..).cloned().collect();
+                prop_assert_eq!(got, want);
+                let mut all = Vec::new();
+                mem.try_for_each(|k, _| {
+                    all.push(k.to_vec());
+                    Ok::<(), ()>(())
+                }).unwrap();
+                prop_assert_eq!(all, model.iter().cloned().collect::<Vec<_>>());
+            }
         }
 
         #[test]

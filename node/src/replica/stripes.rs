@@ -23,7 +23,60 @@ pub(crate) const CACHED_SHARDS_PER_STRIPE: usize = 256;
 #[derive(Debug, Default)]
 pub(crate) struct Stripe {
     /// This node's shard of recently raised cells, by cell key.
-    pub(crate) own_shards: HashMap<Vec<u8>, Shard, BuildHasherDefault<CellHasher>>,
+    pub(crate) own_shards: HashMap<CachedKey, Shard, BuildHasherDefault<CellHasher>>,
+}
+
+/// Cell key bytes up to this length sit in the cache's table itself.
+const INLINE_KEY_BYTES: usize = 46;
+
+/// A cell key in the own-shard cache: inline when short (counter cells
+/// of keys up to about 20 bytes), so that a lookup compares bytes in the
+/// slot it probed instead of following a pointer to another cache line,
+/// and an insertion allocates nothing.
+#[derive(Debug, Clone)]
+pub(crate) enum CachedKey {
+    Inline(u8, [u8; INLINE_KEY_BYTES]),
+    Heap(Box<[u8]>),
+}
+
+impl CachedKey {
+    pub(crate) fn new(bytes: &[u8]) -> CachedKey {
+        if bytes.len() <= INLINE_KEY_BYTES {
+            let mut buf = [0u8; INLINE_KEY_BYTES];
+            buf[..bytes.len()].copy_from_slice(bytes);
+            CachedKey::Inline(bytes.len() as u8, buf)
+        } else {
+            CachedKey::Heap(bytes.into())
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            CachedKey::Inline(len, buf) => &buf[..usize::from(*len)],
+            CachedKey::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl PartialEq for CachedKey {
+    fn eq(&self, other: &CachedKey) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for CachedKey {}
+
+/// Hashes as the byte slice does, so that the table is searched by `&[u8]`.
+impl std::hash::Hash for CachedKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for CachedKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
 }
 
 /// FxHash-style hasher for cell keys in the own-shard cache: SipHash
@@ -67,4 +120,31 @@ pub(crate) fn new_stripes() -> Vec<Mutex<Stripe>> {
     (0..LOCK_STRIPES)
         .map(|_| Mutex::new(Stripe::default()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_keys_are_found_by_their_bytes_inline_or_not() {
+        let mut stripe = Stripe::default();
+        let short = vec![7u8; INLINE_KEY_BYTES];
+        let long = vec![7u8; INLINE_KEY_BYTES + 1];
+        let shard = |clock| Shard {
+            id: 1,
+            clock,
+            sum: 0,
+            count: 0,
+        };
+        stripe.own_shards.insert(CachedKey::new(&short), shard(1));
+        stripe.own_shards.insert(CachedKey::new(&long), shard(2));
+        assert!(matches!(CachedKey::new(&short), CachedKey::Inline(..)));
+        assert!(matches!(CachedKey::new(&long), CachedKey::Heap(_)));
+        assert_eq!(stripe.own_shards[short.as_slice()].clock, 1);
+        assert_eq!(stripe.own_shards[long.as_slice()].clock, 2);
+        assert!(!stripe.own_shards.contains_key(&short[1..]));
+        assert!(stripe.own_shards.remove(long.as_slice()).is_some());
+        assert_eq!(stripe.own_shards.len(), 1);
+    }
 }

@@ -16,7 +16,7 @@ use crate::counter::op_id;
 use crate::counter::shard_set::{Shard, ShardSet, MAX_CLOCK};
 use crate::log_limit::LogLimit;
 use crate::replica::op_window;
-use crate::replica::stripes::{stripe_of, CACHED_SHARDS_PER_STRIPE};
+use crate::replica::stripes::{stripe_of, CachedKey, CACHED_SHARDS_PER_STRIPE};
 
 /// One cell's share of a write: the summed delta and event count, and
 /// the shard state it produced.
@@ -339,7 +339,7 @@ impl CounterStore {
             let g = stripes.binary_search(&stripe).unwrap_or_default();
             guard_of.push(g);
             let own = &mut guards[g].own_shards;
-            let new = match own.get_mut(cell) {
+            let new = match own.get_mut(cell.as_slice()) {
                 Some(cached) => match raised(*cached, update) {
                     Some(new) => {
                         *cached = new;
@@ -371,7 +371,7 @@ impl CounterStore {
                     if own.len() >= CACHED_SHARDS_PER_STRIPE {
                         own.clear();
                     }
-                    own.insert(cell.clone(), new);
+                    own.insert(CachedKey::new(cell), new);
                     new
                 }
             };
@@ -413,7 +413,7 @@ impl CounterStore {
             // Not written, or not known to be: the raised shards leave the
             // cache, and the next write reads the cell back.
             for (cell, g) in cells.keys().zip(guard_of) {
-                guards[g].own_shards.remove(cell);
+                guards[g].own_shards.remove(cell.as_slice());
             }
         }
         outcome
