@@ -189,6 +189,23 @@ impl Db {
         self.inner.write(batch, true).map(|_| ())
     }
 
+    /// Whether a write of up to `bytes` would go straight through: no
+    /// memtable to rotate (a new WAL file, an fsync of the old one), no
+    /// stall behind flushes and no slowdown for level 0. A caller that
+    /// must not block (an async worker) writes itself only then. A hint,
+    /// not a promise: another writer may fill the room first.
+    pub fn writes_freely(&self, bytes: usize) -> bool {
+        let inner = &self.inner;
+        if inner.poisoned.load(Ordering::Relaxed) {
+            return false;
+        }
+        let opts = &inner.opts;
+        let state = inner.state.lock();
+        state.active.approximate_bytes() + bytes < opts.memtable_bytes
+            && state.wal.bytes_written() + bytes as u64 + 4096 < opts.max_wal_bytes
+            && !(opts.background_work && state.version.levels[0].len() >= opts.l0_slowdown_trigger)
+    }
+
     /// Applies a batch atomically like [`Db::write`], but in `sync` mode
     /// returns once the batch is written to the WAL, before the fsync: it
     /// is visible to reads but durable only after
