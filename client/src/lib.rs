@@ -45,9 +45,9 @@ pub use config::{ClientConfig, Secret};
 pub use connection::{Connection, Delivery};
 pub use error::{ClientError, ErrorCode};
 pub use message::{
-    AuthStep, CellState, Consistency, Count, Increment, ItemResult, KeyRange, NamespaceInfo,
-    NodeStatus, PeerStatus, Point, RepairReport, ReplicaView, Request, Resolution, Response,
-    ShardView, StorageHealth,
+    AuthStep, CellBatch, CellState, Consistency, Count, Increment, ItemResult, KeyRange,
+    NamespaceInfo, NodeStatus, PeerStatus, Point, RepairReport, ReplicaView, Request, Resolution,
+    Response, ShardView, StorageHealth,
 };
 pub use op_id::{new_op_id, op_id_at, op_id_made_ms};
 pub use producer::{Producer, ProducerConfig, ProducerReport};

@@ -81,8 +81,12 @@ fn cluster_request() -> impl Strategy<Value = Request> {
                     items,
                 }
             }),
-        (any::<u64>(), proptest::collection::vec(cell(), 0..5))
-            .prop_map(|(epoch, cells)| Request::ReplicaWrite { epoch, cells }),
+        (any::<u64>(), proptest::collection::vec(cell(), 0..5)).prop_map(|(epoch, cells)| {
+            Request::ReplicaWrite {
+                epoch,
+                cells: cells.into(),
+            }
+        }),
         (
             any::<u64>(),
             proptest::collection::vec(
@@ -391,7 +395,7 @@ proptest! {
         let parts: Vec<&[CellState]> = chunks.iter().map(Vec::as_slice).collect();
         let mut coalesced = BytesMut::new();
         let kind = tally_client::message::request::encode_replica_write(epoch, &parts, &mut coalesced);
-        let whole = Request::ReplicaWrite { epoch, cells: chunks.concat() };
+        let whole = Request::ReplicaWrite { epoch, cells: chunks.concat().into() };
         let mut body = BytesMut::new();
         whole.encode_body(&mut body);
         prop_assert_eq!(kind, whole.kind());

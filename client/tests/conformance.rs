@@ -275,7 +275,8 @@ fn every_request_decodes_from_the_pages_bytes() {
             cells: vec![CellState {
                 key: cell_key.clone(),
                 value: cell_value.clone(),
-            }],
+            }]
+            .into(),
         },
     );
     request(

@@ -95,7 +95,7 @@ fn node_path(stores: &[CounterStore], work: &[Vec<Increment>]) -> (f64, Vec<Vec<
         written.unwrap();
         let cells = led.pop().unwrap().cells;
         for replica in &stores[1..] {
-            let (_, merged) = replica.write_group(&[], vec![cells.clone()]);
+            let (_, merged) = replica.write_group(&[], vec![cells.as_slice().into()]);
             merged.unwrap();
         }
         shipped.push(cells);

@@ -329,7 +329,7 @@ async fn frames_before_authentication_are_refused_without_decoding_their_bodies(
     for kind in [
         Request::ReplicaWrite {
             epoch: 0,
-            cells: vec![],
+            cells: Default::default(),
         }
         .kind(),
         Request::Raft { payload: vec![] }.kind(),
@@ -519,7 +519,8 @@ async fn a_peer_without_the_secret_cannot_write_replicas_vote_or_join() {
         cells: vec![CellState {
             key: b"anything".to_vec(),
             value: vec![1, 2, 3],
-        }],
+        }]
+        .into(),
     };
     for request in [
         forged,

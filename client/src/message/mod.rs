@@ -11,6 +11,7 @@ use crate::error::ErrorCode;
 use crate::routing::RoutingTable;
 
 mod access;
+mod cell_batch;
 pub mod request;
 mod response;
 mod types;
@@ -18,6 +19,7 @@ mod wire;
 
 pub use crate::resolution::Resolution;
 pub use access::{is_auth_kind, Need};
+pub use cell_batch::CellBatch;
 pub use types::{
     CellState, Consistency, Count, Increment, ItemResult, KeyRange, NamespaceInfo, NodeStatus,
     PeerStatus, Point, RepairReport, ReplicaView, ShardView, StorageHealth,
@@ -101,7 +103,7 @@ pub enum Request {
         /// The sender's metadata epoch.
         epoch: u64,
         /// Cell states, merged by the CRDT rule.
-        cells: Vec<CellState>,
+        cells: CellBatch,
     },
     /// Internal: the replica's cells in these key ranges. Answered with
     /// `Cells`.

@@ -5,8 +5,8 @@ use bytes::{BufMut, BytesMut};
 use super::kind;
 use super::types::{CellState, KeyRange};
 use super::wire::{
-    consistency_code, get_cells, get_increments, malformed, put_bytes16, put_bytes32,
-    put_cell_chunks, put_cells, put_increments, unknown_kind, DecodeError, Reader, MAX_RANGES,
+    consistency_code, get_cell_batch, get_increments, malformed, put_bytes16, put_bytes32,
+    put_cell_batch, put_cell_chunks, put_increments, unknown_kind, DecodeError, Reader, MAX_RANGES,
 };
 use super::{AuthStep, Request};
 
@@ -174,7 +174,7 @@ impl Request {
             }
             Request::ReplicaWrite { epoch, cells } => {
                 buf.put_u64_le(*epoch);
-                put_cells(buf, cells);
+                put_cell_batch(buf, cells);
             }
             Request::ReplicaRead { epoch, ranges } => {
                 buf.put_u64_le(*epoch);
@@ -253,7 +253,7 @@ impl Request {
             },
             kind::REPLICA_WRITE => Request::ReplicaWrite {
                 epoch: r.u64()?,
-                cells: get_cells(&mut r)?,
+                cells: get_cell_batch(&mut r)?,
             },
             kind::REPLICA_READ => {
                 let epoch = r.u64()?;

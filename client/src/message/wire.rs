@@ -5,6 +5,7 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::cell_batch::CellBatch;
 use super::types::{CellState, Consistency, Increment, ItemResult};
 use crate::error::ErrorCode;
 use crate::resolution::Resolution;
@@ -55,6 +56,11 @@ impl<'a> Reader<'a> {
     /// Whether every byte was read.
     pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty()
+    }
+
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len()
     }
 
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
@@ -240,6 +246,31 @@ pub(crate) fn put_cell_chunks(buf: &mut BytesMut, chunks: &[&[CellState]]) {
         put_bytes16(buf, &cell.key);
         put_bytes32(buf, &cell.value);
     }
+}
+
+pub(crate) fn put_cell_batch(buf: &mut BytesMut, cells: &CellBatch) {
+    buf.reserve(4 + 6 * cells.len() + cells.payload_bytes());
+    buf.put_u32_le(cells.len() as u32);
+    for (key, value) in cells.iter() {
+        put_bytes16(buf, key);
+        put_bytes32(buf, value);
+    }
+}
+
+/// A `ReplicaWrite`'s cells, copied into one buffer.
+pub(crate) fn get_cell_batch(r: &mut Reader<'_>) -> Result<CellBatch, DecodeError> {
+    let n = r.count(2 + 4)?;
+    if n > MAX_CELLS {
+        return Err(malformed(format!("{n} cells exceed {MAX_CELLS}")));
+    }
+    // The cells' bytes are at most what is left of the body.
+    let mut cells = CellBatch::with_capacity(n, r.remaining().saturating_sub(6 * n));
+    for _ in 0..n {
+        let key = r.bytes16()?;
+        let value = r.bytes32()?;
+        cells.push(key, value);
+    }
+    Ok(cells)
 }
 
 pub(crate) fn get_cells(r: &mut Reader<'_>) -> Result<Vec<CellState>, DecodeError> {

@@ -187,7 +187,7 @@ async fn deliver(
         }
         let request = Request::ReplicaWrite {
             epoch: metadata.map().epoch(),
-            cells: batch.iter().map(|h| h.cell.clone()).collect(),
+            cells: batch.iter().map(|h| &h.cell).collect(),
         };
         match peers.call(target, &request, config.timeout).await {
             Ok(Response::Ack) => {}

@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use parking_lot::{Condvar, Mutex};
-use tally_client::{CellState, ErrorCode, Increment, ItemResult};
+use tally_client::{CellBatch, ErrorCode, Increment, ItemResult};
 use tally_storage::SyncPoint;
 use tokio::sync::{oneshot, Notify};
 
@@ -65,7 +65,7 @@ const MAX_UNSYNCED_GROUPS: usize = 64;
 
 enum Job {
     Lead(Vec<Increment>, oneshot::Sender<(Led, Durable)>),
-    Merge(Vec<CellState>, oneshot::Sender<Result<(), ErrorCode>>),
+    Merge(CellBatch, oneshot::Sender<Result<(), ErrorCode>>),
 }
 
 impl Job {
@@ -377,7 +377,7 @@ impl WritePipeline {
 
     /// Merges cell states from other nodes (validated by the caller);
     /// returns once they are durable.
-    pub async fn merge(&self, cells: Vec<CellState>) -> Result<(), ErrorCode> {
+    pub async fn merge(&self, cells: CellBatch) -> Result<(), ErrorCode> {
         let (tx, rx) = oneshot::channel();
         if !self.submit(Job::Merge(cells, tx)).await {
             return Err(ErrorCode::ShuttingDown);
@@ -418,7 +418,7 @@ impl Shared {
     /// Writes one group and answers its requests (now, or through the
     /// syncer once durable).
     fn write(&self, group: &mut Vec<Job>) {
-        let merges: Vec<Vec<CellState>> = group
+        let merges: Vec<CellBatch> = group
             .iter_mut()
             .filter_map(|j| match j {
                 Job::Merge(cells, _) => Some(std::mem::take(cells)),
@@ -605,7 +605,7 @@ mod tests {
         assert_eq!(total(&store, "k"), 5, "visible before it is durable");
         durable.await.unwrap();
         // A merge is answered only once durable.
-        let merged = pipeline.merge(led.cells.clone());
+        let merged = pipeline.merge(CellBatch::from(led.cells.as_slice()));
         assert!(merged.await.is_ok());
         assert!(store.db().metrics().wal_syncs >= 2);
     }

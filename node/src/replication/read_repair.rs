@@ -52,7 +52,7 @@ impl ReadRepair {
         let writes = stale.into_iter().map(|(host, cells)| async move {
             let n = cells.len() as u64;
             let ok = if host == self.self_id {
-                self.writer.merge(cells).await.is_ok()
+                self.writer.merge(cells.into()).await.is_ok()
             } else {
                 let answer = self
                     .replicator

@@ -5,7 +5,7 @@
 //! (`Server::stale_ring`); replica writes are merged whatever the
 //! epoch, since cells are states.
 
-use tally_client::{CellState, Consistency, ErrorCode, Increment, KeyRange, Response};
+use tally_client::{CellBatch, Consistency, ErrorCode, Increment, KeyRange, Response};
 
 use super::client::refusal;
 use super::Server;
@@ -46,8 +46,11 @@ impl Server {
     /// so an older epoch is not refused here (refusing would turn every
     /// metadata change into indeterminate writes). Streaming waits until
     /// every live node gossips the new epoch before it reads old owners.
-    pub(super) async fn replica_write(&self, cells: Vec<CellState>) -> Response {
-        if let Some(bad) = cells.iter().position(|c| !valid_cell(c)) {
+    pub(super) async fn replica_write(&self, cells: CellBatch) -> Response {
+        if let Some(bad) = cells
+            .iter()
+            .position(|(key, value)| !valid_cell(key, value))
+        {
             return Response::Error {
                 code: ErrorCode::MalformedFrame,
                 message: format!("cell {bad} is not a well-formed counter cell"),

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tally_client::{CellState, ErrorCode, Increment, ItemResult};
+use tally_client::{CellBatch, CellState, ErrorCode, Increment, ItemResult};
 use tally_storage::{SyncPoint, WriteBatch};
 
 use super::{decode_cell, CounterStore};
@@ -139,7 +139,7 @@ impl CounterStore {
     pub fn write_group(
         &self,
         leads: &[&[Increment]],
-        merges: Vec<Vec<CellState>>,
+        merges: Vec<CellBatch>,
     ) -> (Vec<Led>, Result<SyncPoint, ErrorCode>) {
         let now_ms = self.clock.now_ms();
         let mut led: Vec<Led> = leads
@@ -317,7 +317,7 @@ impl CounterStore {
     fn apply(
         &self,
         cells: &mut BTreeMap<Vec<u8>, CellUpdate>,
-        merges: &[Vec<CellState>],
+        merges: &[CellBatch],
         applied: &HashSet<u128>,
     ) -> Result<SyncPoint, Applied> {
         // Locks taken in stripe order, so two groups cannot deadlock.
@@ -385,8 +385,8 @@ impl CounterStore {
             }),
             None if !overflowing.is_empty() => Err(Applied::Overflow(overflowing)),
             None => {
-                for cell in merges.iter().flatten() {
-                    batch.merge(&cell.key, &cell.value);
+                for (key, value) in merges.iter().flat_map(CellBatch::iter) {
+                    batch.merge(key, value);
                 }
                 for &id in applied {
                     batch.put(op_window::op_key(id), op_window::OP_VALUE);

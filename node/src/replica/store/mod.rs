@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use tally_client::{CellState, ErrorCode, Increment};
+use tally_client::{ErrorCode, Increment};
 use tally_storage::{Db, SyncPoint};
 
 use crate::clock::Clock;
@@ -44,13 +44,11 @@ pub mod read;
 
 /// Whether a cell state from the network may be merged: a well-formed
 /// cell key and shard set.
-pub fn valid_cell(cell: &CellState) -> bool {
-    if op_window::led_op_of_key(&cell.key).is_some() {
-        return cell.value == op_window::LED_OP_VALUE;
+pub fn valid_cell(key: &[u8], value: &[u8]) -> bool {
+    if op_window::led_op_of_key(key).is_some() {
+        return value == op_window::LED_OP_VALUE;
     }
-    cell_key::is_valid(&cell.key)
-        && ShardSet::is_valid(&cell.value)
-        && ShardSet::clocks_have_room(&cell.value)
+    cell_key::is_valid(key) && ShardSet::is_valid(value) && ShardSet::clocks_have_room(value)
 }
 
 /// Counters of one node.
@@ -254,7 +252,7 @@ mod tests {
     use crate::counter::op_id::OpWindowLimits;
     use crate::counter::read_plan::{ReadAnswer, ReadPlan};
     use crate::counter::shard_set::{Shard, MAX_CLOCK};
-    use tally_client::{ItemResult, KeyRange};
+    use tally_client::{CellBatch, CellState, ItemResult, KeyRange};
 
     use tally_client::Resolution;
 
@@ -535,10 +533,12 @@ mod tests {
                 count: 0,
             }),
         };
-        assert!(!valid_cell(&forged("c", u64::MAX)));
-        assert!(!valid_cell(&forged("c", MAX_CLOCK)));
-        assert!(valid_cell(&forged("c", MAX_CLOCK - 1)));
-        let (_, written) = store.write_group(&[], vec![vec![forged("c", MAX_CLOCK - 1)]]);
+        let valid = |c: &CellState| valid_cell(&c.key, &c.value);
+        assert!(!valid(&forged("c", u64::MAX)));
+        assert!(!valid(&forged("c", MAX_CLOCK)));
+        assert!(valid(&forged("c", MAX_CLOCK - 1)));
+        let (_, written) =
+            store.write_group(&[], vec![CellBatch::from(vec![forged("c", MAX_CLOCK - 1)])]);
         written.unwrap();
         assert_eq!(
             store.increment(&[item("c", 1)]).results,
@@ -560,7 +560,7 @@ mod tests {
             key: cell("big"),
             value: set.encode(),
         };
-        let (_, written) = store.write_group(&[], vec![vec![big]]);
+        let (_, written) = store.write_group(&[], vec![CellBatch::from(vec![big])]);
         written.unwrap();
         match total("big") {
             Err(RequestError { code, .. }) => assert_eq!(code, ErrorCode::Overflow),
