@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# One write row on a fresh 3-node cluster, for A/B runs of two builds
+# (A,B,B,A: the machine drifts between runs; bench/RESULTS.md).
+#
+#   bench/ab.sh BIN_DIR BATCH [SECONDS]
+#
+# BIN_DIR holds the `tally` and `tally-node` to run (copy a release build
+# there). Three nodes, RF 3, QUORUM, the default namespace (four rollups),
+# on CPU 1; `tally bench` with 50 clients, uniform keys over 100,000, on
+# CPU 0. Prints events/s, p99 and the servers' CPU per event (summed over
+# the three nodes). Environment: DURABILITY=sync (default periodic);
+# PERF=1 records a profile of the three nodes to /tmp/perf.data
+# (PERF_ARGS, default `-F 2000 -g`); BENCH_ARGS adds `tally bench` flags.
+#
+#   for b in /tmp/a /tmp/b /tmp/b /tmp/a; do bench/ab.sh $b 16; done
+set -euo pipefail
+BIN=$1
+BATCH=$2
+SECONDS_RUN=${3:-6}
+WORK=$(mktemp -d /tmp/tally-ab.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+members="1=127.0.0.1:7481,2=127.0.0.1:7482,3=127.0.0.1:7483"
+for i in 0 1 2; do
+  RUST_LOG=warn taskset -c 1 "$BIN/tally-node" --listen "127.0.0.1:$((7481 + i))" \
+    --data-dir "$WORK/n$i" --host-id $((i + 1)) --members "$members" \
+    --durability "${DURABILITY:-periodic}" 2>"$WORK/n$i.log" &
+  PIDS+=($!)
+done
+for _ in $(seq 1 100); do
+  up=$("$BIN/tally" --addr 127.0.0.1:7481 status --json 2>/dev/null |
+    python3 -c 'import json,sys; print(sum(p["up"] for p in json.load(sys.stdin)["peers"]))' 2>/dev/null || true)
+  [ "$up" = 2 ] && break
+  sleep 0.2
+done
+# CPU ticks used so far by the three nodes.
+ticks() {
+  local t=0 p
+  for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  echo "$t"
+}
+PERF_PID=
+if [ "${PERF:-0}" = 1 ]; then
+  # shellcheck disable=SC2086
+  (sleep 2; perf record ${PERF_ARGS:--F 2000 -g} -o /tmp/perf.data -p "$(IFS=,; echo "${PIDS[*]}")" \
+    -- sleep $((SECONDS_RUN - 3)) >/dev/null 2>&1) &
+  PERF_PID=$!
+fi
+t0=$(ticks)
+# shellcheck disable=SC2086
+out=$(taskset -c 0 "$BIN/tally" --addr 127.0.0.1:7481,127.0.0.1:7482,127.0.0.1:7483 bench \
+  --duration "$SECONDS_RUN" --json --concurrency 50 --batch "$BATCH" --keys 100000 --zipf 0 ${BENCH_ARGS:-})
+t1=$(ticks)
+[ -n "$PERF_PID" ] && wait "$PERF_PID"
+python3 - "$out" "$t0" "$t1" "$SECONDS_RUN" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+t0, t1, secs, hz = (float(x) for x in sys.argv[2:6])
+ops = r["increments_per_s"]
+cpu_us = (t1 - t0) / hz * 1e6 / max(ops * secs, 1)
+bad = r["failed"] + r["indeterminate"]
+print(f"events/s {ops:.0f}  p99 {r['p99_us'] / 1000:.2f} ms  server CPU/event {cpu_us:.1f} us  not acknowledged {bad}")
+PY
