@@ -358,6 +358,9 @@ async fn metrics_parse_as_an_exposition_and_move_with_the_workload() {
         k.starts_with("tally_request_duration_seconds_bucket{") && k.contains("kind=\"increment\"")
     }));
     assert!(moved("tally_storage_user_bytes_total{engine=\"counters\"}") > 0.0);
+    // Small groups, one request at a time: the requests' workers write them.
+    assert!(moved("tally_write_groups_total{writer=\"worker\"}") >= 20.0);
+    assert!(after.contains_key("tally_write_groups_total{writer=\"thread\"}"));
     for name in [
         "tally_storage_memtable_bytes{engine=\"counters\"}",
         "tally_gossip_phi_max",

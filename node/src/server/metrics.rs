@@ -21,6 +21,12 @@ struct EngineLabel {
     engine: &'static str,
 }
 
+/// Who wrote a write group.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriterLabel {
+    writer: &'static str,
+}
+
 /// One peer.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeerLabel {
@@ -141,6 +147,16 @@ impl Server {
             "events_applied",
             "Events the increments this node applied as their leader stand for (an aggregated increment counts its events)",
             store.events(),
+        );
+        let (by_workers, by_thread) = self.ctx.writer.groups_written();
+        let groups: Family<WriterLabel, Counter> = Family::default();
+        for (writer, value) in [("worker", by_workers), ("thread", by_thread)] {
+            groups.get_or_create(&WriterLabel { writer }).inc_by(value);
+        }
+        r.register(
+            "write_groups",
+            "Storage writes of queued leads and merges, by who wrote them: a request's async worker (small groups) or the writer thread",
+            groups,
         );
         counter(
             r,
