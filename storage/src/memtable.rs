@@ -29,7 +29,6 @@
 //! Walking the groups in prefix order and each group in byte order visits
 //! keys in byte order (see [`crate::key_prefix`]).
 
-use std::cmp::Ordering as KeyOrdering;
 use std::collections::{btree_map, hash_map, BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Bound;
@@ -38,6 +37,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::{Mutex, RwLock};
 
 use crate::entry::Entry;
+use crate::inline_key::{mix64, InlineKey};
 use crate::key_prefix::prefix_of;
 use crate::merge::MergeOperator;
 use crate::write_batch::Op;
@@ -48,59 +48,9 @@ const INLINE_KEY_BYTES: usize = 54;
 /// A group holds up to this many entries in a sorted vector.
 const FEW: usize = 64;
 
-/// A key's bytes, inline when short: a group's binary search then compares
-/// bytes it already has in cache instead of following a pointer per
-/// comparison (counter cell keys are about 40 bytes).
-#[derive(Debug, Clone)]
-enum KeyBytes {
-    Inline(u8, [u8; INLINE_KEY_BYTES]),
-    Heap(Box<[u8]>),
-}
-
-impl KeyBytes {
-    fn new(bytes: &[u8]) -> KeyBytes {
-        if bytes.len() <= INLINE_KEY_BYTES {
-            let mut buf = [0u8; INLINE_KEY_BYTES];
-            buf[..bytes.len()].copy_from_slice(bytes);
-            KeyBytes::Inline(bytes.len() as u8, buf)
-        } else {
-            KeyBytes::Heap(bytes.into())
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            KeyBytes::Inline(len, buf) => &buf[..usize::from(*len)],
-            KeyBytes::Heap(bytes) => bytes,
-        }
-    }
-}
-
-impl PartialEq for KeyBytes {
-    fn eq(&self, other: &KeyBytes) -> bool {
-        self.as_slice() == other.as_slice()
-    }
-}
-
-impl Eq for KeyBytes {}
-
-impl Ord for KeyBytes {
-    fn cmp(&self, other: &KeyBytes) -> KeyOrdering {
-        self.as_slice().cmp(other.as_slice())
-    }
-}
-
-impl PartialOrd for KeyBytes {
-    fn partial_cmp(&self, other: &KeyBytes) -> Option<KeyOrdering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl std::borrow::Borrow<[u8]> for KeyBytes {
-    fn borrow(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
+/// A key's bytes, inline when short (counter cell keys are about 40
+/// bytes): a group's search compares bytes it already has in cache.
+type KeyBytes = InlineKey<INLINE_KEY_BYTES>;
 
 /// The entries whose keys share one prefix, in key order.
 #[derive(Debug)]
@@ -219,9 +169,8 @@ impl<'a> Iterator for GroupIter<'a> {
     }
 }
 
-/// Hashes a key prefix: murmur3's finalizer, since the table uses both
-/// the low bits (bucket) and the top seven (tag). Counter prefixes are
-/// XXH64 tokens already; other keys (op ids, tests) may not be mixed.
+/// Hashes a key prefix with [`mix64`]: counter prefixes are XXH64 tokens
+/// already, but other keys (op ids, tests) may not be mixed.
 #[derive(Debug, Default, Clone, Copy)]
 struct PrefixHasher(u64);
 
@@ -237,12 +186,7 @@ impl Hasher for PrefixHasher {
     }
 
     fn finish(&self) -> u64 {
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
+        mix64(self.0)
     }
 }
 

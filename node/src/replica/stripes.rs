@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use parking_lot::Mutex;
+use tally_storage::{mix64, InlineKey};
 
 use crate::counter::shard_set::Shard;
 
@@ -33,51 +34,7 @@ const INLINE_KEY_BYTES: usize = 46;
 /// of keys up to about 20 bytes), so that a lookup compares bytes in the
 /// slot it probed instead of following a pointer to another cache line,
 /// and an insertion allocates nothing.
-#[derive(Debug, Clone)]
-pub(crate) enum CachedKey {
-    Inline(u8, [u8; INLINE_KEY_BYTES]),
-    Heap(Box<[u8]>),
-}
-
-impl CachedKey {
-    pub(crate) fn new(bytes: &[u8]) -> CachedKey {
-        if bytes.len() <= INLINE_KEY_BYTES {
-            let mut buf = [0u8; INLINE_KEY_BYTES];
-            buf[..bytes.len()].copy_from_slice(bytes);
-            CachedKey::Inline(bytes.len() as u8, buf)
-        } else {
-            CachedKey::Heap(bytes.into())
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            CachedKey::Inline(len, buf) => &buf[..usize::from(*len)],
-            CachedKey::Heap(bytes) => bytes,
-        }
-    }
-}
-
-impl PartialEq for CachedKey {
-    fn eq(&self, other: &CachedKey) -> bool {
-        self.as_slice() == other.as_slice()
-    }
-}
-
-impl Eq for CachedKey {}
-
-/// Hashes as the byte slice does, so that the table is searched by `&[u8]`.
-impl std::hash::Hash for CachedKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_slice().hash(state);
-    }
-}
-
-impl std::borrow::Borrow<[u8]> for CachedKey {
-    fn borrow(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
+pub(crate) type CachedKey = InlineKey<INLINE_KEY_BYTES>;
 
 /// FxHash-style hasher for cell keys in the own-shard cache: SipHash
 /// showed up in the write path's profile. Cell keys start with the key's
@@ -97,14 +54,7 @@ impl Hasher for CellHasher {
     }
 
     fn finish(&self) -> u64 {
-        // murmur3's fmix64: the table uses both the low bits (bucket) and
-        // the top seven (tag), and the multiply alone mixes neither well.
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
+        mix64(self.0)
     }
 }
 
