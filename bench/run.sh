@@ -334,8 +334,10 @@ if wanted reads; then
   tally_cluster periodic
   # 10,000 keys with increments spread over 30 days: a stats read then
   # covers ~30 day buckets and the partial hours and minutes at its edges.
+  # A fixed rate (800 batches of 64 a second, 205k increments), so that
+  # two builds read the same stores whatever their write speed.
   cli "$BIN/tally" --addr "$SEEDS" bench --duration 4 --json --concurrency 50 --batch 64 --keys 10000 \
-      --zipf 0 --spread-days 30 >/dev/null
+      --zipf 0 --spread-days 30 --rate 800 >/dev/null
   for c in 1 50; do
     tally_bench "reads.tally_total_$c" --concurrency "$c" --read-ratio 1 --read total --keys 10000 --zipf 0
     tally_bench "reads.tally_stats30d_$c" --concurrency "$c" --read-ratio 1 --read stats --stats-days 30 --keys 10000 --zipf 0
