@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use tally_testkit::{http, node_bin, unused_local_port, NodeCommand, NodeProcess};
+use tally_testkit::{http, local_members, node_bin, NodeCommand, NodeProcess};
 
 fn tally(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tally"))
@@ -55,15 +55,7 @@ fn a_cluster_speaks_tls_on_both_ports_and_between_nodes() {
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, format!("{write_line}\n{read_line}\n")).unwrap();
 
-    let addrs: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", unused_local_port().unwrap()))
-        .collect();
-    let members = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
+    let (addrs, members) = local_members(3);
     let mut nodes: Vec<NodeProcess> = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
         let args: Vec<String> = [

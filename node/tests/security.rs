@@ -89,6 +89,18 @@ async fn client_as(addr: &str, token: Option<&str>) -> Client {
     Client::connect(config).await.unwrap()
 }
 
+/// A raw connection to `addr` that presented `token`.
+async fn connection_as(addr: &str, token: &str) -> Connection {
+    Connection::open_with(
+        addr,
+        Duration::from_secs(2),
+        &Credentials::Token(token.to_owned()),
+        None,
+    )
+    .await
+    .unwrap()
+}
+
 fn refused_with(outcome: &Outcome<()>) -> Option<ErrorCode> {
     match outcome {
         Outcome::Failed(ClientError::Node { code, .. }) => Some(*code),
@@ -185,15 +197,7 @@ async fn roles_cover_what_they_imply_on_both_ports_and_revocation_is_immediate()
     assert!(admin.repair().await.is_ok());
     // The test hook needs --test-hooks and an admin token.
     let hook = Request::AdjustClock { offset_ms: 0 };
-    let as_token = |t: &str| Credentials::Token(t.to_owned());
-    let w = Connection::open_with(
-        &addr,
-        Duration::from_secs(2),
-        &as_token(&tokens.write),
-        None,
-    )
-    .await
-    .unwrap();
+    let w = connection_as(&addr, &tokens.write).await;
     assert!(matches!(
         w.call(&hook, Duration::from_secs(2)).await,
         Ok(Response::Error {
@@ -201,14 +205,7 @@ async fn roles_cover_what_they_imply_on_both_ports_and_revocation_is_immediate()
             ..
         })
     ));
-    let a = Connection::open_with(
-        &addr,
-        Duration::from_secs(2),
-        &as_token(&tokens.admin),
-        None,
-    )
-    .await
-    .unwrap();
+    let a = connection_as(&addr, &tokens.admin).await;
     assert_eq!(
         a.call(&hook, Duration::from_secs(2)).await.unwrap(),
         Response::Ack
@@ -268,14 +265,7 @@ async fn roles_cover_what_they_imply_on_both_ports_and_revocation_is_immediate()
 
     // Revoked by editing the file: the open connection's next request is
     // refused (the node reads the file within a second of a change).
-    let w = Connection::open_with(
-        &addr,
-        Duration::from_secs(2),
-        &as_token(&tokens.write),
-        None,
-    )
-    .await
-    .unwrap();
+    let w = connection_as(&addr, &tokens.write).await;
     let increment = Request::Increment {
         consistency: Consistency::One,
         timeout_ms: 2000,
@@ -506,14 +496,7 @@ async fn a_peer_without_the_secret_cannot_write_replicas_vote_or_join() {
         "{refused:?}"
     );
     // An admin token is not the secret: replica writes and Raft refused.
-    let a = Connection::open_with(
-        &a1,
-        Duration::from_secs(2),
-        &Credentials::Token(tokens.admin.clone()),
-        None,
-    )
-    .await
-    .unwrap();
+    let a = connection_as(&a1, &tokens.admin).await;
     let forged = Request::ReplicaWrite {
         epoch: 0,
         cells: vec![CellState {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tally_client::{Client, ClientConfig, Consistency, NodeStatus};
 
-use crate::process::{free_port, NodeProcess};
+use crate::process::{local_members, NodeProcess};
 
 /// A local cluster of real `tally-node` processes (host ids 1..=n).
 #[derive(Debug)]
@@ -23,15 +23,7 @@ impl Cluster {
     /// waits until every node sees every other one up.
     pub async fn start(n: usize, rf: usize, args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let addrs: Vec<String> = (0..n)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
-        let members = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
+        let (addrs, members) = local_members(n);
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         args.extend(["--replication-factor".into(), rf.to_string()]);
         let mut cluster = Cluster {

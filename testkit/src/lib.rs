@@ -23,4 +23,4 @@ mod process;
 pub use cluster::Cluster;
 pub use http::{http, http_as, HttpAnswer};
 pub use port::unused_local_port;
-pub use process::{free_port, inc, node_bin, now_ms, NodeCommand, NodeProcess};
+pub use process::{free_port, inc, local_members, node_bin, now_ms, NodeCommand, NodeProcess};

@@ -108,6 +108,21 @@ pub fn free_port() -> u16 {
     unused_local_port().unwrap()
 }
 
+/// `n` free loopback addresses, and the `--members` value naming them as
+/// host ids 1 to `n`.
+pub fn local_members(n: usize) -> (Vec<String>, String) {
+    let addrs: Vec<String> = (0..n)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let members = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    (addrs, members)
+}
+
 /// The `tally-node` binary: `$TALLY_NODE_BIN`, else the one beside the
 /// running executable (the demo's `target/<profile>/`) or one directory up
 /// (a test's `target/<profile>/deps/`), built with cargo when a test runs
