@@ -7,6 +7,7 @@ use tally_client::{Client, ClientConfig, Consistency, Secret};
 
 use crate::bench::BenchArgs;
 use crate::demo::DemoArgs;
+use crate::ingest::IngestArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -161,6 +162,9 @@ pub enum Command {
     Repair,
     /// Load generator.
     Bench(BenchArgs),
+    /// Ingest events from JSON-lines or CSV files (or stdin), exactly
+    /// once: resumable after a crash from its checkpoint and spool.
+    Ingest(IngestArgs),
     /// API tokens: make one for a tokens file.
     Token {
         #[command(subcommand)]

@@ -265,9 +265,10 @@ pub async fn run(
         None => None,
     };
     if let Some(r) = &produced {
-        total.increments = r.events_acknowledged;
-        total.failed += r.events_failed;
-        total.indeterminate = r.events_indeterminate;
+        let d = &r.delivered;
+        total.increments = d.events_acknowledged;
+        total.failed += d.events_failed;
+        total.indeterminate = d.events_indeterminate + d.events_expired;
     }
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();

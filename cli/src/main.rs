@@ -10,6 +10,7 @@ mod bench;
 mod cmd;
 mod demo;
 mod http;
+mod ingest;
 mod output;
 mod timespec;
 
@@ -56,6 +57,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             )
             .await
         }
+        Command::Ingest(args) => ingest::run(cli.connect(), args, cli.json).await,
         Command::Demo(args) => demo::run(args, cli.json).await,
         Command::Token {
             action: TokenAction::Create { role, name },

@@ -12,7 +12,11 @@
 //!   `Failed` (nothing applied) or `Indeterminate` (maybe applied).
 //!
 //! - [`Producer`]: the aggregating producer; sums the events of one cell
-//!   for a few milliseconds and sends the sums in batches.
+//!   for a few milliseconds and sends the sums in batches, each with an
+//!   op id, spooling to local disk what it cannot settle.
+//! - [`Ingestor`]: exactly-once ingestion from a log with offsets (a file,
+//!   a Kafka partition): sums per range of offsets, spooled and
+//!   checkpointed ([`ingest`]).
 //! - [`admin`]: operator requests (join, decommission, namespaces) as JSON
 //!   inside the `Admin` frame.
 //! - [`new_op_id`]: time-ordered operation ids, which make an increment's
@@ -30,10 +34,10 @@ mod config;
 mod connection;
 mod error;
 pub mod frame;
+pub mod ingest;
 pub mod message;
 mod op_id;
 pub mod overview;
-mod producer;
 mod resolution;
 pub mod routing;
 pub mod timespec;
@@ -44,12 +48,12 @@ pub use client::{Client, Outcome};
 pub use config::{ClientConfig, Secret};
 pub use connection::{Connection, Delivery};
 pub use error::{ClientError, ErrorCode};
+pub use ingest::{Ingestor, Producer, ProducerConfig, ProducerReport};
 pub use message::{
     AuthStep, CellBatch, CellState, Consistency, Count, Increment, ItemResult, KeyRange,
     NamespaceInfo, NodeStatus, PeerStatus, Point, RepairReport, ReplicaView, Request, Resolution,
     Response, ShardView, StorageHealth,
 };
 pub use op_id::{new_op_id, op_id_at, op_id_made_ms};
-pub use producer::{Producer, ProducerConfig, ProducerReport};
 pub use routing::{RoutingNode, RoutingRange, RoutingTable};
 pub use token::{token, Token};

@@ -19,12 +19,17 @@ pub fn op_id_at(now_ms: i64) -> u128 {
 }
 
 /// A fresh op id made now, by this machine's clock.
-#[allow(clippy::disallowed_methods)] // an op id records when it was made
 pub fn new_op_id() -> u128 {
-    let now_ms = std::time::SystemTime::now()
+    op_id_at(now_ms())
+}
+
+/// This machine's clock in ms since the Unix epoch: when an op id is
+/// made.
+#[allow(clippy::disallowed_methods)] // an op id records when it was made
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    op_id_at(now_ms)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// When op id `id` was made, in milliseconds since the Unix epoch.

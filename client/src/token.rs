@@ -41,7 +41,7 @@ fn read_u64(b: &[u8]) -> u64 {
 
 /// Streaming XXH64 (the reference algorithm, written from its spec).
 #[derive(Debug, Clone)]
-struct Xxh64 {
+pub(crate) struct Xxh64 {
     seed: u64,
     v: [u64; 4],
     buf: [u8; 32],
@@ -50,7 +50,7 @@ struct Xxh64 {
 }
 
 impl Xxh64 {
-    fn new(seed: u64) -> Xxh64 {
+    pub(crate) fn new(seed: u64) -> Xxh64 {
         Xxh64 {
             seed,
             v: [
@@ -71,7 +71,7 @@ impl Xxh64 {
         }
     }
 
-    fn update(&mut self, mut data: &[u8]) {
+    pub(crate) fn update(&mut self, mut data: &[u8]) {
         self.total += data.len() as u64;
         if self.buf_len > 0 {
             let take = (32 - self.buf_len).min(data.len());
@@ -93,7 +93,7 @@ impl Xxh64 {
         self.buf_len = data.len();
     }
 
-    fn finish(&self) -> u64 {
+    pub(crate) fn finish(&self) -> u64 {
         let mut h = if self.total >= 32 {
             let [v1, v2, v3, v4] = self.v;
             let mut h = v1

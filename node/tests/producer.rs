@@ -1,7 +1,9 @@
 //! The aggregating producer against a real `tally-node` process over TCP:
 //! summed sends give exactly the totals, counts and minute buckets of the
 //! events one by one; its timer sends without a flush; a refused sum is
-//! counted as failed, not resent forever.
+//! counted as failed, not resent forever; with a spool, sums the node
+//! did not answer survive the producer's end and count once when a new
+//! producer resends them.
 
 #![allow(clippy::unwrap_used)]
 
@@ -23,6 +25,7 @@ fn config() -> ProducerConfig {
         max_cells: 40,
         max_in_flight: 2,
         retries: 3,
+        producer_id: None,
     }
 }
 
@@ -65,10 +68,13 @@ async fn summed_sends_count_exactly_what_single_events_would() {
     }
     let report = producer.flush().await;
     assert_eq!(report.events_added, 10_000);
-    assert_eq!(report.events_acknowledged, 10_000, "{report:?}");
-    assert_eq!(report.events_failed + report.events_indeterminate, 0);
+    assert_eq!(report.delivered.events_acknowledged, 10_000, "{report:?}");
+    assert_eq!(
+        report.delivered.events_failed + report.delivered.events_indeterminate,
+        0
+    );
     assert!(
-        report.sums_sent < 10_000 && report.sums_sent >= model.len() as u64,
+        report.delivered.sums_sent < 10_000 && report.delivered.sums_sent >= model.len() as u64,
         "{report:?} for {} cells",
         model.len()
     );
@@ -141,6 +147,75 @@ async fn the_timer_sends_without_a_flush_and_refusals_are_counted() {
         report.events_added, 3,
         "the empty key is refused before it counts"
     );
-    assert_eq!(report.events_acknowledged, 1);
-    assert_eq!(report.events_failed, 2, "{report:?}");
+    assert_eq!(report.delivered.events_acknowledged, 1);
+    assert_eq!(report.delivered.events_failed, 2, "{report:?}");
+}
+
+/// The node stops answering (SIGSTOP): the producer's sums time out,
+/// their outcome unknown, and go to the spool with their op ids. The
+/// producer is dropped unflushed, as a crash would; a new one on the same
+/// spool resends them when the node is back, and every event counts
+/// once, including those whose first attempt the node applied late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_sums_outlive_the_producer_and_count_once() {
+    use tally_client::ingest::SpoolConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let node = NodeProcess::start(
+        &dir.path().join("node"),
+        &format!("127.0.0.1:{}", free_port()),
+        "sync",
+    );
+    let mut client_config = tally_client::ClientConfig::with_seeds([node.addr.clone()]);
+    client_config.request_timeout = Duration::from_millis(500);
+    let client = tally_client::Client::connect(client_config).await.unwrap();
+    let producer =
+        Producer::with_spool(client.clone(), config(), &spool, SpoolConfig::default()).unwrap();
+    let at = now_ms();
+    for i in 0..200 {
+        producer.add("events", b"a", at, 1).await.unwrap();
+        producer
+            .add("events", format!("k{}", i % 20).as_bytes(), at, 2)
+            .await
+            .unwrap();
+    }
+    producer.flush().await;
+    node.pause();
+    for i in 0..300 {
+        producer.add("events", b"a", at, 1).await.unwrap();
+        producer
+            .add("events", format!("k{}", i % 20).as_bytes(), at, 2)
+            .await
+            .unwrap();
+    }
+    let report = producer.flush().await;
+    assert!(report.delivered.events_spooled > 0, "{report:?}");
+    assert_eq!(
+        report.delivered.events_acknowledged + report.delivered.events_spooled,
+        1_000,
+        "{report:?}"
+    );
+    drop(producer);
+    node.resume();
+    let producer = Producer::with_spool(client, config(), &spool, SpoolConfig::default()).unwrap();
+    assert!(
+        producer.drain(Duration::from_secs(30)).await,
+        "the spool never drained"
+    );
+    let report = producer.report();
+    assert_eq!(
+        report.delivered.events_failed
+            + report.delivered.events_indeterminate
+            + report.delivered.events_expired,
+        0
+    );
+    let reader = node.client().await;
+    assert_eq!(reader.total("events", b"a").await.unwrap().sum, 500);
+    for k in 0..20 {
+        let total = reader
+            .total("events", format!("k{k}").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!((total.sum, total.count), (50, 25), "k{k}");
+    }
 }
