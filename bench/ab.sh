@@ -17,33 +17,8 @@ set -euo pipefail
 BIN=$1
 BATCH=$2
 SECONDS_RUN=${3:-6}
-WORK=$(mktemp -d /tmp/tally-ab.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-members="1=127.0.0.1:7481,2=127.0.0.1:7482,3=127.0.0.1:7483"
-for i in 0 1 2; do
-  RUST_LOG=warn taskset -c 1 "$BIN/tally-node" --listen "127.0.0.1:$((7481 + i))" \
-    --data-dir "$WORK/n$i" --host-id $((i + 1)) --members "$members" \
-    --durability "${DURABILITY:-periodic}" 2>"$WORK/n$i.log" &
-  PIDS+=($!)
-done
-for _ in $(seq 1 100); do
-  up=$("$BIN/tally" --addr 127.0.0.1:7481 status --json 2>/dev/null |
-    python3 -c 'import json,sys; print(sum(p["up"] for p in json.load(sys.stdin)["peers"]))' 2>/dev/null || true)
-  [ "$up" = 2 ] && break
-  sleep 0.2
-done
-# CPU ticks used so far by the three nodes.
-ticks() {
-  local t=0 p
-  for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
-  echo "$t"
-}
+. "$(dirname "$0")/cluster.sh"
+start_cluster
 PERF_PID=
 if [ "${PERF:-0}" = 1 ]; then
   # shellcheck disable=SC2086

@@ -53,7 +53,8 @@ impl Validity {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Anomaly {
     /// `read-below-acknowledged`, `read-above-possible`, `non-monotonic-read`,
-    /// `replicas-differ`, `final-out-of-bounds` or `final-unreadable`.
+    /// `replicas-differ`, `final-out-of-bounds`, `final-unreadable` or
+    /// (exact mode) `not-acknowledged`.
     pub kind: String,
     /// The counter.
     pub key: String,
@@ -174,7 +175,12 @@ impl StepSum {
 const MAX_PER_KIND: usize = 100;
 
 /// Checks a history, and the final state if it could be read.
-pub fn check(ops: &[Op], final_state: Option<&FinalState>) -> Verdict {
+///
+/// `exact`: every increment must end acknowledged (the producer workload,
+/// whose producers resend until settled); one that did not is a
+/// `not-acknowledged` anomaly, so the final read must equal the sum of
+/// all increments exactly.
+pub fn check(ops: &[Op], final_state: Option<&FinalState>, exact: bool) -> Verdict {
     let spans = spans(ops);
     let mut stats = Stats::default();
     let mut anomalies = Vec::new();
@@ -195,6 +201,14 @@ pub fn check(ops: &[Op], final_state: Option<&FinalState>) -> Verdict {
     let mut keys: BTreeMap<&str, Vec<&Span>> = BTreeMap::new();
     for s in &spans {
         keys.entry(s.key.as_str()).or_default().push(s);
+        if exact && s.f == OpKind::Incr && !matches!(s.completed, Some((OpType::Ok, _, _))) {
+            report(
+                "not-acknowledged",
+                &s.key,
+                format!("an increment of {} never settled as acknowledged", s.delta),
+                vec![s.op_id],
+            );
+        }
         match (s.f, s.completed.map(|c| c.0)) {
             (OpKind::Incr, Some(OpType::Ok)) => stats.incr_ok += 1,
             (OpKind::Incr, Some(OpType::Fail)) => stats.incr_fail += 1,
@@ -394,6 +408,26 @@ mod tests {
     }
 
     #[test]
+    fn exact_mode_requires_every_increment_acknowledged() {
+        let h = History::new();
+        incr(&h, 0, 2, OpType::Ok);
+        incr(&h, 0, 3, OpType::Info);
+        let v = check(&h.ops(), Some(&fin(2, &[2, 2, 2])), true);
+        assert_eq!(kinds(&v), vec!["not-acknowledged"]);
+        let h = History::new();
+        incr(&h, 0, 2, OpType::Ok);
+        incr(&h, 1, 3, OpType::Ok);
+        assert_eq!(
+            check(&h.ops(), Some(&fin(5, &[5, 5, 5])), true).validity,
+            Validity::Valid
+        );
+        assert_eq!(
+            kinds(&check(&h.ops(), Some(&fin(4, &[4, 4, 4])), true)),
+            vec!["final-out-of-bounds"]
+        );
+    }
+
+    #[test]
     fn a_correct_history_is_valid() {
         let h = History::new();
         incr(&h, 0, 2, OpType::Ok);
@@ -401,7 +435,7 @@ mod tests {
         incr(&h, 0, 3, OpType::Info);
         read(&h, 1, 5);
         incr(&h, 0, 7, OpType::Fail);
-        let v = check(&h.ops(), Some(&fin(5, &[5, 5, 5])));
+        let v = check(&h.ops(), Some(&fin(5, &[5, 5, 5])), false);
         assert_eq!(v.validity, Validity::Valid, "{:?}", v.anomalies);
         assert_eq!(
             (v.stats.incr_ok, v.stats.incr_info, v.stats.incr_fail),
@@ -414,7 +448,7 @@ mod tests {
         let h = History::new();
         incr(&h, 0, 2, OpType::Ok);
         read(&h, 1, 0);
-        let v = check(&h.ops(), Some(&fin(0, &[0, 0, 0])));
+        let v = check(&h.ops(), Some(&fin(0, &[0, 0, 0])), false);
         assert_eq!(v.validity, Validity::Invalid);
         assert_eq!(
             kinds(&v),
@@ -428,7 +462,7 @@ mod tests {
         incr(&h, 0, 2, OpType::Ok);
         incr(&h, 0, 4, OpType::Fail);
         read(&h, 1, 4);
-        let v = check(&h.ops(), None);
+        let v = check(&h.ops(), None, false);
         assert_eq!(v.validity, Validity::Invalid);
         assert_eq!(kinds(&v), vec!["read-above-possible"]);
     }
@@ -439,10 +473,10 @@ mod tests {
         incr(&h, 0, 2, OpType::Info);
         read(&h, 1, 2);
         read(&h, 2, 0);
-        let v = check(&h.ops(), None);
+        let v = check(&h.ops(), None, false);
         assert_eq!(v.validity, Validity::Unknown, "other clients may see less");
         read(&h, 1, 0);
-        let v = check(&h.ops(), None);
+        let v = check(&h.ops(), None, false);
         assert_eq!(kinds(&v), vec!["non-monotonic-read"]);
     }
 
@@ -450,10 +484,13 @@ mod tests {
     fn diverged_replicas_and_an_unread_final_are_caught() {
         let h = History::new();
         incr(&h, 0, 2, OpType::Ok);
-        let v = check(&h.ops(), Some(&fin(2, &[2, 2, 0])));
+        let v = check(&h.ops(), Some(&fin(2, &[2, 2, 0])), false);
         assert_eq!(kinds(&v), vec!["replicas-differ"]);
         let mut f = fin(2, &[2, 2, 2]);
         f.reads.insert("k".into(), None);
-        assert_eq!(kinds(&check(&h.ops(), Some(&f))), vec!["final-unreadable"]);
+        assert_eq!(
+            kinds(&check(&h.ops(), Some(&f), false)),
+            vec!["final-unreadable"]
+        );
     }
 }

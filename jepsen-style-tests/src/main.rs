@@ -84,6 +84,11 @@ struct RunArgs {
     /// outcome is known): the retries must not count.
     #[arg(long)]
     op_ids: bool,
+    /// Increments go through an aggregating producer per client, with a
+    /// spool (op ids on its sums, resent until settled); the final totals
+    /// must then be exact.
+    #[arg(long)]
+    producer: bool,
     /// Every protection on: a cluster secret, API tokens (the clients use
     /// an admin token) and TLS on both ports and between nodes.
     #[arg(long)]
@@ -176,6 +181,7 @@ async fn run_many(args: RunArgs) -> Result<Validity, String> {
                 read_fraction: args.read_fraction,
                 timeout: Duration::from_millis(args.timeout_ms.max(1)),
                 op_ids: args.op_ids,
+                producer: args.producer.then(|| dir.join("producers")),
             },
             nemeses: nemeses.clone(),
             time_limit: Duration::from_secs(args.time_limit),
@@ -237,7 +243,7 @@ fn main() {
             .and_then(|rt| rt.block_on(run_many(args))),
         Command::Analyze { dir } => read_jsonl(&dir.join("history.jsonl")).and_then(|ops| {
             let final_state = report::read_final(&dir)?;
-            let verdict = check(&ops, final_state.as_ref());
+            let verdict = check(&ops, final_state.as_ref(), report::producer_run(&dir));
             print!("{}", report::summary(&verdict, &[], &[]));
             Ok(verdict.validity)
         }),

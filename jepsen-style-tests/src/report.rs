@@ -61,6 +61,15 @@ pub fn write(
     Ok(())
 }
 
+/// Whether the run in `dir` used the producer workload (its verdict's
+/// config says so), whose totals must be exact.
+pub fn producer_run(dir: &Path) -> bool {
+    std::fs::read(dir.join("verdict.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| !v["config"]["workload"]["producer"].is_null())
+}
+
 /// Reads `final.json` back, if the run wrote one.
 pub fn read_final(dir: &Path) -> Result<Option<FinalState>, String> {
     let path = dir.join("final.json");

@@ -93,14 +93,34 @@ pub async fn run(config: &RunConfig, progress: &(dyn Fn(u64) + Sync)) -> Result<
         });
         progress(started.elapsed().as_secs());
     }
+    let mut producers = Vec::new();
+    let mut notes = Vec::new();
     for client in clients {
-        let _ = client.await;
+        match client.await {
+            Ok(Ok(Some(run))) => producers.push(run),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => notes.push(format!("a client stopped: {e}")),
+            Err(e) => notes.push(format!("a client task failed: {e}")),
+        }
     }
     progress(config.time_limit.as_secs());
 
-    let mut notes = Vec::new();
     cluster.heal()?;
-    let final_state = if !cluster.wait_ready(Duration::from_secs(30)).await {
+    let ready = cluster.wait_ready(Duration::from_secs(30)).await;
+    // The producers resend what they spooled once the cluster is whole.
+    let drains: Vec<_> = producers
+        .into_iter()
+        .map(|run| {
+            let history = history.clone();
+            tokio::spawn(async move { run.complete(&history, Duration::from_secs(60)).await })
+        })
+        .collect();
+    for drain in drains {
+        if let Err(e) = drain.await {
+            notes.push(format!("a producer's drain failed: {e}"));
+        }
+    }
+    let final_state = if !ready {
         notes.push("after healing, the nodes did not all see each other within 30 s".into());
         None
     } else if !cluster.wait_hints_drained(Duration::from_secs(60)).await {
@@ -120,7 +140,11 @@ pub async fn run(config: &RunConfig, progress: &(dyn Fn(u64) + Sync)) -> Result<
     };
     cluster.stop();
     let ops = history.ops();
-    let verdict = check(&ops, final_state.as_ref());
+    let verdict = check(
+        &ops,
+        final_state.as_ref(),
+        config.workload.producer.is_some(),
+    );
     Ok(RunResult {
         verdict,
         ops,

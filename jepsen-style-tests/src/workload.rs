@@ -8,6 +8,13 @@
 //! the library reports them: `Ok` -> ok, `Failed` -> fail, `Indeterminate`
 //! -> info; a read that returns no value is a fail (reads change nothing).
 //!
+//! With `producer` each client adds its increments through an aggregating
+//! `Producer` with a spool of its own: an increment's invoke is recorded
+//! when it is added, its completion once the producer has drained after
+//! the faults healed (ok if the producer settled every event it was given
+//! as acknowledged, else info), and the checker then requires the final
+//! totals to be exact.
+//!
 //! With `op_ids` every increment carries a fresh op id and is sent twice,
 //! the second time after the first's outcome is known, as a producer
 //! that lost an answer retries: the operation is one increment of its
@@ -19,7 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use tally_client::{new_op_id, Client, Increment, Outcome};
+use tally_client::ingest::SpoolConfig;
+use tally_client::{new_op_id, Client, Increment, Outcome, Producer, ProducerConfig};
 
 use crate::history::{History, OpKind, OpType};
 
@@ -38,6 +46,48 @@ pub struct WorkloadConfig {
     pub timeout: Duration,
     /// Increments carry op ids and are each sent twice.
     pub op_ids: bool,
+    /// Increments go through a spooling producer per client, whose spool
+    /// directories are under this one.
+    pub producer: Option<std::path::PathBuf>,
+}
+
+/// A client's producer and the increments it was given, to complete
+/// once it has drained.
+#[derive(Debug)]
+pub struct ProducerRun {
+    /// The client.
+    pub process: u32,
+    /// Its producer, still resending.
+    pub producer: Producer,
+    /// The increments added: (history op id, key, delta).
+    pub added: Vec<(u64, String, i64)>,
+}
+
+impl ProducerRun {
+    /// Waits up to `timeout` for the producer to settle everything, then
+    /// completes every increment it was given: ok if it acknowledged
+    /// every event, else info.
+    pub async fn complete(self, history: &History, timeout: Duration) {
+        let drained = self.producer.drain(timeout).await;
+        let report = self.producer.report();
+        let all = drained && report.delivered.events_acknowledged == report.events_added;
+        let (ty, error) = if all {
+            (OpType::Ok, None)
+        } else {
+            (OpType::Info, Some(format!("producer: {report:?}")))
+        };
+        for (id, key, delta) in self.added {
+            history.complete(
+                self.process,
+                id,
+                ty,
+                OpKind::Incr,
+                &key,
+                Some(delta),
+                error.clone(),
+            );
+        }
+    }
 }
 
 /// The counters' names.
@@ -52,7 +102,8 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Runs one client until `until`.
+/// Runs one client until `until`; in producer mode, returns its producer
+/// (flushed, maybe still resending) and what it was given.
 pub async fn client_loop(
     process: u32,
     client: Client,
@@ -60,7 +111,32 @@ pub async fn client_loop(
     config: WorkloadConfig,
     until: Instant,
     seed: u64,
-) {
+) -> Result<Option<ProducerRun>, String> {
+    let mut run = match &config.producer {
+        Some(dir) => {
+            let producer_config = ProducerConfig {
+                max_delay: Duration::from_millis(5),
+                max_cells: 200,
+                max_in_flight: 2,
+                retries: 3,
+                producer_id: Some(process),
+            };
+            let spool = dir.join(format!("spool-{process}"));
+            let producer = Producer::with_spool(
+                client.clone(),
+                producer_config,
+                &spool,
+                SpoolConfig::default(),
+            )
+            .map_err(|e| e.to_string())?;
+            Some(ProducerRun {
+                process,
+                producer,
+                added: Vec::new(),
+            })
+        }
+        None => None,
+    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (u64::from(process) << 32));
     let keys = key_names(config.keys.max(1));
     let interval = Duration::from_secs_f64(config.concurrency as f64 / config.rate.max(0.1));
@@ -79,6 +155,14 @@ pub async fn client_loop(
         } else {
             let delta = rng.random_range(1..=5);
             let id = history.invoke(process, OpKind::Incr, key, Some(delta));
+            if let Some(run) = &mut run {
+                run.producer
+                    .add("events", key.as_bytes(), now_ms(), delta)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                run.added.push((id, key.clone(), delta));
+                continue;
+            }
             let item = Increment {
                 namespace: "events".into(),
                 key: key.as_bytes().to_vec(),
@@ -97,6 +181,10 @@ pub async fn client_loop(
             history.complete(process, id, ty, OpKind::Incr, key, Some(delta), error);
         }
     }
+    if let Some(run) = &run {
+        run.producer.flush().await;
+    }
+    Ok(run)
 }
 
 /// The outcome of an operation sent once more, given its outcome so far

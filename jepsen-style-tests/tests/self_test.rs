@@ -89,6 +89,34 @@ fn counting_a_retried_op_id_again_is_caught() {
 }
 
 #[test]
+fn producer_sums_resent_through_kills_and_pauses_total_exactly() {
+    let (code, summary) = run(&[
+        "--time-limit",
+        "10",
+        "--nemesis",
+        "kill,pause",
+        "--producer",
+    ]);
+    assert_eq!(code, 0, "{summary}");
+}
+
+#[test]
+fn a_producer_resend_counted_again_is_caught() {
+    // Pauses make the producers' sums time out and be resent; nodes that
+    // ignore op ids count the resends, and the exact totals are off.
+    let (code, summary) = run(&[
+        "--time-limit",
+        "10",
+        "--nemesis",
+        "pause",
+        "--producer",
+        "--broken",
+        "ignore-op-ids",
+    ]);
+    assert_eq!(code, 1, "{summary}");
+}
+
+#[test]
 fn a_node_losing_unsynced_writes_converges_after_repair() {
     // Power-loss-like kills over many keys with few reads: nothing but
     // anti-entropy would bring every replica back in line.

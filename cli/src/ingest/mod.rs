@@ -10,7 +10,7 @@
 //! events, at the end of a file, and with `--follow` when the file has
 //! not grown for a moment.
 
-mod events;
+pub(crate) mod events;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -48,8 +48,9 @@ pub struct IngestArgs {
     #[arg(long)]
     pub follow: bool,
     /// Events per range: each range is spooled, checkpointed and sent as
-    /// a whole.
-    #[arg(long, default_value_t = 100_000)]
+    /// a whole. Larger ranges sum more events per cell (fewer increments,
+    /// fewer op ids) and hold more in memory.
+    #[arg(long, default_value_t = 500_000)]
     pub chunk_events: usize,
     /// The spool's budget in MiB.
     #[arg(long, default_value_t = 256)]

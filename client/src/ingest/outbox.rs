@@ -18,7 +18,7 @@
 //! (the ingestor spools every sum before its first attempt), resent until
 //! settled, and marked done in the spool when it is.
 
-use std::collections::VecDeque;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -75,9 +75,35 @@ struct Pending {
     not_before: Instant,
 }
 
+/// A sum waiting for its backoff, ordered by when it may go (soonest
+/// first in the max-heap).
+#[derive(Debug)]
+struct Waiting(Pending);
+
+impl PartialEq for Waiting {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.not_before == other.0.not_before
+    }
+}
+impl Eq for Waiting {}
+impl PartialOrd for Waiting {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Waiting {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.0.not_before.cmp(&self.0.not_before)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Queue {
+    /// Sums never sent, in order.
     ready: VecDeque<Pending>,
+    /// Sums to resend, by when (a heap: during an outage it holds every
+    /// pending sum, and a take must not scan them all).
+    waiting: BinaryHeap<Waiting>,
     /// Sums taken by workers and not yet settled or requeued.
     in_flight: usize,
     /// Sums never attempted (for the producers' back-pressure).
@@ -151,7 +177,7 @@ impl Outbox {
     /// Sums not yet settled (queued or in flight).
     pub(crate) fn unsettled(&self) -> usize {
         let queue = lock(&self.queue);
-        queue.ready.len() + queue.in_flight
+        queue.ready.len() + queue.waiting.len() + queue.in_flight
     }
 
     /// What happened so far.
@@ -162,7 +188,8 @@ impl Outbox {
     /// Sums neither settled nor in the spool (queued or in flight).
     pub(crate) fn unspooled(&self) -> usize {
         let queue = lock(&self.queue);
-        queue.ready.iter().filter(|p| !p.spooled).count() + queue.in_flight
+        let waiting = queue.waiting.iter().filter(|w| !w.0.spooled).count();
+        queue.ready.iter().filter(|p| !p.spooled).count() + waiting + queue.in_flight
     }
 
     /// Waits until `done(self)` holds, or `deadline` passed; whether it
@@ -204,24 +231,17 @@ impl Outbox {
             return Err(None);
         }
         let mut batch = Vec::new();
-        let mut rest = VecDeque::with_capacity(queue.ready.len());
-        let mut soonest: Option<Instant> = None;
-        while let Some(p) = queue.ready.pop_front() {
-            if batch.len() < self.config.batch && p.not_before <= now {
-                batch.push(p);
-            } else {
-                if p.not_before > now {
-                    soonest = Some(soonest.map_or(p.not_before, |s| s.min(p.not_before)));
-                }
-                rest.push_back(p);
-            }
-            if batch.len() == self.config.batch {
-                break;
-            }
+        // Resends whose backoff is over first (they are the oldest), then
+        // sums never sent.
+        while batch.len() < self.config.batch
+            && queue.waiting.peek().is_some_and(|w| w.0.not_before <= now)
+        {
+            batch.extend(queue.waiting.pop().map(|w| w.0));
         }
-        rest.append(&mut queue.ready);
-        queue.ready = rest;
+        let fresh = (self.config.batch - batch.len()).min(queue.ready.len());
+        batch.extend(queue.ready.drain(..fresh));
         if batch.is_empty() {
+            let soonest = queue.waiting.peek().map(|w| w.0.not_before);
             return Err(Some(
                 soonest.map_or(Duration::from_millis(200), |s| s - now),
             ));
@@ -339,7 +359,7 @@ impl Outbox {
         }
         let mut queue = lock(&self.queue);
         queue.in_flight -= n;
-        queue.ready.extend(again);
+        queue.waiting.extend(again.into_iter().map(Waiting));
         drop(queue);
         self.changed.notify_waiters();
     }

@@ -1,6 +1,8 @@
 //! `tally bench`: a closed-loop load generator (with an optional rate cap)
 //! over Zipf-distributed keys, printing throughput and latency percentiles.
 
+mod replay;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,6 +63,12 @@ pub struct BenchArgs {
     /// instead of the binary protocol.
     #[arg(long, value_name = "HOST:PORT")]
     pub http: Option<String>,
+    /// Send the events of this file (JSON lines or CSV, as `tally ingest`
+    /// reads) one increment each, in batches of `--batch`, without op ids,
+    /// until the file ends; `--duration`, `--keys` and `--zipf` are then
+    /// ignored.
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<std::path::PathBuf>,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -128,6 +136,9 @@ pub async fn run(
 ) -> Result<(), String> {
     if args.concurrency == 0 || args.batch == 0 || args.keys == 0 {
         return Err("concurrency, batch and keys must be at least 1".into());
+    }
+    if let Some(file) = &args.replay {
+        return replay::run(client, file, args, json).await;
     }
     let zipf = Arc::new(Zipf::new(args.keys, args.zipf));
     let done = Arc::new(AtomicU64::new(0));
