@@ -206,3 +206,155 @@ fn a_damaged_checkpoint_stops_ingest_with_the_file_and_offset() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_blocks_or_fails_as_configured_and_loses_nothing_accepted() {
+    let cluster = Cluster::start(3, 3, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("views.jsonl");
+    let expected = write_events(&file, 120_000, 5_000, 5);
+    let stop_all = |cluster: &Cluster, signal: &str| {
+        for i in 0..3 {
+            cluster.signal(i, signal);
+        }
+    };
+    // Fail: with nothing answering, a later range does not fit in a 2 MiB
+    // spool; the run stops with the typed error.
+    let fail_state = dir.path().join("fail");
+    let child = ingest(
+        &cluster,
+        &file,
+        &fail_state,
+        &["--spool-mib", "2", "--spool-full", "fail"],
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop_all(&cluster, "STOP");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("spool is full"), "{stderr}");
+    stop_all(&cluster, "CONT");
+    // What it accepted is in its spool and checkpoint: a second run on the
+    // same state finishes the file, and every event counts once.
+    let summary = ingest_to_end(&cluster, &file, &fail_state);
+    assert!(
+        summary["report"]["sums_recovered"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert_exact(&cluster, &expected).await;
+
+    // Block: the same over a second file, but the reader waits for room
+    // and goes on once the cluster answers again.
+    let file2 = dir.path().join("more.jsonl");
+    let more = write_events(&file2, 120_000, 5_000, 6);
+    let child = ingest(
+        &cluster,
+        &file2,
+        &dir.path().join("block"),
+        &["--spool-mib", "2"],
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop_all(&cluster, "STOP");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop_all(&cluster, "CONT");
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut both = expected;
+    for (key, (sum, events)) in more {
+        let e = both.entry(key).or_default();
+        e.0 += sum;
+        e.1 += events;
+    }
+    assert_exact(&cluster, &both).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_counts_lines_as_the_file_grows() {
+    let cluster = Cluster::start(3, 3, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("live.csv");
+    std::fs::write(&file, "ts,key,delta\n").unwrap();
+    let mut child = ingest(&cluster, &file, &dir.path().join("state"), &["--follow"]);
+    let client = cluster.client(Consistency::Quorum).await;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
+    let now = now_ms();
+    for i in 0..50 {
+        writeln!(f, "{},live-{},{}", now + i, i % 5, i).unwrap();
+        if i == 20 {
+            // Half a line, then the rest: read whole, once.
+            write!(f, "{},live-0,", now).unwrap();
+            f.flush().unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            writeln!(f, "1000").unwrap();
+        }
+        f.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // live-k holds i = k, k+5, ... and live-0 the split line's 1000 too.
+    let want = |k: i64| (0..10).map(|j| k + 5 * j).sum::<i64>() + if k == 0 { 1000 } else { 0 };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut got = Vec::new();
+        for k in 0..5 {
+            got.push(
+                client
+                    .total("events", format!("live-{k}").as_bytes())
+                    .await
+                    .unwrap()
+                    .sum,
+            );
+        }
+        if got == (0..5).map(want).collect::<Vec<_>>() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "totals {got:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "--follow keeps running"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_replayed_from_its_start_counts_once() {
+    let cluster = Cluster::start(3, 3, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("views.jsonl");
+    let expected = write_events(&file, 30_000, 500, 9);
+    let state = dir.path().join("state");
+    for run in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+            .arg(format!("--addr={}", cluster.addrs.join(",")))
+            .args([
+                "--json",
+                "ingest",
+                "-",
+                "--source-name",
+                "views",
+                "--state-dir",
+            ])
+            .arg(&state)
+            .stdin(std::fs::File::open(&file).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let read = if run == 0 { 30_000 } else { 0 };
+        assert_eq!(summary["events_read"], read, "run {run}: {summary}");
+    }
+    assert_exact(&cluster, &expected).await;
+}

@@ -105,6 +105,13 @@ struct Segment {
     bytes: u64,
     /// Pending sums whose newest copy is in this segment.
     live: usize,
+    /// Their bytes, about (what copying them forward would write).
+    live_bytes: u64,
+}
+
+/// About what a sum takes in a record.
+fn sum_bytes(sum: &Sum) -> u64 {
+    (40 + sum.namespace.len() + sum.key.len()) as u64
 }
 
 /// The spool of one producer (one directory; one process at a time).
@@ -164,11 +171,13 @@ impl Spool {
                 path,
                 bytes,
                 live: 0,
+                live_bytes: 0,
             });
         }
-        for (_, seg) in replay.pending.values() {
+        for (sum, seg) in replay.pending.values() {
             if let Some(s) = segments.iter_mut().find(|s| s.seq == *seg) {
                 s.live += 1;
+                s.live_bytes += sum_bytes(sum);
             }
         }
         let file = match segments.back() {
@@ -228,7 +237,7 @@ impl Spool {
         let record = encode_add(range, sums);
         let wanted = record.len() as u64;
         if self.bytes() + wanted > self.config.max_bytes {
-            self.compact(true)?;
+            self.compact()?;
             let used = self.bytes();
             if used + wanted > self.config.max_bytes {
                 return Err(SpoolError::Full {
@@ -264,9 +273,10 @@ impl Spool {
         // Written even past the budget: it is what frees room.
         self.write(&encode_done(&ids))?;
         for id in ids {
-            if let Some((_, seq)) = self.pending.remove(&id) {
+            if let Some((sum, seq)) = self.pending.remove(&id) {
                 if let Some(s) = self.segments.iter_mut().find(|s| s.seq == seq) {
                     s.live -= 1;
+                    s.live_bytes -= sum_bytes(&sum);
                 }
             }
         }
@@ -276,7 +286,7 @@ impl Spool {
             self.roll()?;
             self.drop_empty_front()?;
         } else if self.bytes() > self.config.max_bytes / 2 {
-            self.compact(false)?;
+            self.compact()?;
         }
         Ok(())
     }
@@ -286,14 +296,16 @@ impl Spool {
     }
 
     fn track(&mut self, sum: Sum, seq: u64) {
-        let id = sum.op_id;
+        let (id, bytes) = (sum.op_id, sum_bytes(&sum));
         if let Some((_, old)) = self.pending.insert(id, (sum, seq)) {
             if let Some(s) = self.segments.iter_mut().find(|s| s.seq == old) {
                 s.live -= 1;
+                s.live_bytes -= bytes;
             }
         }
         if let Some(s) = self.segments.iter_mut().find(|s| s.seq == seq) {
             s.live += 1;
+            s.live_bytes += bytes;
         }
     }
 
@@ -349,21 +361,17 @@ impl Spool {
         Ok(())
     }
 
-    /// Copies the oldest segment's pending sums into the newest one, so
-    /// that it can be deleted (`all`: every older segment, to make room).
-    fn compact(&mut self, all: bool) -> Result<(), SpoolError> {
-        loop {
-            if self.segments.len() < 2 {
-                // The one segment is the current one: start another so
-                // that it can be emptied.
-                if !all || self.pending.is_empty() {
-                    return Ok(());
-                }
-                self.roll()?;
-            }
-            let Some(oldest) = self.segments.front().map(|s| s.seq) else {
+    /// Copies the pending sums of the oldest segments into the newest one
+    /// and deletes them, while that frees more than it writes (a segment
+    /// at most half live). Only segments older than the newest one at the
+    /// start are taken, so the copies are never copied again here.
+    fn compact(&mut self) -> Result<(), SpoolError> {
+        let current = self.current_seq();
+        while let Some(front) = self.segments.front() {
+            if front.seq >= current || front.live_bytes * 2 > front.bytes {
                 return Ok(());
-            };
+            }
+            let oldest = front.seq;
             let mut moving: Vec<Sum> = self
                 .pending
                 .values()
@@ -372,18 +380,18 @@ impl Spool {
                 .collect();
             moving.sort_by_key(|s| s.op_id);
             if !moving.is_empty() {
-                let record = encode_add(None, &moving);
-                self.write(&record)?;
+                self.write(&encode_add(None, &moving))?;
                 let seq = self.current_seq();
                 for sum in moving {
                     self.track(sum, seq);
                 }
             }
             self.drop_empty_front()?;
-            if !all || self.segments.len() < 2 {
+            if self.segments.front().map(|s| s.seq) == Some(oldest) {
                 return Ok(());
             }
         }
+        Ok(())
     }
 }
 
@@ -403,6 +411,7 @@ fn create_segment(dir: &Path, seq: u64) -> Result<(Segment, File), SpoolError> {
             path,
             bytes: HEADER.len() as u64,
             live: 0,
+            live_bytes: 0,
         },
         file,
     ))
@@ -684,6 +693,38 @@ mod tests {
         let (spool, _) = open(dir.path(), 4096);
         assert_eq!(spool.pending_len(), n as usize, "every accepted sum kept");
         assert!(!spool.pending().contains(&sum(n)));
+    }
+
+    /// Spread over many segments: a full spool of pending sums refuses at
+    /// once (copying them forward would free nothing), and once most are
+    /// done the room comes back.
+    #[test]
+    fn room_comes_from_done_sums_not_from_copying_pending_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = open(dir.path(), 512 << 10);
+        let batch = |r: u32| -> Vec<Sum> { (r * 1_000..(r + 1) * 1_000).map(sum).collect() };
+        let mut r = 0;
+        while spool.append(None, &batch(r)).is_ok() {
+            r += 1;
+        }
+        assert!(r >= 6, "{r} batches before the spool was full");
+        assert!(matches!(
+            spool.append(None, &batch(r)),
+            Err(SpoolError::Full { .. })
+        ));
+        // All but the last batch done: their segments go, with the copies
+        // of the few pending sums among them.
+        for done in 0..r - 1 {
+            let ids: Vec<u128> = batch(done).iter().map(|s| s.op_id).collect();
+            spool.done(&ids).unwrap();
+        }
+        for more in r..r + 3 {
+            spool.append(None, &batch(more)).unwrap();
+        }
+        assert!(spool.bytes() <= 512 << 10);
+        drop(spool);
+        let (spool, _) = open(dir.path(), 512 << 10);
+        assert_eq!(spool.pending_len(), 4_000);
     }
 
     #[test]
