@@ -43,7 +43,6 @@ pub struct RoutingTable {
     pub ranges: Vec<RoutingRange>,
 }
 
-/// Most replicas one range may list.
 /// Most replicas one range may list on the wire.
 pub const MAX_REPLICAS: usize = 16;
 

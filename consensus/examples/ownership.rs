@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use tally_consensus::{ClusterState, Command, HostId};
 
 fn grow(state: &mut ClusterState, rng: &mut rand::rngs::StdRng) {
-    let tokens = state.allocate_tokens(16, rng);
+    let tokens = state.allocate_tokens(16, None, rng);
     let host = state.next_host_id.max(1);
     let command = if state.cluster_name.is_none() {
         Command::Bootstrap {

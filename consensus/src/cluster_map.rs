@@ -24,6 +24,8 @@ pub struct Member {
     pub address: String,
     /// The member's tokens.
     pub tokens: Vec<Token>,
+    /// Its rack: replicas are placed across racks when members have them.
+    pub rack: Option<String>,
 }
 
 /// Why a cluster map cannot be built.
@@ -111,7 +113,7 @@ impl ClusterMap {
                 return Err(MapError::Duplicate(format!("host id {}", m.host_id.0)));
             }
         }
-        let ring = Ring::new(by_id.values().map(|m| (m.host_id, m.tokens.clone())));
+        let ring = ring_of(by_id.values());
         let placement = ring
             .ranges(replication_factor)
             .into_iter()
@@ -151,7 +153,7 @@ impl ClusterMap {
         for m in &next {
             self.members.entry(m.host_id).or_insert_with(|| m.clone());
         }
-        let next_ring = Ring::new(next.iter().map(|m| (m.host_id, m.tokens.clone())));
+        let next_ring = ring_of(next.iter());
         if next_ring == self.ring || next_ring.is_empty() {
             return self;
         }
@@ -205,6 +207,7 @@ impl ClusterMap {
             let ring = Ring::new(assigned.clone());
             let tokens = token_allocator::replication_aware(
                 &ring,
+                &[],
                 *host,
                 vnodes.max(1),
                 replication_factor.max(1),
@@ -215,6 +218,7 @@ impl ClusterMap {
                 host_id: *host,
                 address: address.clone(),
                 tokens,
+                rack: None,
             });
         }
         ClusterMap::new(epoch, replication_factor, out)
@@ -298,6 +302,12 @@ impl ClusterMap {
     }
 }
 
+/// The ring of `members`, placing by their racks.
+fn ring_of<'a>(members: impl Iterator<Item = &'a Member> + Clone) -> Ring {
+    Ring::new(members.clone().map(|m| (m.host_id, m.tokens.clone())))
+        .with_racks(members.map(|m| (m.host_id, m.rack.clone())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +326,38 @@ mod tests {
         let b = ClusterMap::allocate(1, 3, 16, &shuffled, 42).unwrap();
         assert_eq!(a.ring(), b.ring());
         assert_eq!(a.ring().tokens().len(), 5 * 16);
+    }
+
+    #[test]
+    fn members_with_racks_get_one_replica_per_rack_now_and_while_a_node_joins() {
+        let racked = |map: &ClusterMap| -> Vec<Member> {
+            map.members()
+                .cloned()
+                .map(|m| Member {
+                    rack: Some(format!("rack-{}", m.host_id.0 % 3)),
+                    ..m
+                })
+                .collect()
+        };
+        let six = ClusterMap::allocate(1, 3, 16, &members(6), 9).unwrap();
+        let map = ClusterMap::new(1, 3, racked(&six)).unwrap();
+        let seven = ClusterMap::allocate(1, 3, 16, &members(7), 9).unwrap();
+        let joining = map.clone().with_next(racked(&seven));
+        for map in [&map, &joining] {
+            for range in map.ranges() {
+                let mut racks: Vec<u64> = range.replicas.iter().map(|h| h.0 % 3).collect();
+                racks.sort_unstable();
+                assert_eq!(racks, vec![0, 1, 2], "{range:?}");
+            }
+        }
+        // The next ring's replicas are rack-spread too: after the join,
+        // each range's natural and pending replicas cover its new owners.
+        let after = ClusterMap::new(2, 3, racked(&seven)).unwrap();
+        for range in after.ranges() {
+            let mut now: Vec<HostId> = joining.replicas(range.end).to_vec();
+            now.extend(joining.pending(range.end));
+            assert!(range.replicas.iter().all(|h| now.contains(h)), "{range:?}");
+        }
     }
 
     #[test]

@@ -377,16 +377,27 @@ impl ClusterState {
     /// Tokens for the next member to join: the replication-aware
     /// allocator over the members that own tokens (run by the proposer,
     /// so that applying the join stays deterministic).
-    pub fn allocate_tokens(&self, vnodes: usize, rng: &mut impl rand::Rng) -> Vec<u64> {
-        let ring = crate::ring::Ring::new(
+    pub fn allocate_tokens(
+        &self,
+        vnodes: usize,
+        rack: Option<&str>,
+        rng: &mut impl rand::Rng,
+    ) -> Vec<u64> {
+        let host = HostId(self.next_host_id.max(1));
+        let present = || {
             self.members
                 .iter()
                 .filter(|(_, m)| m.state != MemberState::Left)
-                .map(|(id, m)| (HostId(*id), m.tokens.clone())),
-        );
+        };
+        let ring = crate::ring::Ring::new(present().map(|(id, m)| (HostId(*id), m.tokens.clone())));
+        let racks: Vec<(HostId, Option<String>)> = present()
+            .map(|(id, m)| (HostId(*id), m.rack.clone()))
+            .chain([(host, rack.map(str::to_owned))])
+            .collect();
         crate::token_allocator::replication_aware(
             &ring,
-            HostId(self.next_host_id.max(1)),
+            &racks,
+            host,
             vnodes.max(1),
             self.replication_factor.max(1),
             rng,
@@ -451,6 +462,7 @@ impl ClusterState {
                     host_id: HostId(*id),
                     address: m.address.clone(),
                     tokens: m.tokens.clone(),
+                    rack: m.rack.clone(),
                 })
                 .collect()
         };

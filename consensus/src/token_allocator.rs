@@ -39,14 +39,20 @@ pub fn spread(ring: &Ring, rf: usize) -> f64 {
 }
 
 /// Tokens for `host` joining `ring`, chosen to keep replicated ownership
-/// even for replication factor `rf`.
+/// even for replication factor `rf`. `racks` names every node's rack,
+/// `host`'s included (empty: no racks): ownership is judged on the ring
+/// as it places replicas, across racks when there are racks.
 pub fn replication_aware(
     ring: &Ring,
+    racks: &[(HostId, Option<String>)],
     host: HostId,
     vnodes: usize,
     rf: usize,
     rng: &mut impl Rng,
 ) -> Vec<Token> {
+    let placed = |assignments: Vec<(HostId, Vec<Token>)>| {
+        Ring::new(assignments).with_racks(racks.iter().cloned())
+    };
     if ring.is_empty() {
         return spaced(rng, vnodes);
     }
@@ -79,7 +85,7 @@ pub fn replication_aware(
                 if let Some((_, ts)) = trial.last_mut() {
                     ts.push(candidate);
                 }
-                let score = spread(&Ring::new(trial), rf);
+                let score = spread(&placed(trial), rf);
                 if best.is_none_or(|(s, _)| score < s) {
                     best = Some((score, candidate));
                 }
@@ -140,7 +146,7 @@ mod tests {
         let rf = 3;
         for nodes in [3u64, 10, 30] {
             let aware = grow(nodes, &|ring, h, rng| {
-                replication_aware(ring, h, 16, rf, rng)
+                replication_aware(ring, &[], h, 16, rf, rng)
             });
             let random256 = grow(nodes, &|_, _, rng| random(rng, 256));
             let random16 = grow(nodes, &|_, _, rng| random(rng, 16));
@@ -164,12 +170,18 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         let mut assignments = Vec::new();
         for h in 0..3u64 {
-            let tokens =
-                replication_aware(&Ring::new(assignments.clone()), HostId(h), 16, rf, &mut rng);
+            let tokens = replication_aware(
+                &Ring::new(assignments.clone()),
+                &[],
+                HostId(h),
+                16,
+                rf,
+                &mut rng,
+            );
             assignments.push((HostId(h), tokens));
         }
         let before = Ring::new(assignments.clone());
-        let tokens = replication_aware(&before, HostId(3), 16, rf, &mut rng);
+        let tokens = replication_aware(&before, &[], HostId(3), 16, rf, &mut rng);
         assignments.push((HostId(3), tokens));
         let after = Ring::new(assignments);
         let share = moved(&before, &after, rf);

@@ -420,9 +420,10 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
         let topology = topology.clone();
         let cluster_name = config.cluster.name.clone();
         let rf = config.cluster.replication_factor;
+        let rack = config.cluster.rack.clone();
         tokio::spawn(async move {
             if init {
-                if let Err(e) = topology.bootstrap(&cluster_name, rf).await {
+                if let Err(e) = topology.bootstrap(&cluster_name, rf, rack).await {
                     tracing::error!(error = %e, "bootstrap failed");
                 }
             } else {

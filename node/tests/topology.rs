@@ -1,7 +1,8 @@
 //! Topology changes through the Raft-agreed metadata, on real processes
 //! over TCP: bootstrap, joins under load, removenode of a killed node,
-//! decommission, serialized joins, and the refusals (wrong cluster, a
-//! removed host id, too few nodes to leave).
+//! decommission, serialized joins, racks (one replica per rack; a rack
+//! lost under load), and the refusals (wrong cluster, a removed host id,
+//! too few nodes to leave).
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
@@ -83,8 +84,15 @@ async fn bootstrap(root: &Path, rf: usize) -> (NodeProcess, String) {
 
 /// Starts a joining node; waits until it is normal in `seed`'s metadata.
 async fn join(dir: &Path, seed: &str, expect_host: u64) -> NodeProcess {
+    join_with(dir, seed, expect_host, &[]).await
+}
+
+/// [`join`] with more flags.
+async fn join_with(dir: &Path, seed: &str, expect_host: u64, extra: &[&str]) -> NodeProcess {
     let a = addr();
-    let node = NodeProcess::start_with(dir, &a, &args(&["--seed", seed]));
+    let mut flags = args(&["--seed", seed]);
+    flags.extend(args(extra));
+    let node = NodeProcess::start_with(dir, &a, &flags);
     wait_state(seed, expect_host, "normal").await;
     node
 }
@@ -239,6 +247,107 @@ async fn the_ring_grows_and_shrinks_under_load_without_losing_or_doubling_counts
     let v = view(&a1).await;
     assert_eq!(v.voters, vec![1, 2, 4]);
     drop((n1, n2, n4));
+}
+
+/// Six nodes in three racks (host `h` in rack `r{(h-1) % 3}`), RF 3: every
+/// range has one replica per rack, so with both nodes of one rack killed
+/// (kill -9) under load, QUORUM writes and reads go on, and once the rack
+/// is back every count is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rack_lost_under_load_costs_no_quorum_and_no_count() {
+    let root = tempfile::tempdir().unwrap();
+    let rack = |h: u64| format!("r{}", (h - 1) % 3);
+    let a1 = addr();
+    let n1 = NodeProcess::start_with(
+        &root.path().join("n1"),
+        &a1,
+        &args(&["--init", "--replication-factor", "3", "--rack", &rack(1)]),
+    );
+    wait_state(&a1, 1, "normal").await;
+    let mut nodes = vec![Some(n1)];
+    for h in 2..=6u64 {
+        let dir = root.path().join(format!("n{h}"));
+        nodes.push(Some(join_with(&dir, &a1, h, &["--rack", &rack(h)]).await));
+    }
+    let addrs: Vec<String> = nodes.iter().flatten().map(|n| n.addr.clone()).collect();
+    wait_state(&addrs[5], 6, "normal").await;
+    let client = Client::connect(ClientConfig::with_seeds(addrs.clone()))
+        .await
+        .unwrap();
+    let table = client.refresh_routing().await.unwrap();
+    assert_eq!(table.nodes.len(), 6);
+    // Each rack holds one copy of everything, split between its two
+    // nodes: the allocator chose the joiners' tokens on the rack-aware
+    // ring (a rack-blind allocator left 0.29-0.71).
+    let owns: Vec<f64> = view(&addrs[5])
+        .await
+        .members
+        .iter()
+        .map(|m| m.ownership)
+        .collect();
+    assert!(
+        owns.iter().all(|o| (0.4..0.6).contains(o)),
+        "ownership {owns:?}"
+    );
+    for range in &table.ranges {
+        let mut racks: Vec<String> = range.replicas.iter().map(|&h| rack(h)).collect();
+        racks.sort();
+        assert_eq!(
+            racks,
+            ["r0", "r1", "r2"],
+            "range ending {}: {:?}",
+            range.end_token,
+            range.replicas
+        );
+    }
+
+    // Load through the nodes of racks r0 and r1; then rack r2 (hosts 3
+    // and 6) dies.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let survivors = [0, 1, 3, 4].map(|i| addrs[i].clone());
+    let load_client = Client::connect(ClientConfig::with_seeds(survivors))
+        .await
+        .unwrap();
+    let load = start_load(load_client, stop.clone(), ledger.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = ledger.lock().unwrap().failed;
+    for i in [2, 5] {
+        nodes[i].as_mut().unwrap().kill9();
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let acked_while_down: i64 = {
+        let l = ledger.lock().unwrap();
+        l.acked.values().sum()
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    {
+        let l = ledger.lock().unwrap();
+        assert!(
+            l.acked.values().sum::<i64>() > acked_while_down,
+            "QUORUM writes stopped with a rack down"
+        );
+        assert_eq!(l.failed, before, "writes failed with one rack down");
+    }
+    let reader = Client::connect(ClientConfig::with_seeds([addrs[0].clone()]))
+        .await
+        .unwrap();
+    reader.total("events", b"k1").await.unwrap();
+
+    // The rack comes back; hints catch it up.
+    for i in [2, 5] {
+        let dir = nodes[i].take().unwrap().dir.clone();
+        nodes[i] = Some(NodeProcess::start_with(&dir, &addrs[i], &[]));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    let ledger = Arc::try_unwrap(ledger).ok().unwrap().into_inner().unwrap();
+    for a in &addrs {
+        check_totals(a, &ledger).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

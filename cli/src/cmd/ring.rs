@@ -1,5 +1,7 @@
 //! `tally ring`: the token ranges and their replicas, as the routing
-//! table says.
+//! table says, each replica with its rack when the cluster has racks.
+
+use std::collections::BTreeMap;
 
 use crate::args::Cli;
 use crate::output::print_json;
@@ -11,6 +13,16 @@ pub async fn run(cli: &Cli) -> Result<(), String> {
     if cli.json {
         print_json(table.as_ref());
     } else {
+        // Racks live in the metadata (a cluster started with `--members`
+        // has none, and a token may not read it): shown when known.
+        let racks: BTreeMap<u64, String> = match super::topology::cluster(&client).await {
+            Ok(Some(view)) => view
+                .members
+                .into_iter()
+                .filter_map(|m| m.rack.map(|r| (m.host_id, r)))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
         println!(
             "epoch {}, replication factor {}, {} nodes, {} ranges",
             table.epoch,
@@ -31,7 +43,14 @@ pub async fn run(cli: &Cli) -> Result<(), String> {
             } else {
                 width as f64 / 2f64.powi(64) * 100.0
             };
-            let replicas: Vec<String> = r.replicas.iter().map(u64::to_string).collect();
+            let replicas: Vec<String> = r
+                .replicas
+                .iter()
+                .map(|h| match racks.get(h) {
+                    Some(rack) => format!("{h} ({rack})"),
+                    None => h.to_string(),
+                })
+                .collect();
             println!(
                 "{:<22} {:>7.2}%  {}",
                 r.end_token,

@@ -13,11 +13,12 @@ use super::{Topology, ADMIN_TIMEOUT, LEADER_WAIT};
 
 impl Topology {
     /// Bootstraps a new cluster whose first member is this node (host id
-    /// 1). Does nothing if the metadata already has a cluster.
+    /// 1, in `rack`). Does nothing if the metadata already has a cluster.
     pub async fn bootstrap(
         &self,
         cluster_name: &str,
         replication_factor: usize,
+        rack: Option<String>,
     ) -> Result<(), String> {
         if self.group.state().cluster_name.is_some() {
             return Ok(());
@@ -26,12 +27,13 @@ impl Topology {
         if voters.is_empty() {
             self.group.initialize(&self.ctx.address).await?;
         }
-        let tokens = ClusterState::default().allocate_tokens(self.vnodes, &mut rand::rng());
+        let tokens =
+            ClusterState::default().allocate_tokens(self.vnodes, rack.as_deref(), &mut rand::rng());
         let command = Command::Bootstrap {
             cluster_name: cluster_name.to_owned(),
             replication_factor,
             address: self.ctx.address.clone(),
-            rack: None,
+            rack,
             tokens,
         };
         let started = Instant::now();

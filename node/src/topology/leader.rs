@@ -68,7 +68,7 @@ impl Topology {
                         host_id: Some(*id),
                     };
                 }
-                let tokens = state.allocate_tokens(self.vnodes, &mut rand::rng());
+                let tokens = state.allocate_tokens(self.vnodes, rack.as_deref(), &mut rand::rng());
                 reply_of(
                     self.group
                         .propose(Command::Join {
