@@ -120,6 +120,7 @@ pub async fn client_loop(
                 max_in_flight: 2,
                 retries: 3,
                 producer_id: Some(process),
+                ..ProducerConfig::default()
             };
             let spool = dir.join(format!("spool-{process}"));
             let producer = Producer::with_spool(

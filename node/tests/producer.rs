@@ -26,6 +26,7 @@ fn config() -> ProducerConfig {
         max_in_flight: 2,
         retries: 3,
         producer_id: None,
+        ..ProducerConfig::default()
     }
 }
 
@@ -217,5 +218,60 @@ async fn spooled_sums_outlive_the_producer_and_count_once() {
             .await
             .unwrap();
         assert_eq!((total.sum, total.count), (50, 25), "k{k}");
+    }
+}
+
+/// The node is down (kill -9) for longer than its op-id window (6 s
+/// here): the producer's sums, refused at every attempt, wait in its
+/// spool, and get new op ids before theirs expire (after 2 s here), so
+/// when the node returns they count once, none reported expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sums_never_applied_outlive_the_op_id_window_under_new_ids() {
+    use tally_client::ingest::SpoolConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let node_dir = dir.path().join("node");
+    let flags = ["--durability", "sync", "--set", "limits.op_window.span_s=6"].map(String::from);
+    let mut node = NodeProcess::start_with(&node_dir, &addr, &flags);
+    let mut client_config = tally_client::ClientConfig::with_seeds([addr.clone()]);
+    client_config.request_timeout = Duration::from_millis(500);
+    let client = tally_client::Client::connect(client_config).await.unwrap();
+    let producer_config = ProducerConfig {
+        op_id_reissue_after: Duration::from_secs(2),
+        ..config()
+    };
+    let spool = dir.path().join("spool");
+    let producer =
+        Producer::with_spool(client, producer_config, &spool, SpoolConfig::default()).unwrap();
+    node.kill9();
+    let at = now_ms();
+    for i in 0..300 {
+        producer
+            .add("events", format!("k{}", i % 10).as_bytes(), at, 1)
+            .await
+            .unwrap();
+    }
+    let report = producer.flush().await;
+    assert_eq!(report.delivered.events_spooled, 300, "{report:?}");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let node = NodeProcess::start_with(&node_dir, &addr, &flags);
+    assert!(
+        producer.drain(Duration::from_secs(30)).await,
+        "the spool never drained"
+    );
+    let report = producer.report();
+    assert_eq!(report.delivered.events_acknowledged, 300, "{report:?}");
+    assert_eq!(report.delivered.events_expired, 0, "{report:?}");
+    let reader = node.client().await;
+    for k in 0..10 {
+        assert_eq!(
+            reader
+                .total("events", format!("k{k}").as_bytes())
+                .await
+                .unwrap()
+                .sum,
+            30,
+            "k{k}"
+        );
     }
 }

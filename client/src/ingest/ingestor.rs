@@ -77,6 +77,9 @@ pub struct IngestorConfig {
     /// Sums committed and never sent yet, at most: a commit beyond it
     /// waits (back-pressure when the cluster is slower than the reader).
     pub max_unsent: usize,
+    /// A sum no attempt can have applied gets a new op id once its own
+    /// is this old; keep it below the nodes' op-id window.
+    pub op_id_reissue_after: Duration,
 }
 
 impl Default for IngestorConfig {
@@ -89,6 +92,7 @@ impl Default for IngestorConfig {
             batch: 5_000,
             workers: 4,
             max_unsent: 100_000,
+            op_id_reissue_after: Duration::from_secs(300),
         }
     }
 }
@@ -224,6 +228,7 @@ impl Ingestor {
                 batch: config.batch,
                 workers: config.workers,
                 retries: 0,
+                reissue_after: config.op_id_reissue_after,
             },
             Some(spool.clone()),
         );
@@ -239,7 +244,7 @@ impl Ingestor {
             recovered,
             report: Mutex::new(report),
         };
-        ingestor.outbox.push(left, true);
+        ingestor.outbox.push(left, true, true);
         Ok(ingestor)
     }
 
@@ -309,7 +314,7 @@ impl Ingestor {
             report.events_committed += events;
             report.sums_committed += sums.len() as u64;
         }
-        self.outbox.push(sums, true);
+        self.outbox.push(sums, true, false);
         Ok(())
     }
 

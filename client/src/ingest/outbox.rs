@@ -12,6 +12,11 @@
 //! fate is then unknown, and it is reported as expired, never sent again
 //! under a new id.
 //!
+//! A sum no attempt can have applied (every answer so far a certain
+//! refusal, or no node reachable) gets a new op id once its own is
+//! `reissue_after` old, so a long outage does not expire sums the cluster
+//! never saw; one that may have been applied keeps its id to the end.
+//!
 //! Without a spool a sum is given up after the producer's `retries`
 //! (failed, or indeterminate if an attempt may have applied it). With
 //! one, a sum not settled at its first attempt is written to the spool
@@ -30,6 +35,7 @@ use super::sums::Sum;
 use crate::client::{Client, Outcome};
 use crate::error::{ClientError, ErrorCode};
 use crate::message::MAX_BATCH_ITEMS;
+use crate::op_id::{now_ms, op_id_at, op_id_made_ms};
 
 /// How an outbox sends.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +46,10 @@ pub(crate) struct OutboxConfig {
     pub workers: usize,
     /// Without a spool: resends before a sum is given up.
     pub retries: u32,
+    /// A sum never possibly applied whose op id is this old gets a new
+    /// one (less than the nodes' op-id window, so that a long outage does
+    /// not expire sums the cluster never saw).
+    pub reissue_after: Duration,
 }
 
 /// What became of the events handed to an outbox.
@@ -150,8 +160,10 @@ impl Outbox {
         outbox
     }
 
-    /// Queues sums to send; `spooled`: they are in the spool already.
-    pub(crate) fn push(&self, sums: Vec<Sum>, spooled: bool) {
+    /// Queues sums to send; `spooled`: they are in the spool already;
+    /// `maybe_sent`: an earlier process may have sent them (recovered from
+    /// a spool), so their ids are never reissued.
+    pub(crate) fn push(&self, sums: Vec<Sum>, spooled: bool, maybe_sent: bool) {
         if sums.is_empty() {
             return;
         }
@@ -162,7 +174,7 @@ impl Outbox {
             sum,
             spooled,
             attempts: 0,
-            maybe_applied: false,
+            maybe_applied: maybe_sent,
             not_before: now,
         }));
         drop(queue);
@@ -321,6 +333,7 @@ impl Outbox {
                 again.push(p);
             }
         }
+        self.reissue(&mut again).await;
         if !to_spool.is_empty() {
             let sums: Vec<Sum> = to_spool.iter().map(|p| p.sum.clone()).collect();
             match self
@@ -362,6 +375,51 @@ impl Outbox {
         queue.waiting.extend(again.into_iter().map(Waiting));
         drop(queue);
         self.changed.notify_waiters();
+    }
+
+    /// Gives a new op id to each of `pending` that no attempt can have
+    /// applied and whose id is `reissue_after` old: resent under its old
+    /// id it would be refused as expired once the window passed, though
+    /// the cluster never counted it. Spooled sums change ids in the spool
+    /// first, in one record; if that fails they keep the old ones.
+    async fn reissue(&self, pending: &mut [Pending]) {
+        let now = now_ms();
+        let after = self.config.reissue_after.as_millis() as i64;
+        let due: Vec<usize> = (0..pending.len())
+            .filter(|&i| {
+                let p = &pending[i];
+                !p.maybe_applied && now - op_id_made_ms(p.sum.op_id) >= after
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let renamed: Vec<Sum> = due
+            .iter()
+            .map(|&i| Sum {
+                op_id: op_id_at(now),
+                ..pending[i].sum.clone()
+            })
+            .collect();
+        let spooled: Vec<(u128, Sum)> = due
+            .iter()
+            .zip(&renamed)
+            .filter(|(&i, _)| pending[i].spooled)
+            .map(|(&i, s)| (pending[i].sum.op_id, s.clone()))
+            .collect();
+        if !spooled.is_empty() {
+            if let Err(e) = self.spool_call(move |spool| spool.reissue(&spooled)).await {
+                tracing::warn!(error = %e, "could not give spooled sums new op ids");
+                return;
+            }
+        }
+        tracing::info!(
+            sums = due.len(),
+            "sums never applied got new op ids before theirs expired"
+        );
+        for (i, sum) in due.into_iter().zip(renamed) {
+            pending[i].sum = sum;
+        }
     }
 
     /// Runs `f` on the spool off the async workers (it fsyncs).

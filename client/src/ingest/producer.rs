@@ -62,6 +62,10 @@ pub struct ProducerConfig {
     /// Names this producer in its op ids (random if `None`); two
     /// producers running at once must not share one.
     pub producer_id: Option<u32>,
+    /// A sum no attempt can have applied gets a new op id once its own
+    /// is this old; keep it below the nodes' op-id window (10 minutes by
+    /// default).
+    pub op_id_reissue_after: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -72,6 +76,7 @@ impl Default for ProducerConfig {
             max_in_flight: 4,
             retries: 3,
             producer_id: None,
+            op_id_reissue_after: Duration::from_secs(300),
         }
     }
 }
@@ -151,7 +156,7 @@ impl Producer {
         let (spool, _) = Spool::open(dir, spool)?;
         let left = spool.pending();
         let producer = Producer::start(client, config, Some(Arc::new(Mutex::new(spool))));
-        producer.shared.outbox.push(left, true);
+        producer.shared.outbox.push(left, true, true);
         Ok(producer)
     }
 
@@ -168,6 +173,7 @@ impl Producer {
                 batch: config.max_cells,
                 workers: config.max_in_flight,
                 retries: config.retries,
+                reissue_after: config.op_id_reissue_after,
             },
             spool,
         );
@@ -312,6 +318,6 @@ impl Shared {
                 })
                 .collect()
         };
-        self.outbox.push(sums, false);
+        self.outbox.push(sums, false, false);
     }
 }

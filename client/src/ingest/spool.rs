@@ -13,8 +13,8 @@
 //! On disk: a directory of segment files `spool-NNNNNNNNNN.log`, each an
 //! 8-byte header and records `[len u32][crc32 u32][payload]`, little
 //! endian. A record adds sums (with the source range they cover, if
-//! any), marks sums done by op id, or carries a source's high-water
-//! offset forward into a new segment. Every append is fsynced before it
+//! any), marks sums done by op id, gives sums new op ids, or carries a
+//! source's high-water offset forward into a new segment. Every append is fsynced before it
 //! returns. A segment is deleted once it and every older one hold no
 //! pending sum (so a "done" is never lost while the sum it cancels is
 //! still on disk); when the spool passes half its budget, the oldest
@@ -38,6 +38,7 @@ const HEADER: &[u8; 8] = b"TSPOOL01";
 const ADD: u8 = 1;
 const DONE: u8 = 2;
 const WATER: u8 = 3;
+const REISSUE: u8 = 4;
 /// A record's payload is at most this long (a batch of sums is far less).
 const MAX_RECORD_BYTES: usize = 256 << 20;
 
@@ -291,6 +292,39 @@ impl Spool {
         Ok(())
     }
 
+    /// Replaces pending sums by the same sums under new op ids, durably
+    /// and in one record (a crash leaves either all old ids or all new
+    /// ones): `(old op id, sum with its new id)`. For sums certainly never
+    /// applied whose old ids would soon expire.
+    pub fn reissue(&mut self, pairs: &[(u128, Sum)]) -> Result<(), SpoolError> {
+        let pairs: Vec<&(u128, Sum)> = pairs
+            .iter()
+            .filter(|(old, _)| self.pending.contains_key(old))
+            .collect();
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let mut p = vec![REISSUE];
+        p.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+        for (old, sum) in &pairs {
+            p.extend_from_slice(&old.to_le_bytes());
+            put_sum(&mut p, sum);
+        }
+        // Written even past the budget: it takes the room it replaces.
+        self.write(&frame(p))?;
+        let seq = self.current_seq();
+        for (old, sum) in pairs {
+            if let Some((gone, at)) = self.pending.remove(old) {
+                if let Some(s) = self.segments.iter_mut().find(|s| s.seq == at) {
+                    s.live -= 1;
+                    s.live_bytes -= sum_bytes(&gone);
+                }
+            }
+            self.track(sum.clone(), seq);
+        }
+        self.drop_empty_front()
+    }
+
     fn current_seq(&self) -> u64 {
         self.segments.back().map_or(0, |s| s.seq)
     }
@@ -510,14 +544,15 @@ impl Replay {
                     *w = (*w).max(end);
                 }
                 for _ in 0..r.u32()? {
-                    let sum = Sum {
-                        namespace: r.string()?,
-                        key: r.bytes()?.to_vec(),
-                        minute_ms: r.u64()? as i64,
-                        delta: r.u64()? as i64,
-                        events: r.u32()?,
-                        op_id: r.u128()?,
-                    };
+                    let sum = r.sum()?;
+                    self.pending.insert(sum.op_id, (sum, seq));
+                }
+            }
+            REISSUE => {
+                for _ in 0..r.u32()? {
+                    let old = r.u128()?;
+                    let sum = r.sum()?;
+                    self.pending.remove(&old);
                     self.pending.insert(sum.op_id, (sum, seq));
                 }
             }
@@ -571,14 +606,18 @@ fn encode_add(range: Option<&SourceRange>, sums: &[Sum]) -> Vec<u8> {
     }
     p.extend_from_slice(&(sums.len() as u32).to_le_bytes());
     for s in sums {
-        put_bytes(&mut p, s.namespace.as_bytes());
-        put_bytes(&mut p, &s.key);
-        p.extend_from_slice(&s.minute_ms.to_le_bytes());
-        p.extend_from_slice(&s.delta.to_le_bytes());
-        p.extend_from_slice(&s.events.to_le_bytes());
-        p.extend_from_slice(&s.op_id.to_le_bytes());
+        put_sum(&mut p, s);
     }
     frame(p)
+}
+
+fn put_sum(p: &mut Vec<u8>, s: &Sum) {
+    put_bytes(p, s.namespace.as_bytes());
+    put_bytes(p, &s.key);
+    p.extend_from_slice(&s.minute_ms.to_le_bytes());
+    p.extend_from_slice(&s.delta.to_le_bytes());
+    p.extend_from_slice(&s.events.to_le_bytes());
+    p.extend_from_slice(&s.op_id.to_le_bytes());
 }
 
 fn encode_done(ids: &[u128]) -> Vec<u8> {
@@ -630,6 +669,16 @@ impl<'a> Reader<'a> {
     fn bytes(&mut self) -> Result<&'a [u8], String> {
         let n = u16::from_le_bytes(self.array()?);
         self.take(usize::from(n))
+    }
+    fn sum(&mut self) -> Result<Sum, String> {
+        Ok(Sum {
+            namespace: self.string()?,
+            key: self.bytes()?.to_vec(),
+            minute_ms: self.u64()? as i64,
+            delta: self.u64()? as i64,
+            events: self.u32()?,
+            op_id: self.u128()?,
+        })
     }
     fn string(&mut self) -> Result<String, String> {
         String::from_utf8(self.bytes()?.to_vec()).map_err(|_| "a name is not UTF-8".to_string())
@@ -797,6 +846,7 @@ mod tests {
     enum Op {
         Append(Vec<u32>, Option<u64>),
         Done(Vec<u32>),
+        Reissue(Vec<u32>),
         Reopen,
     }
 
@@ -808,6 +858,7 @@ mod tests {
             )
                 .prop_map(|(s, w)| Op::Append(s, w)),
             prop::collection::vec(0u32..200, 1..60).prop_map(Op::Done),
+            prop::collection::vec(0u32..200, 1..20).prop_map(Op::Reissue),
             Just(Op::Reopen),
         ]
     }
@@ -842,6 +893,19 @@ mod tests {
                         let ids: Vec<u128> = ids.iter().map(|&i| sum(i).op_id).collect();
                         spool.done(&ids).unwrap();
                         for id in ids { model.remove(&id); }
+                    }
+                    Op::Reissue(ids) => {
+                        // The reissued sum keeps its fields under id + 2^64.
+                        let pairs: Vec<(u128, Sum)> = ids
+                            .iter()
+                            .filter_map(|&i| model.get(&sum(i).op_id).cloned())
+                            .map(|s| (s.op_id, Sum { op_id: s.op_id + (1 << 64), ..s }))
+                            .collect();
+                        spool.reissue(&pairs).unwrap();
+                        for (old, new) in pairs {
+                            model.remove(&old);
+                            model.insert(new.op_id, new);
+                        }
                     }
                     Op::Reopen => {
                         drop(spool);
