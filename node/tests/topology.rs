@@ -252,7 +252,8 @@ async fn the_ring_grows_and_shrinks_under_load_without_losing_or_doubling_counts
 /// Six nodes in three racks (host `h` in rack `r{(h-1) % 3}`), RF 3: every
 /// range has one replica per rack, so with both nodes of one rack killed
 /// (kill -9) under load, QUORUM writes and reads go on, and once the rack
-/// is back every count is whole.
+/// is back every count is whole; a decommission keeps one replica per
+/// rack.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rack_lost_under_load_costs_no_quorum_and_no_count() {
     let root = tempfile::tempdir().unwrap();
@@ -346,6 +347,24 @@ async fn a_rack_lost_under_load_costs_no_quorum_and_no_count() {
     }
     let ledger = Arc::try_unwrap(ledger).ok().unwrap().into_inner().unwrap();
     for a in &addrs {
+        check_totals(a, &ledger).await;
+    }
+
+    // A decommission keeps the rule: with host 6 gone, rack r2 is host 3
+    // alone, and it holds a replica of every range.
+    match admin(&a1, AdminRequest::Decommission { host_id: 6 }).await {
+        AdminReply::Done { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    let table = client.refresh_routing().await.unwrap();
+    assert_eq!(table.nodes.len(), 5, "{:?}", table.nodes);
+    for range in &table.ranges {
+        let mut racks: Vec<String> = range.replicas.iter().map(|&h| rack(h)).collect();
+        racks.sort();
+        assert_eq!(racks, ["r0", "r1", "r2"], "{:?}", range.replicas);
+        assert!(!range.replicas.contains(&6));
+    }
+    for a in addrs.iter().take(5) {
         check_totals(a, &ledger).await;
     }
 }
