@@ -154,6 +154,10 @@ pub enum Command {
         /// Ask a node's HTTP port (`host:port`) instead of --addr.
         #[arg(long, value_name = "HOST:PORT")]
         http: Option<String>,
+        /// List every token range's anti-entropy: who schedules it, its
+        /// last repair and when the next is due.
+        #[arg(long)]
+        repairs: bool,
     },
     /// Token ranges and their replicas.
     Ring,

@@ -44,7 +44,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Removenode { host_id } => topology::removenode(&cli, *host_id).await,
         Command::Cleanup => topology::cleanup(&cli).await,
         Command::Abort { host_id } => topology::abort(&cli, *host_id).await,
-        Command::Status { http } => status::run(&cli, http.as_deref()).await,
+        Command::Status { http, repairs } => status::run(&cli, http.as_deref(), *repairs).await,
         Command::Ring => ring::run(&cli).await,
         Command::Repair => repair::run(&cli).await,
         Command::Bench(args) => {

@@ -83,6 +83,35 @@ pub enum AdminRequest {
     },
     /// Drops the cells of ranges this node no longer replicates.
     Cleanup,
+    /// Anti-entropy: `holder` is about to repair the range
+    /// `(start_token, end_token]` and asks this replica for its lease (one
+    /// repair of a range at a time, cluster-wide) until `ttl_ms` from now.
+    /// Answered with `Lease`.
+    RepairLease {
+        /// Exclusive start of the range.
+        start_token: u64,
+        /// Inclusive end.
+        end_token: u64,
+        /// The repairing node's host id.
+        holder: u64,
+        /// How long the lease lasts unless renewed.
+        ttl_ms: u64,
+    },
+    /// Anti-entropy: `holder` is done with the range; `repaired_at_ms`
+    /// is when it finished, if it succeeded (recorded in this replica's
+    /// repair history). Answered with `Done`.
+    RepairRelease {
+        /// Exclusive start of the range.
+        start_token: u64,
+        /// Inclusive end.
+        end_token: u64,
+        /// The repairing node's host id.
+        holder: u64,
+        /// When the repair finished; `None` when it did not succeed.
+        repaired_at_ms: Option<i64>,
+    },
+    /// This node's anti-entropy schedule. Answered with `RepairSchedule`.
+    RepairSchedule,
 }
 
 /// The answer to an [`AdminRequest`].
@@ -114,6 +143,51 @@ pub enum AdminReply {
         /// Why.
         reason: String,
     },
+    /// The answer to `RepairLease`.
+    Lease {
+        /// Whether the lease is the asker's now.
+        granted: bool,
+        /// Who holds it (the asker when granted).
+        holder: u64,
+        /// When this replica last saw the range repaired.
+        last_repaired_ms: Option<i64>,
+    },
+    /// A node's anti-entropy schedule.
+    RepairSchedule(RepairScheduleView),
+}
+
+/// One node's anti-entropy schedule (`tally status --repairs`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RepairScheduleView {
+    /// The node.
+    pub host_id: u64,
+    /// Every range is repaired within this (0: scheduled repair is off).
+    pub interval_ms: u64,
+    /// Throttle of a scheduled repair, in bytes per second.
+    pub bytes_per_s: u64,
+    /// The node's clock when it answered.
+    pub now_ms: i64,
+    /// Every range the node replicates.
+    pub ranges: Vec<RangeRepairView>,
+}
+
+/// One range in a [`RepairScheduleView`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RangeRepairView {
+    /// Exclusive start token.
+    pub start_token: u64,
+    /// Inclusive end token.
+    pub end_token: u64,
+    /// Its replicas, in placement order.
+    pub replicas: Vec<u64>,
+    /// The replica whose schedule repairs it (its first live replica).
+    pub scheduled_by: Option<u64>,
+    /// When it was last repaired, as this node knows.
+    pub last_repaired_ms: Option<i64>,
+    /// When its next repair is due (ranges this node schedules).
+    pub next_due_ms: Option<i64>,
+    /// Who repairs it now, if anyone.
+    pub repairing: Option<u64>,
 }
 
 /// The cluster's metadata as one node knows it.

@@ -19,6 +19,7 @@
 //! [coordinator]         # read_timeout_ms, default_write_timeout_ms, ...
 //! [connections]         # max_connections, max_in_flight, max_buffered_mib, timeouts
 //! [hints]               # enabled, replay, window_s, replay_cells_per_s, ...
+//! [repair]              # interval_s, bytes_per_s, lease_s (scheduled anti-entropy)
 //! [gossip]              # interval_ms, phi_threshold
 //! [namespaces]          # name = "minute:7d, hour:90d, day:forever, total"
 //! [http]                # enabled, listen
@@ -37,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use tally_consensus::{ClusterMap, HostId};
 
 use crate::convergence::hint_replay::HintConfig;
+use crate::convergence::repair_schedule::RepairConfig;
 use crate::coordinator::CoordinatorConfig;
 use crate::counter::limits::StoreLimits;
 use crate::counter::namespace::{Namespace, Namespaces};
@@ -69,6 +71,8 @@ pub struct NodeConfig {
     pub connections: ServerLimits,
     /// Hinted handoff.
     pub hints: HintConfig,
+    /// Scheduled anti-entropy.
+    pub repair: RepairConfig,
     /// Gossip and its failure detector.
     pub gossip: GossipSettings,
     /// Extra namespaces: name = "minute:7d, hour:90d, day:forever, total".
@@ -95,6 +99,7 @@ impl Default for NodeConfig {
             coordinator: CoordinatorConfig::default(),
             connections: ServerLimits::default(),
             hints: HintConfig::default(),
+            repair: RepairConfig::default(),
             gossip: GossipSettings::default(),
             namespaces: BTreeMap::new(),
             http: HttpConfig::default(),
@@ -402,6 +407,9 @@ impl NodeConfig {
         }
         if self.coordinator.read_timeout.is_zero() || self.hints.window.is_zero() {
             return Err("coordinator.read_timeout_ms and hints.window_s must be positive".into());
+        }
+        if self.repair.lease.is_zero() {
+            return Err("repair.lease_s must be positive".into());
         }
         if self.raft_metadata() && !self.cluster.members.is_empty() {
             return Err(

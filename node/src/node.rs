@@ -36,6 +36,8 @@ use crate::context::NodeContext;
 use crate::convergence::anti_entropy::Repairer;
 use crate::convergence::hint_replay;
 use crate::convergence::op_relearn::relearn_op_ids;
+use crate::convergence::repair_ledger::RepairLedger;
+use crate::convergence::repair_schedule;
 use crate::coordinator::Coordinator;
 use crate::fault_modes::BrokenMode;
 use crate::http;
@@ -375,7 +377,12 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
             config.hints.clone(),
         ));
     }
-    let repairer = Repairer::new(ctx.clone());
+    let repairer = Repairer::new(
+        ctx.clone(),
+        config.repair.clone(),
+        RepairLedger::open(&config.data_dir),
+    );
+    tokio::spawn(repair_schedule::schedule_forever(repairer.clone()));
     let topology = match raft {
         Some(raft) => Some(Topology::new(
             ctx.clone(),

@@ -68,3 +68,129 @@ async fn repair_converges_a_replica_that_missed_writes() {
     );
     println!("repair: {report:?}; second run: {again:?}");
 }
+
+/// Replicas made to differ (hints off, a node stopped while writes go on)
+/// converge with no operator command, through the schedule alone, within
+/// its interval; every range then shows a last repair on every replica,
+/// and a restarted node still knows it (the schedule resumes, it does not
+/// start over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_repair_converges_replicas_without_an_operator() {
+    const INTERVAL_S: u64 = 8;
+    let interval = format!("repair.interval_s={INTERVAL_S}");
+    let mut cluster = Cluster::start(3, 3, &["--no-hinted-handoff", "--set", &interval]).await;
+    let writer = cluster.client_of(0, Consistency::Quorum).await;
+    let keys: Vec<String> = (0..60).map(|i| format!("sched/{i}")).collect();
+    let batch: Vec<Increment> = keys.iter().map(|k| inc(k, 1)).collect();
+    assert!(writer.increment(batch).await.iter().all(Outcome::is_ok));
+    cluster.kill9(2);
+    let batch: Vec<Increment> = keys.iter().map(|k| inc(k, 10)).collect();
+    assert!(writer.increment(batch).await.iter().all(Outcome::is_ok));
+    cluster.restart(2);
+    cluster.wait_all_up().await;
+
+    let stale =
+        |views: &[tally_client::ReplicaView]| views.windows(2).any(|w| w[0].shards != w[1].shards);
+    let mut differing = 0;
+    for key in &keys {
+        let views = writer
+            .inspect_replicas("events", key.as_bytes())
+            .await
+            .unwrap();
+        differing += usize::from(stale(&views));
+    }
+    assert!(differing > 0, "host 3 missed the second write of some keys");
+
+    let started = std::time::Instant::now();
+    let limit = Duration::from_secs(3 * INTERVAL_S + 10);
+    let mut left = keys.clone();
+    while !left.is_empty() {
+        assert!(
+            started.elapsed() < limit,
+            "{} keys still differ after {:?}: {:?}",
+            left.len(),
+            started.elapsed(),
+            &left[..left.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut still = Vec::new();
+        for key in &left {
+            let views = writer
+                .inspect_replicas("events", key.as_bytes())
+                .await
+                .unwrap();
+            if stale(&views) {
+                still.push(key.clone());
+            } else {
+                assert_eq!(
+                    views[0].shards.iter().map(|s| s.sum).sum::<i64>(),
+                    11,
+                    "{key}"
+                );
+            }
+        }
+        left = still;
+    }
+    println!(
+        "{differing} of {} keys differed; the schedule converged them in {:?}",
+        keys.len(),
+        started.elapsed()
+    );
+
+    // Every range has been repaired, as every replica knows.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2 * INTERVAL_S + 10);
+    loop {
+        let mut never = 0;
+        for i in 0..3 {
+            never += schedule_of(&cluster, i)
+                .await
+                .ranges
+                .iter()
+                .filter(|r| r.last_repaired_ms.is_none())
+                .count();
+        }
+        if never == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{never} range replicas know of no repair"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let before = schedule_of(&cluster, 0).await;
+    assert_eq!(before.interval_ms, INTERVAL_S * 1000);
+    assert_eq!(before.ranges.len(), 48, "node 1 replicates every range");
+    let scheduled_here = before
+        .ranges
+        .iter()
+        .filter(|r| r.scheduled_by == Some(1))
+        .count();
+    assert_eq!(scheduled_here, 16, "its primary ranges: {before:?}");
+    assert!(before
+        .ranges
+        .iter()
+        .all(|r| (r.scheduled_by == Some(1)) == r.next_due_ms.is_some()));
+
+    // A restart keeps the history.
+    cluster.stop(0);
+    cluster.restart(0);
+    cluster.wait_all_up().await;
+    let after = schedule_of(&cluster, 0).await;
+    for (b, a) in before.ranges.iter().zip(&after.ranges) {
+        assert_eq!((b.start_token, b.end_token), (a.start_token, a.end_token));
+        assert!(
+            a.last_repaired_ms >= b.last_repaired_ms,
+            "history lost across a restart: {b:?} then {a:?}"
+        );
+    }
+}
+
+async fn schedule_of(cluster: &Cluster, i: usize) -> tally_client::admin::RepairScheduleView {
+    use tally_client::admin::{AdminReply, AdminRequest};
+    let client = cluster.client_of(i, Consistency::One).await;
+    match client.admin(&AdminRequest::RepairSchedule).await.unwrap() {
+        AdminReply::RepairSchedule(view) => view,
+        other => panic!("unexpected answer {other:?}"),
+    }
+}

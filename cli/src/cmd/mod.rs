@@ -4,6 +4,7 @@
 pub mod counter;
 pub mod ns;
 pub mod repair;
+pub mod repair_status;
 pub mod ring;
 pub mod security;
 pub mod status;

@@ -10,12 +10,13 @@ use tally_client::overview::ClusterOverview;
 use tally_client::{Client, NodeStatus};
 
 use crate::args::Cli;
-use crate::cmd::topology;
+use crate::cmd::{repair_status, topology};
 use crate::http::HttpConnection;
 use crate::output::{health_word, print_json};
 
-/// Runs `tally status` (against `http`, a node's HTTP port, if given).
-pub async fn run(cli: &Cli, http: Option<&str>) -> Result<(), String> {
+/// Runs `tally status` (against `http`, a node's HTTP port, if given;
+/// with `repairs`, the anti-entropy schedule of every range).
+pub async fn run(cli: &Cli, http: Option<&str>, repairs: bool) -> Result<(), String> {
     if let Some(addr) = http {
         let tls = cli.tls()?;
         let answer = HttpConnection::connect(addr, cli.token.as_deref(), tls.as_ref())
@@ -35,8 +36,31 @@ pub async fn run(cli: &Cli, http: Option<&str>) -> Result<(), String> {
     }
     let client = cli.connect().await?;
     let s = client.status().await.map_err(|e| e.to_string())?;
-    if let Some(view) = topology::cluster(&client).await? {
-        return cluster_table(cli, &view, &s).await;
+    let view = topology::cluster(&client).await?;
+    let addresses: Vec<String> = match &view {
+        Some(view) => view
+            .members
+            .iter()
+            .filter(|m| m.state != "left")
+            .map(|m| m.address.clone())
+            .collect(),
+        None => std::iter::once(s.address.clone())
+            .chain(s.peers.iter().map(|p| p.address.clone()))
+            .collect(),
+    };
+    if repairs {
+        repair_status::print(&repair_status::gather(cli, &addresses).await, cli.json);
+        return Ok(());
+    }
+    if let Some(view) = view {
+        cluster_table(cli, &view, &s).await?;
+        if !cli.json {
+            let views = repair_status::gather(cli, &addresses).await;
+            if let Some(line) = repair_status::summary(&views, addresses.len()) {
+                println!("{line}");
+            }
+        }
+        return Ok(());
     }
     if cli.json {
         print_json(&s);
@@ -84,6 +108,10 @@ pub async fn run(cli: &Cli, http: Option<&str>) -> Result<(), String> {
                     ago(p.last_contact_ms_ago),
                 );
             }
+        }
+        let views = repair_status::gather(cli, &addresses).await;
+        if let Some(line) = repair_status::summary(&views, addresses.len()) {
+            println!("{line}");
         }
     }
     Ok(())

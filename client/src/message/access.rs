@@ -56,9 +56,11 @@ impl Need {
         use crate::admin::AdminRequest as A;
         match request {
             Request::Admin { payload } => match A::from_bytes(payload) {
-                Ok(A::Cluster) | Err(_) => Need::Role(Role::Read),
+                Ok(A::Cluster | A::RepairSchedule) | Err(_) => Need::Role(Role::Read),
                 Ok(
                     A::Register { .. }
+                    | A::RepairLease { .. }
+                    | A::RepairRelease { .. }
                     | A::AddToGroup { .. }
                     | A::FinishJoin { .. }
                     | A::StartLeave { .. }

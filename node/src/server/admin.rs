@@ -15,6 +15,7 @@ use tally_storage::Health;
 use super::client::refusal;
 use super::Server;
 use crate::clock::Clock;
+use crate::convergence::repair_schedule::schedule_view;
 use crate::counter::limits::lookup;
 use crate::counter::read_plan::{self, ReadPlan};
 use crate::counter::shard_set::ShardSet;
@@ -218,7 +219,19 @@ impl Server {
     /// An operator request (topology changes, namespaces, the cluster
     /// view).
     pub(super) async fn admin(&self, payload: &[u8]) -> Response {
-        let reply = match (AdminRequest::from_bytes(payload), &self.topology) {
+        let request = AdminRequest::from_bytes(payload);
+        if let Ok(request) = &request {
+            // Anti-entropy's requests work in static clusters too.
+            if let AdminRequest::RepairSchedule = request {
+                return Response::Admin(
+                    AdminReply::RepairSchedule(schedule_view(&self.repairer)).to_bytes(),
+                );
+            }
+            if let Some(reply) = self.repairer.answer(request) {
+                return Response::Admin(reply.to_bytes());
+            }
+        }
+        let reply = match (request, &self.topology) {
             (Err(reason), _) => AdminReply::Refused { reason },
             (Ok(_), None) => AdminReply::Refused {
                 reason: "this node runs with static membership (--members): topology changes need a cluster started with --init/--seed".into(),

@@ -14,6 +14,7 @@ use prometheus_client::registry::{Registry, Unit};
 use tally_storage::{LatencySnapshot, SYNC_LATENCY_BOUNDS_MICROS};
 
 use super::Server;
+use crate::convergence::repair_schedule::schedule_view;
 
 /// A storage engine: the counters' or the hints'.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -221,6 +222,63 @@ impl Server {
             "Ranges of the anti-entropy repair running now (0: none)",
             None,
             i64::from(status.repair_ranges_total),
+        );
+        let repairs = self.repairer.counts();
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        counter(
+            r,
+            "repair_ranges_repaired",
+            "Ranges this node repaired (scheduled and operator repairs)",
+            load(&repairs.ranges_repaired),
+        );
+        counter(
+            r,
+            "repair_ranges_failed",
+            "Range repairs that failed (a replica down or not answering); the schedule retries them",
+            load(&repairs.ranges_failed),
+        );
+        counter(
+            r,
+            "repair_ranges_busy",
+            "Range repairs skipped because another node held the range's lease",
+            load(&repairs.ranges_busy),
+        );
+        counter(
+            r,
+            "repair_cells",
+            "Cells anti-entropy sent to replicas that lacked them",
+            load(&repairs.cells),
+        );
+        counter(
+            r,
+            "repair_bytes",
+            "Bytes of Merkle trees and cells anti-entropy moved",
+            load(&repairs.bytes),
+        );
+        let schedule = schedule_view(&self.repairer);
+        let now = schedule.now_ms;
+        gauge(
+            r,
+            "repair_ranges_due",
+            "Ranges this node schedules whose repair is due (never repaired, or last repaired more than the interval ago)",
+            None,
+            schedule
+                .ranges
+                .iter()
+                .filter(|r| r.next_due_ms.is_some_and(|due| due <= now))
+                .count() as i64,
+        );
+        gauge(
+            r,
+            "repair_oldest_age",
+            "Time since the least recently repaired range this node replicates was repaired (0 before any repair)",
+            Some(Unit::Seconds),
+            schedule
+                .ranges
+                .iter()
+                .filter_map(|r| r.last_repaired_ms)
+                .min()
+                .map_or(0, |at| (now - at).max(0) / 1000),
         );
         gauge(
             r,
