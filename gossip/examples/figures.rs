@@ -2,7 +2,8 @@
 //! and 30% message loss, the time for a state change to reach every node,
 //! the time to mark a dead node down everywhere, false downs, and bytes per
 //! node per second. `cargo run --release -p tally-gossip --example figures`
-//! (`FIGURES_NODES=10,100` to skip the slow 1,000-node rows).
+//! (`FIGURES_NODES=10,100` to skip the slow 1,000-node rows;
+//! `FIGURES_CHURN_S=60` to have every node change an entry that often).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -22,11 +23,18 @@ fn main() {
         .ok()
         .map(|v| v.split(',').filter_map(|s| s.parse().ok()).collect())
         .unwrap_or_else(|| vec![10, 100, 1000]);
+    let churn = std::env::var("FIGURES_CHURN_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs);
     println!("| nodes | loss | formed | change reaches all | dead node down everywhere | false downs | KB/node/s |");
     println!("|---|---|---|---|---|---|---|");
     for &n in &sizes {
         for loss in [0.0, 0.1, 0.3] {
             let mut sim = Simulation::new(n, loss, 42);
+            if let Some(every) = churn {
+                sim = sim.with_churn(every);
+            }
             let formed = sim.run_until(Duration::from_secs(120), Simulation::converged);
             let bytes_before = sim.bytes_sent;
             let t0 = sim.now();

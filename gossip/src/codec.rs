@@ -2,8 +2,13 @@
 //! them in its framed protocol (as opaque payloads) without the protocol
 //! crate knowing gossip's types.
 //!
-//! Little-endian throughout: `tag: u8` (1 `Syn`, 2 `Ack`, 3 `Ack2`), then
-//! lists as `count: u32` and items. A digest is `node, generation,
+//! Little-endian throughout: `tag: u8` (1 `Syn`, 2 `Ack`, 3 `Ack2`, 4
+//! `SynWindow`, 5 `Probe`, 6 `ProbeAck`, 7 `ProbeRequest`, 8
+//! `AckWindow`), then lists as
+//! `count: u32` and items. An optional node (`on_behalf_of`) is a `u8`
+//! flag and, when set, a `u64`. Tags 4 to 7 came with windows and
+//! indirect probes: a node from before them refuses those messages, which
+//! costs it only their news (clusters that fit one `Syn` send no windows). A digest is `node, generation,
 //! heartbeat, max_version` (`u64` each); a delta is `node, generation,
 //! heartbeat` then a list of entries (`key` and `value` each a `u16`
 //! length and bytes, then `version: u64`). Decoding checks every count
@@ -11,7 +16,7 @@
 //! was given or panic.
 
 use crate::error::Error;
-use crate::gossiper::{Delta, Digest, Message, NodeId};
+use crate::gossiper::{Beat, Delta, Digest, Message, NodeId};
 
 const DIGEST_BYTES: usize = 32;
 /// Longest entry key or value accepted.
@@ -34,8 +39,81 @@ pub fn encode(message: &Message) -> Vec<u8> {
             out.push(3);
             put_deltas(&mut out, deltas);
         }
+        Message::SynWindow {
+            deltas,
+            digests,
+            beats,
+            complete,
+            downs,
+        } => {
+            out.push(4);
+            put_deltas(&mut out, deltas);
+            put_digests(&mut out, digests);
+            put_beats(&mut out, beats);
+            out.push(u8::from(*complete));
+            put_beats(&mut out, downs);
+        }
+        Message::Probe { on_behalf_of } => {
+            out.push(5);
+            put_node(&mut out, *on_behalf_of);
+        }
+        Message::ProbeAck {
+            on_behalf_of,
+            heartbeat,
+        } => {
+            out.push(6);
+            put_node(&mut out, *on_behalf_of);
+            put_deltas(&mut out, std::slice::from_ref(heartbeat));
+        }
+        Message::ProbeRequest { target } => {
+            out.push(7);
+            put_u64(&mut out, target.0);
+        }
+        Message::AckWindow {
+            deltas,
+            requests,
+            beats,
+        } => {
+            out.push(8);
+            put_deltas(&mut out, deltas);
+            put_digests(&mut out, requests);
+            put_beats(&mut out, beats);
+        }
     }
     out
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Beats in ascending node order: each node as the difference from the
+/// previous one (a varint), the generation tag, the heartbeat (a varint),
+/// the version tag.
+fn put_beats(out: &mut Vec<u8>, beats: &[Beat]) {
+    put_u32(out, beats.len());
+    let mut previous = 0u64;
+    for b in beats {
+        put_varint(out, b.node.0.wrapping_sub(previous));
+        out.push(b.generation_tag);
+        put_varint(out, b.heartbeat);
+        out.push(b.version_tag);
+        previous = b.node.0;
+    }
+}
+
+fn put_node(out: &mut Vec<u8>, node: Option<NodeId>) {
+    match node {
+        Some(n) => {
+            out.push(1);
+            put_u64(out, n.0);
+        }
+        None => out.push(0),
+    }
 }
 
 /// Decodes a message; any malformed input is an error, never a panic.
@@ -48,6 +126,42 @@ pub fn decode(bytes: &[u8]) -> Result<Message, Error> {
             requests: r.digests()?,
         },
         3 => Message::Ack2(r.deltas()?),
+        4 => Message::SynWindow {
+            deltas: r.deltas()?,
+            digests: r.digests()?,
+            beats: r.beats()?,
+            complete: match r.u8()? {
+                0 => false,
+                1 => true,
+                f => return Err(Error::Malformed(format!("complete flag {f}"))),
+            },
+            downs: r.beats()?,
+        },
+        5 => Message::Probe {
+            on_behalf_of: r.node()?,
+        },
+        6 => {
+            let on_behalf_of = r.node()?;
+            let mut deltas = r.deltas()?;
+            if deltas.len() != 1 {
+                return Err(Error::Malformed(format!(
+                    "a probe answer with {} heartbeats",
+                    deltas.len()
+                )));
+            }
+            Message::ProbeAck {
+                on_behalf_of,
+                heartbeat: deltas.remove(0),
+            }
+        }
+        7 => Message::ProbeRequest {
+            target: NodeId(r.u64()?),
+        },
+        8 => Message::AckWindow {
+            deltas: r.deltas()?,
+            requests: r.digests()?,
+            beats: r.beats()?,
+        },
         t => return Err(Error::Malformed(format!("unknown message tag {t}"))),
     };
     if !r.buf.is_empty() {
@@ -119,6 +233,46 @@ impl<'a> Reader<'a> {
 
     fn u8(&mut self) -> Result<u8, Error> {
         Ok(self.take(1)?[0])
+    }
+
+    fn varint(&mut self) -> Result<u64, Error> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.u8()?;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                if shift == 63 && byte > 1 {
+                    break;
+                }
+                return Ok(v);
+            }
+        }
+        Err(Error::Malformed("varint longer than 64 bits".into()))
+    }
+
+    fn beats(&mut self) -> Result<Vec<Beat>, Error> {
+        let n = self.count(4)?;
+        let mut previous = 0u64;
+        (0..n)
+            .map(|_| {
+                let node = previous.wrapping_add(self.varint()?);
+                previous = node;
+                Ok(Beat {
+                    node: NodeId(node),
+                    generation_tag: self.u8()?,
+                    heartbeat: self.varint()?,
+                    version_tag: self.u8()?,
+                })
+            })
+            .collect()
+    }
+
+    fn node(&mut self) -> Result<Option<NodeId>, Error> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(NodeId(self.u64()?))),
+            f => Err(Error::Malformed(format!("node flag {f}"))),
+        }
     }
 
     fn u64(&mut self) -> Result<u64, Error> {
@@ -225,6 +379,66 @@ mod tests {
             )
                 .prop_map(|(deltas, requests)| Message::Ack { deltas, requests }),
             proptest::collection::vec(delta(), 0..4).prop_map(Message::Ack2),
+            (
+                proptest::collection::vec(delta(), 0..3),
+                proptest::collection::vec(digest(), 0..6),
+                proptest::collection::vec(
+                    (any::<u64>(), any::<u8>(), any::<u64>(), any::<u8>()),
+                    0..8
+                ),
+                any::<bool>()
+            )
+                .prop_map(|(deltas, digests, mut beats, complete)| {
+                    beats.sort();
+                    Message::SynWindow {
+                        deltas,
+                        digests,
+                        beats: beats
+                            .into_iter()
+                            .map(|(n, generation_tag, heartbeat, version_tag)| Beat {
+                                node: NodeId(n),
+                                generation_tag,
+                                heartbeat,
+                                version_tag,
+                            })
+                            .collect(),
+                        complete,
+                        downs: Vec::new(),
+                    }
+                }),
+            proptest::option::of(any::<u64>().prop_map(NodeId))
+                .prop_map(|on_behalf_of| Message::Probe { on_behalf_of }),
+            (proptest::option::of(any::<u64>().prop_map(NodeId)), delta()).prop_map(
+                |(on_behalf_of, heartbeat)| Message::ProbeAck {
+                    on_behalf_of,
+                    heartbeat
+                }
+            ),
+            any::<u64>().prop_map(|t| Message::ProbeRequest { target: NodeId(t) }),
+            (
+                proptest::collection::vec(delta(), 0..3),
+                proptest::collection::vec(digest(), 0..3),
+                proptest::collection::vec(
+                    (any::<u64>(), any::<u8>(), any::<u64>(), any::<u8>()),
+                    0..8
+                ),
+            )
+                .prop_map(|(deltas, requests, mut beats)| {
+                    beats.sort();
+                    Message::AckWindow {
+                        deltas,
+                        requests,
+                        beats: beats
+                            .into_iter()
+                            .map(|(n, generation_tag, heartbeat, version_tag)| Beat {
+                                node: NodeId(n),
+                                generation_tag,
+                                heartbeat,
+                                version_tag,
+                            })
+                            .collect(),
+                    }
+                }),
         ]
     }
 
@@ -244,6 +458,17 @@ mod tests {
             let bytes = encode(&m);
             let at = cut.index(bytes.len());
             prop_assert!(decode(&bytes[..at]).is_err());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_size_estimate_is_the_encoded_size(m in message()) {
+            let encoded = encode(&m).len();
+            let estimate = m.approximate_bytes();
+            if matches!(m, Message::SynWindow { .. } | Message::AckWindow { .. }) {
+                prop_assert_eq!(estimate, encoded);
+            }
         }
     }
 

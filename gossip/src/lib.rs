@@ -17,5 +17,7 @@ mod phi;
 pub mod simulation;
 
 pub use error::Error;
-pub use gossiper::{Delta, Digest, Event, GossipConfig, Gossiper, Message, NodeId, NodeState};
+pub use gossiper::{
+    Beat, Delta, Digest, Event, GossipConfig, Gossiper, Message, NodeId, NodeState,
+};
 pub use phi::PhiAccrual;

@@ -23,27 +23,31 @@ pub struct Simulation {
     loss: f64,
     rng: rand::rngs::StdRng,
     dead: Vec<bool>,
+    config: GossipConfig,
+    churn: Option<Duration>,
     /// `Down` events about nodes that were alive.
     pub false_downs: usize,
     /// Approximate bytes of every message sent.
     pub bytes_sent: usize,
+    /// The largest message sent.
+    pub largest_message: usize,
+    /// Bytes sent by message kind.
+    pub bytes_by_kind: std::collections::BTreeMap<&'static str, usize>,
 }
 
 impl Simulation {
     /// `n` nodes (ids `0..n`, seeds 0, 1, 2) that drop each message with
     /// probability `loss`.
     pub fn new(n: u64, loss: f64, seed: u64) -> Simulation {
+        Simulation::with_config(n, loss, seed, GossipConfig::default())
+    }
+
+    /// [`Simulation::new`] with every node on `config`.
+    pub fn with_config(n: u64, loss: f64, seed: u64, config: GossipConfig) -> Simulation {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let seeds = vec![NodeId(0), NodeId(1), NodeId(2)];
         let nodes = (0..n)
-            .map(|i| {
-                Some(Gossiper::new(
-                    NodeId(i),
-                    1,
-                    seeds.clone(),
-                    GossipConfig::default(),
-                ))
-            })
+            .map(|i| Some(Gossiper::new(NodeId(i), 1, seeds.clone(), config.clone())))
             .collect();
         let phases = (0..n)
             .map(|_| (STEP * rng.random_range(0..10)).as_millis())
@@ -56,9 +60,21 @@ impl Simulation {
             loss,
             rng,
             dead: vec![false; n as usize],
+            config,
+            churn: None,
             false_downs: 0,
             bytes_sent: 0,
+            largest_message: 0,
+            bytes_by_kind: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// Every node also changes an entry (`load`) every `every`, as real
+    /// nodes gossip their disk usage: the background of changes other
+    /// changes spread through.
+    pub fn with_churn(mut self, every: Duration) -> Simulation {
+        self.churn = Some(every);
+        self
     }
 
     /// Simulated time so far.
@@ -93,7 +109,7 @@ impl Simulation {
             NodeId(i as u64),
             generation,
             vec![NodeId(0)],
-            GossipConfig::default(),
+            self.config.clone(),
         ));
         self.dead[i] = false;
     }
@@ -105,7 +121,10 @@ impl Simulation {
 
     fn send(&mut self, from: NodeId, out: Vec<(NodeId, Message)>) {
         for (to, message) in out {
-            self.bytes_sent += message.approximate_bytes();
+            let bytes = message.approximate_bytes();
+            self.bytes_sent += bytes;
+            self.largest_message = self.largest_message.max(bytes);
+            *self.bytes_by_kind.entry(message.kind()).or_default() += bytes;
             if !self.rng.random_bool(self.loss) {
                 self.in_flight
                     .push_back((self.now + STEP, from, to, message));
@@ -137,6 +156,15 @@ impl Simulation {
             let Some(node) = self.nodes[i].as_mut() else {
                 continue;
             };
+            if let Some(every) = self.churn {
+                // Each node at its own offset within the period.
+                let offset = (every.as_millis() * i as u128 / self.phases.len().max(1) as u128)
+                    / 1000
+                    * 1000;
+                if (self.now.as_millis() + offset) % every.as_millis().max(1000) < 1000 {
+                    node.set("load", &self.now.as_millis().to_string());
+                }
+            }
             let out = node.tick(self.now, &mut self.rng);
             for event in node.take_events() {
                 if let Event::Down(d) = event {

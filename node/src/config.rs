@@ -20,7 +20,7 @@
 //! [connections]         # max_connections, max_in_flight, max_buffered_mib, timeouts
 //! [hints]               # enabled, replay, window_s, replay_cells_per_s, ...
 //! [repair]              # interval_s, bytes_per_s, lease_s (scheduled anti-entropy)
-//! [gossip]              # interval_ms, phi_threshold
+//! [gossip]              # interval_ms, phi_threshold, max_digests
 //! [namespaces]          # name = "minute:7d, hour:90d, day:forever, total"
 //! [http]                # enabled, listen
 //! [test]                # hooks, lose_unsynced_writes, broken (never on a real cluster)
@@ -220,7 +220,7 @@ impl StorageConfig {
     }
 }
 
-/// `[gossip]`: the two settings of gossip an operator tunes; the rest of
+/// `[gossip]`: the settings of gossip an operator tunes; the rest of
 /// [`tally_gossip::GossipConfig`] keeps its defaults.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -229,6 +229,9 @@ pub struct GossipSettings {
     pub interval_ms: u64,
     /// Suspicion (phi) at which gossip marks a peer down.
     pub phi_threshold: f64,
+    /// Past this many peers, gossip sends bounded windows (rotating
+    /// digests and compact heartbeats) instead of a digest of every node.
+    pub max_digests: usize,
 }
 
 impl Default for GossipSettings {
@@ -237,6 +240,7 @@ impl Default for GossipSettings {
         GossipSettings {
             interval_ms: u64::try_from(defaults.interval.as_millis()).unwrap_or(1000),
             phi_threshold: defaults.phi_threshold,
+            max_digests: defaults.max_digests,
         }
     }
 }
@@ -247,6 +251,7 @@ impl GossipSettings {
         tally_gossip::GossipConfig {
             interval: Duration::from_millis(self.interval_ms.max(10)),
             phi_threshold: self.phi_threshold,
+            max_digests: self.max_digests,
             ..tally_gossip::GossipConfig::default()
         }
     }

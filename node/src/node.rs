@@ -355,7 +355,6 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
     }
     // The generation is the start time: it grows across restarts.
     let generation = SystemClock.now_ms().max(1) as u64;
-    let tables = store.clone();
     let membership = Membership::new(
         self_id,
         &ctx.address,
@@ -363,10 +362,6 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
         &ctx.map(),
         config.gossip.gossip_config(),
         peers.clone(),
-        Box::new(move || {
-            let levels = tables.db().level_summary();
-            levels.iter().map(|(_, bytes)| bytes).sum()
-        }),
     );
     tokio::spawn(membership.clone().run_forever());
     if config.hints.replay {

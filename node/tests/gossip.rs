@@ -142,3 +142,55 @@ async fn a_two_second_pause_under_load_is_not_a_false_down() {
         "host 3 was marked down during a 2 s pause: {false_downs:?}"
     );
 }
+
+/// Past `max_digests` peers gossip sends windows: rotating digests,
+/// compact heartbeats, probes through other nodes. With real processes
+/// and a threshold of 2 (so 5 nodes use them): a node paused with
+/// SIGSTOP (no refused connection, so only gossip can tell) is marked
+/// down by every other node, and up again once it resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_over_real_sockets_convict_a_paused_node_and_see_it_return() {
+    let cluster = Cluster::start(5, 3, &["--set", "gossip.max_digests=2"]).await;
+    let observers = [0, 1, 2, 3];
+    cluster
+        .wait_for(10, "gossip to learn every generation", || async {
+            for &o in &observers {
+                let peers = cluster.status(o).await.peers;
+                if peers.iter().any(|p| p.generation.is_none()) {
+                    return Err(format!("(host {} sees {peers:?})", o + 1));
+                }
+            }
+            Ok(())
+        })
+        .await;
+    cluster.signal(4, "STOP");
+    let paused = Instant::now();
+    cluster
+        .wait_until(20, "every node to mark the paused host 5 down", || async {
+            for &o in &observers {
+                if view(&cluster, o, 5).await.0 {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    let down_after = paused.elapsed();
+    cluster.signal(4, "CONT");
+    let resumed = Instant::now();
+    cluster
+        .wait_until(10, "every node to mark host 5 up again", || async {
+            for &o in &observers {
+                if !view(&cluster, o, 5).await.0 {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    println!(
+        "windows: paused host 5 down everywhere after {:.1} s, up {:.1} s after it resumed",
+        down_after.as_secs_f64(),
+        resumed.elapsed().as_secs_f64()
+    );
+}

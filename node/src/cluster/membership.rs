@@ -10,8 +10,15 @@
 //! gossip's, with the transport's refused connections as a fast path.
 //!
 //! The node's entries: `address`, `status` (`normal` until topology changes
-//! add others), `epoch` (the metadata epoch it routes with) and `load`
-//! (bytes of SSTables, refreshed every ten rounds).
+//! add others) and `epoch` (the metadata epoch it routes with). They
+//! change rarely, as they must: past `max_digests` nodes, gossip pushes
+//! changes for a few rounds and otherwise compares one-byte version tags,
+//! which stays cheap only while changes are rare (ALGORITHM.md in the
+//! gossip crate).
+//!
+//! A message addressed to a third node (a suspect probed on another's
+//! behalf, or a probe's answer forwarded to the node that asked) goes out
+//! as a request of its own, and its reply is handled like any other.
 //!
 //! A node's generation is the wall-clock time it started, in milliseconds
 //! (Cassandra's choice): it grows across restarts, so peers tell a
@@ -28,9 +35,6 @@ use tally_gossip::{codec, Event, GossipConfig, Gossiper, Message, NodeId};
 
 use crate::cluster::peers::Peers;
 
-/// Rounds between refreshes of the `load` entry.
-const LOAD_EVERY_ROUNDS: u64 = 10;
-
 /// The node's gossip driver.
 pub struct Membership {
     me: NodeId,
@@ -39,12 +43,7 @@ pub struct Membership {
     started: Instant,
     interval: Duration,
     peers: Arc<Peers>,
-    /// Bytes of data this node holds, gossiped as its `load`.
-    load: DiskBytes,
 }
-
-/// Reads the bytes of data a node holds (its storage's tables).
-pub type DiskBytes = Box<dyn Fn() -> u64 + Send + Sync>;
 
 impl std::fmt::Debug for Membership {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,8 +56,7 @@ impl std::fmt::Debug for Membership {
 
 impl Membership {
     /// Gossip for node `me` at `address`, started at `generation`, with
-    /// every member of `map` as a seed; `load` reads what it gossips as
-    /// its load.
+    /// every member of `map` as a seed.
     pub fn new(
         me: HostId,
         address: &str,
@@ -66,7 +64,6 @@ impl Membership {
         map: &ClusterMap,
         config: GossipConfig,
         peers: Arc<Peers>,
-        load: DiskBytes,
     ) -> Arc<Membership> {
         let seeds = map.members().map(|m| NodeId(m.host_id.0)).collect();
         let interval = config.interval;
@@ -81,7 +78,6 @@ impl Membership {
             started: Instant::now(),
             interval,
             peers,
-            load,
         })
     }
 
@@ -108,12 +104,8 @@ impl Membership {
     pub async fn run_forever(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        for round in 0u64.. {
+        loop {
             tick.tick().await;
-            if round % LOAD_EVERY_ROUNDS == 0 {
-                let disk = (self.load)();
-                self.gossiper.lock().set("load", &disk.to_string());
-            }
             let (messages, events) = {
                 let mut gossiper = self.gossiper.lock();
                 let messages = gossiper.tick(self.now(), &mut *self.rng.lock());
@@ -158,8 +150,9 @@ impl Membership {
     }
 
     /// Handles a gossip message from another node; the response carries
-    /// the reply to it, if any.
-    pub fn handle(&self, from: u64, payload: &[u8]) -> Response {
+    /// the reply to it, if any, and messages for third nodes go out as
+    /// requests of their own.
+    pub fn handle(self: &Arc<Self>, from: u64, payload: &[u8]) -> Response {
         let message = match codec::decode(payload) {
             Ok(m) => m,
             Err(e) => {
@@ -175,10 +168,16 @@ impl Membership {
             (replies, gossiper.take_events())
         };
         self.apply(events);
-        match replies.into_iter().find(|(to, _)| to.0 == from) {
-            Some((_, reply)) => Response::Gossip(codec::encode(&reply)),
-            None => Response::Ack,
+        let mut answer = Response::Ack;
+        for (to, message) in replies {
+            if to.0 == from && matches!(answer, Response::Ack) {
+                answer = Response::Gossip(codec::encode(&message));
+            } else {
+                let this = self.clone();
+                tokio::spawn(async move { this.exchange(to, message).await });
+            }
         }
+        answer
     }
 
     /// Follows a new cluster map: its members become the seeds, and the
