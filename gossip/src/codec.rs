@@ -370,6 +370,23 @@ mod tests {
             })
     }
 
+    /// Beats in ascending node order, as a window lists them.
+    fn beats() -> impl Strategy<Value = Vec<Beat>> {
+        proptest::collection::vec((any::<u64>(), any::<u8>(), any::<u64>(), any::<u8>()), 0..8)
+            .prop_map(|mut beats| {
+                beats.sort();
+                beats
+                    .into_iter()
+                    .map(|(n, generation_tag, heartbeat, version_tag)| Beat {
+                        node: NodeId(n),
+                        generation_tag,
+                        heartbeat,
+                        version_tag,
+                    })
+                    .collect()
+            })
+    }
+
     fn message() -> impl Strategy<Value = Message> {
         prop_oneof![
             proptest::collection::vec(digest(), 0..6).prop_map(Message::Syn),
@@ -382,28 +399,17 @@ mod tests {
             (
                 proptest::collection::vec(delta(), 0..3),
                 proptest::collection::vec(digest(), 0..6),
-                proptest::collection::vec(
-                    (any::<u64>(), any::<u8>(), any::<u64>(), any::<u8>()),
-                    0..8
-                ),
-                any::<bool>()
+                beats(),
+                any::<bool>(),
+                beats(),
             )
-                .prop_map(|(deltas, digests, mut beats, complete)| {
-                    beats.sort();
+                .prop_map(|(deltas, digests, beats, complete, downs)| {
                     Message::SynWindow {
                         deltas,
                         digests,
-                        beats: beats
-                            .into_iter()
-                            .map(|(n, generation_tag, heartbeat, version_tag)| Beat {
-                                node: NodeId(n),
-                                generation_tag,
-                                heartbeat,
-                                version_tag,
-                            })
-                            .collect(),
+                        beats,
                         complete,
-                        downs: Vec::new(),
+                        downs,
                     }
                 }),
             proptest::option::of(any::<u64>().prop_map(NodeId))
@@ -418,26 +424,12 @@ mod tests {
             (
                 proptest::collection::vec(delta(), 0..3),
                 proptest::collection::vec(digest(), 0..3),
-                proptest::collection::vec(
-                    (any::<u64>(), any::<u8>(), any::<u64>(), any::<u8>()),
-                    0..8
-                ),
+                beats(),
             )
-                .prop_map(|(deltas, requests, mut beats)| {
-                    beats.sort();
-                    Message::AckWindow {
-                        deltas,
-                        requests,
-                        beats: beats
-                            .into_iter()
-                            .map(|(n, generation_tag, heartbeat, version_tag)| Beat {
-                                node: NodeId(n),
-                                generation_tag,
-                                heartbeat,
-                                version_tag,
-                            })
-                            .collect(),
-                    }
+                .prop_map(|(deltas, requests, beats)| Message::AckWindow {
+                    deltas,
+                    requests,
+                    beats,
                 }),
         ]
     }

@@ -153,6 +153,18 @@ pub struct Beat {
     pub version_tag: u8,
 }
 
+impl Beat {
+    /// `node`'s beat as `state` stands.
+    pub fn of(node: NodeId, state: &NodeState) -> Beat {
+        Beat {
+            node,
+            generation_tag: state.generation as u8,
+            heartbeat: state.heartbeat,
+            version_tag: state.max_version as u8,
+        }
+    }
+}
+
 /// Bytes of an unsigned LEB128 varint.
 pub fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
@@ -628,28 +640,12 @@ impl Gossiper {
         beat_nodes.sort();
         let beats = beat_nodes
             .into_iter()
-            .filter_map(|id| {
-                let p = self.peers.get(&id)?;
-                Some(Beat {
-                    node: id,
-                    generation_tag: p.state.generation as u8,
-                    heartbeat: p.state.heartbeat,
-                    version_tag: p.state.max_version as u8,
-                })
-            })
+            .filter_map(|id| Some(Beat::of(id, &self.peers.get(&id)?.state)))
             .collect();
         let downs = self
             .convicted
             .keys()
-            .filter_map(|id| {
-                let p = self.peers.get(id)?;
-                Some(Beat {
-                    node: *id,
-                    generation_tag: p.state.generation as u8,
-                    heartbeat: p.state.heartbeat,
-                    version_tag: p.state.max_version as u8,
-                })
-            })
+            .filter_map(|id| Some(Beat::of(*id, &self.peers.get(id)?.state)))
             .collect();
         Message::SynWindow {
             deltas,
@@ -999,12 +995,7 @@ impl Gossiper {
                     deltas.extend(self.delta_since(b.node, 0, 0));
                     requests.push(mine);
                 }
-                Some(s) if s.heartbeat > b.heartbeat => newer_beats.push(Beat {
-                    node: b.node,
-                    generation_tag: s.generation as u8,
-                    heartbeat: s.heartbeat,
-                    version_tag: s.max_version as u8,
-                }),
+                Some(s) if s.heartbeat > b.heartbeat => newer_beats.push(Beat::of(b.node, s)),
                 Some(_) => {}
             }
         }

@@ -194,3 +194,63 @@ async fn schedule_of(cluster: &Cluster, i: usize) -> tally_client::admin::Repair
         other => panic!("unexpected answer {other:?}"),
     }
 }
+
+/// One repair of a range at a time, cluster-wide: while another holder
+/// has a range's lease on its replicas, an operator's repair waits for it
+/// (here, until the 3 s lease lapses) and the schedule shows who holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_leased_elsewhere_is_repaired_only_once_the_lease_is_gone() {
+    use tally_client::admin::{AdminReply, AdminRequest};
+    let cluster = Cluster::start(3, 3, &[]).await;
+    let view = schedule_of(&cluster, 0).await;
+    let range = view.ranges[0].clone();
+    let lease = AdminRequest::RepairLease {
+        start_token: range.start_token,
+        end_token: range.end_token,
+        holder: 99,
+        ttl_ms: 3_000,
+    };
+    // A peer's request; this cluster runs without a cluster secret, so a
+    // test client may send it as host 99 would.
+    let taken_at = std::time::Instant::now();
+    for i in 0..3 {
+        let client = cluster.client_of(i, Consistency::One).await;
+        match client.admin(&lease).await {
+            Ok(AdminReply::Lease { granted, .. }) => assert!(granted),
+            other => panic!("lease not taken on node {}: {other:?}", i + 1),
+        }
+    }
+    let held = schedule_of(&cluster, 0).await;
+    assert_eq!(held.ranges[0].repairing, Some(99));
+    // Another holder is refused while it lasts.
+    let rival = AdminRequest::RepairLease {
+        start_token: range.start_token,
+        end_token: range.end_token,
+        holder: 98,
+        ttl_ms: 3_000,
+    };
+    let client = cluster.client_of(1, Consistency::One).await;
+    assert!(matches!(
+        client.admin(&rival).await,
+        Ok(AdminReply::Lease {
+            granted: false,
+            holder: 99,
+            ..
+        })
+    ));
+
+    let mut config = ClientConfig::with_seeds([cluster.addrs[0].clone()]);
+    config.request_timeout = Duration::from_secs(120);
+    config.token_aware = false;
+    let admin = Client::connect(config).await.unwrap();
+    let report = admin.repair().await.unwrap();
+    assert_eq!(report.ranges_skipped, 0, "{report:?}");
+    assert!(
+        taken_at.elapsed() >= Duration::from_millis(2_900),
+        "the repair went ahead of the lease: {:?}",
+        taken_at.elapsed()
+    );
+    let after = schedule_of(&cluster, 0).await;
+    assert_eq!(after.ranges[0].repairing, None);
+    assert!(after.ranges.iter().all(|r| r.last_repaired_ms.is_some()));
+}
