@@ -17,6 +17,14 @@ pub fn token(namespace: &str, key: &[u8]) -> Token {
     Token(h.finish())
 }
 
+/// XXH64 of `data` with `seed` (the hash tokens use; also the one
+/// distinct-count sketches hash members with).
+pub fn xxh64(seed: u64, data: &[u8]) -> u64 {
+    let mut h = Xxh64::new(seed);
+    h.update(data);
+    h.finish()
+}
+
 const P1: u64 = 0x9E37_79B1_85EB_CA87;
 const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
 const P3: u64 = 0x1656_67B1_9E37_79F9;
@@ -137,14 +145,9 @@ impl Xxh64 {
 mod tests {
     use super::*;
 
-    fn xxh64(data: &[u8]) -> u64 {
-        let mut h = Xxh64::new(0);
-        h.update(data);
-        h.finish()
-    }
-
     #[test]
     fn matches_the_reference_vectors() {
+        let xxh64 = |data: &[u8]| super::xxh64(0, data);
         assert_eq!(xxh64(b""), 0xEF46_DB37_51D8_E999);
         assert_eq!(xxh64(b"a"), 0xD24E_C4F1_A98C_6E5B);
         assert_eq!(xxh64(b"abc"), 0x44BC_2CF5_AD77_0999);
@@ -161,7 +164,7 @@ mod tests {
             let mut h = Xxh64::new(0);
             h.update(&data[..split]);
             h.update(&data[split..]);
-            assert_eq!(h.finish(), xxh64(&data), "split at {split}");
+            assert_eq!(h.finish(), xxh64(0, &data), "split at {split}");
         }
     }
 
