@@ -4,6 +4,7 @@
 //! these; they import nothing from the node but its clock-free helpers.
 
 pub mod cell_key;
+pub mod heavy_hitters;
 pub mod hll;
 pub mod limits;
 pub mod namespace;
