@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use tally_consensus::{ClusterMap, HostId};
 
 use crate::convergence::hint_replay::HintConfig;
-use crate::convergence::repair_schedule::RepairConfig;
+use crate::convergence::repair_config::RepairConfig;
 use crate::coordinator::CoordinatorConfig;
 use crate::counter::limits::StoreLimits;
 use crate::counter::namespace::{Namespace, Namespaces};

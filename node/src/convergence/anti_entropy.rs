@@ -38,8 +38,8 @@ use tally_consensus::{ClusterMap, HostId, TokenRange};
 use crate::clock::Clock;
 use crate::context::NodeContext;
 use crate::convergence::merkle::{fold, Leaves, MAX_DEPTH};
+use crate::convergence::repair_config::RepairConfig;
 use crate::convergence::repair_ledger::{RangeKey, RepairLedger};
-use crate::convergence::repair_schedule::RepairConfig;
 use crate::replication::read_repair::merge_replicas;
 
 /// Depth of the smallest trees compared (1,024 leaves).

@@ -7,5 +7,6 @@ pub mod anti_entropy;
 pub mod hint_replay;
 pub mod merkle;
 pub mod op_relearn;
+pub mod repair_config;
 pub mod repair_ledger;
 pub mod repair_schedule;

@@ -1,5 +1,5 @@
 //! Scheduled anti-entropy: every range is repaired within
-//! [`RepairConfig::interval`] without an operator asking, so replicas that
+//! [`RepairConfig::interval`](crate::convergence::repair_config::RepairConfig::interval) without an operator asking, so replicas that
 //! lost unsynced writes or missed a hint window do not stay different
 //! until someone remembers `tally repair`.
 //!
@@ -17,7 +17,7 @@
 //! pass is spread over the interval instead of arriving at once, and a
 //! range whose repair failed (a replica down) waits a while before it is
 //! tried again instead of blocking the others. Each repair is throttled
-//! to [`RepairConfig::bytes_per_s`]. The history is on disk, so a restart
+//! to [`RepairConfig::bytes_per_s`](crate::convergence::repair_config::RepairConfig::bytes_per_s). The history is on disk, so a restart
 //! resumes the schedule: ranges repaired just before it are not repeated.
 
 use std::collections::HashMap;
@@ -25,40 +25,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use tally_client::admin::{RangeRepairView, RepairScheduleView};
 use tally_consensus::{ClusterMap, HostId, TokenRange};
 
 use crate::clock::Clock;
 use crate::convergence::anti_entropy::{RangeOutcome, Repairer};
 use crate::convergence::repair_ledger::RangeKey;
-
-/// `[repair]`: scheduled anti-entropy.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RepairConfig {
-    /// Every range is repaired within this (default 3 days; 0 turns the
-    /// schedule off, leaving `tally repair` to operators).
-    #[serde(rename = "interval_s", with = "crate::units::secs")]
-    pub interval: Duration,
-    /// Throttle of a scheduled repair: bytes of trees and cells moved per
-    /// second (default 16 MiB/s).
-    pub bytes_per_s: u64,
-    /// How long a range's lease lasts unless renewed (a repairer that
-    /// died mid-range holds it no longer than this).
-    #[serde(rename = "lease_s", with = "crate::units::secs")]
-    pub lease: Duration,
-}
-
-impl Default for RepairConfig {
-    fn default() -> Self {
-        RepairConfig {
-            interval: Duration::from_secs(3 * 24 * 3600),
-            bytes_per_s: 16 << 20,
-            lease: Duration::from_secs(120),
-        }
-    }
-}
 
 /// Longest sleep between looks at the map (ranges and liveness change).
 const RECHECK: Duration = Duration::from_secs(5);
