@@ -11,21 +11,36 @@ use std::time::Duration;
 use common::{inc, Cluster};
 use tally_client::{Client, ClientConfig, Consistency, Increment, Outcome};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repair_converges_a_replica_that_missed_writes() {
-    let mut cluster = Cluster::start(3, 3, &["--no-hinted-handoff"]).await;
-    let writer = cluster.client_of(0, Consistency::Quorum).await;
-    let keys: Vec<String> = (0..60).map(|i| format!("ae/{i}")).collect();
+/// 60 keys written once on all three nodes, then again while host 3 is
+/// down (taken down by `down`, back up after): host 3 missed the second
+/// write of each, and hints are off, so nothing brings it back but repair.
+async fn writes_host_3_misses(
+    cluster: &mut Cluster,
+    writer: &Client,
+    prefix: &str,
+    down: fn(&mut Cluster, usize),
+) -> Vec<String> {
+    let keys: Vec<String> = (0..60).map(|i| format!("{prefix}/{i}")).collect();
     let batch: Vec<Increment> = keys.iter().map(|k| inc(k, 1)).collect();
     assert!(writer.increment(batch).await.iter().all(Outcome::is_ok));
-    cluster.stop(2);
+    down(cluster, 2);
     let batch: Vec<Increment> = keys.iter().map(|k| inc(k, 10)).collect();
     assert!(writer.increment(batch).await.iter().all(Outcome::is_ok));
     cluster.restart(2);
     cluster.wait_all_up().await;
+    keys
+}
 
-    let stale =
-        |views: &[tally_client::ReplicaView]| views.windows(2).any(|w| w[0].shards != w[1].shards);
+/// Whether the replicas' copies of a key differ.
+fn stale(views: &[tally_client::ReplicaView]) -> bool {
+    views.windows(2).any(|w| w[0].shards != w[1].shards)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_converges_a_replica_that_missed_writes() {
+    let mut cluster = Cluster::start(3, 3, &["--no-hinted-handoff"]).await;
+    let writer = cluster.client_of(0, Consistency::Quorum).await;
+    let keys = writes_host_3_misses(&mut cluster, &writer, "ae", Cluster::stop).await;
     for key in &keys {
         let views = writer
             .inspect_replicas("events", key.as_bytes())
@@ -80,17 +95,7 @@ async fn scheduled_repair_converges_replicas_without_an_operator() {
     let interval = format!("repair.interval_s={INTERVAL_S}");
     let mut cluster = Cluster::start(3, 3, &["--no-hinted-handoff", "--set", &interval]).await;
     let writer = cluster.client_of(0, Consistency::Quorum).await;
-    let keys: Vec<String> = (0..60).map(|i| format!("sched/{i}")).collect();
-    let batch: Vec<Increment> = keys.iter().map(|k| inc(k, 1)).collect();
-    assert!(writer.increment(batch).await.iter().all(Outcome::is_ok));
-    cluster.kill9(2);
-    let batch: Vec<Increment> = keys.iter().map(|k| inc(k, 10)).collect();
-    assert!(writer.increment(batch).await.iter().all(Outcome::is_ok));
-    cluster.restart(2);
-    cluster.wait_all_up().await;
-
-    let stale =
-        |views: &[tally_client::ReplicaView]| views.windows(2).any(|w| w[0].shards != w[1].shards);
+    let keys = writes_host_3_misses(&mut cluster, &writer, "sched", Cluster::kill9).await;
     let mut differing = 0;
     for key in &keys {
         let views = writer
