@@ -105,6 +105,39 @@ pub enum Command {
         #[arg(long, default_value = "now", allow_hyphen_values = true)]
         to: String,
     },
+    /// Add members to a distinct counter (a key of a namespace created
+    /// with a `distinct, ...` spec); each counts once however often added.
+    Add {
+        /// The key.
+        key: String,
+        /// The members (a viewer id, an address...).
+        #[arg(required = true)]
+        members: Vec<String>,
+        /// Namespace (of kind distinct).
+        #[arg(long)]
+        ns: String,
+        /// When they were seen: ms since the epoch, `now`, or `-90m` style.
+        #[arg(long, default_value = "now", allow_hyphen_values = true)]
+        at: String,
+    },
+    /// Estimated distinct members of a key per bucket, and over the
+    /// range (a member seen in several buckets counts once).
+    Distinct {
+        /// The key.
+        key: String,
+        /// Namespace (of kind distinct).
+        #[arg(long)]
+        ns: String,
+        /// minute, hour, day or total.
+        #[arg(long, default_value = "day")]
+        resolution: String,
+        /// Start (inclusive): ms, `now`, or `-7d` style.
+        #[arg(long, default_value = "-7d", allow_hyphen_values = true)]
+        from: String,
+        /// End (exclusive).
+        #[arg(long, default_value = "now", allow_hyphen_values = true)]
+        to: String,
+    },
     /// Namespaces: list (the default), describe, create.
     Ns {
         #[command(subcommand)]
@@ -206,7 +239,9 @@ pub enum NsAction {
     Create {
         /// `[a-z0-9_]{1,64}`.
         name: String,
-        /// Resolutions and retention, e.g. `minute:7d,hour:90d,day:2y,total`.
+        /// Resolutions and retention, e.g. `minute:7d,hour:90d,day:2y,total`;
+        /// `distinct, day:400d, total` for distinct counts (`distinct:12`
+        /// picks the sketches' precision, 14 by default).
         spec: String,
     },
     /// Changes a namespace's retention or adds resolutions (never drops

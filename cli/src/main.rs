@@ -16,7 +16,7 @@ mod timespec;
 
 use args::{Cli, Command, TokenAction};
 use clap::Parser;
-use cmd::{counter, ns, repair, ring, security, status, topology};
+use cmd::{counter, distinct, ns, repair, ring, security, status, topology};
 
 async fn run(cli: Cli) -> Result<(), String> {
     match &cli.command {
@@ -37,6 +37,19 @@ async fn run(cli: Cli) -> Result<(), String> {
             to,
         } => counter::range(&cli, key, ns, resolution, from, to).await,
         Command::Stats { key, ns, from, to } => counter::stats(&cli, key, ns, from, to).await,
+        Command::Add {
+            key,
+            members,
+            ns,
+            at,
+        } => distinct::add(&cli, key, members, ns, at).await,
+        Command::Distinct {
+            key,
+            ns,
+            resolution,
+            from,
+            to,
+        } => distinct::distinct(&cli, key, ns, resolution, from, to).await,
         Command::Ns { action } => ns::run(&cli, action.as_ref()).await,
         Command::Init { node_args } => topology::init(node_args),
         Command::Join { seed, node_args } => topology::join(seed, node_args),

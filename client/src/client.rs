@@ -51,8 +51,8 @@ use crate::connection::{Connection, Delivery};
 use crate::error::{ClientError, ErrorCode};
 use crate::message::MAX_BATCH_ITEMS;
 use crate::message::{
-    Count, Increment, ItemResult, NamespaceInfo, NodeStatus, Point, RepairReport, ReplicaView,
-    Request, Resolution, Response,
+    Add, Count, DistinctPoint, Increment, ItemResult, NamespaceInfo, NodeStatus, Point,
+    RepairReport, ReplicaView, Request, Resolution, Response,
 };
 use crate::routing::RoutingTable;
 use crate::token::token;
@@ -291,26 +291,31 @@ impl Client {
         let n = items.len();
         let request = Request::Increment {
             consistency: self.inner.config.consistency,
-            timeout_ms: self
-                .inner
-                .config
-                .request_timeout
-                .as_millis()
-                .min(u32::MAX as u128) as u32,
+            timeout_ms: self.inner.timeout_ms(),
             items,
         };
-        match self.inner.execute(&request, preferred).await {
+        self.send_write(&request, n, preferred).await
+    }
+
+    /// Sends a write of `n` items once; one outcome per item.
+    async fn send_write(
+        &self,
+        request: &Request,
+        n: usize,
+        preferred: &[String],
+    ) -> Vec<Outcome<()>> {
+        match self.inner.execute(request, preferred).await {
             Ok(Response::Increment(results)) if results.len() == n => results
                 .into_iter()
                 .map(|r| match r {
                     ItemResult::Ok => Outcome::Ok(()),
                     ItemResult::Failed(code) if code.nothing_applied() => {
-                        Outcome::Failed(node_error(code, "increment not applied"))
+                        Outcome::Failed(node_error(code, "write not applied"))
                     }
                     // A code that does not say "nothing applied" wins over
                     // the tag: the safe reading is "maybe".
                     ItemResult::Failed(code) | ItemResult::Indeterminate(code) => {
-                        Outcome::Indeterminate(node_error(code, "increment may have been applied"))
+                        Outcome::Indeterminate(node_error(code, "write may have been applied"))
                     }
                 })
                 .collect(),
@@ -323,8 +328,7 @@ impl Client {
                 }
             }
             Ok(other) => {
-                let e =
-                    ClientError::Protocol(format!("unexpected answer to an increment: {other:?}"));
+                let e = ClientError::Protocol(format!("unexpected answer to a write: {other:?}"));
                 vec![Outcome::Indeterminate(e); n]
             }
             Err(AttemptError {
@@ -335,6 +339,81 @@ impl Client {
                 error,
                 delivery: Delivery::MaybeSent,
             }) => vec![Outcome::Indeterminate(error); n],
+        }
+    }
+
+    /// Adds members to distinct counters (keys of `distinct`
+    /// namespaces). Returns one outcome per item, in order; the batch must
+    /// hold at most 10,000 items. Adding a member again changes nothing,
+    /// so items whose outcome is unknown, or refused for a passing reason,
+    /// are sent again with backoff, up to `max_retries` times.
+    pub async fn add(&self, items: Vec<Add>) -> Vec<Outcome<()>> {
+        let n = items.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        if n > MAX_BATCH_ITEMS {
+            let e =
+                ClientError::InvalidRequest(format!("batch of {n} exceeds {MAX_BATCH_ITEMS} adds"));
+            return vec![Outcome::Failed(e); n];
+        }
+        // To a replica of the first key: the other keys' replicas are
+        // written by that node in parallel, with no extra hop for these.
+        let preferred = match (read(&self.inner.routing).clone(), items.first()) {
+            (Some(table), Some(first)) if !table.ranges.is_empty() => {
+                self.inner
+                    .replica_addresses(&table, &first.namespace, &first.key)
+            }
+            _ => Vec::new(),
+        };
+        let mut outcomes = self.send_adds(items.clone(), &preferred).await;
+        for attempt in 0..self.inner.config.max_retries {
+            let again: Vec<usize> = (0..n).filter(|&i| worth_resending(&outcomes[i])).collect();
+            if again.is_empty() {
+                break;
+            }
+            tokio::time::sleep(self.inner.backoff(attempt)).await;
+            let part = again.iter().map(|&i| items[i].clone()).collect();
+            let resent = self.send_adds(part, &preferred).await;
+            for (i, outcome) in again.into_iter().zip(resent) {
+                outcomes[i] = later_attempt(&outcomes[i], outcome);
+            }
+        }
+        outcomes
+    }
+
+    async fn send_adds(&self, items: Vec<Add>, preferred: &[String]) -> Vec<Outcome<()>> {
+        let n = items.len();
+        let request = Request::Add {
+            consistency: self.inner.config.consistency,
+            timeout_ms: self.inner.timeout_ms(),
+            items,
+        };
+        self.send_write(&request, n, preferred).await
+    }
+
+    /// Distinct members of a key per bucket over `[start_ms, end_ms)`,
+    /// and over the whole range (one merged sketch: a member seen in
+    /// several buckets counts once).
+    pub async fn distinct(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        resolution: Resolution,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<(Vec<DistinctPoint>, u64), ClientError> {
+        let request = Request::Distinct {
+            consistency: self.inner.config.consistency,
+            namespace: namespace.to_owned(),
+            key: key.to_vec(),
+            resolution,
+            start_ms,
+            end_ms,
+        };
+        match self.read(&request).await? {
+            Response::Distinct { points, union } => Ok((points, union)),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -485,6 +564,7 @@ impl Client {
         let preferred = match request {
             Request::Total { namespace, key, .. }
             | Request::Range { namespace, key, .. }
+            | Request::Distinct { namespace, key, .. }
             | Request::Stats { namespace, key, .. }
             | Request::InspectReplicas { namespace, key } => {
                 match read(&self.inner.routing).clone() {
@@ -614,6 +694,14 @@ impl Inner {
             tokio::time::sleep(self.backoff(attempt)).await;
             attempt += 1;
         }
+    }
+
+    /// The request timeout as a write's `timeout_ms`.
+    fn timeout_ms(&self) -> u32 {
+        self.config
+            .request_timeout
+            .as_millis()
+            .min(u32::MAX as u128) as u32
     }
 
     /// Full-jitter exponential backoff before retry `attempt`.

@@ -36,6 +36,13 @@ pub enum ErrorCode {
     /// read's sum over shards or buckets is past the `i64` range. Nothing
     /// applied (nothing read).
     Overflow,
+    /// The namespace is of the other kind: increments go to counter
+    /// namespaces, adds of members to distinct ones (and a distinct read
+    /// asks a distinct namespace). Nothing applied (nothing read).
+    WrongKind,
+    /// A member to add is empty or longer than 1,024 bytes. Nothing
+    /// applied.
+    InvalidMember,
     /// The node sheds load; retry later with backoff. Nothing applied.
     Overloaded,
     /// The deadline passed; the outcome of a write is unknown.
@@ -86,6 +93,8 @@ impl ErrorCode {
             ErrorCode::ResolutionNotKept => 15,
             ErrorCode::OpIdExpired => 16,
             ErrorCode::Overflow => 17,
+            ErrorCode::WrongKind => 18,
+            ErrorCode::InvalidMember => 19,
             ErrorCode::Overloaded => 20,
             ErrorCode::Timeout => 21,
             ErrorCode::Unavailable => 22,
@@ -102,7 +111,7 @@ impl ErrorCode {
 
     /// From the wire value.
     pub fn from_u16(v: u16) -> ErrorCode {
-        const KNOWN: [ErrorCode; 23] = [
+        const KNOWN: [ErrorCode; 25] = [
             ErrorCode::MalformedFrame,
             ErrorCode::UnsupportedVersion,
             ErrorCode::ChecksumMismatch,
@@ -116,6 +125,8 @@ impl ErrorCode {
             ErrorCode::ResolutionNotKept,
             ErrorCode::OpIdExpired,
             ErrorCode::Overflow,
+            ErrorCode::WrongKind,
+            ErrorCode::InvalidMember,
             ErrorCode::Overloaded,
             ErrorCode::Timeout,
             ErrorCode::Unavailable,

@@ -50,9 +50,9 @@ pub use connection::{Connection, Delivery};
 pub use error::{ClientError, ErrorCode};
 pub use ingest::{Ingestor, Producer, ProducerConfig, ProducerReport};
 pub use message::{
-    AuthStep, CellBatch, CellState, Consistency, Count, Increment, ItemResult, KeyRange,
-    NamespaceInfo, NodeStatus, PeerStatus, Point, RepairReport, ReplicaView, Request, Resolution,
-    Response, ShardView, StorageHealth,
+    Add, AuthStep, CellBatch, CellState, Consistency, Count, DistinctPoint, Increment, ItemResult,
+    KeyRange, NamespaceInfo, NamespaceKind, NodeStatus, PeerStatus, Point, RepairReport,
+    ReplicaView, Request, Resolution, Response, ShardView, StorageHealth,
 };
 pub use op_id::{new_op_id, op_id_at, op_id_made_ms};
 pub use routing::{RoutingNode, RoutingRange, RoutingTable};

@@ -8,9 +8,9 @@ use bytes::BytesMut;
 use proptest::prelude::*;
 use tally_client::frame::{parse_frame, Frame, FrameCodec, HEADER_BYTES};
 use tally_client::{
-    AuthStep, CellState, Consistency, Count, ErrorCode, Increment, ItemResult, KeyRange,
-    NamespaceInfo, NodeStatus, PeerStatus, Point, ReplicaView, Request, Resolution, Response,
-    RoutingNode, RoutingRange, RoutingTable, ShardView, StorageHealth,
+    Add, AuthStep, CellState, Consistency, Count, DistinctPoint, ErrorCode, Increment, ItemResult,
+    KeyRange, NamespaceInfo, NamespaceKind, NodeStatus, PeerStatus, Point, ReplicaView, Request,
+    Resolution, Response, RoutingNode, RoutingRange, RoutingTable, ShardView, StorageHealth,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -173,6 +173,44 @@ fn client_request() -> impl Strategy<Value = Request> {
             }
         ),
         Just(Request::ListNamespaces),
+        (
+            consistency(),
+            any::<u32>(),
+            proptest::collection::vec(
+                (name(), key(), any::<i64>(), key()).prop_map(
+                    |(namespace, key, timestamp_ms, member)| Add {
+                        namespace,
+                        key,
+                        timestamp_ms,
+                        member,
+                    }
+                ),
+                0..8
+            )
+        )
+            .prop_map(|(consistency, timeout_ms, items)| Request::Add {
+                consistency,
+                timeout_ms,
+                items
+            }),
+        (
+            consistency(),
+            name(),
+            key(),
+            resolution(),
+            any::<i64>(),
+            any::<i64>()
+        )
+            .prop_map(
+                |(consistency, namespace, key, resolution, start_ms, end_ms)| Request::Distinct {
+                    consistency,
+                    namespace,
+                    key,
+                    resolution,
+                    start_ms,
+                    end_ms
+                }
+            ),
         name().prop_map(|name| Request::DescribeNamespace { name }),
         Just(Request::Status),
     ]
@@ -227,12 +265,14 @@ fn replica_view() -> impl Strategy<Value = ReplicaView> {
             ),
             0..4,
         ),
+        key(),
     )
-        .prop_map(|(host_id, address, error, shards)| ReplicaView {
+        .prop_map(|(host_id, address, error, shards, value)| ReplicaView {
             host_id,
             address,
             error,
             shards,
+            value,
         })
 }
 
@@ -274,9 +314,21 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
     });
     let ns = (
         name(),
+        prop_oneof![
+            Just(NamespaceKind::Counter),
+            (4u8..=18).prop_map(|precision| NamespaceKind::Distinct { precision })
+        ],
         proptest::collection::vec((resolution(), proptest::option::of(1u64..u64::MAX)), 0..4),
     )
-        .prop_map(|(name, resolutions)| NamespaceInfo { name, resolutions });
+        .prop_map(|(name, kind, resolutions)| NamespaceInfo {
+            name,
+            kind,
+            resolutions,
+        });
+    let distinct = (any::<i64>(), any::<u64>()).prop_map(|(b, e)| DistinctPoint {
+        bucket_start_ms: b,
+        estimate: e,
+    });
     prop_oneof![
         proptest::collection::vec(item, 0..8).prop_map(|r| (1, Response::Increment(r))),
         (any::<i64>(), any::<u64>())
@@ -290,6 +342,10 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
             }
         )),
         proptest::collection::vec(ns, 0..3).prop_map(|l| (5, Response::Namespaces(l))),
+        (proptest::collection::vec(distinct, 0..8), any::<u64>())
+            .prop_map(|(points, union)| (0x17, Response::Distinct { points, union })),
+        proptest::collection::vec(increment_result(), 0..8)
+            .prop_map(|r| (0x16, Response::Increment(r))),
         (
             any::<u64>(),
             ".{0,10}",

@@ -10,9 +10,10 @@
 use bytes::BytesMut;
 use tally_client::frame::FrameCodec;
 use tally_client::{
-    AuthStep, CellState, Consistency, Count, ErrorCode, Increment, ItemResult, KeyRange,
-    NamespaceInfo, NodeStatus, PeerStatus, Point, RepairReport, ReplicaView, Request, Resolution,
-    Response, RoutingNode, RoutingRange, RoutingTable, ShardView, StorageHealth,
+    Add, AuthStep, CellState, Consistency, Count, DistinctPoint, ErrorCode, Increment, ItemResult,
+    KeyRange, NamespaceInfo, NamespaceKind, NodeStatus, PeerStatus, Point, RepairReport,
+    ReplicaView, Request, Resolution, Response, RoutingNode, RoutingRange, RoutingTable, ShardView,
+    StorageHealth,
 };
 use tokio_util::codec::Decoder;
 
@@ -228,6 +229,45 @@ fn every_request_decodes_from_the_pages_bytes() {
         },
     );
     request(
+        0x16,
+        B::default()
+            .u8(2)
+            .u32(500)
+            .u32(1)
+            .str16("viewers")
+            .bytes16(b"video-7")
+            .i64(60_000)
+            .bytes16(b"user-42"),
+        Request::Add {
+            consistency: Consistency::Quorum,
+            timeout_ms: 500,
+            items: vec![Add {
+                namespace: "viewers".into(),
+                key: b"video-7".to_vec(),
+                timestamp_ms: 60_000,
+                member: b"user-42".to_vec(),
+            }],
+        },
+    );
+    request(
+        0x17,
+        B::default()
+            .u8(1)
+            .str16("viewers")
+            .bytes16(b"video-7")
+            .u8(3)
+            .i64(0)
+            .i64(604_800_000),
+        Request::Distinct {
+            consistency: Consistency::One,
+            namespace: "viewers".into(),
+            key: b"video-7".to_vec(),
+            resolution: Resolution::Day,
+            start_ms: 0,
+            end_ms: 604_800_000,
+        },
+    );
+    request(
         0x04,
         B::default()
             .u8(2)
@@ -400,6 +440,7 @@ fn every_response_decodes_from_the_pages_bytes() {
         B::default()
             .u32(1)
             .str16("views")
+            .u8(0)
             .u32(2)
             .u8(1)
             .u64(86_400_000)
@@ -407,10 +448,54 @@ fn every_response_decodes_from_the_pages_bytes() {
             .u64(0),
         Response::Namespaces(vec![NamespaceInfo {
             name: "views".into(),
+            kind: NamespaceKind::Counter,
             resolutions: vec![
                 (Resolution::Minute, Some(86_400_000)),
                 (Resolution::Total, None),
             ],
+        }]),
+    );
+    response(
+        0x17,
+        B::default()
+            .u32(2)
+            .i64(0)
+            .u64(120)
+            .i64(86_400_000)
+            .u64(95)
+            .u64(170),
+        Response::Distinct {
+            points: vec![
+                DistinctPoint {
+                    bucket_start_ms: 0,
+                    estimate: 120,
+                },
+                DistinctPoint {
+                    bucket_start_ms: 86_400_000,
+                    estimate: 95,
+                },
+            ],
+            union: 170,
+        },
+    );
+    response(
+        0x16,
+        B::default().u32(1).u8(2).u16(21),
+        Response::Increment(vec![ItemResult::Indeterminate(ErrorCode::Timeout)]),
+    );
+    response(
+        0x05,
+        B::default()
+            .u32(1)
+            .str16("viewers")
+            .u8(14)
+            .u32(1)
+            .u8(3)
+            .u64(0),
+        Response::Namespaces(vec![NamespaceInfo {
+            name: "viewers".into(),
+            kind: NamespaceKind::Distinct { precision: 14 },
+            resolutions: vec![(Resolution::Day, None)],
         }]),
     );
     response(
@@ -515,11 +600,13 @@ fn every_response_decodes_from_the_pages_bytes() {
             .u64(3)
             .i64(5)
             .u64(2)
+            .bytes32(b"cell")
             .u64(2)
             .str32("b:2")
             .u8(1)
             .str32("timed out")
-            .u32(0),
+            .u32(0)
+            .bytes32(b""),
         Response::Replicas(vec![
             ReplicaView {
                 host_id: 1,
@@ -531,12 +618,14 @@ fn every_response_decodes_from_the_pages_bytes() {
                     sum: 5,
                     count: 2,
                 }],
+                value: b"cell".to_vec(),
             },
             ReplicaView {
                 host_id: 2,
                 address: "b:2".into(),
                 error: Some("timed out".into()),
                 shards: vec![],
+                value: vec![],
             },
         ]),
     );

@@ -386,6 +386,7 @@ mod tests {
                 sum,
                 count: 1,
             }],
+            value: Vec::new(),
         }
     }
 

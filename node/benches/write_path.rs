@@ -32,7 +32,7 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use tally_client::{CellState, Increment};
 use tally_node::{
-    Clock, CounterMerge, CounterStore, Identity, Namespaces, NodeConfig, StoreLimits, SystemClock,
+    CellMerge, Clock, CounterStore, Identity, Namespaces, NodeConfig, StoreLimits, SystemClock,
 };
 use tally_storage::{Db, Options, WriteBatch};
 
@@ -133,7 +133,7 @@ fn main() {
             Db::open(
                 dir.path().join(format!("engine{h}")),
                 options(),
-                Arc::new(CounterMerge),
+                Arc::new(CellMerge),
             )
             .unwrap()
         })

@@ -221,6 +221,75 @@ async fn http_and_the_binary_protocol_see_the_same_counters() {
 /// one is served (a documented route that fell through to the router's
 /// fallback would answer `NotFound`, a wrong method 405).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_adds_over_http_are_read_by_the_binary_protocol_and_back() {
+    let cluster = Cluster::start(
+        3,
+        3,
+        &["--set", "namespaces.viewers=distinct, day:30d, total"],
+    )
+    .await;
+    let h = cluster.http_addr(1);
+    let client = cluster.client(Consistency::Quorum).await;
+    let (status, v) = call(
+        &h,
+        "POST",
+        "/v1/adds",
+        Some(json!({"namespace": "viewers", "adds": [
+            {"key": "video:1", "member": "ann"},
+            {"key": "video:1", "member": "bob", "timestamp": "-1d"},
+            {"key": "video:1", "member": "ann", "timestamp": "-1d"},
+            {"key": "video:1", "member": "ann"},
+            {"key": "video:1", "member": ""},
+            {"key": "video:1", "member": "cy", "namespace": "events"},
+        ]})),
+    )
+    .await;
+    assert_eq!(status, 207, "{v}");
+    assert_eq!(
+        (v["ok"].as_u64(), v["failed"].as_u64()),
+        (Some(4), Some(2)),
+        "{v}"
+    );
+    assert_eq!(v["results"][4]["code"], "InvalidMember", "{v}");
+    assert_eq!(v["results"][5]["code"], "WrongKind", "{v}");
+
+    // Two days, two members: ann on both counts once in the union.
+    let (points, union) = client
+        .distinct(
+            "viewers",
+            b"video:1",
+            tally_client::Resolution::Day,
+            now_ms() - 3 * 86_400_000,
+            now_ms() + 1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        points.iter().map(|p| p.estimate).collect::<Vec<_>>(),
+        [2, 1]
+    );
+    assert_eq!(union, 2);
+    let (status, v) = call(&h, "GET", "/v1/distinct/viewers/video:1?from=-3d", None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["distinct"], 2, "{v}");
+    assert_eq!(v["points"].as_array().unwrap().len(), 2, "{v}");
+    let (status, v) = call(&h, "GET", "/v1/distinct/events/video:1", None).await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (400, Some("WrongKind")),
+        "{v}"
+    );
+    let (status, v) = call(
+        &h,
+        "POST",
+        "/v1/adds",
+        Some(json!({"adds": [{"key": "k", "member": "m"}]})),
+    )
+    .await;
+    assert_eq!(status, 400, "an add names its namespace: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_file_lists_exactly_the_routes_served() {
     let spec: Value = serde_json::from_str(include_str!("../../docs/openapi.json")).unwrap();
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));

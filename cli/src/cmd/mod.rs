@@ -2,6 +2,7 @@
 //! prints a table, or JSON with `--json`.
 
 pub mod counter;
+pub mod distinct;
 pub mod ns;
 pub mod repair;
 pub mod repair_status;

@@ -2,6 +2,7 @@
 //! (through the metadata leader).
 
 use tally_client::admin::AdminRequest;
+use tally_client::NamespaceKind;
 
 use crate::args::{Cli, NsAction};
 use crate::cmd::topology;
@@ -43,7 +44,7 @@ async fn show(cli: &Cli, name: Option<&String>) -> Result<(), String> {
     if cli.json {
         print_json(&list);
     } else {
-        println!("{:<20} resolutions (retention)", "namespace");
+        println!("{:<20} {:<14} resolutions (retention)", "namespace", "kind");
         for ns in list {
             let res: Vec<String> = ns
                 .resolutions
@@ -53,7 +54,11 @@ async fn show(cli: &Cli, name: Option<&String>) -> Result<(), String> {
                     None => format!("{r}:forever"),
                 })
                 .collect();
-            println!("{:<20} {}", ns.name, res.join(", "));
+            let kind = match ns.kind {
+                NamespaceKind::Counter => "counter".to_owned(),
+                NamespaceKind::Distinct { precision } => format!("distinct (p{precision})"),
+            };
+            println!("{:<20} {kind:<14} {}", ns.name, res.join(", "));
         }
     }
     Ok(())

@@ -32,8 +32,9 @@ impl Need {
             | k::STATUS
             | k::ROUTING
             | k::INSPECT_REPLICAS
+            | k::DISTINCT
             | k::ADMIN => Need::Role(Role::Read),
-            k::INCREMENT => Need::Role(Role::Write),
+            k::INCREMENT | k::ADD => Need::Role(Role::Write),
             k::REPAIR | k::ADJUST_CLOCK => Need::Role(Role::Admin),
             k::FORWARDED_INCREMENT
             | k::REPLICA_WRITE

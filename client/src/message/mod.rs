@@ -21,8 +21,9 @@ pub use crate::resolution::Resolution;
 pub use access::{is_auth_kind, Need};
 pub use cell_batch::CellBatch;
 pub use types::{
-    CellState, Consistency, Count, Increment, ItemResult, KeyRange, NamespaceInfo, NodeStatus,
-    PeerStatus, Point, RepairReport, ReplicaView, ShardView, StorageHealth,
+    Add, CellState, Consistency, Count, DistinctPoint, Increment, ItemResult, KeyRange,
+    NamespaceInfo, NamespaceKind, NodeStatus, PeerStatus, Point, RepairReport, ReplicaView,
+    ShardView, StorageHealth,
 };
 pub use wire::{DecodeError, MAX_BATCH_ITEMS, MAX_CELLS, MAX_RANGES};
 
@@ -70,6 +71,33 @@ pub enum Request {
         namespace: String,
         /// Key.
         key: Vec<u8>,
+        /// Start (inclusive), ms.
+        start_ms: i64,
+        /// End (exclusive), ms.
+        end_ms: i64,
+    },
+    /// Add members to distinct counters (namespaces of kind `distinct`).
+    /// Answered with `Increment` (one result per item). Adding a member
+    /// again changes nothing, so a retry is always safe.
+    Add {
+        /// Replicas that must acknowledge.
+        consistency: Consistency,
+        /// The client's deadline for the whole request, in milliseconds.
+        timeout_ms: u32,
+        /// The members.
+        items: Vec<Add>,
+    },
+    /// Distinct members per bucket over `[start_ms, end_ms)`, and over
+    /// the whole range (the union, not a sum). Answered with `Distinct`.
+    Distinct {
+        /// Replicas that must answer.
+        consistency: Consistency,
+        /// Namespace (of kind `distinct`).
+        namespace: String,
+        /// Key.
+        key: Vec<u8>,
+        /// Bucket width.
+        resolution: Resolution,
         /// Start (inclusive), ms.
         start_ms: i64,
         /// End (exclusive), ms.
@@ -221,6 +249,13 @@ pub enum Response {
         /// Cells read to answer.
         cells_read: u32,
     },
+    /// Distinct members per non-empty bucket, and over the range.
+    Distinct {
+        /// One estimate per non-empty bucket, in time order.
+        points: Vec<DistinctPoint>,
+        /// Estimated distinct members over the whole range.
+        union: u64,
+    },
     /// Namespaces.
     Namespaces(Vec<NamespaceInfo>),
     /// Node status.
@@ -287,6 +322,8 @@ pub(crate) mod kind {
     pub const ADMIN: u8 = 0x13;
     pub const LED_OP_IDS: u8 = 0x14;
     pub const AUTH: u8 = 0x15;
+    pub const ADD: u8 = 0x16;
+    pub const DISTINCT: u8 = 0x17;
     pub const RESPONSE: u8 = 0x80;
     pub const ERROR: u8 = 0xFF;
 }

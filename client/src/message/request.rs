@@ -5,8 +5,9 @@ use bytes::{BufMut, BytesMut};
 use super::kind;
 use super::types::{CellState, KeyRange};
 use super::wire::{
-    consistency_code, get_cell_batch, get_increments, malformed, put_bytes16, put_bytes32,
-    put_cell_batch, put_cell_chunks, put_increments, unknown_kind, DecodeError, Reader, MAX_RANGES,
+    consistency_code, get_adds, get_cell_batch, get_increments, malformed, put_adds, put_bytes16,
+    put_bytes32, put_cell_batch, put_cell_chunks, put_increments, unknown_kind, DecodeError,
+    Reader, MAX_RANGES,
 };
 use super::{AuthStep, Request};
 
@@ -26,6 +27,8 @@ impl Request {
             Request::Increment { .. } => kind::INCREMENT,
             Request::Total { .. } => kind::TOTAL,
             Request::Range { .. } => kind::RANGE,
+            Request::Add { .. } => kind::ADD,
+            Request::Distinct { .. } => kind::DISTINCT,
             Request::Stats { .. } => kind::STATS,
             Request::ListNamespaces => kind::LIST_NAMESPACES,
             Request::DescribeNamespace { .. } => kind::DESCRIBE_NAMESPACE,
@@ -54,6 +57,8 @@ impl Request {
             Request::Increment { .. } => "increment",
             Request::Total { .. } => "total",
             Request::Range { .. } => "range",
+            Request::Add { .. } => "add",
+            Request::Distinct { .. } => "distinct",
             Request::Stats { .. } => "stats",
             Request::ListNamespaces => "list_namespaces",
             Request::DescribeNamespace { .. } => "describe_namespace",
@@ -79,7 +84,7 @@ impl Request {
     pub fn is_read(&self) -> bool {
         !matches!(
             self,
-            Request::Increment { .. } | Request::ForwardedIncrement { .. }
+            Request::Increment { .. } | Request::ForwardedIncrement { .. } | Request::Add { .. }
         )
     }
 
@@ -91,6 +96,8 @@ impl Request {
             Request::Increment { items, .. } | Request::ForwardedIncrement { items, .. } => {
                 !items.is_empty() && items.iter().all(|i| i.op_id.is_some())
             }
+            // A member added twice is counted once.
+            Request::Add { .. } => true,
             _ => self.is_read(),
         }
     }
@@ -106,6 +113,30 @@ impl Request {
                 buf.put_u8(consistency_code(*consistency));
                 buf.put_u32_le(*timeout_ms);
                 put_increments(buf, items);
+            }
+            Request::Add {
+                consistency,
+                timeout_ms,
+                items,
+            } => {
+                buf.put_u8(consistency_code(*consistency));
+                buf.put_u32_le(*timeout_ms);
+                put_adds(buf, items);
+            }
+            Request::Distinct {
+                consistency,
+                namespace,
+                key,
+                resolution,
+                start_ms,
+                end_ms,
+            } => {
+                buf.put_u8(consistency_code(*consistency));
+                put_bytes16(buf, namespace.as_bytes());
+                put_bytes16(buf, key);
+                buf.put_u8(resolution.code());
+                buf.put_i64_le(*start_ms);
+                buf.put_i64_le(*end_ms);
             }
             Request::Total {
                 consistency,
@@ -219,6 +250,19 @@ impl Request {
                 consistency: r.consistency()?,
                 timeout_ms: r.u32()?,
                 items: get_increments(&mut r)?,
+            },
+            kind::ADD => Request::Add {
+                consistency: r.consistency()?,
+                timeout_ms: r.u32()?,
+                items: get_adds(&mut r)?,
+            },
+            kind::DISTINCT => Request::Distinct {
+                consistency: r.consistency()?,
+                namespace: r.string16()?,
+                key: r.bytes16()?.to_vec(),
+                resolution: r.resolution()?,
+                start_ms: r.i64()?,
+                end_ms: r.i64()?,
             },
             kind::TOTAL => Request::Total {
                 consistency: r.consistency()?,

@@ -5,8 +5,8 @@ use bytes::{BufMut, BytesMut};
 
 use super::kind;
 use super::types::{
-    Count, ItemResult, NamespaceInfo, NodeStatus, PeerStatus, Point, RepairReport, ReplicaView,
-    ShardView, StorageHealth,
+    Count, DistinctPoint, ItemResult, NamespaceInfo, NamespaceKind, NodeStatus, PeerStatus, Point,
+    RepairReport, ReplicaView, ShardView, StorageHealth,
 };
 use super::wire::{
     get_cells, malformed, put_bytes16, put_bytes32, put_cells, put_item_result, put_string32,
@@ -98,6 +98,14 @@ impl Response {
                     buf.put_u64_le(p.count);
                 }
             }
+            Response::Distinct { points, union } => {
+                buf.put_u32_le(points.len() as u32);
+                for p in points {
+                    buf.put_i64_le(p.bucket_start_ms);
+                    buf.put_u64_le(p.estimate);
+                }
+                buf.put_u64_le(*union);
+            }
             Response::Stats { total, cells_read } => {
                 buf.put_i64_le(total.sum);
                 buf.put_u64_le(total.count);
@@ -107,6 +115,11 @@ impl Response {
                 buf.put_u32_le(list.len() as u32);
                 for ns in list {
                     put_bytes16(buf, ns.name.as_bytes());
+                    // The distinct sketches' precision; 0 for counters.
+                    buf.put_u8(match ns.kind {
+                        NamespaceKind::Counter => 0,
+                        NamespaceKind::Distinct { precision } => precision,
+                    });
                     buf.put_u32_le(ns.resolutions.len() as u32);
                     for (res, retention) in &ns.resolutions {
                         buf.put_u8(res.code());
@@ -199,6 +212,7 @@ impl Response {
                         buf.put_i64_le(s.sum);
                         buf.put_u64_le(s.count);
                     }
+                    put_bytes32(buf, &v.value);
                 }
             }
             Response::Error { code, message } => {
@@ -220,7 +234,7 @@ impl Response {
             return Ok(Response::Error { code, message });
         }
         let response = match kind & !kind::RESPONSE {
-            kind::INCREMENT | kind::FORWARDED_INCREMENT => {
+            kind::INCREMENT | kind::FORWARDED_INCREMENT | kind::ADD => {
                 let n = r.count(3)?;
                 let mut results = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -251,6 +265,20 @@ impl Response {
                 }
                 Response::Range(points)
             }
+            kind::DISTINCT => {
+                let n = r.count(16)?;
+                let mut points = Vec::with_capacity(n);
+                for _ in 0..n {
+                    points.push(DistinctPoint {
+                        bucket_start_ms: r.i64()?,
+                        estimate: r.u64()?,
+                    });
+                }
+                Response::Distinct {
+                    points,
+                    union: r.u64()?,
+                }
+            }
             kind::STATS => Response::Stats {
                 total: Count {
                     sum: r.i64()?,
@@ -263,6 +291,10 @@ impl Response {
                 let mut list = Vec::with_capacity(n);
                 for _ in 0..n {
                     let name = r.string16()?;
+                    let kind = match r.u8()? {
+                        0 => NamespaceKind::Counter,
+                        precision => NamespaceKind::Distinct { precision },
+                    };
                     let m = r.count(9)?;
                     let mut resolutions = Vec::with_capacity(m);
                     for _ in 0..m {
@@ -270,7 +302,11 @@ impl Response {
                         let retention = r.u64()?;
                         resolutions.push((res, (retention != 0).then_some(retention)));
                     }
-                    list.push(NamespaceInfo { name, resolutions });
+                    list.push(NamespaceInfo {
+                        name,
+                        kind,
+                        resolutions,
+                    });
                 }
                 Response::Namespaces(list)
             }
@@ -362,7 +398,7 @@ impl Response {
             kind::REPLICA_READ => Response::Cells(get_cells(&mut r)?),
             kind::ROUTING => Response::Routing(get_routing(&mut r)?),
             kind::INSPECT_REPLICAS => {
-                let n = r.count(8 + 4 + 1 + 4)?;
+                let n = r.count(8 + 4 + 1 + 4 + 4)?;
                 let mut views = Vec::with_capacity(n);
                 for _ in 0..n {
                     let host_id = r.u64()?;
@@ -382,11 +418,13 @@ impl Response {
                             count: r.u64()?,
                         });
                     }
+                    let value = r.bytes32()?.to_vec();
                     views.push(ReplicaView {
                         host_id,
                         address,
                         error,
                         shards,
+                        value,
                     });
                 }
                 Response::Replicas(views)

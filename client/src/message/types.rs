@@ -42,6 +42,47 @@ pub struct Increment {
     pub op_id: Option<u128>,
 }
 
+/// One member added to a distinct counter (a distinct namespace's key):
+/// the cells of every resolution the namespace keeps count it once,
+/// however often it is added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Add {
+    /// The namespace: one of kind `distinct`.
+    pub namespace: String,
+    /// The partition key, 1..=1024 bytes.
+    pub key: Vec<u8>,
+    /// When the member was seen, in milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// The member (a viewer id, an IP address), 1..=1024 bytes.
+    pub member: Vec<u8>,
+}
+
+/// One bucket of a distinct read: about how many different members were
+/// added to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DistinctPoint {
+    /// Bucket start, in milliseconds since the Unix epoch.
+    pub bucket_start_ms: i64,
+    /// Estimated distinct members (HyperLogLog: about 0.8% standard
+    /// error at the default precision, nearly exact below a few
+    /// thousand).
+    pub estimate: u64,
+}
+
+/// What a namespace's cells hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum NamespaceKind {
+    /// Counters: increments add to sums and counts.
+    #[default]
+    Counter,
+    /// Distinct counts: adds of members to HyperLogLog sketches.
+    Distinct {
+        /// The sketches' precision (2^precision registers).
+        precision: u8,
+    },
+}
+
 /// A sum and a count of events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Count {
@@ -67,6 +108,8 @@ pub struct Point {
 pub struct NamespaceInfo {
     /// The namespace's name.
     pub name: String,
+    /// Counters or distinct counts.
+    pub kind: NamespaceKind,
     /// Resolutions with their retention in milliseconds (`None`: forever).
     pub resolutions: Vec<(Resolution, Option<u64>)>,
 }
@@ -215,8 +258,13 @@ pub struct ReplicaView {
     pub address: String,
     /// Why the replica could not be read (`None`: it answered).
     pub error: Option<String>,
-    /// The replica's shards of the cell (empty: it holds no copy).
+    /// The replica's shards of the cell (empty: it holds no copy, or the
+    /// cell is a distinct count's sketch).
     pub shards: Vec<ShardView>,
+    /// The cell's bytes as the replica stores them (empty: no copy), so
+    /// that copies can be compared byte for byte whatever their kind.
+    #[serde(skip)]
+    pub value: Vec<u8>,
 }
 
 /// What a repair did (`tally repair`).

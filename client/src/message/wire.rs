@@ -6,7 +6,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::cell_batch::CellBatch;
-use super::types::{CellState, Consistency, Increment, ItemResult};
+use super::types::{Add, CellState, Consistency, Increment, ItemResult};
 use crate::error::ErrorCode;
 use crate::resolution::Resolution;
 
@@ -224,6 +224,36 @@ pub(crate) fn get_increments(r: &mut Reader<'_>) -> Result<Vec<Increment>, Decod
             delta,
             events,
             op_id,
+        });
+    }
+    Ok(items)
+}
+
+pub(crate) fn put_adds(buf: &mut BytesMut, items: &[Add]) {
+    buf.put_u32_le(items.len() as u32);
+    for item in items {
+        put_bytes16(buf, item.namespace.as_bytes());
+        put_bytes16(buf, &item.key);
+        buf.put_i64_le(item.timestamp_ms);
+        put_bytes16(buf, &item.member);
+    }
+}
+
+pub(crate) fn get_adds(r: &mut Reader<'_>) -> Result<Vec<Add>, DecodeError> {
+    let n = r.count(2 + 2 + 8 + 2)?;
+    if n > MAX_BATCH_ITEMS {
+        return Err(DecodeError {
+            code: ErrorCode::BatchTooLarge,
+            reason: format!("batch of {n} adds exceeds {MAX_BATCH_ITEMS}"),
+        });
+    }
+    let mut items = Vec::with_capacity(n);
+    for _ in 0..n {
+        items.push(Add {
+            namespace: r.string16()?,
+            key: r.bytes16()?.to_vec(),
+            timestamp_ms: r.i64()?,
+            member: r.bytes16()?.to_vec(),
         });
     }
     Ok(items)

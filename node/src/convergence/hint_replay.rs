@@ -27,7 +27,7 @@ use tally_consensus::{ClusterMap, HostId};
 use crate::cluster::metadata::Metadata;
 use crate::cluster::peers::Peers;
 use crate::counter::cell_key;
-use crate::counter::shard_set::ShardSet;
+use crate::counter::cell_merge::valid_for_key;
 use crate::replica::hint_store::HintStore;
 use crate::replica::store::CounterStore;
 
@@ -102,7 +102,7 @@ pub fn hint_recovered(
         let Some(value) = store.db().get(&key)? else {
             continue;
         };
-        if !ShardSet::is_valid(&value) {
+        if !valid_for_key(&key, &value) {
             continue;
         }
         cells += 1;

@@ -34,6 +34,9 @@
 //!
 //! With `W + R > N` every acknowledged increment is visible to every later
 //! read.
+//!
+//! **Adds** (distinct namespaces) need no leader: the coordinator builds
+//! the sketches and merges them into every replica (`add`).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -43,6 +46,7 @@ use tally_client::Consistency;
 
 use crate::context::NodeContext;
 
+mod add;
 mod read;
 mod write;
 

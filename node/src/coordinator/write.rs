@@ -15,7 +15,7 @@ use crate::fault_modes::BrokenMode;
 use crate::replica::store::lead::unconfirmed;
 
 impl Coordinator {
-    fn write_deadline(&self, timeout_ms: u32) -> Instant {
+    pub(super) fn write_deadline(&self, timeout_ms: u32) -> Instant {
         let asked = if timeout_ms == 0 {
             self.config.default_write_timeout
         } else {
@@ -321,6 +321,6 @@ pub fn op_leader(replicas: &[HostId], id: u128) -> HostId {
 
 /// Whether two replica lists hold the same hosts, in any order (a list
 /// never repeats a host).
-fn same_hosts(a: &[HostId], b: &[HostId]) -> bool {
+pub(super) fn same_hosts(a: &[HostId], b: &[HostId]) -> bool {
     a.len() == b.len() && a.iter().all(|h| b.contains(h))
 }

@@ -167,19 +167,11 @@ impl Sketch {
             Form::Dense(registers) => registers.clone(),
             Form::Sparse(entries) => {
                 let mut registers = vec![0u8; self.registers()];
-                let drop = SPARSE_BITS - self.precision;
                 for &e in entries {
-                    let (index25, rank25) = (e >> 6, (e & 63) as u8);
-                    let index = (index25 >> drop) as usize;
-                    let below = index25 & ((1 << drop) - 1);
-                    // The bits between the two precisions count toward
-                    // the rank at the coarser one.
-                    let rank = if below != 0 {
-                        (below.leading_zeros() - (32 - u32::from(drop))) as u8 + 1
-                    } else {
-                        rank25 + drop
-                    };
-                    registers[index] = registers[index].max(rank);
+                    let (index, rank) = coarse(e, self.precision);
+                    if let Some(r) = registers.get_mut(index) {
+                        *r = (*r).max(rank);
+                    }
                 }
                 registers
             }
@@ -339,6 +331,12 @@ impl Sketch {
                     if rank == 0 || rank > max_rank {
                         return Err(SketchError::Corrupt(format!("sparse rank {rank}")));
                     }
+                    if e > ENTRY_MASK {
+                        return Err(SketchError::Corrupt(format!(
+                            "sparse index {} past 2^{SPARSE_BITS}",
+                            e >> 6
+                        )));
+                    }
                     if entries
                         .last()
                         .is_some_and(|&last: &u32| last >> 6 >= e >> 6)
@@ -377,6 +375,107 @@ impl Sketch {
         }
     }
 }
+
+/// A sparse entry's register index and rank at `precision`.
+fn coarse(entry: u32, precision: u8) -> (usize, u8) {
+    let (index25, rank25) = (entry >> 6, (entry & 63) as u8);
+    let drop = SPARSE_BITS - precision;
+    let index = (index25 >> drop) as usize;
+    let below = index25 & ((1 << drop) - 1);
+    // The bits between the two precisions count toward the rank at the
+    // coarser one.
+    let rank = if below != 0 {
+        (below.leading_zeros() - (32 - u32::from(drop))) as u8 + 1
+    } else {
+        rank25 + drop
+    };
+    (index, rank)
+}
+
+/// A sketch's precision and form, from a header whose length checks out
+/// (the body is not read).
+fn header(bytes: &[u8]) -> Option<(u8, u8)> {
+    let [MAGIC, precision, form, body @ ..] = bytes else {
+        return None;
+    };
+    if !PRECISIONS.contains(precision) {
+        return None;
+    }
+    let fits = match form {
+        0 => body
+            .get(..4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize)
+            .is_some_and(|n| body.len() == n.saturating_mul(4).saturating_add(4)),
+        1 => body.len() == 1 << precision,
+        _ => false,
+    };
+    fits.then_some((*precision, *form))
+}
+
+/// Merges the encoded sketch `newer` into the encoded sketch `older`: in
+/// `older`'s buffer when it is dense (the hot key's case: one member
+/// added is one register raised, not 16 KiB copied), else through
+/// decoding. Returns `false`, changing nothing, when either is not a
+/// sketch. The storage engine calls it for every add.
+pub fn merge_encoded_into(older: &mut Vec<u8>, newer: &[u8]) -> bool {
+    let (Some((p, old_form)), Some((q, new_form))) = (header(older), header(newer)) else {
+        return false;
+    };
+    if p == q && old_form == 1 {
+        let registers = &mut older[3..];
+        if new_form == 0 {
+            for chunk in newer[7..].chunks_exact(4) {
+                let e = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+                let (index, rank) = coarse(e & ENTRY_MASK, p);
+                if let Some(r) = registers.get_mut(index) {
+                    *r = (*r).max(rank.min(64 - p + 1));
+                }
+            }
+        } else {
+            for (r, t) in registers.iter_mut().zip(&newer[3..]) {
+                *r = (*r).max(*t);
+            }
+        }
+        return true;
+    }
+    match (Sketch::decode(older), Sketch::decode(newer)) {
+        (Ok(mut a), Ok(b)) => {
+            a.merge(&b);
+            *older = a.encode();
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Whether `bytes` is a well-formed sketch.
+pub fn is_valid(bytes: &[u8]) -> bool {
+    match header(bytes) {
+        Some((_, 1)) => Sketch::decode(bytes).is_ok(),
+        Some((_, _)) => sparse_entries_valid(&bytes[7..]),
+        None => false,
+    }
+}
+
+/// Whether sparse entries are in range and strictly ascending (no
+/// allocation: replicas check every sketch they are sent).
+fn sparse_entries_valid(body: &[u8]) -> bool {
+    let max_rank = u32::from(64 - SPARSE_BITS + 1);
+    let mut last: Option<u32> = None;
+    for chunk in body.chunks_exact(4) {
+        let e = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        let rank = e & 63;
+        if rank == 0 || rank > max_rank || e > ENTRY_MASK || last.is_some_and(|l| l >> 6 >= e >> 6)
+        {
+            return false;
+        }
+        last = Some(e);
+    }
+    true
+}
+
+/// The bits a sparse entry may use: a 25-bit index and a 6-bit rank.
+const ENTRY_MASK: u32 = (1 << (SPARSE_BITS + 6)) - 1;
 
 /// Ertl's improved raw estimate over dense registers.
 fn ertl(registers: &[u8], precision: u8) -> f64 {
@@ -507,6 +606,33 @@ mod tests {
             }
             let short = &bytes[..cut.index(bytes.len())];
             prop_assert!(Sketch::decode(short).is_err());
+        }
+
+        #[test]
+        fn merging_encoded_sketches_is_merging_sketches(a in members(), b in members(), pa in 8u8..=11, pb in 8u8..=11) {
+            let (x, y) = (sketch_of(&a, pa), sketch_of(&b, pb));
+            let mut expected = x.clone();
+            expected.merge(&y);
+            let mut bytes = x.encode();
+            prop_assert!(merge_encoded_into(&mut bytes, &y.encode()));
+            prop_assert!(is_valid(&bytes));
+            let got = Sketch::decode(&bytes).unwrap();
+            prop_assert_eq!(got.precision(), expected.precision());
+            prop_assert_eq!(got.dense_registers(), expected.dense_registers());
+            prop_assert_eq!(got.estimate(), expected.estimate());
+        }
+
+        #[test]
+        fn damaged_sketches_never_merge_nor_panic(a in members(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let good = sketch_of(&a, 10).encode();
+            let mut damaged = good.clone();
+            let i = at.index(damaged.len());
+            damaged[i] = byte;
+            prop_assert_eq!(is_valid(&damaged), Sketch::decode(&damaged).is_ok());
+            let mut older = good.clone();
+            if !merge_encoded_into(&mut older, &damaged) {
+                prop_assert_eq!(older, good);
+            }
         }
 
         #[test]

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use tally_client::{ErrorCode, Increment};
+use tally_client::{Add, ErrorCode, Increment};
 
 use crate::counter::namespace::{Namespace, Namespaces};
 use crate::counter::op_id::{made_ms, OpWindowLimits};
@@ -55,6 +55,9 @@ impl Default for StoreLimits {
     }
 }
 
+/// Longest member a distinct add may carry.
+pub const MAX_MEMBER_BYTES: usize = 1024;
+
 /// The namespace `name`, or the `UnknownNamespace` refusal.
 pub fn lookup<'n>(namespaces: &'n Namespaces, name: &str) -> Result<&'n Namespace, RequestError> {
     namespaces.get(name).ok_or_else(|| {
@@ -81,6 +84,55 @@ impl StoreLimits {
         Ok(())
     }
 
+    /// Refuses a timestamp before 1970 or past the allowed skew ahead of
+    /// `now_ms`.
+    fn check_timestamp(&self, timestamp_ms: i64, now_ms: i64) -> Result<(), RequestError> {
+        let latest = now_ms.saturating_add(self.max_future_skew.as_millis() as i64);
+        if timestamp_ms < 0 || timestamp_ms > latest {
+            return Err(refuse(
+                ErrorCode::TimestampOutOfRange,
+                format!(
+                    "timestamp {timestamp_ms} is before 1970 or more than {:?} ahead of this node's clock",
+                    self.max_future_skew
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks one add of a member as of `now_ms`: its namespace (one of
+    /// distinct counts), key, timestamp and member; the namespace it
+    /// names on success.
+    pub fn check_add<'n>(
+        &self,
+        namespaces: &'n Namespaces,
+        item: &Add,
+        now_ms: i64,
+    ) -> Result<&'n Namespace, RequestError> {
+        let ns = lookup(namespaces, &item.namespace)?;
+        if !ns.is_distinct() {
+            return Err(refuse(
+                ErrorCode::WrongKind,
+                format!(
+                    "namespace {} counts increments; members are added to distinct namespaces (spec `distinct, ...`)",
+                    ns.name
+                ),
+            ));
+        }
+        self.check_key(&item.key)?;
+        self.check_timestamp(item.timestamp_ms, now_ms)?;
+        if item.member.is_empty() || item.member.len() > MAX_MEMBER_BYTES {
+            return Err(refuse(
+                ErrorCode::InvalidMember,
+                format!(
+                    "member of {} bytes; members must be 1..={MAX_MEMBER_BYTES} bytes",
+                    item.member.len()
+                ),
+            ));
+        }
+        Ok(ns)
+    }
+
     /// Checks one increment as of `now_ms`: its namespace, key,
     /// timestamp and op id; the namespace it names on success.
     pub fn check_increment<'n>(
@@ -90,17 +142,17 @@ impl StoreLimits {
         now_ms: i64,
     ) -> Result<&'n Namespace, RequestError> {
         let ns = lookup(namespaces, &item.namespace)?;
-        self.check_key(&item.key)?;
-        let latest = now_ms.saturating_add(self.max_future_skew.as_millis() as i64);
-        if item.timestamp_ms < 0 || item.timestamp_ms > latest {
+        if ns.is_distinct() {
             return Err(refuse(
-                ErrorCode::TimestampOutOfRange,
+                ErrorCode::WrongKind,
                 format!(
-                    "timestamp {} is before 1970 or more than {:?} ahead of this node's clock",
-                    item.timestamp_ms, self.max_future_skew
+                    "namespace {} counts distinct members: add members to it, do not increment it",
+                    ns.name
                 ),
             ));
         }
+        self.check_key(&item.key)?;
+        self.check_timestamp(item.timestamp_ms, now_ms)?;
         if let Some(id) = item.op_id {
             let skew = self.max_future_skew.as_millis() as i64;
             if !self.op_window.is_live(id, now_ms, skew) {

@@ -1,7 +1,10 @@
 //! Namespaces: which resolutions a family of counters keeps, and for how
 //! long.
 //!
-//! Written like `minute:7d, hour:90d, day:forever, total`. Namespaces come
+//! Written like `minute:7d, hour:90d, day:forever, total`; a spec that
+//! starts with `distinct` (or `distinct:<precision>`) makes a namespace of
+//! distinct counts, whose cells are HyperLogLog sketches that members are
+//! added to (see `hll`), with the same resolutions and retention. Namespaces come
 //! from the cluster metadata (Raft) and from the node's config; the default
 //! namespace `events` exists so nothing needs setup. A namespace is never
 //! redefined once it exists: its cells were written under its resolutions.
@@ -9,13 +12,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tally_client::{NamespaceInfo, Resolution};
+use tally_client::{NamespaceInfo, NamespaceKind, Resolution};
+
+use crate::counter::hll::{DEFAULT_PRECISION, PRECISIONS};
 
 /// A namespace's definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
     /// `[a-z0-9_]{1,64}`.
     pub name: String,
+    /// Counters or distinct counts; never changes once the namespace
+    /// exists.
+    pub kind: NamespaceKind,
     /// Kept resolutions, finest first, with retention (`None`: forever).
     pub resolutions: Vec<(Resolution, Option<Duration>)>,
 }
@@ -79,7 +87,36 @@ impl Namespace {
             ));
         }
         let mut resolutions = Vec::new();
-        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let mut kind = NamespaceKind::Counter;
+        for (i, part) in spec
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .enumerate()
+        {
+            if let Some(precision) = part.strip_prefix("distinct") {
+                if i != 0 {
+                    return Err("`distinct` must come first in a namespace spec".into());
+                }
+                let precision = match precision.trim().strip_prefix(':') {
+                    None if precision.trim().is_empty() => DEFAULT_PRECISION,
+                    Some(p) => p
+                        .trim()
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|p| PRECISIONS.contains(p))
+                        .ok_or_else(|| {
+                            format!(
+                                "distinct precision {p:?} must be {}..={}",
+                                PRECISIONS.start(),
+                                PRECISIONS.end()
+                            )
+                        })?,
+                    None => return Err(format!("unknown resolution {part:?}")),
+                };
+                kind = NamespaceKind::Distinct { precision };
+                continue;
+            }
             let (res, retention) = match part.split_once(':') {
                 Some((r, t)) => (r.trim(), parse_duration(t.trim())?),
                 None => (part, None),
@@ -97,6 +134,7 @@ impl Namespace {
         resolutions.sort_by_key(|(r, _)| *r);
         Ok(Namespace {
             name: name.to_owned(),
+            kind,
             resolutions,
         })
     }
@@ -129,8 +167,13 @@ impl Namespace {
         }
     }
 
+    /// Whether its cells are distinct-count sketches.
+    pub fn is_distinct(&self) -> bool {
+        matches!(self.kind, NamespaceKind::Distinct { .. })
+    }
+
     /// The spec this namespace parses from, in its own words
-    /// (`minute:7d, hour:90d, day:forever, total`).
+    /// (`minute:7d, hour:90d, day:forever, total`; `distinct, day:400d`).
     pub fn spec(&self) -> String {
         let retention = |t: &Option<Duration>| match t {
             None => "forever".to_owned(),
@@ -145,12 +188,18 @@ impl Namespace {
                 }
             }
         };
-        self.resolutions
-            .iter()
-            .map(|(r, t)| match (r, t) {
+        let kind = match self.kind {
+            NamespaceKind::Counter => None,
+            NamespaceKind::Distinct { precision } if precision == DEFAULT_PRECISION => {
+                Some("distinct".to_owned())
+            }
+            NamespaceKind::Distinct { precision } => Some(format!("distinct:{precision}")),
+        };
+        kind.into_iter()
+            .chain(self.resolutions.iter().map(|(r, t)| match (r, t) {
                 (Resolution::Total, None) => r.to_string(),
                 _ => format!("{r}:{}", retention(t)),
-            })
+            }))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -159,6 +208,7 @@ impl Namespace {
     pub fn info(&self) -> NamespaceInfo {
         NamespaceInfo {
             name: self.name.clone(),
+            kind: self.kind,
             resolutions: self
                 .resolutions
                 .iter()
@@ -224,6 +274,29 @@ mod tests {
     }
 
     #[test]
+    fn a_distinct_spec_names_its_precision() {
+        let ns = Namespace::parse("viewers", "distinct, day:30d, total").unwrap();
+        assert_eq!(ns.kind, NamespaceKind::Distinct { precision: 14 });
+        assert!(ns.keeps(Resolution::Day));
+        let ns = Namespace::parse("viewers", "distinct:12, day").unwrap();
+        assert_eq!(ns.kind, NamespaceKind::Distinct { precision: 12 });
+        assert_eq!(
+            Namespace::parse("events", DEFAULT_SPEC).unwrap().kind,
+            NamespaceKind::Counter
+        );
+        for bad in [
+            "distinct:3, day",
+            "distinct:19, day",
+            "distinct:x, day",
+            "day, distinct",
+            "distinct",
+            "distinctive, day",
+        ] {
+            assert!(Namespace::parse("viewers", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn retention_never_wraps() {
         // Once 213503982334602d wrapped to 17 h, and 9223372036854776s
         // overflowed the millisecond arithmetic of expiry.
@@ -245,7 +318,13 @@ mod tests {
 
     #[test]
     fn a_spec_reads_back_as_itself() {
-        for spec in [DEFAULT_SPEC, "minute:90m, hour:36h, total", "minute:45s"] {
+        for spec in [
+            DEFAULT_SPEC,
+            "minute:90m, hour:36h, total",
+            "minute:45s",
+            "distinct, day:400d, total",
+            "distinct:10, hour:2d",
+        ] {
             let ns = Namespace::parse("ok", spec).unwrap();
             assert_eq!(Namespace::parse("ok", &ns.spec()).unwrap(), ns, "{spec}");
         }

@@ -9,12 +9,13 @@
 //! applied here too, so an expired bucket that compaction has not dropped
 //! yet is never shown.
 
-use tally_client::{token, Count, ErrorCode, KeyRange, Point, Resolution, Token};
+use tally_client::{token, Count, DistinctPoint, ErrorCode, KeyRange, Point, Resolution, Token};
 
-use crate::counter::cell_key;
+use crate::counter::cell_key::{self, CellKind};
+use crate::counter::cell_merge::CellValue;
+use crate::counter::hll::Sketch;
 use crate::counter::limits::{lookup, refuse, RequestError, StoreLimits};
 use crate::counter::namespace::{Namespace, Namespaces};
-use crate::counter::shard_set::ShardSet;
 
 /// A client's read of one key, before it is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,16 @@ pub enum ReadKind {
         /// End, exclusive.
         end_ms: i64,
     },
+    /// Distinct members of the non-empty buckets in `[start_ms, end_ms)`
+    /// at `resolution`, and of their union (a distinct namespace).
+    Distinct {
+        /// The buckets' width.
+        resolution: Resolution,
+        /// Start, inclusive.
+        start_ms: i64,
+        /// End, exclusive.
+        end_ms: i64,
+    },
 }
 
 /// The answer to a [`Read`].
@@ -64,6 +75,14 @@ pub enum ReadAnswer {
         /// Cells read to answer.
         cells_read: u32,
     },
+    /// One estimate per non-empty bucket, in time order, and the estimate
+    /// of their union.
+    Distinct {
+        /// Per bucket.
+        points: Vec<DistinctPoint>,
+        /// Over the whole range.
+        union: u64,
+    },
 }
 
 /// What a plan answers.
@@ -75,6 +94,8 @@ enum Answer {
     Points,
     /// The sum of every cell read, as `Stats` with the cell count.
     Stats,
+    /// One estimate per sketch, and the estimate of their merge.
+    Distinct,
 }
 
 /// A validated read.
@@ -134,6 +155,22 @@ impl ReadPlan {
             ReadKind::Stats { start_ms, end_ms } => {
                 ReadPlan::stats(namespaces, limits, ns, key, start_ms, end_ms)
             }
+            ReadKind::Distinct {
+                resolution,
+                start_ms,
+                end_ms,
+            } => {
+                let mut plan = ReadPlan::buckets(
+                    namespaces,
+                    limits,
+                    (ns, key),
+                    CellKind::Distinct,
+                    resolution,
+                    (start_ms, end_ms),
+                )?;
+                plan.answer = Answer::Distinct;
+                Ok(plan)
+            }
         }
     }
 
@@ -146,7 +183,7 @@ impl ReadPlan {
         key: &[u8],
         now_ms: i64,
     ) -> Result<ReadPlan, RequestError> {
-        let ns = lookup(namespaces, namespace)?.clone();
+        let ns = lookup_kind(namespaces, namespace, CellKind::Counter)?.clone();
         limits.check_key(key)?;
         if !ns.keeps(Resolution::Total) {
             let mut plan = ReadPlan::stats(
@@ -163,6 +200,7 @@ impl ReadPlan {
         Ok(ReadPlan {
             token: token(namespace, key),
             ranges: vec![point(cell_key::encode(
+                CellKind::Counter,
                 namespace,
                 key,
                 Resolution::Total,
@@ -184,7 +222,27 @@ impl ReadPlan {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<ReadPlan, RequestError> {
-        let ns = lookup(namespaces, namespace)?.clone();
+        ReadPlan::buckets(
+            namespaces,
+            limits,
+            (namespace, key),
+            CellKind::Counter,
+            resolution,
+            (start_ms, end_ms),
+        )
+    }
+
+    /// The cells of a key's buckets in `[start_ms, end_ms)` at
+    /// `resolution`, in a namespace of cells of `kind`, as points.
+    fn buckets(
+        namespaces: &Namespaces,
+        limits: &StoreLimits,
+        (namespace, key): (&str, &[u8]),
+        kind: CellKind,
+        resolution: Resolution,
+        (start_ms, end_ms): (i64, i64),
+    ) -> Result<ReadPlan, RequestError> {
+        let ns = lookup_kind(namespaces, namespace, kind)?.clone();
         limits.check_key(key)?;
         if !ns.keeps(resolution) {
             return Err(refuse(
@@ -194,7 +252,7 @@ impl ReadPlan {
         }
         check_range(start_ms, end_ms)?;
         let range = match resolution.width_ms() {
-            None => point(cell_key::encode(namespace, key, Resolution::Total, 0)),
+            None => point(cell_key::encode(kind, namespace, key, Resolution::Total, 0)),
             Some(width) => {
                 let from = resolution.bucket_start(start_ms);
                 if (end_ms - from) / width > limits.max_range_buckets {
@@ -206,7 +264,8 @@ impl ReadPlan {
                         ),
                     ));
                 }
-                let (start, end) = cell_key::bucket_range(namespace, key, resolution, from, end_ms);
+                let (start, end) =
+                    cell_key::bucket_range(kind, namespace, key, resolution, from, end_ms);
                 KeyRange { start, end }
             }
         };
@@ -230,7 +289,7 @@ impl ReadPlan {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<ReadPlan, RequestError> {
-        let ns = lookup(namespaces, namespace)?.clone();
+        let ns = lookup_kind(namespaces, namespace, CellKind::Counter)?.clone();
         limits.check_key(key)?;
         check_range(start_ms, end_ms)?;
         let kept: Vec<Resolution> = ns
@@ -248,7 +307,8 @@ impl ReadPlan {
         let ranges = cover(&kept, start_ms, end_ms)
             .into_iter()
             .map(|(res, from, to)| {
-                let (start, end) = cell_key::bucket_range(namespace, key, res, from, to);
+                let (start, end) =
+                    cell_key::bucket_range(CellKind::Counter, namespace, key, res, from, to);
                 KeyRange { start, end }
             })
             .collect();
@@ -265,19 +325,27 @@ impl ReadPlan {
     /// key order.
     pub fn answer<'a>(
         &self,
-        cells: impl IntoIterator<Item = (&'a [u8], &'a ShardSet)>,
+        cells: impl IntoIterator<Item = (&'a [u8], &'a CellValue)>,
         now_ms: i64,
     ) -> Result<ReadAnswer, RequestError> {
+        if self.answer == Answer::Distinct {
+            return Ok(self.distinct(cells, now_ms));
+        }
         let (mut sum, mut count) = (0i128, 0u128);
         let mut read = 0u32;
         let mut points = Vec::new();
-        for (key, set) in cells {
+        for (key, value) in cells {
+            let CellValue::Counter(set) = value else {
+                // The plan's ranges hold counter cells only.
+                continue;
+            };
             read += 1;
             match self.answer {
                 Answer::Total | Answer::Stats => {
                     sum += set.sum();
                     count += set.count();
                 }
+                Answer::Distinct => {}
                 Answer::Points => {
                     let bucket = cell_key::bucket_of(key).unwrap_or(0);
                     if !self.namespace.expired(self.resolution, bucket, now_ms) {
@@ -304,7 +372,63 @@ impl ReadPlan {
                 cells_read: read,
             },
             Answer::Points => ReadAnswer::Range(points),
+            Answer::Distinct => ReadAnswer::Distinct {
+                points: Vec::new(),
+                union: 0,
+            },
         })
+    }
+
+    /// The estimate of each unexpired bucket's sketch, and of their merge.
+    fn distinct<'a>(
+        &self,
+        cells: impl IntoIterator<Item = (&'a [u8], &'a CellValue)>,
+        now_ms: i64,
+    ) -> ReadAnswer {
+        let mut union: Option<Sketch> = None;
+        let mut points = Vec::new();
+        for (key, value) in cells {
+            let CellValue::Distinct(sketch) = value else {
+                continue;
+            };
+            let bucket = cell_key::bucket_of(key).unwrap_or(0);
+            if self.namespace.expired(self.resolution, bucket, now_ms) {
+                continue;
+            }
+            points.push(DistinctPoint {
+                bucket_start_ms: bucket,
+                estimate: sketch.estimate().round() as u64,
+            });
+            match &mut union {
+                Some(u) => u.merge(sketch),
+                None => union = Some(sketch.clone()),
+            }
+        }
+        ReadAnswer::Distinct {
+            points,
+            union: union.map_or(0, |u| u.estimate().round() as u64),
+        }
+    }
+}
+
+/// The namespace `name` if its cells are of `kind`, or the refusal
+/// (`UnknownNamespace`, `WrongKind`).
+fn lookup_kind<'n>(
+    namespaces: &'n Namespaces,
+    name: &str,
+    kind: CellKind,
+) -> Result<&'n Namespace, RequestError> {
+    let ns = lookup(namespaces, name)?;
+    match (CellKind::of(ns.kind), kind) {
+        (CellKind::Counter, CellKind::Distinct) => Err(refuse(
+            ErrorCode::WrongKind,
+            format!("namespace {name} counts increments; distinct reads ask a distinct namespace"),
+        )),
+        (CellKind::Distinct, CellKind::Counter) => Err(refuse(
+            ErrorCode::WrongKind,
+            format!("namespace {name} counts distinct members; read it with a distinct read"),
+        )),
+        _ => Ok(ns),
     }
 }
 

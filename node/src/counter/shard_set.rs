@@ -15,8 +15,6 @@
 //! Encoding (little-endian): `count: u16`, then per shard in increasing id
 //! order `id: u64 | clock: u64 | sum: i64 | count: u64` (32 bytes).
 
-use tally_storage::MergeOperator;
-
 /// One replica incarnation's part of a counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
@@ -302,39 +300,6 @@ impl FromIterator<u64> for IdsIncreasing {
     }
 }
 
-/// The storage engine's merge operator for counter cells.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CounterMerge;
-
-impl MergeOperator for CounterMerge {
-    fn name(&self) -> &str {
-        "tally.counter_shards.v1"
-    }
-
-    fn check(&self, operand: &[u8]) -> Result<(), String> {
-        if ShardSet::is_valid(operand) {
-            Ok(())
-        } else {
-            Err("malformed counter shard set".to_owned())
-        }
-    }
-
-    fn merge(&self, _key: &[u8], older: &[u8], newer: &[u8]) -> Vec<u8> {
-        // Both passed `check` on the way in (disk bytes are checksummed).
-        match ShardSet::merge_encoded(older, newer) {
-            Some(merged) => merged,
-            None if ShardSet::is_valid(older) => older.to_vec(),
-            None => newer.to_vec(),
-        }
-    }
-
-    fn merge_into(&self, key: &[u8], older: &mut Vec<u8>, newer: &[u8]) {
-        if !ShardSet::merge_in_place(older, newer) {
-            *older = self.merge(key, older, newer);
-        }
-    }
-}
-
 /// `count: u16 LE`, then per shard `id | clock | sum | count`, 8 bytes
 /// LE each.
 fn encode_shards(shards: &[Shard]) -> Vec<u8> {
@@ -425,7 +390,7 @@ mod tests {
             prop_assert!(ShardSet::merge_in_place(&mut bytes, &b.encode()));
             prop_assert_eq!(&bytes, &merged(&a, &b).encode());
             let mut bytes = a.encode();
-            CounterMerge.merge_into(b"k", &mut bytes, &b.encode());
+            assert!(ShardSet::merge_in_place(&mut bytes, &b.encode()));
             prop_assert_eq!(ShardSet::decode(&bytes), Some(merged(&a, &b)));
         }
 

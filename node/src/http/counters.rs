@@ -1,5 +1,6 @@
 //! Counter routes: `POST /v1/increments` (a batch, per-item results) and
-//! `GET /v1/counters/{namespace}/{key}` with `/range` and `/stats`.
+//! `GET /v1/counters/{namespace}/{key}` with `/range` and `/stats`; the
+//! per-item answer and the read query that distinct routes share.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -85,10 +86,16 @@ pub(super) async fn increments(
         timeout_ms: batch.timeout_ms.unwrap_or(0),
         items,
     };
-    let results = match front.run(request).await? {
-        Response::Increment(results) => results,
-        other => return Err(ApiError::from_response(other)),
-    };
+    match front.run(request).await? {
+        Response::Increment(results) => Ok(item_results(&results)),
+        other => Err(ApiError::from_response(other)),
+    }
+}
+
+/// A batch's per-item results as JSON, with the status of the batch as a
+/// whole: 200 every item applied, 207 some, and when none was: the status
+/// of the first failure, or 504 if any item's outcome is unknown.
+pub(super) fn item_results(results: &[ItemResult]) -> (StatusCode, Json<Value>) {
     let count = |f: fn(&ItemResult) -> bool| results.iter().filter(|r| f(r)).count();
     let ok = count(|r| matches!(r, ItemResult::Ok));
     let failed = count(|r| matches!(r, ItemResult::Failed(_)));
@@ -125,7 +132,7 @@ pub(super) async fn increments(
             },
         })
         .collect();
-    Ok((
+    (
         status,
         Json(json!({
             "results": items,
@@ -133,17 +140,26 @@ pub(super) async fn increments(
             "failed": failed,
             "indeterminate": indeterminate,
         })),
-    ))
+    )
+}
+
+/// An item's time: `timestamp_ms`, or `timestamp` as text, or now.
+pub(super) fn item_time(
+    timestamp_ms: Option<i64>,
+    timestamp: Option<&str>,
+    now: i64,
+) -> Result<i64, String> {
+    match (timestamp_ms, timestamp) {
+        (Some(_), Some(_)) => Err("give timestamp_ms or timestamp, not both".into()),
+        (Some(ms), None) => Ok(ms),
+        (None, Some(text)) => timespec::parse(text, now),
+        (None, None) => Ok(now),
+    }
 }
 
 /// One item as the binary protocol carries it.
 fn increment(item: &IncrementItem, default_ns: &str, now: i64) -> Result<Increment, String> {
-    let timestamp_ms = match (&item.timestamp_ms, &item.timestamp) {
-        (Some(_), Some(_)) => return Err("give timestamp_ms or timestamp, not both".into()),
-        (Some(ms), None) => *ms,
-        (None, Some(text)) => timespec::parse(text, now)?,
-        (None, None) => now,
-    };
+    let timestamp_ms = item_time(item.timestamp_ms, item.timestamp.as_deref(), now)?;
     let op_id = match &item.op_id {
         None => None,
         Some(hex) if hex.len() == 32 => {
@@ -165,15 +181,25 @@ fn increment(item: &IncrementItem, default_ns: &str, now: i64) -> Result<Increme
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ReadQuery {
-    consistency: Option<Consistency>,
+    pub(super) consistency: Option<Consistency>,
     from: Option<String>,
     to: Option<String>,
     resolution: Option<String>,
 }
 
 impl ReadQuery {
+    /// The resolution asked (default `default`).
+    pub(super) fn resolution(&self, default: &str) -> Result<Resolution, ApiError> {
+        let name = self.resolution.as_deref().unwrap_or(default);
+        Resolution::from_name(name).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown resolution {name:?} (minute, hour, day or total)"
+            ))
+        })
+    }
+
     /// `from` and `to` in ms (defaults: `default_from` and now).
-    fn window(&self, now: i64, default_from: &str) -> Result<(i64, i64), ApiError> {
+    pub(super) fn window(&self, now: i64, default_from: &str) -> Result<(i64, i64), ApiError> {
         let at = |s: &str, what: &str| {
             timespec::parse(s, now).map_err(|e| ApiError::bad_request(format!("{what}: {e}")))
         };
@@ -210,12 +236,7 @@ pub(super) async fn range(
     Path((namespace, key)): Path<(String, String)>,
     Query(query): Query<ReadQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let name = query.resolution.as_deref().unwrap_or("minute");
-    let resolution = Resolution::from_name(name).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "unknown resolution {name:?} (minute, hour, day or total)"
-        ))
-    })?;
+    let resolution = query.resolution("minute")?;
     let (start_ms, end_ms) = query.window(front.server.now_ms(), "-1h")?;
     let request = Request::Range {
         consistency: query.consistency.unwrap_or_default(),

@@ -18,6 +18,7 @@ mod auth;
 mod cluster;
 mod console;
 mod counters;
+mod distinct;
 mod listener;
 
 use std::collections::HashMap;
@@ -176,6 +177,16 @@ fn table() -> Vec<(&'static str, Methods, MethodRouter<Front>)> {
             get(counters::stats),
         ),
         (
+            "/v1/adds",
+            &[("POST", Need::Role(Role::Write))],
+            post(distinct::adds),
+        ),
+        (
+            "/v1/distinct/{namespace}/{key}",
+            &[("GET", READ)],
+            get(distinct::distinct),
+        ),
+        (
             "/v1/namespaces",
             &[("GET", READ), ("POST", Need::Role(Role::Admin))],
             get(cluster::namespaces).post(cluster::create_namespace),
@@ -324,6 +335,7 @@ fn response_name(response: &Response) -> &'static str {
         Response::Total(_) => "Total",
         Response::Range(_) => "Range",
         Response::Stats { .. } => "Stats",
+        Response::Distinct { .. } => "Distinct",
         Response::Namespaces(_) => "Namespaces",
         Response::Status(_) => "Status",
         Response::Ack => "Ack",

@@ -32,7 +32,7 @@ use tally_consensus::HostId;
 use tally_storage::{CompactionFilter, Db, FilterDecision, MergeOperator, WriteBatch};
 
 use crate::clock::Clock;
-use crate::counter::shard_set::ShardSet;
+use crate::counter::cell_merge::CellMerge;
 
 const HEADER_BYTES: usize = 16;
 
@@ -60,7 +60,7 @@ fn hint_key(target: HostId, cell: &[u8]) -> Vec<u8> {
 }
 
 /// The hint engine's merge operator: the later write time, the higher
-/// epoch, and the CRDT merge of the shard sets.
+/// epoch, and the CRDT merge of the cell values (by the cell's kind).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct HintMerge;
 
@@ -71,19 +71,21 @@ impl MergeOperator for HintMerge {
 
     fn check(&self, operand: &[u8]) -> Result<(), String> {
         match operand.get(HEADER_BYTES..) {
-            Some(shards) if ShardSet::is_valid(shards) => Ok(()),
+            Some(value) if CellMerge.check(value).is_ok() => Ok(()),
             _ => Err("malformed hint".to_owned()),
         }
     }
 
-    fn merge(&self, _key: &[u8], older: &[u8], newer: &[u8]) -> Vec<u8> {
+    fn merge(&self, key: &[u8], older: &[u8], newer: &[u8]) -> Vec<u8> {
         // Both passed `check` on the way in (disk bytes are checksummed).
-        let (Some(a), Some(b)) = (older.get(HEADER_BYTES..), newer.get(HEADER_BYTES..)) else {
+        let (Some(a), Some(b), Some(cell)) = (
+            older.get(HEADER_BYTES..),
+            newer.get(HEADER_BYTES..),
+            key.get(8..),
+        ) else {
             return newer.to_vec();
         };
-        let Some(shards) = ShardSet::merge_encoded(a, b) else {
-            return newer.to_vec();
-        };
+        let shards = CellMerge.merge(cell, a, b);
         hint_value(
             written_ms(older).max(written_ms(newer)).unwrap_or(0),
             epoch_of(older).max(epoch_of(newer)).unwrap_or(0),
@@ -329,7 +331,7 @@ impl HintStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counter::shard_set::Shard;
+    use crate::counter::shard_set::{Shard, ShardSet};
     use std::sync::atomic::AtomicI64;
 
     #[derive(Debug)]

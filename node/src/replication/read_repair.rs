@@ -11,7 +11,8 @@ use std::time::Instant;
 use tally_client::CellState;
 use tally_consensus::{ClusterMap, HostId};
 
-use crate::counter::shard_set::ShardSet;
+use crate::counter::cell_key;
+use crate::counter::cell_merge::CellValue;
 use crate::replica::write_pipeline::WritePipeline;
 use crate::replication::replicator::Replicator;
 
@@ -79,11 +80,12 @@ impl ReadRepair {
 #[allow(clippy::type_complexity)]
 pub fn merge_replicas(
     got: &[(HostId, Vec<CellState>)],
-) -> Result<(BTreeMap<Vec<u8>, ShardSet>, Vec<(HostId, Vec<CellState>)>), String> {
-    let mut merged: BTreeMap<Vec<u8>, ShardSet> = BTreeMap::new();
+) -> Result<(BTreeMap<Vec<u8>, CellValue>, Vec<(HostId, Vec<CellState>)>), String> {
+    let mut merged: BTreeMap<Vec<u8>, CellValue> = BTreeMap::new();
     for (host, cells) in got {
         for cell in cells {
-            let set = ShardSet::decode(&cell.value)
+            let set = cell_key::kind_of(&cell.key)
+                .and_then(|kind| CellValue::decode(kind, &cell.value))
                 .ok_or_else(|| format!("host {} sent a malformed cell", host.0))?;
             match merged.get_mut(&cell.key) {
                 Some(m) => m.merge(&set),
@@ -124,7 +126,14 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    use crate::counter::shard_set::Shard;
+    use crate::counter::cell_key::CellKind;
+    use crate::counter::hll::Sketch;
+    use crate::counter::shard_set::{Shard, ShardSet};
+    use tally_client::Resolution;
+
+    fn cell_at(kind: CellKind, key: &[u8]) -> Vec<u8> {
+        cell_key::encode(kind, "t", key, Resolution::Total, 0)
+    }
 
     fn cell(key: &[u8], shards: &[(u64, u64, i64)]) -> CellState {
         let mut set = ShardSet::default();
@@ -137,9 +146,34 @@ mod tests {
             }));
         }
         CellState {
-            key: key.to_vec(),
+            key: cell_at(CellKind::Counter, key),
             value: set.encode(),
         }
+    }
+
+    fn sketch(key: &[u8], members: &[&str]) -> CellState {
+        let mut s = Sketch::new(14);
+        members.iter().for_each(|m| s.add(m.as_bytes()));
+        CellState {
+            key: cell_at(CellKind::Distinct, key),
+            value: s.encode(),
+        }
+    }
+
+    #[test]
+    fn distinct_cells_merge_as_sketches() {
+        let one = vec![sketch(b"v", &["ann", "bob"])];
+        let two = vec![sketch(b"v", &["bob", "cy"])];
+        let (merged, stale) = merge_replicas(&[(HostId(1), one), (HostId(2), two)]).unwrap();
+        let CellValue::Distinct(s) = &merged[&cell_at(CellKind::Distinct, b"v")] else {
+            panic!("a distinct cell merged as a counter");
+        };
+        assert_eq!(s.estimate().round(), 3.0);
+        let union = sketch(b"v", &["ann", "bob", "cy"]);
+        assert_eq!(
+            stale,
+            vec![(HostId(1), vec![union.clone()]), (HostId(2), vec![union])]
+        );
     }
 
     #[test]
@@ -155,7 +189,10 @@ mod tests {
         let one = vec![cell(b"a", &[(1, 3, 30)]), cell(b"b", &[(1, 1, 1)])];
         let two = vec![cell(b"a", &[(1, 2, 20), (2, 1, 5)])];
         let (merged, stale) = merge_replicas(&[(HostId(1), one), (HostId(2), two)]).unwrap();
-        assert_eq!(merged[&b"a".to_vec()].sum(), 35);
+        let CellValue::Counter(a) = &merged[&cell_at(CellKind::Counter, b"a")] else {
+            panic!("a counter cell merged as a sketch");
+        };
+        assert_eq!(a.sum(), 35);
         let by_host: HashMap<HostId, Vec<CellState>> = stale.into_iter().collect();
         let both = cell(b"a", &[(1, 3, 30), (2, 1, 5)]);
         assert_eq!(
@@ -173,7 +210,7 @@ mod tests {
     #[test]
     fn a_malformed_replica_cell_is_an_error_not_a_panic() {
         let bad = vec![CellState {
-            key: b"a".to_vec(),
+            key: cell_at(CellKind::Counter, b"a"),
             value: vec![1, 2, 3],
         }];
         assert!(merge_replicas(&[(HostId(1), bad)]).is_err());

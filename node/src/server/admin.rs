@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use tally_client::admin::{AdminReply, AdminRequest};
 use tally_client::{
-    ErrorCode, NodeStatus, ReplicaView, Request, Response, RoutingNode, RoutingRange, RoutingTable,
-    ShardView, StorageHealth,
+    ErrorCode, NodeStatus, ReplicaView, Request, Resolution, Response, RoutingNode, RoutingRange,
+    RoutingTable, ShardView, StorageHealth,
 };
 use tally_consensus::MemberState;
 use tally_storage::Health;
@@ -16,8 +16,9 @@ use super::client::refusal;
 use super::Server;
 use crate::clock::Clock;
 use crate::convergence::repair_schedule::schedule_view;
+use crate::counter::cell_key::{self, CellKind};
 use crate::counter::limits::lookup;
-use crate::counter::read_plan::{self, ReadPlan};
+use crate::counter::read_plan;
 use crate::counter::shard_set::ShardSet;
 
 impl Server {
@@ -83,33 +84,35 @@ impl Server {
         }
     }
 
-    /// Every replica's raw copy of a key's total cell.
+    /// Every replica's raw copy of a key's total cell (a shard set, or a
+    /// distinct namespace's sketch).
     pub(super) async fn inspect(&self, namespace: &str, key: &[u8]) -> Response {
-        let plan = {
+        let kind = {
             let namespaces = self.ctx.store.namespaces();
-            match ReadPlan::total(&namespaces, self.ctx.store.limits(), namespace, key, 0) {
-                Ok(plan) => plan,
+            let ns = match lookup(&namespaces, namespace) {
+                Ok(ns) => ns,
                 Err(e) => return refusal(e),
-            }
-        };
-        let Some(range) = plan
-            .ranges
-            .first()
-            .filter(|r| read_plan::is_point(r))
-            .cloned()
-        else {
-            return Response::Error {
-                code: ErrorCode::ResolutionNotKept,
-                message: format!("namespace {namespace} keeps no total cell to inspect"),
             };
+            if let Err(e) = self.ctx.store.limits().check_key(key) {
+                return refusal(e);
+            }
+            if !ns.keeps(Resolution::Total) {
+                return Response::Error {
+                    code: ErrorCode::ResolutionNotKept,
+                    message: format!("namespace {namespace} keeps no total cell to inspect"),
+                };
+            }
+            CellKind::of(ns.kind)
         };
+        let range = read_plan::point(cell_key::encode(kind, namespace, key, Resolution::Total, 0));
+        let token = tally_client::token(namespace, key);
         let map = self.ctx.metadata.map();
         let request = Request::ReplicaRead {
             epoch: map.epoch(),
             ranges: vec![range],
         };
         let deadline = Instant::now() + self.read_timeout;
-        let replicas = map.replicas(plan.token.0).to_vec();
+        let replicas = map.replicas(token.0).to_vec();
         let reads = replicas
             .iter()
             .map(|&h| self.ctx.reads.read_replica(h, &request, deadline));
@@ -121,9 +124,14 @@ impl Server {
                     .member(host)
                     .map(|m| m.address.clone())
                     .unwrap_or_default();
+                let value = match &cells {
+                    Ok(cells) => cells.first().map(|c| c.value.clone()).unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                };
                 let (error, shards) = match cells {
                     Ok(cells) => match cells.first().map(|c| ShardSet::decode(&c.value)) {
                         None => (None, Vec::new()),
+                        Some(_) if kind == CellKind::Distinct => (None, Vec::new()),
                         Some(Some(set)) => (
                             None,
                             set.shards()
@@ -145,6 +153,7 @@ impl Server {
                     address,
                     error,
                     shards,
+                    value,
                 }
             })
             .collect();

@@ -1,8 +1,8 @@
-//! Client requests: increments and reads, handed to the coordinator in its
+//! Client requests: increments, adds and reads, handed to the coordinator in its
 //! own terms and answered in the wire's. The only place a read's answer
 //! or refusal becomes a `Response`.
 
-use tally_client::{Consistency, Increment, Response};
+use tally_client::{Add, Consistency, Increment, Response};
 
 use super::Server;
 use crate::counter::limits::RequestError;
@@ -23,7 +23,17 @@ impl Server {
         )
     }
 
-    /// A total, range or stats read of one key.
+    /// Adds members to distinct counters.
+    pub(super) async fn add(
+        &self,
+        consistency: Consistency,
+        timeout_ms: u32,
+        items: Vec<Add>,
+    ) -> Response {
+        Response::Increment(self.coordinator.add(consistency, timeout_ms, items).await)
+    }
+
+    /// A total, range, stats or distinct read of one key.
     pub(super) async fn read(
         &self,
         consistency: Consistency,
@@ -40,6 +50,7 @@ impl Server {
             Ok(ReadAnswer::Total(count)) => Response::Total(count),
             Ok(ReadAnswer::Range(points)) => Response::Range(points),
             Ok(ReadAnswer::Stats { total, cells_read }) => Response::Stats { total, cells_read },
+            Ok(ReadAnswer::Distinct { points, union }) => Response::Distinct { points, union },
             Err(e) => refusal(e),
         }
     }

@@ -371,11 +371,11 @@ impl Server {
             Response::Error { code, .. } => Some(*code),
             _ => None,
         };
-        if matches!(kind, "total" | "range" | "stats") && error.is_none() {
+        if matches!(kind, "total" | "range" | "stats" | "distinct") && error.is_none() {
             self.reads.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(metrics) = &self.metrics {
-            if let (Response::Increment(results), "increment") = (&response, kind) {
+            if let (Response::Increment(results), "increment" | "add") = (&response, kind) {
                 metrics.items(results);
             }
             metrics.request(kind, started.elapsed(), error);
@@ -393,6 +393,26 @@ impl Server {
                 timeout_ms,
                 items,
             } => self.increment(consistency, timeout_ms, items).await,
+            Request::Add {
+                consistency,
+                timeout_ms,
+                items,
+            } => self.add(consistency, timeout_ms, items).await,
+            Request::Distinct {
+                consistency,
+                namespace,
+                key,
+                resolution,
+                start_ms,
+                end_ms,
+            } => {
+                let kind = ReadKind::Distinct {
+                    resolution,
+                    start_ms,
+                    end_ms,
+                };
+                self.read(consistency, namespace, key, kind).await
+            }
             Request::Total {
                 consistency,
                 namespace,
@@ -553,6 +573,7 @@ fn is_pure_read(request: &Request) -> bool {
         request,
         Request::Total { .. }
             | Request::Range { .. }
+            | Request::Distinct { .. }
             | Request::Stats { .. }
             | Request::ReplicaRead { .. }
             | Request::MerkleTree { .. }

@@ -237,6 +237,14 @@ impl Topology {
                         ),
                     };
                 };
+                if current.kind != wanted.kind {
+                    return AdminReply::Refused {
+                        reason: format!(
+                            "namespace {name:?} is {:?}: its kind (and a distinct namespace's precision) never changes",
+                            current.spec()
+                        ),
+                    };
+                }
                 if let Some((dropped, _)) =
                     current.resolutions.iter().find(|(r, _)| !wanted.keeps(*r))
                 {

@@ -11,7 +11,7 @@ use tally_client::{CellBatch, CellState, ErrorCode, Increment, ItemResult};
 use tally_storage::{SyncPoint, WriteBatch};
 
 use super::{decode_cell, CounterStore};
-use crate::counter::cell_key;
+use crate::counter::cell_key::{self, CellKind};
 use crate::counter::op_id;
 use crate::counter::shard_set::{Shard, ShardSet, MAX_CLOCK};
 use crate::log_limit::LogLimit;
@@ -206,7 +206,13 @@ impl CounterStore {
                             valid.push((b, i));
                             for (res, _) in &ns.resolutions {
                                 let bucket = res.bucket_start(item.timestamp_ms);
-                                let cell = cell_key::encode(&ns.name, &item.key, *res, bucket);
+                                let cell = cell_key::encode(
+                                    CellKind::Counter,
+                                    &ns.name,
+                                    &item.key,
+                                    *res,
+                                    bucket,
+                                );
                                 let e = cells.entry(cell).or_default();
                                 if !retry {
                                     e.delta += i128::from(item.delta);
@@ -233,7 +239,13 @@ impl CounterStore {
                         };
                         let touches = ns.resolutions.iter().any(|(res, _)| {
                             let bucket = res.bucket_start(item.timestamp_ms);
-                            bad.contains(&cell_key::encode(&ns.name, &item.key, *res, bucket))
+                            bad.contains(&cell_key::encode(
+                                CellKind::Counter,
+                                &ns.name,
+                                &item.key,
+                                *res,
+                                bucket,
+                            ))
                         });
                         if touches {
                             overflowing.insert((b, i));

@@ -28,10 +28,11 @@ use tally_client::{ErrorCode, Increment};
 use tally_storage::{Db, SyncPoint};
 
 use crate::clock::Clock;
-use crate::counter::cell_key;
+use crate::counter::cell_key::{self, CellKind};
+use crate::counter::cell_merge::{valid_value, CellMerge};
 use crate::counter::limits::{refuse, RequestError, StoreLimits};
 use crate::counter::namespace::Namespaces;
-use crate::counter::shard_set::{CounterMerge, ShardSet};
+use crate::counter::shard_set::ShardSet;
 use crate::log_limit::LogLimit;
 use crate::replica::identity::Identity;
 use crate::replica::op_window::{self, OpWindow};
@@ -43,12 +44,20 @@ mod op_ids;
 pub mod read;
 
 /// Whether a cell state from the network may be merged: a well-formed
-/// cell key and shard set.
+/// cell key, and a value of the kind the key names (a shard set whose
+/// clocks leave room, or a sketch).
 pub fn valid_cell(key: &[u8], value: &[u8]) -> bool {
     if op_window::led_op_of_key(key).is_some() {
         return value == op_window::LED_OP_VALUE;
     }
-    cell_key::is_valid(key) && ShardSet::is_valid(value) && ShardSet::clocks_have_room(value)
+    if !cell_key::is_valid(key) {
+        return false;
+    }
+    match cell_key::kind_of(key) {
+        Some(CellKind::Counter) => ShardSet::is_valid(value) && ShardSet::clocks_have_room(value),
+        Some(kind) => valid_value(kind, value),
+        None => false,
+    }
 }
 
 /// Counters of one node.
@@ -129,7 +138,7 @@ impl CounterStore {
             op_window: limits.op_window,
         }));
         let syncs = opts.durability == tally_storage::Durability::Sync;
-        let db = Db::open_with_fs(fs, dir, opts, Arc::new(CounterMerge))?;
+        let db = Db::open_with_fs(fs, dir, opts, Arc::new(CellMerge))?;
         let ops = Mutex::new(OpWindow::load(&db, limits.op_window, clock.now_ms())?);
         Ok(CounterStore {
             db,
@@ -324,12 +333,14 @@ mod tests {
         assert_eq!(points(Resolution::Hour, at - DAY, at + DAY), 1);
         store.db().compact().unwrap();
         let minute_cell = cell_key::encode(
+            CellKind::Counter,
             "short",
             b"k",
             Resolution::Minute,
             Resolution::Minute.bucket_start(at),
         );
         let hour_cell = cell_key::encode(
+            CellKind::Counter,
             "short",
             b"k",
             Resolution::Hour,
@@ -518,6 +529,7 @@ mod tests {
         let now = SystemClock.now_ms();
         let cell = |key: &str| {
             cell_key::encode(
+                CellKind::Counter,
                 "t",
                 key.as_bytes(),
                 Resolution::Total,

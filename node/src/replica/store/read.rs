@@ -9,11 +9,11 @@ use tally_client::message::MAX_CELLS;
 use tally_client::{CellState, ErrorCode, KeyRange};
 use tally_storage::WriteBatch;
 
-use super::{decode_cell, malformed_cell, storage_error, CounterStore};
+use super::{malformed_cell, storage_error, CounterStore};
 use crate::counter::cell_key;
+use crate::counter::cell_merge::{valid_for_key, CellValue};
 use crate::counter::limits::{refuse, RequestError};
 use crate::counter::read_plan::{self, ReadAnswer, ReadPlan};
-use crate::counter::shard_set::ShardSet;
 
 impl CounterStore {
     /// The replica's cells in `ranges`, in key order, at most `max_cells`
@@ -44,7 +44,7 @@ impl CounterStore {
         for range in ranges {
             if read_plan::is_point(range) {
                 if let Some(value) = self.db.get(&range.start).map_err(storage_error)? {
-                    if !ShardSet::is_valid(&value) {
+                    if !valid_for_key(&range.start, &value) {
                         return Err(malformed_cell());
                     }
                     out.push(CellState {
@@ -68,7 +68,7 @@ impl CounterStore {
                 if cell_key::is_system(k) {
                     return true;
                 }
-                if !ShardSet::is_valid(v) {
+                if !valid_for_key(k, v) {
                     bad = true;
                     return false;
                 }
@@ -178,9 +178,14 @@ impl CounterStore {
     #[doc(hidden)]
     pub fn read_local(&self, plan: &ReadPlan) -> Result<ReadAnswer, RequestError> {
         let cells = self.read_cells(&plan.ranges, MAX_CELLS)?;
-        let sets: Vec<(&[u8], ShardSet)> = cells
+        let sets: Vec<(&[u8], CellValue)> = cells
             .iter()
-            .map(|c| Ok((c.key.as_slice(), decode_cell(&c.value)?)))
+            .map(|c| {
+                let value = cell_key::kind_of(&c.key)
+                    .and_then(|kind| CellValue::decode(kind, &c.value))
+                    .ok_or_else(malformed_cell)?;
+                Ok((c.key.as_slice(), value))
+            })
             .collect::<Result<_, RequestError>>()?;
         plan.answer(sets.iter().map(|(k, s)| (*k, s)), self.clock.now_ms())
     }
