@@ -138,6 +138,25 @@ pub enum Command {
         #[arg(long, default_value = "now", allow_hyphen_values = true)]
         to: String,
     },
+    /// The keys of a counter namespace with the largest sums over a window
+    /// ("what is trending"), with exact counts.
+    Top {
+        /// Namespace (a counter namespace).
+        #[arg(long, default_value = "events")]
+        ns: String,
+        /// minute, hour, day or total.
+        #[arg(long, default_value = "minute")]
+        resolution: String,
+        /// Start (inclusive): ms, `now`, or `-1h` style.
+        #[arg(long, default_value = "-1h", allow_hyphen_values = true)]
+        from: String,
+        /// End (exclusive).
+        #[arg(long, default_value = "now", allow_hyphen_values = true)]
+        to: String,
+        /// How many keys.
+        #[arg(long, default_value_t = 10)]
+        k: u32,
+    },
     /// Namespaces: list (the default), describe, create.
     Ns {
         #[command(subcommand)]

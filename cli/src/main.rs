@@ -16,7 +16,7 @@ mod timespec;
 
 use args::{Cli, Command, TokenAction};
 use clap::Parser;
-use cmd::{counter, distinct, ns, repair, ring, security, status, topology};
+use cmd::{counter, distinct, ns, repair, ring, security, status, top, topology};
 
 async fn run(cli: Cli) -> Result<(), String> {
     match &cli.command {
@@ -50,6 +50,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             from,
             to,
         } => distinct::distinct(&cli, key, ns, resolution, from, to).await,
+        Command::Top {
+            ns,
+            resolution,
+            from,
+            to,
+            k,
+        } => top::top(&cli, ns, resolution, (from, to), *k).await,
         Command::Ns { action } => ns::run(&cli, action.as_ref()).await,
         Command::Init { node_args } => topology::init(node_args),
         Command::Join { seed, node_args } => topology::join(seed, node_args),

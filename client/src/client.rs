@@ -52,7 +52,7 @@ use crate::error::{ClientError, ErrorCode};
 use crate::message::MAX_BATCH_ITEMS;
 use crate::message::{
     Add, Count, DistinctPoint, Increment, ItemResult, NamespaceInfo, NodeStatus, Point,
-    RepairReport, ReplicaView, Request, Resolution, Response,
+    RepairReport, ReplicaView, Request, Resolution, Response, TopKey,
 };
 use crate::routing::RoutingTable;
 use crate::token::token;
@@ -390,6 +390,36 @@ impl Client {
             items,
         };
         self.send_write(&request, n, preferred).await
+    }
+
+    /// The `k` keys of a counter namespace with the largest sums over the
+    /// buckets at `resolution` starting in `[start_ms, end_ms)`, largest
+    /// first, with exact sums and counts; the sum above which every key
+    /// was certain to be considered; and how many nodes' summaries were
+    /// missing.
+    pub async fn top(
+        &self,
+        namespace: &str,
+        resolution: Resolution,
+        (start_ms, end_ms): (i64, i64),
+        k: u32,
+    ) -> Result<(Vec<TopKey>, u64, u32), ClientError> {
+        let request = Request::Top {
+            consistency: self.inner.config.consistency,
+            namespace: namespace.to_owned(),
+            resolution,
+            start_ms,
+            end_ms,
+            k,
+        };
+        match self.read(&request).await? {
+            Response::Top {
+                keys,
+                certain_above,
+                nodes_missing,
+            } => Ok((keys, certain_above, nodes_missing)),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Distinct members of a key per bucket over `[start_ms, end_ms)`,

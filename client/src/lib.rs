@@ -52,7 +52,7 @@ pub use ingest::{Ingestor, Producer, ProducerConfig, ProducerReport};
 pub use message::{
     Add, AuthStep, CellBatch, CellState, Consistency, Count, DistinctPoint, Increment, ItemResult,
     KeyRange, NamespaceInfo, NamespaceKind, NodeStatus, PeerStatus, Point, RepairReport,
-    ReplicaView, Request, Resolution, Response, ShardView, StorageHealth,
+    ReplicaView, Request, Resolution, Response, ShardView, StorageHealth, SummaryEntry, TopKey,
 };
 pub use op_id::{new_op_id, op_id_at, op_id_made_ms};
 pub use routing::{RoutingNode, RoutingRange, RoutingTable};

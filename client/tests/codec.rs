@@ -11,6 +11,7 @@ use tally_client::{
     Add, AuthStep, CellState, Consistency, Count, DistinctPoint, ErrorCode, Increment, ItemResult,
     KeyRange, NamespaceInfo, NamespaceKind, NodeStatus, PeerStatus, Point, ReplicaView, Request,
     Resolution, Response, RoutingNode, RoutingRange, RoutingTable, ShardView, StorageHealth,
+    SummaryEntry, TopKey,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -173,6 +174,32 @@ fn client_request() -> impl Strategy<Value = Request> {
             }
         ),
         Just(Request::ListNamespaces),
+        (
+            consistency(),
+            name(),
+            resolution(),
+            any::<i64>(),
+            any::<i64>(),
+            any::<u32>()
+        )
+            .prop_map(
+                |(consistency, namespace, resolution, start_ms, end_ms, k)| Request::Top {
+                    consistency,
+                    namespace,
+                    resolution,
+                    start_ms,
+                    end_ms,
+                    k
+                }
+            ),
+        (name(), resolution(), any::<i64>(), any::<i64>()).prop_map(
+            |(namespace, resolution, start_ms, end_ms)| Request::TopSummary {
+                namespace,
+                resolution,
+                start_ms,
+                end_ms
+            }
+        ),
         (
             consistency(),
             any::<u32>(),
@@ -346,6 +373,38 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
             .prop_map(|(points, union)| (0x17, Response::Distinct { points, union })),
         proptest::collection::vec(increment_result(), 0..8)
             .prop_map(|r| (0x16, Response::Increment(r))),
+        (
+            proptest::collection::vec(
+                (key(), any::<i64>(), any::<u64>()).prop_map(|(key, sum, count)| TopKey {
+                    key,
+                    sum,
+                    count
+                }),
+                0..5
+            ),
+            any::<u64>(),
+            any::<u32>()
+        )
+            .prop_map(|(keys, certain_above, nodes_missing)| (
+                0x18,
+                Response::Top {
+                    keys,
+                    certain_above,
+                    nodes_missing
+                }
+            )),
+        (
+            any::<u64>(),
+            proptest::collection::vec(
+                (key(), any::<u64>(), any::<u64>()).prop_map(|(key, count, error)| SummaryEntry {
+                    key,
+                    count,
+                    error
+                }),
+                0..5
+            )
+        )
+            .prop_map(|(floor, entries)| (0x19, Response::Summary { floor, entries })),
         (
             any::<u64>(),
             ".{0,10}",

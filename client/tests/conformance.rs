@@ -13,7 +13,7 @@ use tally_client::{
     Add, AuthStep, CellState, Consistency, Count, DistinctPoint, ErrorCode, Increment, ItemResult,
     KeyRange, NamespaceInfo, NamespaceKind, NodeStatus, PeerStatus, Point, RepairReport,
     ReplicaView, Request, Resolution, Response, RoutingNode, RoutingRange, RoutingTable, ShardView,
-    StorageHealth,
+    StorageHealth, SummaryEntry, TopKey,
 };
 use tokio_util::codec::Decoder;
 
@@ -268,6 +268,34 @@ fn every_request_decodes_from_the_pages_bytes() {
         },
     );
     request(
+        0x18,
+        B::default()
+            .u8(2)
+            .str16("events")
+            .u8(1)
+            .i64(0)
+            .i64(3_600_000)
+            .u32(10),
+        Request::Top {
+            consistency: Consistency::Quorum,
+            namespace: "events".into(),
+            resolution: Resolution::Minute,
+            start_ms: 0,
+            end_ms: 3_600_000,
+            k: 10,
+        },
+    );
+    request(
+        0x19,
+        B::default().str16("events").u8(2).i64(0).i64(3_600_000),
+        Request::TopSummary {
+            namespace: "events".into(),
+            resolution: Resolution::Hour,
+            start_ms: 0,
+            end_ms: 3_600_000,
+        },
+    );
+    request(
         0x04,
         B::default()
             .u8(2)
@@ -476,6 +504,42 @@ fn every_response_decodes_from_the_pages_bytes() {
                 },
             ],
             union: 170,
+        },
+    );
+    response(
+        0x18,
+        B::default()
+            .u32(1)
+            .bytes16(b"video:1")
+            .i64(120)
+            .u64(118)
+            .u64(41)
+            .u32(0),
+        Response::Top {
+            keys: vec![TopKey {
+                key: b"video:1".to_vec(),
+                sum: 120,
+                count: 118,
+            }],
+            certain_above: 41,
+            nodes_missing: 0,
+        },
+    );
+    response(
+        0x19,
+        B::default()
+            .u64(3)
+            .u32(1)
+            .bytes16(b"video:1")
+            .u64(60)
+            .u64(3),
+        Response::Summary {
+            floor: 3,
+            entries: vec![SummaryEntry {
+                key: b"video:1".to_vec(),
+                count: 60,
+                error: 3,
+            }],
         },
     );
     response(

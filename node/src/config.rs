@@ -22,6 +22,7 @@
 //! [repair]              # interval_s, bytes_per_s, lease_s (scheduled anti-entropy)
 //! [gossip]              # interval_ms, phi_threshold, max_digests
 //! [namespaces]          # name = "minute:7d, hour:90d, day:forever, total"
+//! [trending]            # capacity, minute_buckets, hour_buckets, day_buckets
 //! [http]                # enabled, listen
 //! [test]                # hooks, lose_unsynced_writes, broken (never on a real cluster)
 //! ```
@@ -43,6 +44,7 @@ use crate::coordinator::CoordinatorConfig;
 use crate::counter::limits::StoreLimits;
 use crate::counter::namespace::{Namespace, Namespaces};
 use crate::fault_modes::BrokenMode;
+use crate::replica::trending::TrendingConfig;
 use crate::server::admission::ServerLimits;
 
 /// Node settings (the TOML file's shape).
@@ -75,8 +77,11 @@ pub struct NodeConfig {
     pub repair: RepairConfig,
     /// Gossip and its failure detector.
     pub gossip: GossipSettings,
-    /// Extra namespaces: name = "minute:7d, hour:90d, day:forever, total".
+    /// Extra namespaces: name = "minute:7d, hour:90d, day:forever, total"
+    /// (or "distinct, ..." for distinct counts).
     pub namespaces: BTreeMap<String, String>,
+    /// The summaries of led increments that `Top` queries read.
+    pub trending: TrendingConfig,
     /// The HTTP/JSON front.
     pub http: HttpConfig,
     /// Who may talk to the node.
@@ -102,6 +107,7 @@ impl Default for NodeConfig {
             repair: RepairConfig::default(),
             gossip: GossipSettings::default(),
             namespaces: BTreeMap::new(),
+            trending: TrendingConfig::default(),
             http: HttpConfig::default(),
             security: SecurityConfig::default(),
             test: TestConfig::default(),

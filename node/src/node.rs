@@ -226,7 +226,8 @@ async fn assemble(config: &NodeConfig) -> Result<Started, String> {
             clock.clone(),
             config.limits.clone(),
         )
-        .map_err(|e| format!("storage: {e}"))?,
+        .map_err(|e| format!("storage: {e}"))?
+        .with_trending(config.trending),
     );
     let hints = Arc::new(
         HintStore::open(

@@ -9,4 +9,5 @@ pub mod repair_status;
 pub mod ring;
 pub mod security;
 pub mod status;
+pub mod top;
 pub mod topology;

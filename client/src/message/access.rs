@@ -33,6 +33,7 @@ impl Need {
             | k::ROUTING
             | k::INSPECT_REPLICAS
             | k::DISTINCT
+            | k::TOP
             | k::ADMIN => Need::Role(Role::Read),
             k::INCREMENT | k::ADD => Need::Role(Role::Write),
             k::REPAIR | k::ADJUST_CLOCK => Need::Role(Role::Admin),
@@ -42,7 +43,8 @@ impl Need {
             | k::GOSSIP
             | k::RAFT
             | k::MERKLE_TREE
-            | k::LED_OP_IDS => Need::Peer,
+            | k::LED_OP_IDS
+            | k::TOP_SUMMARY => Need::Peer,
             // Refused as `UnknownMessage` by the decoder, which reads no
             // body for a kind it does not know.
             _ => Need::Nothing,

@@ -23,7 +23,7 @@ pub use cell_batch::CellBatch;
 pub use types::{
     Add, CellState, Consistency, Count, DistinctPoint, Increment, ItemResult, KeyRange,
     NamespaceInfo, NamespaceKind, NodeStatus, PeerStatus, Point, RepairReport, ReplicaView,
-    ShardView, StorageHealth,
+    ShardView, StorageHealth, SummaryEntry, TopKey,
 };
 pub use wire::{DecodeError, MAX_BATCH_ITEMS, MAX_CELLS, MAX_RANGES};
 
@@ -96,6 +96,36 @@ pub enum Request {
         namespace: String,
         /// Key.
         key: Vec<u8>,
+        /// Bucket width.
+        resolution: Resolution,
+        /// Start (inclusive), ms.
+        start_ms: i64,
+        /// End (exclusive), ms.
+        end_ms: i64,
+    },
+    /// The `k` keys of a counter namespace with the largest sums over the
+    /// buckets at `resolution` starting in `[start_ms, end_ms)`, each with
+    /// its exact sum and count read at `consistency`. Answered with `Top`.
+    Top {
+        /// Replicas that must answer each exact read.
+        consistency: Consistency,
+        /// Namespace (a counter namespace).
+        namespace: String,
+        /// Bucket width.
+        resolution: Resolution,
+        /// Start (inclusive), ms.
+        start_ms: i64,
+        /// End (exclusive), ms.
+        end_ms: i64,
+        /// How many keys (1..=1,000).
+        k: u32,
+    },
+    /// Internal: the node's heavy-hitter summary of the increments it led
+    /// in a namespace's buckets at `resolution` starting in
+    /// `[start_ms, end_ms)`. Answered with `Summary`.
+    TopSummary {
+        /// Namespace.
+        namespace: String,
         /// Bucket width.
         resolution: Resolution,
         /// Start (inclusive), ms.
@@ -256,6 +286,25 @@ pub enum Response {
         /// Estimated distinct members over the whole range.
         union: u64,
     },
+    /// The largest keys of a window, largest first (`Top`).
+    Top {
+        /// At most `k` keys with their exact sums and counts.
+        keys: Vec<TopKey>,
+        /// Every key whose positive deltas in the window sum above this
+        /// was a candidate, so is in `keys` if its sum ranks in the top
+        /// `k` (the sum of the merged summaries' floors).
+        certain_above: u64,
+        /// Nodes whose summaries could not be read (their keys may be
+        /// missing).
+        nodes_missing: u32,
+    },
+    /// A node's heavy-hitter summary (`TopSummary`).
+    Summary {
+        /// The most a key not listed counted.
+        floor: u64,
+        /// The keys listed.
+        entries: Vec<SummaryEntry>,
+    },
     /// Namespaces.
     Namespaces(Vec<NamespaceInfo>),
     /// Node status.
@@ -324,6 +373,8 @@ pub(crate) mod kind {
     pub const AUTH: u8 = 0x15;
     pub const ADD: u8 = 0x16;
     pub const DISTINCT: u8 = 0x17;
+    pub const TOP: u8 = 0x18;
+    pub const TOP_SUMMARY: u8 = 0x19;
     pub const RESPONSE: u8 = 0x80;
     pub const ERROR: u8 = 0xFF;
 }

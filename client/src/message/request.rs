@@ -29,6 +29,8 @@ impl Request {
             Request::Range { .. } => kind::RANGE,
             Request::Add { .. } => kind::ADD,
             Request::Distinct { .. } => kind::DISTINCT,
+            Request::Top { .. } => kind::TOP,
+            Request::TopSummary { .. } => kind::TOP_SUMMARY,
             Request::Stats { .. } => kind::STATS,
             Request::ListNamespaces => kind::LIST_NAMESPACES,
             Request::DescribeNamespace { .. } => kind::DESCRIBE_NAMESPACE,
@@ -59,6 +61,8 @@ impl Request {
             Request::Range { .. } => "range",
             Request::Add { .. } => "add",
             Request::Distinct { .. } => "distinct",
+            Request::Top { .. } => "top",
+            Request::TopSummary { .. } => "top_summary",
             Request::Stats { .. } => "stats",
             Request::ListNamespaces => "list_namespaces",
             Request::DescribeNamespace { .. } => "describe_namespace",
@@ -134,6 +138,32 @@ impl Request {
                 buf.put_u8(consistency_code(*consistency));
                 put_bytes16(buf, namespace.as_bytes());
                 put_bytes16(buf, key);
+                buf.put_u8(resolution.code());
+                buf.put_i64_le(*start_ms);
+                buf.put_i64_le(*end_ms);
+            }
+            Request::Top {
+                consistency,
+                namespace,
+                resolution,
+                start_ms,
+                end_ms,
+                k,
+            } => {
+                buf.put_u8(consistency_code(*consistency));
+                put_bytes16(buf, namespace.as_bytes());
+                buf.put_u8(resolution.code());
+                buf.put_i64_le(*start_ms);
+                buf.put_i64_le(*end_ms);
+                buf.put_u32_le(*k);
+            }
+            Request::TopSummary {
+                namespace,
+                resolution,
+                start_ms,
+                end_ms,
+            } => {
+                put_bytes16(buf, namespace.as_bytes());
                 buf.put_u8(resolution.code());
                 buf.put_i64_le(*start_ms);
                 buf.put_i64_le(*end_ms);
@@ -260,6 +290,20 @@ impl Request {
                 consistency: r.consistency()?,
                 namespace: r.string16()?,
                 key: r.bytes16()?.to_vec(),
+                resolution: r.resolution()?,
+                start_ms: r.i64()?,
+                end_ms: r.i64()?,
+            },
+            kind::TOP => Request::Top {
+                consistency: r.consistency()?,
+                namespace: r.string16()?,
+                resolution: r.resolution()?,
+                start_ms: r.i64()?,
+                end_ms: r.i64()?,
+                k: r.u32()?,
+            },
+            kind::TOP_SUMMARY => Request::TopSummary {
+                namespace: r.string16()?,
                 resolution: r.resolution()?,
                 start_ms: r.i64()?,
                 end_ms: r.i64()?,

@@ -6,7 +6,7 @@ use bytes::{BufMut, BytesMut};
 use super::kind;
 use super::types::{
     Count, DistinctPoint, ItemResult, NamespaceInfo, NamespaceKind, NodeStatus, PeerStatus, Point,
-    RepairReport, ReplicaView, ShardView, StorageHealth,
+    RepairReport, ReplicaView, ShardView, StorageHealth, SummaryEntry, TopKey,
 };
 use super::wire::{
     get_cells, malformed, put_bytes16, put_bytes32, put_cells, put_item_result, put_string32,
@@ -105,6 +105,29 @@ impl Response {
                     buf.put_u64_le(p.estimate);
                 }
                 buf.put_u64_le(*union);
+            }
+            Response::Top {
+                keys,
+                certain_above,
+                nodes_missing,
+            } => {
+                buf.put_u32_le(keys.len() as u32);
+                for k in keys {
+                    put_bytes16(buf, &k.key);
+                    buf.put_i64_le(k.sum);
+                    buf.put_u64_le(k.count);
+                }
+                buf.put_u64_le(*certain_above);
+                buf.put_u32_le(*nodes_missing);
+            }
+            Response::Summary { floor, entries } => {
+                buf.put_u64_le(*floor);
+                buf.put_u32_le(entries.len() as u32);
+                for e in entries {
+                    put_bytes16(buf, &e.key);
+                    buf.put_u64_le(e.count);
+                    buf.put_u64_le(e.error);
+                }
             }
             Response::Stats { total, cells_read } => {
                 buf.put_i64_le(total.sum);
@@ -278,6 +301,35 @@ impl Response {
                     points,
                     union: r.u64()?,
                 }
+            }
+            kind::TOP => {
+                let n = r.count(18)?;
+                let mut keys = Vec::with_capacity(n);
+                for _ in 0..n {
+                    keys.push(TopKey {
+                        key: r.bytes16()?.to_vec(),
+                        sum: r.i64()?,
+                        count: r.u64()?,
+                    });
+                }
+                Response::Top {
+                    keys,
+                    certain_above: r.u64()?,
+                    nodes_missing: r.u32()?,
+                }
+            }
+            kind::TOP_SUMMARY => {
+                let floor = r.u64()?;
+                let n = r.count(18)?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push(SummaryEntry {
+                        key: r.bytes16()?.to_vec(),
+                        count: r.u64()?,
+                        error: r.u64()?,
+                    });
+                }
+                Response::Summary { floor, entries }
             }
             kind::STATS => Response::Stats {
                 total: Count {

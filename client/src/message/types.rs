@@ -69,6 +69,35 @@ pub struct DistinctPoint {
     pub estimate: u64,
 }
 
+/// One key of a `Top` answer, with its exact sum and count over the
+/// window.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TopKey {
+    /// The key.
+    #[serde(serialize_with = "key_text")]
+    pub key: Vec<u8>,
+    /// Sum of the deltas in the window.
+    pub sum: i64,
+    /// Number of increments in the window.
+    pub count: u64,
+}
+
+fn key_text<S: serde::Serializer>(key: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(key))
+}
+
+/// One key of a node's heavy-hitter summary: its count lies in
+/// `[count - error, count]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryEntry {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Upper bound of its count.
+    pub count: u64,
+    /// How much of `count` may be overestimate.
+    pub error: u64,
+}
+
 /// What a namespace's cells hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase", tag = "kind")]

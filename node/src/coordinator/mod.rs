@@ -37,6 +37,9 @@
 //!
 //! **Adds** (distinct namespaces) need no leader: the coordinator builds
 //! the sketches and merges them into every replica (`add`).
+//!
+//! **Top** merges every node's summary of what it led to pick candidates,
+//! then reads their exact counts (`top`).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -48,6 +51,7 @@ use crate::context::NodeContext;
 
 mod add;
 mod read;
+pub mod top;
 mod write;
 
 pub use write::op_leader;

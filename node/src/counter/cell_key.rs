@@ -121,41 +121,56 @@ pub fn bucket_range(
 /// Whether `bytes` is a well-formed cell key (what [`decode`] accepts),
 /// without allocating: replicas check every cell they are sent.
 pub fn is_valid(bytes: &[u8]) -> bool {
-    fn check(bytes: &[u8]) -> Option<()> {
-        let rest = bytes.get(8..)?;
-        let (&ns_len, rest) = rest.split_first()?;
-        std::str::from_utf8(rest.get(..ns_len as usize)?).ok()?;
-        let rest = &rest[ns_len as usize..];
-        let key_len = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
-        let rest = rest.get(2 + key_len..)?;
-        let (&res, rest) = rest.split_first()?;
-        kind_and_resolution(res)?;
-        (rest.len() == 8).then_some(())
-    }
-    check(bytes).is_some()
+    parts(bytes).is_some()
 }
 
-/// Decodes a storage key; `None` if it is not a well-formed cell key.
-pub fn decode(bytes: &[u8]) -> Option<CellKey> {
+/// A cell key's parts, borrowed from its bytes (the leader's write path
+/// reads every cell it raised, and allocates nothing for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellParts<'a> {
+    /// What the cell holds.
+    pub kind: CellKind,
+    /// Namespace.
+    pub namespace: &'a str,
+    /// Partition key.
+    pub key: &'a [u8],
+    /// Bucket width.
+    pub resolution: Resolution,
+    /// Bucket start in ms (0 for `Total`).
+    pub bucket_start_ms: i64,
+}
+
+/// The parts of a storage key; `None` if it is not a well-formed cell key.
+pub fn parts(bytes: &[u8]) -> Option<CellParts<'_>> {
     let rest = bytes.get(8..)?;
     let (&ns_len, rest) = rest.split_first()?;
-    let namespace = std::str::from_utf8(rest.get(..ns_len as usize)?)
-        .ok()?
-        .to_owned();
+    let namespace = std::str::from_utf8(rest.get(..ns_len as usize)?).ok()?;
     let rest = &rest[ns_len as usize..];
     let key_len = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
-    let key = rest.get(2..2 + key_len)?.to_vec();
+    let key = rest.get(2..2 + key_len)?;
     let rest = &rest[2 + key_len..];
     let (&res, rest) = rest.split_first()?;
     let (kind, resolution) = kind_and_resolution(res)?;
     let bucket: [u8; 8] = rest.try_into().ok()?;
     let bucket_start_ms = (u64::from_be_bytes(bucket) ^ (1 << 63)) as i64;
-    Some(CellKey {
+    Some(CellParts {
         kind,
         namespace,
         key,
         resolution,
         bucket_start_ms,
+    })
+}
+
+/// Decodes a storage key; `None` if it is not a well-formed cell key.
+pub fn decode(bytes: &[u8]) -> Option<CellKey> {
+    let p = parts(bytes)?;
+    Some(CellKey {
+        kind: p.kind,
+        namespace: p.namespace.to_owned(),
+        key: p.key.to_vec(),
+        resolution: p.resolution,
+        bucket_start_ms: p.bucket_start_ms,
     })
 }
 

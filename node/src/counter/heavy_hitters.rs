@@ -19,6 +19,7 @@
 //! guarantee a query states.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// One key's bounds in a summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,11 +30,26 @@ pub struct Bounds {
     pub error: u64,
 }
 
+impl Bounds {
+    /// The least the key can have counted.
+    pub fn lower(&self) -> u64 {
+        self.count - self.error.min(self.count)
+    }
+}
+
 /// A space-saving summary (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The held keys form a min-heap by count, each key's heap slot kept in
+/// a map, so that counting a held key, and evicting the smallest for a
+/// new one, take O(log capacity): the leader's write path counts every
+/// cell it raises, and a skewed stream's tail is mostly keys not held.
+#[derive(Debug, Clone)]
 pub struct HeavyHitters {
     capacity: usize,
-    keys: HashMap<Vec<u8>, Bounds>,
+    /// Each held key's slot in `heap`.
+    slots: HashMap<Arc<[u8]>, usize>,
+    /// The held keys, smallest count first.
+    heap: Vec<(Bounds, Arc<[u8]>)>,
     /// The most a key not held can have counted; never above a held
     /// key's count.
     absent: u64,
@@ -44,19 +60,25 @@ impl HeavyHitters {
     pub fn new(capacity: usize) -> HeavyHitters {
         HeavyHitters {
             capacity: capacity.max(1),
-            keys: HashMap::new(),
+            slots: HashMap::new(),
+            heap: Vec::new(),
             absent: 0,
         }
     }
 
     /// Keys held.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.heap.len()
     }
 
     /// Whether no key is held.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.heap.is_empty()
+    }
+
+    /// The most keys it holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// The most a key not held can have counted (0 until a key was
@@ -67,51 +89,99 @@ impl HeavyHitters {
 
     /// A held key's bounds.
     pub fn get(&self, key: &[u8]) -> Option<Bounds> {
-        self.keys.get(key).copied()
+        self.slots.get(key).map(|&i| self.heap[i].0)
+    }
+
+    /// Bytes held, about: what the memory bound counts.
+    pub fn bytes(&self) -> usize {
+        self.heap.iter().map(|(_, k)| k.len() + 64).sum()
     }
 
     /// Counts `delta` more for `key`.
     pub fn add(&mut self, key: &[u8], delta: u64) {
-        if let Some(b) = self.keys.get_mut(key) {
+        if let Some(&i) = self.slots.get(key) {
+            let b = &mut self.heap[i].0;
             b.count = b.count.saturating_add(delta);
+            self.sift_down(i);
             return;
         }
-        if self.keys.len() < self.capacity {
+        if self.heap.len() < self.capacity {
             // Counted at most `absent` before, unseen.
             let base = self.absent;
-            self.keys.insert(
-                key.to_vec(),
+            let key: Arc<[u8]> = Arc::from(key);
+            self.slots.insert(key.clone(), self.heap.len());
+            self.heap.push((
                 Bounds {
                     count: base.saturating_add(delta),
                     error: base,
                 },
-            );
+                key,
+            ));
+            self.sift_up(self.heap.len() - 1);
             return;
         }
-        let Some((smallest, floor)) = self
-            .keys
-            .iter()
-            .min_by(|a, b| a.1.count.cmp(&b.1.count).then_with(|| a.0.cmp(b.0)))
-            .map(|(k, b)| (k.clone(), b.count))
-        else {
-            return;
-        };
-        self.keys.remove(&smallest);
-        self.absent = self.absent.max(floor);
-        self.keys.insert(
-            key.to_vec(),
-            Bounds {
-                count: floor.saturating_add(delta),
-                error: floor,
-            },
+        // Full: the smallest makes room, and its count is the most the
+        // newcomer can have counted before.
+        let floor = self.heap[0].0.count;
+        let key: Arc<[u8]> = Arc::from(key);
+        let (_, old) = std::mem::replace(
+            &mut self.heap[0],
+            (
+                Bounds {
+                    count: floor.saturating_add(delta),
+                    error: floor,
+                },
+                key.clone(),
+            ),
         );
+        self.slots.remove(&old);
+        self.slots.insert(key, 0);
+        self.absent = self.absent.max(floor);
+        self.sift_down(0);
+    }
+
+    fn swap(&mut self, i: usize, j: usize) {
+        self.heap.swap(i, j);
+        for at in [i, j] {
+            if let Some(slot) = self.slots.get_mut(&self.heap[at].1) {
+                *slot = at;
+            }
+        }
+    }
+
+    fn sift_up(&mut self, mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if self.heap[parent].0.count <= self.heap[i].0.count {
+                break;
+            }
+            self.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut smallest = i;
+            for c in [l, r] {
+                if c < self.heap.len() && self.heap[c].0.count < self.heap[smallest].0.count {
+                    smallest = c;
+                }
+            }
+            if smallest == i {
+                return;
+            }
+            self.swap(i, smallest);
+            i = smallest;
+        }
     }
 
     /// Merges `other` in (see the module docs).
     pub fn merge(&mut self, other: &HeavyHitters) {
         let (mine, theirs) = (self.floor(), other.floor());
-        let mut merged: HashMap<Vec<u8>, Bounds> = HashMap::new();
-        for (key, b) in &self.keys {
+        let mut merged: HashMap<Arc<[u8]>, Bounds> = HashMap::new();
+        for (b, key) in &self.heap {
             let o = other.get(key).unwrap_or(Bounds {
                 count: theirs,
                 error: theirs,
@@ -124,31 +194,90 @@ impl HeavyHitters {
                 },
             );
         }
-        for (key, o) in &other.keys {
+        for (o, key) in &other.heap {
             merged.entry(key.clone()).or_insert(Bounds {
                 count: o.count.saturating_add(mine),
                 error: o.error.saturating_add(mine),
             });
         }
-        let mut all: Vec<(Vec<u8>, Bounds)> = merged.into_iter().collect();
-        all.sort_by(|a, b| b.1.count.cmp(&a.1.count).then_with(|| a.0.cmp(&b.0)));
-        let dropped = all.get(self.capacity).map_or(0, |(_, b)| b.count);
+        let mut all: Vec<(Bounds, Arc<[u8]>)> = merged.into_iter().map(|(k, b)| (b, k)).collect();
+        all.sort_by(|a, b| b.0.count.cmp(&a.0.count).then_with(|| a.1.cmp(&b.1)));
+        let dropped = all.get(self.capacity).map_or(0, |(b, _)| b.count);
         all.truncate(self.capacity);
         // Not held now: keys held nowhere (at most both floors) and the
         // ones cut (at most the largest cut).
-        self.absent = mine.saturating_add(theirs).max(dropped);
-        self.keys = all.into_iter().collect();
+        let absent = mine.saturating_add(theirs).max(dropped);
+        self.rebuild(all, absent);
+    }
+
+    /// Holds exactly `entries` (at most `capacity`), with floor `absent`.
+    fn rebuild(&mut self, mut entries: Vec<(Bounds, Arc<[u8]>)>, absent: u64) {
+        entries.truncate(self.capacity);
+        // Largest first is a valid max-heap; reversed, a valid min-heap.
+        entries.sort_by(|a, b| a.0.count.cmp(&b.0.count).then_with(|| a.1.cmp(&b.1)));
+        self.slots = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (_, k))| (k.clone(), i))
+            .collect();
+        self.heap = entries;
+        self.absent = absent;
     }
 
     /// The held keys, largest upper bound first.
     pub fn top(&self, n: usize) -> Vec<(Vec<u8>, Bounds)> {
         let mut all: Vec<(Vec<u8>, Bounds)> =
-            self.keys.iter().map(|(k, b)| (k.clone(), *b)).collect();
+            self.heap.iter().map(|(b, k)| (k.to_vec(), *b)).collect();
         all.sort_by(|a, b| b.1.count.cmp(&a.1.count).then_with(|| a.0.cmp(&b.0)));
         all.truncate(n);
         all
     }
+
+    /// The `n` largest held keys as a summary of its own, whose floor also
+    /// bounds the keys cut: what a node sends a query.
+    pub fn truncated(&self, n: usize) -> HeavyHitters {
+        let top = self.top(n.max(1));
+        let cut = if self.len() > top.len() {
+            top.last().map_or(0, |(_, b)| b.count)
+        } else {
+            0
+        };
+        let mut s = HeavyHitters::new(top.len().max(1));
+        let entries = top
+            .into_iter()
+            .map(|(k, b)| (b, Arc::from(k.as_slice())))
+            .collect();
+        s.rebuild(entries, self.absent.max(cut));
+        s
+    }
+
+    /// A summary from its parts (decoded from the wire): `None` if a key
+    /// repeats or a bound is inconsistent (an error above its count, a
+    /// count below the floor).
+    pub fn from_parts(entries: Vec<(Vec<u8>, Bounds)>, floor: u64) -> Option<HeavyHitters> {
+        let mut s = HeavyHitters::new(entries.len().max(1));
+        let mut seen = std::collections::HashSet::new();
+        let mut held = Vec::with_capacity(entries.len());
+        for (k, b) in entries {
+            if b.error > b.count || b.count < floor || !seen.insert(k.clone()) {
+                return None;
+            }
+            held.push((b, Arc::from(k.as_slice())));
+        }
+        s.rebuild(held, floor);
+        Some(s)
+    }
 }
+
+impl PartialEq for HeavyHitters {
+    fn eq(&self, other: &HeavyHitters) -> bool {
+        self.capacity == other.capacity
+            && self.absent == other.absent
+            && self.top(usize::MAX) == other.top(usize::MAX)
+    }
+}
+
+impl Eq for HeavyHitters {}
 
 #[cfg(test)]
 mod tests {
@@ -190,6 +319,16 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn a_truncated_summary_keeps_its_bounds(s in stream(), capacity in 1usize..20, n in 1usize..10) {
+            let truth = exact(&s);
+            let t = summary(&s, capacity).truncated(n);
+            prop_assert!(t.len() <= n);
+            prop_assert_eq!(sound(&t, &truth), Ok(()));
+            let parts = t.top(usize::MAX);
+            prop_assert_eq!(HeavyHitters::from_parts(parts, t.floor()), Some(t));
+        }
+
         #[test]
         fn bounds_hold_on_one_node(s in stream(), capacity in 1usize..20) {
             let truth = exact(&s);

@@ -1,5 +1,6 @@
 //! Counter routes: `POST /v1/increments` (a batch, per-item results) and
-//! `GET /v1/counters/{namespace}/{key}` with `/range` and `/stats`; the
+//! `GET /v1/counters/{namespace}/{key}` with `/range` and `/stats`,
+//! `GET /v1/top/{namespace}` (the largest keys of a window); the
 //! per-item answer and the read query that distinct routes share.
 
 use axum::extract::{Path, Query, State};
@@ -301,6 +302,55 @@ pub(super) async fn stats(
                 "cells_read": cells_read,
             })))
         }
+        other => Err(ApiError::from_response(other)),
+    }
+}
+
+/// The query of `GET /v1/top/{namespace}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TopQueryJson {
+    consistency: Option<Consistency>,
+    from: Option<String>,
+    to: Option<String>,
+    resolution: Option<String>,
+    k: Option<u32>,
+}
+
+/// `GET /v1/top/{namespace}?resolution=&from=&to=&k=`: the `k` (default
+/// 10) keys with the largest sums over the window (default: minutes of
+/// the last hour), with exact sums and counts.
+pub(super) async fn top(
+    State(front): State<Front>,
+    Path(namespace): Path<String>,
+    Query(query): Query<TopQueryJson>,
+) -> Result<Json<Value>, ApiError> {
+    let window = ReadQuery {
+        consistency: query.consistency,
+        from: query.from,
+        to: query.to,
+        resolution: query.resolution,
+    };
+    let resolution = window.resolution("minute")?;
+    let (start_ms, end_ms) = window.window(front.server.now_ms(), "-1h")?;
+    let request = Request::Top {
+        consistency: window.consistency.unwrap_or_default(),
+        namespace: namespace.clone(),
+        resolution,
+        start_ms,
+        end_ms,
+        k: query.k.unwrap_or(10),
+    };
+    match front.run(request).await? {
+        Response::Top {
+            keys,
+            certain_above,
+            nodes_missing,
+        } => Ok(Json(json!({
+            "namespace": namespace, "resolution": resolution,
+            "from_ms": start_ms, "to_ms": end_ms, "keys": keys,
+            "certain_above": certain_above, "nodes_missing": nodes_missing,
+        }))),
         other => Err(ApiError::from_response(other)),
     }
 }

@@ -176,6 +176,7 @@ fn table() -> Vec<(&'static str, Methods, MethodRouter<Front>)> {
             &[("GET", READ)],
             get(counters::stats),
         ),
+        ("/v1/top/{namespace}", &[("GET", READ)], get(counters::top)),
         (
             "/v1/adds",
             &[("POST", Need::Role(Role::Write))],
@@ -336,6 +337,8 @@ fn response_name(response: &Response) -> &'static str {
         Response::Range(_) => "Range",
         Response::Stats { .. } => "Stats",
         Response::Distinct { .. } => "Distinct",
+        Response::Top { .. } => "Top",
+        Response::Summary { .. } => "Summary",
         Response::Namespaces(_) => "Namespaces",
         Response::Status(_) => "Status",
         Response::Ack => "Ack",

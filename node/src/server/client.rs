@@ -5,6 +5,7 @@
 use tally_client::{Add, Consistency, Increment, Response};
 
 use super::Server;
+use crate::coordinator::top::TopQuery;
 use crate::counter::limits::RequestError;
 use crate::counter::read_plan::{Read, ReadAnswer, ReadKind};
 
@@ -51,6 +52,17 @@ impl Server {
             Ok(ReadAnswer::Range(points)) => Response::Range(points),
             Ok(ReadAnswer::Stats { total, cells_read }) => Response::Stats { total, cells_read },
             Ok(ReadAnswer::Distinct { points, union }) => Response::Distinct { points, union },
+            Err(e) => refusal(e),
+        }
+    }
+    /// The largest keys of a window, with exact counts.
+    pub(super) async fn top(&self, consistency: Consistency, query: TopQuery) -> Response {
+        match self.coordinator.top(consistency, query).await {
+            Ok(a) => Response::Top {
+                keys: a.keys,
+                certain_above: a.certain_above,
+                nodes_missing: a.nodes_missing,
+            },
             Err(e) => refusal(e),
         }
     }

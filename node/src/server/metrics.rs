@@ -320,6 +320,21 @@ impl Server {
             Some(Unit::Bytes),
             status.disk_bytes as i64,
         );
+        let (summaries, summary_bytes) = self.ctx.store.trending().footprint();
+        gauge(
+            r,
+            "trending_summaries",
+            "Heavy-hitter summaries held for top queries (one per namespace and bucket)",
+            None,
+            summaries as i64,
+        );
+        gauge(
+            r,
+            "trending",
+            "Memory the heavy-hitter summaries hold, about",
+            Some(Unit::Bytes),
+            summary_bytes as i64,
+        );
         gauge(
             r,
             "storage_healthy",

@@ -54,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::membership::Membership;
 use crate::context::NodeContext;
 use crate::convergence::anti_entropy::Repairer;
+use crate::coordinator::top::TopQuery;
 use crate::coordinator::Coordinator;
 use crate::counter::read_plan::ReadKind;
 use crate::log_limit::LogLimit;
@@ -371,7 +372,7 @@ impl Server {
             Response::Error { code, .. } => Some(*code),
             _ => None,
         };
-        if matches!(kind, "total" | "range" | "stats" | "distinct") && error.is_none() {
+        if matches!(kind, "total" | "range" | "stats" | "distinct" | "top") && error.is_none() {
             self.reads.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(metrics) = &self.metrics {
@@ -446,6 +447,29 @@ impl Server {
                 let kind = ReadKind::Stats { start_ms, end_ms };
                 self.read(consistency, namespace, key, kind).await
             }
+            Request::Top {
+                consistency,
+                namespace,
+                resolution,
+                start_ms,
+                end_ms,
+                k,
+            } => {
+                let query = TopQuery {
+                    namespace,
+                    resolution,
+                    start_ms,
+                    end_ms,
+                    k,
+                };
+                self.top(consistency, query).await
+            }
+            Request::TopSummary {
+                namespace,
+                resolution,
+                start_ms,
+                end_ms,
+            } => self.top_summary(&namespace, resolution, start_ms, end_ms),
             Request::ForwardedIncrement {
                 epoch,
                 consistency,
@@ -574,6 +598,8 @@ fn is_pure_read(request: &Request) -> bool {
         Request::Total { .. }
             | Request::Range { .. }
             | Request::Distinct { .. }
+            | Request::Top { .. }
+            | Request::TopSummary { .. }
             | Request::Stats { .. }
             | Request::ReplicaRead { .. }
             | Request::MerkleTree { .. }

@@ -1,14 +1,16 @@
 //! This node as another node's replica (DESIGN.md's replica service):
 //! forwarded increments to lead, replica writes to merge, replica reads,
-//! Merkle trees and the op ids it recorded for a leader. A sender routing
+//! Merkle trees, the op ids it recorded for a leader, and its summary of
+//! what it led (for `Top`). A sender routing
 //! with an older ring than this node's is told `StaleRing`, in one place
 //! (`Server::stale_ring`); replica writes are merged whatever the
 //! epoch, since cells are states.
 
-use tally_client::{CellBatch, Consistency, ErrorCode, Increment, KeyRange, Response};
+use tally_client::{CellBatch, Consistency, ErrorCode, Increment, KeyRange, Resolution, Response};
 
 use super::client::refusal;
 use super::Server;
+use crate::coordinator::top::summary_response;
 use crate::replica::store::read::{heavy_read, read_cells_async};
 use crate::replica::store::valid_cell;
 
@@ -100,6 +102,22 @@ impl Server {
 
     /// The op ids this node recorded as led by `leader` (for a leader
     /// relearning them after an unclean stop).
+    /// This node's summary of what it led in a window (`Top`'s step 1).
+    pub(super) fn top_summary(
+        &self,
+        namespace: &str,
+        resolution: Resolution,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Response {
+        let summary = self
+            .ctx
+            .store
+            .trending()
+            .summary(namespace, resolution, start_ms, end_ms);
+        summary_response(&summary)
+    }
+
     pub(super) async fn led_op_ids(&self, leader: u64) -> Response {
         match heavy_read(&self.ctx.store, move |store| store.led_op_ids(leader))
             .await

@@ -288,6 +288,11 @@ impl CounterStore {
                 .fetch_add(valid.len() as u64 - retries, Ordering::Relaxed);
             self.duplicates.fetch_add(retries, Ordering::Relaxed);
             self.events.fetch_add(events, Ordering::Relaxed);
+            self.trending.record(
+                cells
+                    .iter()
+                    .map(|(key, update)| (key.as_slice(), update.delta)),
+            );
             // Each batch gets the states of its cells, in key order; the
             // keys move out of the map (copied only for cells shared by
             // several batches).

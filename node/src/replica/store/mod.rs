@@ -38,6 +38,7 @@ use crate::replica::identity::Identity;
 use crate::replica::op_window::{self, OpWindow};
 use crate::replica::retention::RetentionFilter;
 use crate::replica::stripes::{new_stripes, Stripe};
+use crate::replica::trending::{Trending, TrendingConfig};
 
 pub mod lead;
 mod op_ids;
@@ -89,6 +90,8 @@ pub struct CounterStore {
     /// op ids made at or before this time (ms) that it does not hold are
     /// refused meanwhile (see [`CounterStore::start_relearning`]).
     relearning_before_ms: Mutex<Option<i64>>,
+    /// Heavy-hitter summaries of the increments this node leads.
+    trending: Trending,
 }
 
 pub(crate) fn decode_cell(value: &[u8]) -> Result<ShardSet, RequestError> {
@@ -156,7 +159,19 @@ impl CounterStore {
                 std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             ),
             relearning_before_ms: Mutex::new(None),
+            trending: Trending::new(TrendingConfig::default()),
         })
+    }
+
+    /// The store, summarising what it leads as `config` says.
+    pub fn with_trending(mut self, config: TrendingConfig) -> CounterStore {
+        self.trending = Trending::new(config);
+        self
+    }
+
+    /// The summaries of the increments this node led.
+    pub fn trending(&self) -> &Trending {
+        &self.trending
     }
 
     /// The storage engine (for metrics and shutdown).
