@@ -10,7 +10,11 @@
 # CPU 0. Prints events/s, p99 and the servers' CPU per event (summed over
 # the three nodes). Environment: DURABILITY=sync (default periodic);
 # PERF=1 records a profile of the three nodes to /tmp/perf.data
-# (PERF_ARGS, default `-F 2000 -g`); BENCH_ARGS adds `tally bench` flags.
+# (PERF_ARGS, default `-F 2000 -g`); BENCH_ARGS adds `tally bench` flags;
+# NODE_ARGS adds node flags. Distinct adds against increments:
+#
+#   NODE_ARGS='--set namespaces.viewers=distinct,minute:7d,hour:90d,day:forever,total' \
+#     BENCH_ARGS='--distinct --ns viewers' bench/ab.sh $b 16
 #
 #   for b in /tmp/a /tmp/b /tmp/b /tmp/a; do bench/ab.sh $b 16; done
 set -euo pipefail

@@ -3,7 +3,8 @@
 #
 #   BIN=DIR; . bench/cluster.sh; start_cluster; ...; ticks
 #
-# DURABILITY=sync|periodic (default periodic).
+# DURABILITY=sync|periodic (default periodic); NODE_ARGS adds flags to
+# every node (e.g. `--set namespaces.viewers=distinct,minute:7d,total`).
 WORK=$(mktemp -d /tmp/tally-bench.XXXXXX)
 PIDS=()
 ADDRS=127.0.0.1:7481,127.0.0.1:7482,127.0.0.1:7483
@@ -17,9 +18,10 @@ trap 'stop_cluster; rm -rf "$WORK"' EXIT INT TERM
 start_cluster() {
   local members="1=127.0.0.1:7481,2=127.0.0.1:7482,3=127.0.0.1:7483" i up
   for i in 0 1 2; do
+    # shellcheck disable=SC2086
     RUST_LOG=warn taskset -c 1 "$BIN/tally-node" --listen "127.0.0.1:$((7481 + i))" \
       --data-dir "$WORK/n$i" --host-id $((i + 1)) --members "$members" \
-      --durability "${DURABILITY:-periodic}" 2>"$WORK/n$i.log" &
+      --durability "${DURABILITY:-periodic}" ${NODE_ARGS:-} 2>"$WORK/n$i.log" &
     PIDS+=($!)
   done
   for _ in $(seq 1 100); do

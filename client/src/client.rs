@@ -263,17 +263,39 @@ impl Client {
         if items.iter().all(|i| i.op_id.is_none()) {
             return self.send_increments(items, preferred).await;
         }
-        let mut outcomes = self.send_increments(items.clone(), preferred).await;
+        self.with_resends(
+            items,
+            |i| i.op_id.is_some(),
+            |part| self.send_increments(part, preferred),
+        )
+        .await
+    }
+
+    /// Sends `items` with `send`, then sends again, with backoff and up to
+    /// `max_retries` times, those that `resendable` allows whose outcome
+    /// is unknown or refused for a passing reason.
+    async fn with_resends<T, F, Fut>(
+        &self,
+        items: Vec<T>,
+        resendable: impl Fn(&T) -> bool,
+        send: F,
+    ) -> Vec<Outcome<()>>
+    where
+        T: Clone,
+        F: Fn(Vec<T>) -> Fut,
+        Fut: std::future::Future<Output = Vec<Outcome<()>>>,
+    {
+        let mut outcomes = send(items.clone()).await;
         for attempt in 0..self.inner.config.max_retries {
             let again: Vec<usize> = (0..items.len())
-                .filter(|&i| items[i].op_id.is_some() && worth_resending(&outcomes[i]))
+                .filter(|&i| resendable(&items[i]) && worth_resending(&outcomes[i]))
                 .collect();
             if again.is_empty() {
                 break;
             }
             tokio::time::sleep(self.inner.backoff(attempt)).await;
             let part = again.iter().map(|&i| items[i].clone()).collect();
-            let resent = self.send_increments(part, preferred).await;
+            let resent = send(part).await;
             for (i, outcome) in again.into_iter().zip(resent) {
                 outcomes[i] = later_attempt(&outcomes[i], outcome);
             }
@@ -366,20 +388,8 @@ impl Client {
             }
             _ => Vec::new(),
         };
-        let mut outcomes = self.send_adds(items.clone(), &preferred).await;
-        for attempt in 0..self.inner.config.max_retries {
-            let again: Vec<usize> = (0..n).filter(|&i| worth_resending(&outcomes[i])).collect();
-            if again.is_empty() {
-                break;
-            }
-            tokio::time::sleep(self.inner.backoff(attempt)).await;
-            let part = again.iter().map(|&i| items[i].clone()).collect();
-            let resent = self.send_adds(part, &preferred).await;
-            for (i, outcome) in again.into_iter().zip(resent) {
-                outcomes[i] = later_attempt(&outcomes[i], outcome);
-            }
-        }
-        outcomes
+        self.with_resends(items, |_| true, |part| self.send_adds(part, &preferred))
+            .await
     }
 
     async fn send_adds(&self, items: Vec<Add>, preferred: &[String]) -> Vec<Outcome<()>> {

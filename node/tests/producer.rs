@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -273,5 +273,70 @@ async fn sums_never_applied_outlive_the_op_id_window_under_new_ids() {
             30,
             "k{k}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_through_the_producer_count_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = [
+        "--durability",
+        "sync",
+        "--set",
+        "namespaces.viewers=distinct, minute:1d, day:30d, total",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let node = NodeProcess::start_with(dir.path(), &format!("127.0.0.1:{}", free_port()), &args);
+    let client = node.client().await;
+    let producer = Producer::new(client.clone(), config());
+    let now = now_ms();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut exact: Vec<BTreeSet<u32>> = vec![BTreeSet::new(); 3];
+    for _ in 0..6_000 {
+        // Members repeat often, within a minute and across minutes.
+        let (k, member) = (rng.random_range(0..3), rng.random_range(0..2_500u32));
+        let at = now - rng.random_range(0..3) * MIN;
+        producer
+            .add_member(
+                "viewers",
+                format!("video/{k}").as_bytes(),
+                at,
+                &member.to_le_bytes(),
+            )
+            .await
+            .unwrap();
+        exact[k].insert(member);
+    }
+    // One to a counter namespace: refused for good, not resent forever.
+    producer
+        .add_member("events", b"video/0", now, b"someone")
+        .await
+        .unwrap();
+    let report = producer.flush().await;
+    assert_eq!(report.members.members_added, 6_001);
+    assert_eq!(report.members.members_acknowledged, 6_000, "{report:?}");
+    assert_eq!(report.members.members_refused, 1, "{report:?}");
+    assert_eq!(report.members.members_unsettled, 0, "{report:?}");
+    for (k, members) in exact.iter().enumerate() {
+        let mut sketch = tally_node::counter::hll::Sketch::new(14);
+        members.iter().for_each(|m| sketch.add(&m.to_le_bytes()));
+        let views = client
+            .inspect_replicas("viewers", format!("video/{k}").as_bytes())
+            .await
+            .unwrap();
+        assert!(views[0].value == sketch.encode(), "video/{k}");
+        let (_, union) = client
+            .distinct(
+                "viewers",
+                format!("video/{k}").as_bytes(),
+                Resolution::Minute,
+                now - 3 * MIN,
+                now + 1,
+            )
+            .await
+            .unwrap();
+        assert_eq!(union, sketch.estimate().round() as u64);
     }
 }

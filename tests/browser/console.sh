@@ -2,7 +2,8 @@
 # The console in a real browser: a live local 3-node cluster (Raft
 # metadata, replication factor 3) under a workload, its page at `/` opened
 # by headless Chromium, and the rendered page checked: 3 nodes up, the
-# throughput chart drawn with data, a counter's series drawn. Installs
+# throughput chart drawn with data, a counter's series drawn, the trending
+# panel listing the workload's hottest keys. Installs
 # Debian's chromium when missing. Keeps a screenshot (console.png) in
 # $ARTIFACT_DIR (default: artifacts/). Exit 0 when all holds.
 #
@@ -62,7 +63,7 @@ import html.parser, sys
 class Page(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
-        self.by_id, self.rows = {}, []
+        self.by_id, self.rows, self.trending = {}, [], []
         self.text, self.current = {}, None
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -71,6 +72,8 @@ class Page(html.parser.HTMLParser):
             self.current = a["id"]
         if tag == "tr" and "data-host" in a:
             self.rows.append(a)
+        if tag == "tr" and "data-key" in a:
+            self.trending.append(a["data-key"])
     def handle_data(self, data):
         if self.current:
             self.text[self.current] = self.text.get(self.current, "") + data
@@ -98,7 +101,12 @@ check(int(series.get("data-points", "0")) >= 5,
       f"the counter's per-minute chart has its 5 buckets (points {series.get('data-points')})")
 check("total 103 (5 events)" in page.text.get("lookup-total", ""),
       f"the lookup shows the counter's total ({page.text.get('lookup-total', '').strip()!r})")
+trending = page.by_id.get("trending-rows", {})
+check(int(trending.get("data-keys", "0")) == 10 and page.trending[:1] == ["video:0/view"],
+      f"the trending panel lists 10 keys, the workload's hottest first ({trending.get('data-keys')} keys: {page.trending[:3]}...)")
 check(not page.text.get("cluster-error", "").strip(), "no error on the page")
+check(not page.text.get("trending-error", "").strip(),
+      f"no trending error ({page.text.get('trending-error', '').strip()!r})")
 sys.exit(1 if failures else 0)
 PY
 echo "== a node that checks tokens: the page asks for one and shows no data without it"

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use tally_client::{Client, Increment, Outcome, Producer, ProducerConfig};
+use tally_client::{Add, Client, Increment, Outcome, Producer, ProducerConfig, Resolution};
 
 use tally_client::tls::TlsClient;
 
@@ -39,11 +39,20 @@ pub struct BenchArgs {
     /// Fraction of requests that are reads.
     #[arg(long, default_value_t = 0.0)]
     pub read_ratio: f64,
-    /// What a read asks: `total` (all-time) or `stats` (sum and count over
-    /// the last `--stats-days` days).
-    #[arg(long, default_value = "total", value_parser = ["total", "stats"])]
+    /// What a read asks: `total` (all-time), `stats` (sum and count over
+    /// the last `--stats-days` days) or `distinct` (a distinct
+    /// namespace's members per day and over the last `--stats-days` days).
+    #[arg(long, default_value = "total", value_parser = ["total", "stats", "distinct"])]
     pub read: String,
-    /// The window of a `stats` read, in days.
+    /// Write adds of members to a distinct namespace (`--ns`) instead of
+    /// increments: each item adds one of `--members` members, drawn
+    /// uniformly, to a key drawn as for increments.
+    #[arg(long)]
+    pub distinct: bool,
+    /// Members `--distinct` draws from.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub members: u64,
+    /// The window of a `stats` or `distinct` read, in days.
     #[arg(long, default_value_t = 30)]
     pub stats_days: u32,
     /// Spread increments' timestamps uniformly over the last this many
@@ -137,6 +146,12 @@ pub async fn run(
     if args.concurrency == 0 || args.batch == 0 || args.keys == 0 {
         return Err("concurrency, batch and keys must be at least 1".into());
     }
+    if args.distinct && (args.producer || args.http.is_some() || args.replay.is_some()) {
+        return Err(
+            "--distinct sends adds over the binary protocol: not with --producer, --http or --replay"
+                .into(),
+        );
+    }
     if let Some(file) = &args.replay {
         return replay::run(client, file, args, json).await;
     }
@@ -182,11 +197,16 @@ pub async fn run(
                 }
                 if rng.random::<f64>() < args.read_ratio {
                     let key = format!("video:{}/view", zipf.sample(&mut rng));
+                    let now = timespec::now_ms();
+                    let from = now - i64::from(args.stats_days) * DAY_MS;
                     let answer = if args.read == "stats" {
-                        let now = timespec::now_ms();
-                        let from = now - i64::from(args.stats_days) * DAY_MS;
                         client
                             .stats(&args.ns, key.as_bytes(), from, now + 1)
+                            .await
+                            .map(|_| ())
+                    } else if args.read == "distinct" {
+                        client
+                            .distinct(&args.ns, key.as_bytes(), Resolution::Day, from, now + 1)
                             .await
                             .map(|_| ())
                     } else {
@@ -196,6 +216,24 @@ pub async fn run(
                         Ok(()) => t.ok += 1,
                         Err(_) => t.failed += 1,
                     }
+                } else if args.distinct {
+                    let items: Vec<Add> = (0..args.batch)
+                        .map(|_| Add {
+                            namespace: args.ns.clone(),
+                            key: format!("video:{}/view", zipf.sample(&mut rng)).into_bytes(),
+                            timestamp_ms: timestamp(&mut rng, args.spread_days),
+                            member: format!("user:{}", rng.random_range(0..args.members.max(1)))
+                                .into_bytes(),
+                        })
+                        .collect();
+                    for outcome in client.add(items).await {
+                        match outcome {
+                            Outcome::Ok(()) => t.increments += 1,
+                            Outcome::Failed(_) => t.failed += 1,
+                            Outcome::Indeterminate(_) => t.indeterminate += 1,
+                        }
+                    }
+                    t.ok += 1;
                 } else {
                     let items: Vec<Increment> = (0..args.batch)
                         .map(|_| Increment {
@@ -289,6 +327,7 @@ pub async fn run(
         "requests": lat.len(),
         "requests_per_s": lat.len() as f64 / elapsed,
         "increments_per_s": total.increments as f64 / elapsed,
+        "writes": if args.distinct { "adds" } else { "increments" },
         "p50_us": percentile(lat, 0.50),
         "p90_us": percentile(lat, 0.90),
         "p99_us": percentile(lat, 0.99),
@@ -310,7 +349,11 @@ pub async fn run(
         );
         println!(
             "{:<18} {:>12}",
-            "increments/s",
+            if args.distinct {
+                "adds/s"
+            } else {
+                "increments/s"
+            },
             format!("{:.0}", total.increments as f64 / elapsed)
         );
         for (name, q) in [

@@ -7,6 +7,7 @@
 
 mod checkpoint;
 mod ingestor;
+mod members;
 mod outbox;
 mod producer;
 mod spool;
@@ -16,6 +17,7 @@ pub use checkpoint::{Checkpoint, CheckpointError};
 pub use ingestor::{
     Aggregate, IngestError, IngestReport, Ingestor, IngestorConfig, SpoolFullPolicy,
 };
+pub use members::MembersReport;
 pub use outbox::Delivered;
 pub use producer::{Producer, ProducerConfig, ProducerReport};
 pub use spool::{Recovered, Spool, SpoolConfig, SpoolError};

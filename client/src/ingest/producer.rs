@@ -25,6 +25,10 @@
 //! be sent; [`Producer::add`] waits beyond that, so memory stays bounded
 //! however fast events arrive.
 //!
+//! Members of distinct counters ([`Producer::add_member`]) are buffered
+//! and batched the same way, each (key, minute, member) once, and resent
+//! until settled without op ids: an add is idempotent (`members.rs`).
+//!
 //! [`Ingestor`](super::Ingestor) is the other way in: a consumer of a log (a file, a
 //! Kafka partition) hands it the sums of each range of offsets it read,
 //! with a [`Checkpoint`](super::Checkpoint).
@@ -38,6 +42,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 use super::lock;
+use super::members::{Members, MembersReport};
 use super::outbox::{Delivered, Outbox, OutboxConfig};
 use super::spool::{Spool, SpoolConfig, SpoolError};
 use super::sums::{minute_of, sendable_key, OpIds, Sum};
@@ -57,7 +62,7 @@ pub struct ProducerConfig {
     /// Batches in flight at once; beyond it `add` waits.
     pub max_in_flight: usize,
     /// Resends of a sum not settled, without a spool (with one, a sum is
-    /// resent until settled).
+    /// resent until settled); rounds of resending members not settled.
     pub retries: u32,
     /// Names this producer in its op ids (random if `None`); two
     /// producers running at once must not share one.
@@ -90,6 +95,9 @@ pub struct ProducerReport {
     /// What became of the sums sent.
     #[serde(flatten)]
     pub delivered: Delivered,
+    /// What became of the members handed to `add_member`.
+    #[serde(flatten)]
+    pub members: MembersReport,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -126,6 +134,7 @@ struct Shared {
     ids: Mutex<OpIds>,
     outbox: Arc<Outbox>,
     events_added: std::sync::atomic::AtomicU64,
+    members: Members,
 }
 
 /// An aggregating producer over a [`Client`]. Cheap to share behind an
@@ -167,6 +176,12 @@ impl Producer {
             max_delay: config.max_delay.max(Duration::from_micros(100)),
             ..config
         };
+        let members = Members::new(
+            client.clone(),
+            (config.max_cells, config.max_in_flight),
+            config.max_delay,
+            config.retries,
+        );
         let outbox = Outbox::start(
             client,
             OutboxConfig {
@@ -184,6 +199,7 @@ impl Producer {
             buffer: Mutex::new(Buffer::default()),
             outbox,
             events_added: Default::default(),
+            members,
         });
         let ticker = tokio::spawn(tick(Arc::downgrade(&shared)));
         Producer { shared, ticker }
@@ -230,14 +246,35 @@ impl Producer {
         Ok(())
     }
 
+    /// Adds `member` to the distinct counter `key` of a distinct
+    /// namespace at `timestamp_ms` (a viewer of a video). Returns once the
+    /// member is buffered (waiting first if `max_in_flight` batches of
+    /// members are being sent). Members are sent in batches like sums,
+    /// each (key, minute, member) once, and resent while unsettled (up to
+    /// `retries` rounds): adding a member again changes nothing, so no op
+    /// id is needed. Members are not spooled.
+    pub async fn add_member(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        timestamp_ms: i64,
+        member: &[u8],
+    ) -> Result<(), ClientError> {
+        self.shared
+            .members
+            .add(namespace, key, timestamp_ms, member)
+            .await
+    }
+
     /// Sends what is buffered and waits until every sum handed over so
-    /// far is settled or, with a spool, spooled. Returns the report as of
-    /// then.
+    /// far is settled or, with a spool, spooled, and every member
+    /// settled. Returns the report as of then.
     pub async fn flush(&self) -> ProducerReport {
         let batch = lock(&self.shared.buffer).take();
         if !batch.is_empty() {
             self.shared.dispatch(batch).await;
         }
+        self.shared.members.flush().await;
         self.shared
             .outbox
             .wait_for(|o| o.unspooled() == 0, None)
@@ -260,6 +297,7 @@ impl Producer {
         ProducerReport {
             events_added: self.shared.events_added.load(Relaxed),
             delivered: self.shared.outbox.delivered(),
+            members: self.shared.members.report(),
         }
     }
 }
@@ -294,6 +332,7 @@ async fn tick(shared: std::sync::Weak<Shared>) {
         if let Some(batch) = due {
             shared.dispatch(batch).await;
         }
+        shared.members.tick().await;
     }
 }
 

@@ -127,21 +127,6 @@ impl Request {
                 buf.put_u32_le(*timeout_ms);
                 put_adds(buf, items);
             }
-            Request::Distinct {
-                consistency,
-                namespace,
-                key,
-                resolution,
-                start_ms,
-                end_ms,
-            } => {
-                buf.put_u8(consistency_code(*consistency));
-                put_bytes16(buf, namespace.as_bytes());
-                put_bytes16(buf, key);
-                buf.put_u8(resolution.code());
-                buf.put_i64_le(*start_ms);
-                buf.put_i64_le(*end_ms);
-            }
             Request::Top {
                 consistency,
                 namespace,
@@ -178,6 +163,14 @@ impl Request {
                 put_bytes16(buf, key);
             }
             Request::Range {
+                consistency,
+                namespace,
+                key,
+                resolution,
+                start_ms,
+                end_ms,
+            }
+            | Request::Distinct {
                 consistency,
                 namespace,
                 key,

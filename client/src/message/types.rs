@@ -137,7 +137,9 @@ pub struct Point {
 pub struct NamespaceInfo {
     /// The namespace's name.
     pub name: String,
-    /// Counters or distinct counts.
+    /// Counters or distinct counts (in JSON: `"kind": "counter"`, or
+    /// `"kind": "distinct", "precision": 14`).
+    #[serde(flatten)]
     pub kind: NamespaceKind,
     /// Resolutions with their retention in milliseconds (`None`: forever).
     pub resolutions: Vec<(Resolution, Option<u64>)>,

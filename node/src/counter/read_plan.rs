@@ -504,6 +504,74 @@ mod tests {
     const DAY: i64 = 24 * HOUR;
 
     #[test]
+    fn a_distinct_read_answers_each_day_and_their_union_and_skips_expired_days() {
+        let namespaces =
+            Namespaces::with([Namespace::parse("viewers", "distinct, day:7d, total").unwrap()]);
+        let limits = StoreLimits::default();
+        let now = 100 * DAY + HOUR;
+        let read = Read {
+            namespace: "viewers".into(),
+            key: b"v".to_vec(),
+            kind: ReadKind::Distinct {
+                resolution: Resolution::Day,
+                start_ms: 90 * DAY,
+                end_ms: now,
+            },
+        };
+        let plan = ReadPlan::of(&namespaces, &limits, &read, now).unwrap();
+        let day = |d: i64, members: std::ops::Range<u32>| {
+            let mut s = Sketch::new(14);
+            members.for_each(|m| s.add(&m.to_le_bytes()));
+            let key = cell_key::encode(
+                CellKind::Distinct,
+                "viewers",
+                b"v",
+                Resolution::Day,
+                d * DAY,
+            );
+            (key, CellValue::Distinct(s))
+        };
+        // Day 91 is past the 7-day retention; days 98 and 99 overlap.
+        let cells = [day(91, 0..500), day(98, 0..300), day(99, 200..600)];
+        let answer = plan
+            .answer(cells.iter().map(|(k, v)| (k.as_slice(), v)), now)
+            .unwrap();
+        let ReadAnswer::Distinct { points, union } = answer else {
+            panic!("not a distinct answer");
+        };
+        let starts: Vec<i64> = points.iter().map(|p| p.bucket_start_ms / DAY).collect();
+        assert_eq!(starts, [98, 99]);
+        assert_eq!(
+            points.iter().map(|p| p.estimate).collect::<Vec<_>>(),
+            [300, 400]
+        );
+        // Members 0..600 once each, not 300 + 400: the union's sketch
+        // (600 members turn it dense, hence not exactly 600).
+        let mut all = Sketch::new(14);
+        (0..600u32).for_each(|m| all.add(&m.to_le_bytes()));
+        assert_eq!(union, all.estimate().round() as u64);
+        assert!(union.abs_diff(600) <= 6, "{union}");
+
+        // The kinds refuse each other.
+        let mut wrong = read.clone();
+        wrong.namespace = "events".into();
+        assert_eq!(
+            ReadPlan::of(&namespaces, &limits, &wrong, now)
+                .unwrap_err()
+                .code,
+            ErrorCode::WrongKind
+        );
+        wrong = read;
+        wrong.kind = ReadKind::Total;
+        assert_eq!(
+            ReadPlan::of(&namespaces, &limits, &wrong, now)
+                .unwrap_err()
+                .code,
+            ErrorCode::WrongKind
+        );
+    }
+
+    #[test]
     fn cover_uses_days_inside_hours_and_minutes_at_the_edges() {
         let kept = [Resolution::Minute, Resolution::Hour, Resolution::Day];
         let start = 10 * DAY + 5 * HOUR + 7 * MIN;

@@ -61,18 +61,7 @@ pub(super) async fn increments(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let batch: IncrementBatch = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body is not an increment batch: {e}")))?;
-    if batch.increments.is_empty() {
-        return Err(ApiError::bad_request("the batch holds no increments"));
-    }
-    if batch.increments.len() > MAX_BATCH_ITEMS {
-        return Err(ApiError::new(
-            ErrorCode::BatchTooLarge,
-            format!(
-                "{} increments; a batch holds at most {MAX_BATCH_ITEMS}",
-                batch.increments.len()
-            ),
-        ));
-    }
+    check_batch(batch.increments.len(), "increments")?;
     let now = front.server.now_ms();
     let default_ns = batch.namespace.as_deref().unwrap_or("events");
     let items = batch
@@ -91,6 +80,20 @@ pub(super) async fn increments(
         Response::Increment(results) => Ok(item_results(&results)),
         other => Err(ApiError::from_response(other)),
     }
+}
+
+/// Refuses a batch of no `what`, or of more than a request may carry.
+pub(super) fn check_batch(n: usize, what: &str) -> Result<(), ApiError> {
+    if n == 0 {
+        return Err(ApiError::bad_request(format!("the batch holds no {what}")));
+    }
+    if n > MAX_BATCH_ITEMS {
+        return Err(ApiError::new(
+            ErrorCode::BatchTooLarge,
+            format!("{n} {what}; a batch holds at most {MAX_BATCH_ITEMS}"),
+        ));
+    }
+    Ok(())
 }
 
 /// A batch's per-item results as JSON, with the status of the batch as a

@@ -8,11 +8,10 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tally_client::message::MAX_BATCH_ITEMS;
 use tally_client::timespec;
-use tally_client::{Add, Consistency, ErrorCode, Request, Response};
+use tally_client::{Add, Consistency, Request, Response};
 
-use super::counters::{item_results, item_time, ReadQuery};
+use super::counters::{check_batch, item_results, item_time, ReadQuery};
 use super::{ApiError, Front};
 
 /// `POST /v1/adds`'s body.
@@ -49,18 +48,7 @@ pub(super) async fn adds(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let batch: AddBatch = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a batch of adds: {e}")))?;
-    if batch.adds.is_empty() {
-        return Err(ApiError::bad_request("the batch holds no adds"));
-    }
-    if batch.adds.len() > MAX_BATCH_ITEMS {
-        return Err(ApiError::new(
-            ErrorCode::BatchTooLarge,
-            format!(
-                "{} adds; a batch holds at most {MAX_BATCH_ITEMS}",
-                batch.adds.len()
-            ),
-        ));
-    }
+    check_batch(batch.adds.len(), "adds")?;
     let now = front.server.now_ms();
     let items = batch
         .adds
