@@ -11,7 +11,8 @@
 # the three nodes). Environment: DURABILITY=sync (default periodic);
 # PERF=1 records a profile of the three nodes to /tmp/perf.data
 # (PERF_ARGS, default `-F 2000 -g`); BENCH_ARGS adds `tally bench` flags;
-# NODE_ARGS adds node flags. Distinct adds against increments:
+# NODE_ARGS adds node flags; ZIPF skews the keys (default 0: uniform).
+# Distinct adds against increments:
 #
 #   NODE_ARGS='--set namespaces.viewers=distinct,minute:7d,hour:90d,day:forever,total' \
 #     BENCH_ARGS='--distinct --ns viewers' bench/ab.sh $b 16
@@ -33,7 +34,7 @@ fi
 t0=$(ticks)
 # shellcheck disable=SC2086
 out=$(taskset -c 0 "$BIN/tally" --addr 127.0.0.1:7481,127.0.0.1:7482,127.0.0.1:7483 bench \
-  --duration "$SECONDS_RUN" --json --concurrency 50 --batch "$BATCH" --keys 100000 --zipf 0 ${BENCH_ARGS:-})
+  --duration "$SECONDS_RUN" --json --concurrency 50 --batch "$BATCH" --keys 100000 --zipf "${ZIPF:-0}" ${BENCH_ARGS:-})
 t1=$(ticks)
 [ -n "$PERF_PID" ] && wait "$PERF_PID"
 python3 - "$out" "$t0" "$t1" "$SECONDS_RUN" "$(getconf CLK_TCK)" <<'PY'

@@ -70,7 +70,8 @@ pub enum Command {
         /// Namespace.
         #[arg(long, default_value = "events")]
         ns: String,
-        /// Show each replica's raw copy (shards with clocks) instead.
+        /// Show each replica's raw copy instead: its shards with clocks, and
+        /// its bytes (for a distinct namespace, the sketch's).
         #[arg(long)]
         replicas: bool,
     },

@@ -15,18 +15,19 @@ impl Drop for Node {
 }
 
 fn start_node(dir: &std::path::Path) -> (Node, String) {
-    let (node, addr, _) = start_node_with_http(dir);
+    let (node, addr, _) = start_node_with_http(dir, &[]);
     (node, addr)
 }
 
-/// A node; its binary and its HTTP address.
-fn start_node_with_http(dir: &std::path::Path) -> (Node, String, String) {
+/// A node with extra flags; its binary and its HTTP address.
+fn start_node_with_http(dir: &std::path::Path, flags: &[&str]) -> (Node, String, String) {
     let addr = format!("127.0.0.1:{}", tally_testkit::unused_local_port().unwrap());
     let http = format!("127.0.0.1:{}", tally_testkit::unused_local_port().unwrap());
     let child = Command::new(tally_testkit::node_bin())
         .arg("--data-dir")
         .arg(dir)
         .args(["--listen", &addr, "--http-listen", &http])
+        .args(flags)
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -80,7 +81,7 @@ fn a_reader_that_closes_the_pipe_ends_the_cli_quietly() {
 #[test]
 fn status_reads_the_same_table_from_the_http_port() {
     let dir = tempfile::tempdir().unwrap();
-    let (_node, addr, http) = start_node_with_http(dir.path());
+    let (_node, addr, http) = start_node_with_http(dir.path(), &[]);
     let (code, _, stderr) = tally(&addr, &["incr", "k", "--delta", "3"]);
     assert_eq!(code, Some(0), "{stderr}");
     let (code, table, stderr) = tally(&addr, &["status", "--http", &http]);
@@ -171,4 +172,66 @@ fn a_created_token_works_once_its_line_is_in_the_tokens_file() {
     let secret = String::from_utf8_lossy(&secret.stdout);
     assert_eq!(secret.trim().len(), 64);
     node.kill9();
+}
+
+#[test]
+fn add_distinct_and_top_print_tables_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, addr, _) = start_node_with_http(
+        dir.path(),
+        &["--set", "namespaces.viewers=distinct, day:30d, total"],
+    );
+    let (code, out, err) = tally(
+        &addr,
+        &["add", "video:7", "ann", "bob", "cy", "--ns", "viewers"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("3 added"), "{out}");
+    tally(
+        &addr,
+        &["add", "video:7", "ann", "--ns", "viewers", "--at", "-1d"],
+    );
+    let (code, out, err) = tally(
+        &addr,
+        &["distinct", "video:7", "--ns", "viewers", "--from", "-3d"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("3 distinct over 2 buckets"), "{out}");
+    let (_, out, _) = tally(
+        &addr,
+        &[
+            "--json", "distinct", "video:7", "--ns", "viewers", "--from", "-3d",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["distinct"], 3, "{v}");
+    assert_eq!(v["buckets"].as_array().unwrap().len(), 2, "{v}");
+    // The kinds refuse each other, with the reason.
+    let (code, _, err) = tally(&addr, &["add", "video:7", "ann", "--ns", "events"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("WrongKind"), "{err}");
+
+    for (key, n) in [("video:1", 5), ("video:2", 9), ("video:3", 2)] {
+        for _ in 0..n {
+            tally(&addr, &["incr", key]);
+        }
+    }
+    let (code, out, err) = tally(&addr, &["top", "--k", "2"]);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[1].contains("video:2") && lines[1].contains('9'),
+        "{out}"
+    );
+    assert!(lines[2].contains("video:1"), "{out}");
+    let (_, out, _) = tally(&addr, &["--json", "top", "--k", "5"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let keys: Vec<&str> = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["video:2", "video:1", "video:3"], "{v}");
+    assert_eq!(v["keys"][0]["sum"], 9, "{v}");
 }

@@ -2,8 +2,9 @@
 //! is killed -9 and restarted are counted once each, the replicas'
 //! sketches end byte for byte equal to the sketch of the exact member set
 //! (through hints, then anti-entropy for what hints cannot bring), adding
-//! members again changes no byte, and a read's union over buckets is the
-//! sketch of the union, not a sum.
+//! members again changes no byte, a read's union over buckets is the
+//! sketch of the union, not a sum, and a joining node streams the exact
+//! sketches of the ranges it takes.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,6 +14,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{now_ms, Cluster};
+use tally_client::admin::{AdminReply, AdminRequest};
 use tally_client::{Add, Client, ClientConfig, Consistency, ErrorCode, Outcome, Resolution};
 use tally_node::counter::hll::Sketch;
 
@@ -251,4 +253,77 @@ async fn the_kinds_refuse_each_other_and_bad_members() {
         .await
         .unwrap();
     assert_eq!(union, 1, "only the valid member counted");
+}
+
+/// Waits until the node at `addr` sees host `host` normal.
+async fn wait_normal(admin: &Client, host: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(AdminReply::Cluster(v)) = admin.admin(&AdminRequest::Cluster).await {
+            if v.members
+                .iter()
+                .any(|m| m.host_id == host && m.state == "normal")
+            {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "host {host} never became normal"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_streams_the_sketches_of_its_new_ranges() {
+    let root = tempfile::tempdir().unwrap();
+    let a1 = format!("127.0.0.1:{}", common::free_port());
+    let flags = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let _n1 = common::NodeProcess::start_with(
+        &root.path().join("n1"),
+        &a1,
+        &flags(&["--init", "--replication-factor", "2"]),
+    );
+    let mut config = ClientConfig::with_seeds([a1.clone()]);
+    config.request_timeout = Duration::from_secs(60);
+    config.token_aware = false;
+    let admin = Client::connect(config).await.unwrap();
+    wait_normal(&admin, 1).await;
+    // A namespace created through the metadata, as operators do.
+    let reply = admin
+        .admin(&AdminRequest::CreateNamespace {
+            name: "viewers".into(),
+            spec: "distinct:12, day:30d, total".into(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(reply, AdminReply::Done { .. }), "{reply:?}");
+    // RF 2 on one node: ONE is what it can take until the join.
+    let mut config = ClientConfig::with_seeds([a1.clone()]);
+    config.consistency = Consistency::One;
+    let writer = Client::connect(config).await.unwrap();
+    let now = now_ms();
+    let mut written: Vec<(String, BTreeSet<String>)> = Vec::new();
+    for k in 0..20 {
+        let key = format!("video/{k}");
+        let members: Vec<String> = (0..(k * 37 + 1)).map(|i| format!("u{i}")).collect();
+        add_all(&writer, &key, &members, now).await;
+        written.push((key, members.into_iter().collect()));
+    }
+
+    let a2 = format!("127.0.0.1:{}", common::free_port());
+    let _n2 =
+        common::NodeProcess::start_with(&root.path().join("n2"), &a2, &flags(&["--seed", &a1]));
+    wait_normal(&admin, 2).await;
+    for (key, members) in &written {
+        let mut exact = Sketch::new(12);
+        members.iter().for_each(|m| exact.add(m.as_bytes()));
+        let copies = copies(&admin, key).await;
+        assert_eq!(copies.len(), 2, "{key}: RF 2 on two nodes");
+        assert!(
+            copies.iter().all(|c| *c == exact.encode()),
+            "{key}: the joined node streamed the exact sketch"
+        );
+    }
 }

@@ -72,8 +72,8 @@ pub async fn replicas(cli: &Cli, key: &str, ns: &str) -> Result<(), String> {
         print_json(&views);
     } else {
         println!(
-            "{:<8} {:<22} {:>12} {:>10}  shards (id:clock=sum)",
-            "host id", "address", "sum", "count"
+            "{:<8} {:<22} {:>12} {:>10} {:>7}  shards (id:clock=sum)",
+            "host id", "address", "sum", "count", "bytes"
         );
         for v in &views {
             let (sum, count) = v.shards.iter().fold((0i64, 0u64), |(s, c), x| {
@@ -97,14 +97,18 @@ pub async fn replicas(cli: &Cli, key: &str, ns: &str) -> Result<(), String> {
                     .join(" "),
             };
             println!(
-                "{:<8} {:<22} {:>12} {:>10}  {detail}",
-                v.host_id, v.address, sum, count
+                "{:<8} {:<22} {:>12} {:>10} {:>7}  {detail}",
+                v.host_id,
+                v.address,
+                sum,
+                count,
+                v.value.len()
             );
         }
-        let copies: Vec<&Vec<tally_client::ShardView>> = views
+        let copies: Vec<&Vec<u8>> = views
             .iter()
             .filter(|v| v.error.is_none())
-            .map(|v| &v.shards)
+            .map(|v| &v.value)
             .collect();
         if copies.windows(2).all(|w| w[0] == w[1]) {
             println!("replicas agree");

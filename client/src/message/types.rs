@@ -82,6 +82,10 @@ pub struct TopKey {
     pub count: u64,
 }
 
+fn byte_count<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(bytes.len() as u64)
+}
+
 fn key_text<S: serde::Serializer>(key: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&String::from_utf8_lossy(key))
 }
@@ -293,8 +297,9 @@ pub struct ReplicaView {
     /// cell is a distinct count's sketch).
     pub shards: Vec<ShardView>,
     /// The cell's bytes as the replica stores them (empty: no copy), so
-    /// that copies can be compared byte for byte whatever their kind.
-    #[serde(skip)]
+    /// that copies can be compared byte for byte whatever their kind (in
+    /// JSON, their number: `"bytes"`).
+    #[serde(rename = "bytes", serialize_with = "byte_count")]
     pub value: Vec<u8>,
 }
 

@@ -294,10 +294,11 @@ mod tests {
     }
 
     #[test]
-    fn expired_buckets_vanish_from_reads_and_from_disk() {
+    fn expired_buckets_vanish_from_reads_and_from_disk_counters_and_sketches_alike() {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock(std::sync::atomic::AtomicI64::new(100 * DAY)));
         let ns = Namespace::parse("short", "minute:1h, hour:2d, total").unwrap();
+        let uniques = Namespace::parse("uniques", "distinct, minute:1h, hour:2d, total").unwrap();
         let identity = Identity {
             host_id: 1,
             incarnation: 1,
@@ -309,13 +310,36 @@ mod tests {
         let store = CounterStore::open(
             dir.path(),
             opts,
-            Namespaces::with([ns]),
+            Namespaces::with([ns, uniques]),
             identity,
             clock.clone(),
             StoreLimits::default(),
         )
         .unwrap();
         let at = 100 * DAY - 10 * MIN;
+        // A distinct namespace's cells, as a coordinator's add sends them.
+        let sketch_cell = |res: Resolution| {
+            let mut s = crate::counter::hll::Sketch::new(14);
+            s.add(b"ann");
+            let key = cell_key::encode(
+                CellKind::Distinct,
+                "uniques",
+                b"k",
+                res,
+                res.bucket_start(at),
+            );
+            CellState {
+                key,
+                value: s.encode(),
+            }
+        };
+        let sketches: Vec<CellState> = [Resolution::Minute, Resolution::Hour, Resolution::Total]
+            .into_iter()
+            .map(sketch_cell)
+            .collect();
+        assert!(sketches.iter().all(|c| valid_cell(&c.key, &c.value)));
+        let (_, written) = store.write_group(&[], vec![sketches.clone().into()]);
+        store.wait_durable(written.unwrap()).unwrap();
         let item = Increment {
             namespace: "short".into(),
             key: b"k".to_vec(),
@@ -367,6 +391,16 @@ mod tests {
             "compaction dropped the expired bucket"
         );
         assert!(store.db().get(&hour_cell).unwrap().is_some());
+        assert_eq!(
+            store.db().get(&sketches[0].key).unwrap(),
+            None,
+            "compaction dropped the expired distinct bucket"
+        );
+        assert_eq!(
+            store.db().get(&sketches[1].key).unwrap(),
+            Some(sketches[1].value.clone()),
+            "the distinct hour bucket is kept"
+        );
         let plan = ReadPlan::total(&store.namespaces(), store.limits(), "short", b"k", 0).unwrap();
         assert_eq!(
             store.read_local(&plan).unwrap(),
