@@ -3,7 +3,8 @@
 //! exact answer computed from the stream itself. The top 100 of the hour
 //! are found (recall at least 0.99; with these summaries every one of
 //! them is above the answer's `certain_above`, so all are), each with its
-//! exact count.
+//! exact count; with a node down the answer says a summary is missing and
+//! its counts stay exact.
 
 #![allow(clippy::unwrap_used)]
 
@@ -43,7 +44,7 @@ fn zipf_ranks(n: usize, seed: u64) -> Vec<usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_top_100_of_an_hour_are_found_with_exact_counts() {
-    let cluster = Cluster::start(3, 3, &[]).await;
+    let mut cluster = Cluster::start(3, 3, &[]).await;
     let client = cluster.client(Consistency::Quorum).await;
     let now = now_ms();
     let hour_ago = Resolution::Minute.bucket_start(now - 60 * MINUTE);
@@ -123,6 +124,20 @@ async fn the_top_100_of_an_hour_are_found_with_exact_counts() {
         keys[..5].iter().map(|k| k.key.clone()).collect::<Vec<_>>()
     );
     assert!(first[0].sum < all_time[0].sum);
+
+    // A node down: its summary is missing, and said to be; whatever is
+    // answered is still exact.
+    cluster.stop(2);
+    let (partial, _, missing) = client
+        .top("events", Resolution::Minute, (hour_ago, now + 1), 100)
+        .await
+        .unwrap();
+    assert_eq!(missing, 1);
+    assert!(!partial.is_empty());
+    for k in &partial {
+        let name = String::from_utf8(k.key.clone()).unwrap();
+        assert_eq!(k.sum, exact[&name], "{name}: exact with a node down");
+    }
 
     // Bad queries are typed refusals.
     for (ns, k) in [("nope", 5), ("events", 0), ("events", 1_001)] {

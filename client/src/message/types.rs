@@ -298,8 +298,13 @@ pub struct ReplicaView {
     pub shards: Vec<ShardView>,
     /// The cell's bytes as the replica stores them (empty: no copy), so
     /// that copies can be compared byte for byte whatever their kind (in
-    /// JSON, their number: `"bytes"`).
-    #[serde(rename = "bytes", serialize_with = "byte_count")]
+    /// JSON, their number: `"bytes"`, which reading JSON back ignores).
+    #[serde(
+        rename = "bytes",
+        serialize_with = "byte_count",
+        skip_deserializing,
+        default
+    )]
     pub value: Vec<u8>,
 }
 

@@ -24,7 +24,7 @@ use futures_util::stream::{self, StreamExt};
 use tally_client::{Consistency, ErrorCode, Request, Resolution, Response, SummaryEntry, TopKey};
 
 use super::Coordinator;
-use crate::counter::heavy_hitters::{Bounds, HeavyHitters};
+use crate::counter::heavy_hitters::{Bounds, HeavyHitters, Merger};
 use crate::counter::limits::{refuse, RequestError};
 use crate::counter::read_plan::{Read, ReadAnswer, ReadKind, ReadPlan};
 
@@ -225,16 +225,16 @@ impl Coordinator {
         });
         let summaries = futures_util::future::join_all(calls).await;
         let capacity = local.capacity().saturating_mul(summaries.len() + 1);
-        let mut merged = HeavyHitters::new(capacity);
-        merged.merge(&local);
+        let mut merger = Merger::default();
+        merger.add(&local);
         let mut missing = 0;
         for s in summaries {
             match s {
-                Some(s) => merged.merge(&s),
+                Some(s) => merger.add(&s),
                 None => missing += 1,
             }
         }
-        (merged, missing)
+        (merger.finish(capacity), missing)
     }
 }
 

@@ -179,35 +179,10 @@ impl HeavyHitters {
 
     /// Merges `other` in (see the module docs).
     pub fn merge(&mut self, other: &HeavyHitters) {
-        let (mine, theirs) = (self.floor(), other.floor());
-        let mut merged: HashMap<Arc<[u8]>, Bounds> = HashMap::new();
-        for (b, key) in &self.heap {
-            let o = other.get(key).unwrap_or(Bounds {
-                count: theirs,
-                error: theirs,
-            });
-            merged.insert(
-                key.clone(),
-                Bounds {
-                    count: b.count.saturating_add(o.count),
-                    error: b.error.saturating_add(o.error),
-                },
-            );
-        }
-        for (o, key) in &other.heap {
-            merged.entry(key.clone()).or_insert(Bounds {
-                count: o.count.saturating_add(mine),
-                error: o.error.saturating_add(mine),
-            });
-        }
-        let mut all: Vec<(Bounds, Arc<[u8]>)> = merged.into_iter().map(|(k, b)| (b, k)).collect();
-        all.sort_by(|a, b| b.0.count.cmp(&a.0.count).then_with(|| a.1.cmp(&b.1)));
-        let dropped = all.get(self.capacity).map_or(0, |(b, _)| b.count);
-        all.truncate(self.capacity);
-        // Not held now: keys held nowhere (at most both floors) and the
-        // ones cut (at most the largest cut).
-        let absent = mine.saturating_add(theirs).max(dropped);
-        self.rebuild(all, absent);
+        let mut merger = Merger::default();
+        merger.add(self);
+        merger.add(other);
+        *self = merger.finish(self.capacity);
     }
 
     /// Holds exactly `entries` (at most `capacity`), with floor `absent`.
@@ -266,6 +241,57 @@ impl HeavyHitters {
         }
         s.rebuild(held, floor);
         Some(s)
+    }
+}
+
+/// The merge of any number of summaries in one pass (a query merges a
+/// window's buckets, then the nodes'): a key's bounds are the sum, over
+/// the summaries, of its bounds where held and of the floor where not.
+#[derive(Debug, Default)]
+pub struct Merger {
+    /// The sum of every summary's floor.
+    floors: u64,
+    /// Per key held anywhere: the sums, over the summaries holding it, of
+    /// its count, its error and their floors.
+    held: HashMap<Arc<[u8]>, (u64, u64, u64)>,
+}
+
+impl Merger {
+    /// Adds a summary.
+    pub fn add(&mut self, s: &HeavyHitters) {
+        self.floors = self.floors.saturating_add(s.absent);
+        for (b, key) in &s.heap {
+            let e = self.held.entry(key.clone()).or_default();
+            e.0 = e.0.saturating_add(b.count);
+            e.1 = e.1.saturating_add(b.error);
+            e.2 = e.2.saturating_add(s.absent);
+        }
+    }
+
+    /// The merged summary, of at most `capacity` keys.
+    pub fn finish(self, capacity: usize) -> HeavyHitters {
+        let floors = self.floors;
+        let mut all: Vec<(Bounds, Arc<[u8]>)> = self
+            .held
+            .into_iter()
+            .map(|(key, (count, error, held_floors))| {
+                // Where not held, a summary adds its floor to both bounds.
+                let elsewhere = floors.saturating_sub(held_floors);
+                let b = Bounds {
+                    count: count.saturating_add(elsewhere),
+                    error: error.saturating_add(elsewhere),
+                };
+                (b, key)
+            })
+            .collect();
+        all.sort_by(|a, b| b.0.count.cmp(&a.0.count).then_with(|| a.1.cmp(&b.1)));
+        let mut merged = HeavyHitters::new(capacity);
+        let dropped = all.get(merged.capacity).map_or(0, |(b, _)| b.count);
+        all.truncate(merged.capacity);
+        // Not held now: keys held nowhere (at most every floor) and the
+        // ones cut (at most the largest cut).
+        merged.rebuild(all, floors.max(dropped));
+        merged
     }
 }
 
@@ -335,6 +361,18 @@ mod tests {
             let summary = summary(&s, capacity);
             prop_assert!(summary.len() <= capacity);
             prop_assert_eq!(sound(&summary, &truth), Ok(()));
+        }
+
+        #[test]
+        fn merging_many_at_once_keeps_the_bounds(a in stream(), b in stream(), c in stream(), capacity in 1usize..20) {
+            let mut merger = Merger::default();
+            for s in [&a, &b, &c] {
+                merger.add(&summary(s, capacity));
+            }
+            let merged = merger.finish(capacity * 2);
+            let all: Vec<(u8, u64)> = a.iter().chain(&b).chain(&c).copied().collect();
+            prop_assert!(merged.len() <= capacity * 2);
+            prop_assert_eq!(sound(&merged, &exact(&all)), Ok(()));
         }
 
         #[test]

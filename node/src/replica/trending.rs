@@ -16,12 +16,13 @@
 //! for the increments it led before.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tally_client::Resolution;
 
 use crate::counter::cell_key::{self, CellKind};
-use crate::counter::heavy_hitters::HeavyHitters;
+use crate::counter::heavy_hitters::{HeavyHitters, Merger};
 
 /// How much the summaries keep (the `[trending]` section of the node's
 /// config).
@@ -62,8 +63,12 @@ impl TrendingConfig {
     }
 }
 
+/// One bucket's summary, locked on its own: a query merging a window's
+/// buckets holds one at a time, so writes to the others go on.
+type Summary = Arc<Mutex<HeavyHitters>>;
+
 /// One namespace's summaries: per resolution (by code), by bucket start.
-type Buckets = [BTreeMap<i64, HeavyHitters>; 4];
+type Buckets = [BTreeMap<i64, Summary>; 4];
 
 /// The summaries of the increments this node led.
 #[derive(Debug, Default)]
@@ -111,13 +116,16 @@ impl Trending {
                     // Older than every bucket kept: not worth a summary.
                     continue;
                 }
-                by_start.insert(p.bucket_start_ms, HeavyHitters::new(self.config.capacity));
+                by_start.insert(
+                    p.bucket_start_ms,
+                    Arc::new(Mutex::new(HeavyHitters::new(self.config.capacity))),
+                );
                 while by_start.len() > keep {
                     by_start.pop_first();
                 }
             }
-            if let Some(summary) = by_start.get_mut(&p.bucket_start_ms) {
-                summary.add(p.key, delta);
+            if let Some(summary) = by_start.get(&p.bucket_start_ms) {
+                summary.lock().add(p.key, delta);
             }
         }
     }
@@ -131,15 +139,21 @@ impl Trending {
         start_ms: i64,
         end_ms: i64,
     ) -> HeavyHitters {
-        let mut merged = HeavyHitters::new(self.config.capacity.max(1));
-        let by_namespace = self.by_namespace.lock();
-        if let Some(buckets) = by_namespace.get(namespace) {
+        let window: Vec<Summary> = {
+            let by_namespace = self.by_namespace.lock();
             let from = res.bucket_start(start_ms);
-            for (_, summary) in buckets[slot(res)].range(from..end_ms.max(from)) {
-                merged.merge(summary);
-            }
+            by_namespace.get(namespace).map_or(Vec::new(), |buckets| {
+                buckets[slot(res)]
+                    .range(from..end_ms.max(from))
+                    .map(|(_, s)| s.clone())
+                    .collect()
+            })
+        };
+        let mut merger = Merger::default();
+        for summary in &window {
+            merger.add(&summary.lock());
         }
-        merged
+        merger.finish(self.config.capacity.max(1))
     }
 
     /// Summaries held and their bytes, about (for the metrics).
@@ -148,7 +162,7 @@ impl Trending {
         by_namespace
             .values()
             .flat_map(|b| b.iter().flat_map(|m| m.values()))
-            .fold((0, 0), |(n, bytes), s| (n + 1, bytes + s.bytes()))
+            .fold((0, 0), |(n, bytes), s| (n + 1, bytes + s.lock().bytes()))
     }
 }
 
