@@ -56,6 +56,8 @@ impl Coordinator {
                     }
                 };
                 let NamespaceKind::Distinct { precision } = ns.kind else {
+                    // `check_add` refused it already.
+                    results[i] = ItemResult::Failed(ErrorCode::WrongKind);
                     continue;
                 };
                 let (replicas, pending) = map.write_replicas(token(&ns.name, &item.key).0);
