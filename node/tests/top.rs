@@ -139,15 +139,21 @@ async fn the_top_100_of_an_hour_are_found_with_exact_counts() {
         assert_eq!(k.sum, exact[&name], "{name}: exact with a node down");
     }
 
-    // Bad queries are typed refusals.
-    for (ns, k) in [("nope", 5), ("events", 0), ("events", 1_001)] {
+    // Bad queries are typed refusals: no such namespace, k out of range,
+    // a window longer than the summaries kept (120 minutes by default).
+    for (ns, k, from) in [
+        ("nope", 5, hour_ago),
+        ("events", 0, hour_ago),
+        ("events", 1_001, hour_ago),
+        ("events", 5, now - 3 * 60 * MINUTE),
+    ] {
         let e = client
-            .top(ns, Resolution::Minute, (hour_ago, now), k)
+            .top(ns, Resolution::Minute, (from, now), k)
             .await
             .unwrap_err();
         assert!(
             e.to_string().contains("UnknownNamespace") || e.to_string().contains("InvalidRange"),
-            "{ns} {k}: {e}"
+            "{ns} {k} {from}: {e}"
         );
     }
 }

@@ -135,6 +135,24 @@ impl Coordinator {
             query.start_ms,
             query.end_ms,
         )?;
+        // Only the buckets that keep summaries can name candidates; a
+        // longer window would read every candidate's older cells for
+        // nothing, and cost a reader more than it should.
+        if let Some(width) = query.resolution.width_ms() {
+            let keeps = store.trending().keeps(query.resolution) as i64;
+            let from = query.resolution.bucket_start(query.start_ms);
+            let buckets = (query.end_ms.saturating_sub(from) + width - 1) / width;
+            if buckets > keeps {
+                return Err(refuse(
+                    ErrorCode::InvalidRange,
+                    format!(
+                        "a top at {} spans at most {keeps} buckets, those that keep summaries \
+                         ([trending] {}_buckets); this one spans {buckets}",
+                        query.resolution, query.resolution
+                    ),
+                ));
+            }
+        }
         let (merged, nodes_missing) = self.gather_summaries(&query).await;
         let certain_above = merged.floor();
         let cap = query.k as usize * MAX_CANDIDATES_PER_K;

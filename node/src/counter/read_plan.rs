@@ -9,7 +9,9 @@
 //! applied here too, so an expired bucket that compaction has not dropped
 //! yet is never shown.
 
-use tally_client::{token, Count, DistinctPoint, ErrorCode, KeyRange, Point, Resolution, Token};
+use tally_client::{
+    token, Count, DistinctPoint, ErrorCode, KeyRange, NamespaceKind, Point, Resolution, Token,
+};
 
 use crate::counter::cell_key::{self, CellKind};
 use crate::counter::cell_merge::CellValue;
@@ -251,16 +253,29 @@ impl ReadPlan {
             ));
         }
         check_range(start_ms, end_ms)?;
+        // A bucket of a distinct namespace may hold a dense sketch: the
+        // read's replies must fit a frame.
+        let max_buckets = match ns.kind {
+            NamespaceKind::Counter => limits.max_range_buckets,
+            NamespaceKind::Distinct { precision } => limits
+                .max_range_buckets
+                .min(max_distinct_buckets(precision)),
+        };
         let range = match resolution.width_ms() {
             None => point(cell_key::encode(kind, namespace, key, Resolution::Total, 0)),
             Some(width) => {
                 let from = resolution.bucket_start(start_ms);
-                if (end_ms - from) / width > limits.max_range_buckets {
+                if (end_ms - from) / width > max_buckets {
                     return Err(refuse(
                         ErrorCode::InvalidRange,
                         format!(
-                            "range spans more than {} {resolution} buckets",
-                            limits.max_range_buckets
+                            "range spans more than {max_buckets} {resolution} buckets{}",
+                            if max_buckets < limits.max_range_buckets {
+                                " (a distinct read's buckets may each hold a dense sketch; \
+                                 read a coarser resolution)"
+                            } else {
+                                ""
+                            }
                         ),
                     ));
                 }
@@ -411,6 +426,17 @@ impl ReadPlan {
     }
 }
 
+/// Bytes of sketches one distinct read may gather from a replica: its
+/// answer must fit a frame (16 MiB) with room to spare.
+pub const MAX_DISTINCT_READ_BYTES: i64 = 12 << 20;
+
+/// The most buckets a distinct read at `precision` may span: as many
+/// dense sketches as fit [`MAX_DISTINCT_READ_BYTES`] (767 at precision 14:
+/// a month of days, a month of hours, not a day of minutes).
+pub fn max_distinct_buckets(precision: u8) -> i64 {
+    MAX_DISTINCT_READ_BYTES / ((1i64 << precision.min(18)) + 3)
+}
+
 /// The namespace `name` if its cells are of `kind`, or the refusal
 /// (`UnknownNamespace`, `WrongKind`).
 fn lookup_kind<'n>(
@@ -551,6 +577,22 @@ mod tests {
         (0..600u32).for_each(|m| all.add(&m.to_le_bytes()));
         assert_eq!(union, all.estimate().round() as u64);
         assert!(union.abs_diff(600) <= 6, "{union}");
+
+        // A read that could gather more dense sketches than a frame holds
+        // is refused: a day of minutes, not a month of hours.
+        assert_eq!(max_distinct_buckets(14), 767);
+        let mut long = read.clone();
+        long.kind = ReadKind::Distinct {
+            resolution: Resolution::Day,
+            start_ms: 0,
+            end_ms: 800 * DAY,
+        };
+        assert_eq!(
+            ReadPlan::of(&namespaces, &limits, &long, now)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidRange
+        );
 
         // The kinds refuse each other.
         let mut wrong = read.clone();

@@ -90,6 +90,12 @@ impl Trending {
         }
     }
 
+    /// How many buckets of `res` keep a summary: the longest window a
+    /// `Top` at `res` may ask.
+    pub fn keeps(&self, res: Resolution) -> usize {
+        self.config.keeps(res)
+    }
+
     /// Counts the positive `delta` of each counter cell a write raised.
     pub fn record<'a>(&self, cells: impl IntoIterator<Item = (&'a [u8], i128)>) {
         if self.config.capacity == 0 {
