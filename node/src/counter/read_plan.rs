@@ -18,6 +18,7 @@ use crate::counter::cell_merge::CellValue;
 use crate::counter::hll::Sketch;
 use crate::counter::limits::{lookup, refuse, RequestError, StoreLimits};
 use crate::counter::namespace::{Namespace, Namespaces};
+use crate::counter::shard_set::ShardSet;
 
 /// A client's read of one key, before it is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,54 +344,71 @@ impl ReadPlan {
         cells: impl IntoIterator<Item = (&'a [u8], &'a CellValue)>,
         now_ms: i64,
     ) -> Result<ReadAnswer, RequestError> {
-        if self.answer == Answer::Distinct {
-            return Ok(self.distinct(cells, now_ms));
+        match self.answer {
+            Answer::Distinct => Ok(self.distinct(cells, now_ms)),
+            Answer::Points => self.points(cells, now_ms),
+            Answer::Total | Answer::Stats => self.sums(cells),
         }
+    }
+
+    /// The counter cells of the plan's ranges: shard sets (its ranges
+    /// hold no other kind).
+    fn counters<'a>(
+        cells: impl IntoIterator<Item = (&'a [u8], &'a CellValue)>,
+    ) -> impl Iterator<Item = (&'a [u8], &'a ShardSet)> {
+        cells.into_iter().filter_map(|(key, value)| match value {
+            CellValue::Counter(set) => Some((key, set)),
+            CellValue::Distinct(_) => None,
+        })
+    }
+
+    /// One point per unexpired bucket.
+    fn points<'a>(
+        &self,
+        cells: impl IntoIterator<Item = (&'a [u8], &'a CellValue)>,
+        now_ms: i64,
+    ) -> Result<ReadAnswer, RequestError> {
+        let mut points = Vec::new();
+        for (key, set) in Self::counters(cells) {
+            let bucket = cell_key::bucket_of(key).unwrap_or(0);
+            if self.namespace.expired(self.resolution, bucket, now_ms) {
+                continue;
+            }
+            let Some((sum, count)) = narrowed(set.sum(), set.count()) else {
+                return Err(overflow(bucket));
+            };
+            points.push(Point {
+                bucket_start_ms: bucket,
+                sum,
+                count,
+            });
+        }
+        Ok(ReadAnswer::Range(points))
+    }
+
+    /// The sum of every cell, as a total or as stats with the cells read.
+    fn sums<'a>(
+        &self,
+        cells: impl IntoIterator<Item = (&'a [u8], &'a CellValue)>,
+    ) -> Result<ReadAnswer, RequestError> {
         let (mut sum, mut count) = (0i128, 0u128);
         let mut read = 0u32;
-        let mut points = Vec::new();
-        for (key, value) in cells {
-            let CellValue::Counter(set) = value else {
-                // The plan's ranges hold counter cells only.
-                continue;
-            };
+        for (_, set) in Self::counters(cells) {
             read += 1;
-            match self.answer {
-                Answer::Total | Answer::Stats => {
-                    sum += set.sum();
-                    count += set.count();
-                }
-                Answer::Distinct => {}
-                Answer::Points => {
-                    let bucket = cell_key::bucket_of(key).unwrap_or(0);
-                    if !self.namespace.expired(self.resolution, bucket, now_ms) {
-                        let Some((sum, count)) = narrowed(set.sum(), set.count()) else {
-                            return Err(overflow(bucket));
-                        };
-                        points.push(Point {
-                            bucket_start_ms: bucket,
-                            sum,
-                            count,
-                        });
-                    }
-                }
-            }
+            sum += set.sum();
+            count += set.count();
         }
         let total = match narrowed(sum, count) {
             Some((sum, count)) => Count { sum, count },
             None => return Err(overflow(i64::MIN)),
         };
-        Ok(match self.answer {
-            Answer::Total => ReadAnswer::Total(total),
-            Answer::Stats => ReadAnswer::Stats {
+        Ok(if self.answer == Answer::Total {
+            ReadAnswer::Total(total)
+        } else {
+            ReadAnswer::Stats {
                 total,
                 cells_read: read,
-            },
-            Answer::Points => ReadAnswer::Range(points),
-            Answer::Distinct => ReadAnswer::Distinct {
-                points: Vec::new(),
-                union: 0,
-            },
+            }
         })
     }
 
